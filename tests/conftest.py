@@ -1,0 +1,59 @@
+"""Shared fixtures: a temporary workspace, synthetic image folders, and real sample photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Tests never touch the network or the user's own workspace.
+os.environ.setdefault("TL_STUDIO_OFFLINE", "1")
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
+
+
+def synthetic_image(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    """A noisy image dominated by one colour, with a random darker rectangle: easy but not trivial."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = np.array(colour, dtype=np.float32)[None, None, :]
+    arr = base + rng.normal(0, 25, size=(h, w, 3))
+    x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
+    arr[y0:y0 + h // 3, x0:x0 + w // 3] *= 0.5
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def write_image_folder(root: Path, classes: dict[str, int], size=(64, 48), fmt: str = "JPEG") -> Path:
+    """root/<class>/<i>.jpg for each class name (a COLOURS key) and count."""
+    for c_index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        colour = COLOURS.get(name, tuple(int(v) for v in np.random.default_rng(c_index).integers(0, 255, 3)))
+        for i in range(count):
+            ext = "jpg" if fmt == "JPEG" else fmt.lower()
+            synthetic_image(colour, seed=1000 * c_index + i, size=size).save(root / name / f"{i}.{ext}", fmt)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A 3-class ImageFolder of 12 small JPEGs per class."""
+    return write_image_folder(tmp_path / "images", {"red": 12, "green": 12, "blue": 12})
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch):
+    from tl_core.workspace import Workspace
+
+    monkeypatch.setenv("TL_STUDIO_HOME", str(tmp_path / "home"))
+    return Workspace(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> dict[str, Image.Image]:
+    """Real photos shipped with scikit-image: a cat and a cup of coffee."""
+    from skimage import data
+
+    return {"chelsea": Image.fromarray(data.chelsea()), "coffee": Image.fromarray(data.coffee())}

@@ -1,0 +1,35 @@
+"""Errors a user can cause. Each message says what happened and what to do next.
+
+The CLI prints ``str(error)`` as one line; the app shows it in ``st.error``. Anything that is
+not a ``TLError`` is a bug and is reported as such.
+"""
+
+from __future__ import annotations
+
+
+class TLError(Exception):
+    """Base class: the message is written for the user, not for a developer."""
+
+
+class DataError(TLError):
+    """The dataset cannot be used as given (one class, no images, unsafe archive, ...)."""
+
+
+class ConfigError(TLError):
+    """A setting is invalid or unknown (unknown backbone, bad learning rate, ...)."""
+
+
+class WeightsUnavailable(TLError):
+    """Pretrained weights for a backbone are not on this machine and cannot be downloaded."""
+
+
+class RunNotFound(TLError):
+    """A run id does not exist in the workspace."""
+
+
+class TrainingOutOfMemory(TLError):
+    """The device ran out of memory even at the smallest batch size we tried."""
+
+
+class JobError(TLError):
+    """A background job could not be started, found or controlled."""

@@ -1,0 +1,57 @@
+"""Where TL Studio keeps datasets, runs and caches.
+
+The default is ``~/.tl_studio``; ``TL_STUDIO_HOME`` changes it. The app gives each browser
+session its own sub-workspace (``Workspace.for_session``) so that on a shared classroom server
+one student's uploads and runs are not listed to another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "TL_STUDIO_HOME"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(ENV_HOME) or Path.home() / ".tl_studio").expanduser()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path  # everything of this workspace lives below this folder
+
+    @classmethod
+    def default(cls) -> "Workspace":
+        return cls(default_home())
+
+    def for_session(self, session_id: str) -> "Workspace":
+        """A private sub-workspace; ``session_id`` must be a short [A-Za-z0-9_-] token."""
+        if not _SAFE_ID.match(session_id):
+            raise ValueError(f"invalid session id {session_id!r}")
+        return Workspace(self.root / "sessions" / session_id)
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self._ensure(self.root / "datasets")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self._ensure(self.root / "runs")
+
+    @property
+    def cache_dir(self) -> Path:
+        """Decoded-image and feature caches; safe to delete at any time."""
+        return self._ensure(self.root / "cache")
+
+    @staticmethod
+    def _ensure(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def is_safe_id(value: str) -> bool:
+    return bool(_SAFE_ID.match(value))
