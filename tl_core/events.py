@@ -81,6 +81,17 @@ class RunCancelled:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Long work before or between epochs (decoding images, extracting features)."""
+
+    phase: str  # "decode" | "features" | "evaluate"
+    done: int
+    total: int
+    message: str = ""
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class Note:
     """Something the user should know during a run (e.g. batch size halved after OOM)."""
 
@@ -89,11 +100,11 @@ class Note:
 
 
 Event = Union[RunStarted, BatchEnded, EpochEnded, CheckpointSaved, RunFinished, RunFailed,
-              RunCancelled, Note]
+              RunCancelled, Progress, Note]
 Subscriber = Callable[[Event], None]
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in
                                 (RunStarted, BatchEnded, EpochEnded, CheckpointSaved, RunFinished,
-                                 RunFailed, RunCancelled, Note)}
+                                 RunFailed, RunCancelled, Progress, Note)}
 TERMINAL = (RunFinished, RunFailed, RunCancelled)
 
 

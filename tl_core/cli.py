@@ -1,0 +1,393 @@
+"""``python -m tl_core``: the engine from the command line.
+
+Errors a user can cause print one line (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import TLError
+
+
+# --------------------------------------------------------------------------------------------
+# Subscribers: the progress bar is one more listener on the trainer's event stream
+# --------------------------------------------------------------------------------------------
+class ProgressBar:
+    """Draws tqdm bars for data preparation and each epoch, and prints one line per epoch."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.bar = None
+        self.bar_key: Any = None
+
+    def _bar(self, key: Any, total: int, desc: str):
+        from tqdm import tqdm
+
+        if self.bar_key != key:
+            self.close()
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, leave=False, dynamic_ncols=True)
+            self.bar_key = key
+        return self.bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.bar_key = None, None
+
+    def __call__(self, event) -> None:
+        from . import events as ev
+
+        if isinstance(event, ev.Progress):
+            bar = self._bar(("progress", event.phase), event.total, event.phase)
+            bar.n = event.done
+            bar.refresh()
+        elif isinstance(event, ev.RunStarted):
+            self.close()
+            print(f"Training on {event.device}: {event.num_train} train / {event.num_val} val images, "
+                  f"{len(event.classes)} classes, {event.trainable_params:,} of {event.total_params:,} "
+                  f"parameters train" + (" (cached backbone features)" if event.feature_cache else ""),
+                  file=self.stream)
+            self.steps_per_epoch = event.steps_per_epoch
+        elif isinstance(event, ev.BatchEnded):
+            bar = self._bar(("epoch", event.epoch), getattr(self, "steps_per_epoch", 0), f"epoch {event.epoch}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}", refresh=False)
+        elif isinstance(event, ev.EpochEnded):
+            self.close()
+            print(f"epoch {event.epoch}: train loss {event.train_loss:.4f} acc {event.train_acc:.3f} | "
+                  f"val loss {event.val_loss:.4f} acc {event.val_acc:.3f} | {event.seconds:.1f}s",
+                  file=self.stream)
+        elif isinstance(event, ev.Note):
+            self.close()
+            print(event.message, file=self.stream)
+        elif isinstance(event, ev.RunCancelled):
+            self.close()
+            print(f"Stopped after epoch {event.epoch}; the best checkpoint (epoch {event.best_epoch}) is kept.",
+                  file=self.stream)
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def _workspace(args):
+    from .workspace import Workspace
+
+    return Workspace(Path(args.workspace)) if args.workspace else Workspace.default()
+
+
+def cmd_inspect(args) -> int:
+    from .data import health_report, ingest
+
+    ws = _workspace(args)
+    dest = _ingest_dest(ws, args.data)
+    ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"))
+    report = health_report(ds)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        return 0
+    d = report.to_dict()
+    print(f"Dataset {ds.name}: {len(ds.records)} images, {len(ds.classes)} classes ({ds.root})")
+    for name, count in d.get("counts", {}).items():
+        print(f"  {name:<30} {count:>6}")
+    if d.get("imbalance_ratio"):
+        print(f"Imbalance ratio (largest / smallest class): {d['imbalance_ratio']:.2f}")
+    if ds.skipped:
+        print(f"Skipped {len(ds.skipped)} files:")
+        for s in ds.skipped[:50]:
+            print(f"  {s.path}: {s.reason}")
+    for w in d.get("warnings", []):
+        print(f"warning: {w}")
+    for e in d.get("errors", []):
+        print(f"error: {e}")
+    return 0
+
+
+def _ingest_dest(ws, source: str) -> Path | None:
+    from .training import _slug
+
+    return ws.datasets_dir / _slug(source)
+
+
+def _simple_progress(desc: str):
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def report(done: int, total: int, message: str = "") -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        state["bar"].n = done
+        state["bar"].refresh()
+        if done >= total:
+            state["bar"].close()
+    return report
+
+
+def cmd_backbones(args) -> int:
+    from .backbones import list_backbones, weights_status
+
+    rows = []
+    for spec in list_backbones():
+        st = weights_status(spec.name, args.weights_dir)
+        rows.append((spec.name, f"{spec.num_params / 1e6:.1f}M", f"{spec.top1:.1f}",
+                     f"{spec.preprocess.crop_size}px", st.source if st.available else "missing"))
+    if args.json:
+        print(json.dumps([dict(zip(("name", "params", "top1", "input", "weights"), r)) for r in rows], indent=2))
+        return 0
+    header = ("backbone", "params", "top-1", "input", "weights here")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    missing = [r[0] for r in rows if r[-1] == "missing"]
+    if missing:
+        print("\nMissing weights download automatically when online, or put torchvision's .pth files in "
+              "the torch hub cache (~/.cache/torch/hub/checkpoints) or a folder named by TL_STUDIO_WEIGHTS.")
+    return 0
+
+
+def build_config(args):
+    from .config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
+
+    groups = tuple(g for g in (args.groups or "").split(",") if g)
+    lr_range = tuple(float(v) for v in args.lr_range.split(",")) if args.lr_range else None
+    return RunConfig(
+        data=DataConfig(source=str(args.data), val_fraction=args.val, test_fraction=args.test,
+                        split_seed=args.seed, augment=args.augment),
+        model=ModelConfig(backbone=args.backbone, pretrained=not args.random_init, weights_dir=args.weights_dir,
+                          head=HeadConfig(kind=args.head, hidden=args.hidden, dropout=args.dropout, pool=args.pool)),
+        freeze=FreezePlan(mode=args.freeze, last_n=args.last_n, groups=groups, unfreeze_every=args.unfreeze_every,
+                          train_bn=args.train_bn, lr_range=lr_range),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                          weight_decay=args.weight_decay, schedule=args.schedule,
+                          label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
+                          monitor=args.monitor, seed=args.seed, device=args.device, amp=not args.no_amp,
+                          feature_cache=not args.no_feature_cache, num_workers=args.workers),
+        name=args.name or "",
+    )
+
+
+def cmd_train(args) -> int:
+    from .events import Control
+    from .runs import RunStore
+    from .training import train
+
+    ws = _workspace(args)
+    store = RunStore(ws)
+    if args.resume:
+        run = store.get(args.resume)
+        config = run.config
+    else:
+        config = build_config(args)
+        run = store.create(config)
+    print(f"Run {run.id} in {run.dir}", file=sys.stderr)
+    control = Control(poll=run.stop_requested)
+    previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
+    bar = ProgressBar()
+    try:
+        result = train(config, run, ws, subscribers=[bar], control=control, resume=bool(args.resume))
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    val = result.get("val", {})
+    if val:
+        print(f"Best epoch {result.get('best_epoch')}: val accuracy {val['accuracy']:.3f}, "
+              f"loss {val['loss']:.4f}")
+    print(run.id)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .backbones import get_backbone
+    from .data import ingest
+    from .evaluation import EvalResult, evaluate_logits, load_images, predict_tensors
+    from .runs import RunStore
+
+    ws = _workspace(args)
+    run = RunStore(ws).get(args.run)
+    if args.data:
+        ds = ingest(args.data, dest=_ingest_dest(ws, args.data), progress=_simple_progress("reading"))
+        classes = run.classes
+        unknown = sorted(set(ds.classes) - set(classes))
+        if unknown:
+            raise TLError(f"Classes {unknown} are not among the run's classes {classes}; "
+                          "evaluate on a folder with the same class names.")
+        pre = get_backbone(run.config.model.backbone).preprocess
+        images = load_images([Path(ds.root) / r.path for r in ds.records], pre.resize_size)
+        logits = predict_tensors(run.load_model(), images, pre)
+        result = evaluate_logits(logits, [classes.index(r.label) for r in ds.records], classes,
+                                 [r.path for r in ds.records])
+    else:
+        data = run.read_json("eval_val.json")
+        if data is None:
+            raise TLError(f"Run {run.id} has no evaluation yet (state: {run.state}); "
+                          "give a DATA folder to evaluate on, or finish training first.")
+        result = EvalResult.from_dict(data)
+    if args.json:
+        print(json.dumps(result.summary(), indent=2))
+        return 0
+    print(f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  top-{result.top_k} {result.top_k_accuracy:.4f}"
+          f"  ({len(result.predictions)} images)")
+    print(f"{'class':<24}{'precision':>10}{'recall':>10}{'f1':>10}{'n':>7}")
+    for row in result.per_class:
+        print(f"{row['class']:<24}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>7}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .evaluation import predict
+    from .runs import RunStore
+
+    run = RunStore(_workspace(args)).get(args.run)
+    missing = [p for p in args.images if not Path(p).exists()]
+    if missing:
+        raise TLError(f"Image file not found: {missing[0]}")
+    results = predict(run, [Path(p) for p in args.images], top_k=args.top_k)
+    for path, top in zip(args.images, results):
+        print(path + ": " + ", ".join(f"{label} {p:.3f}" for label, p in top))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import RunStore
+
+    store = RunStore(_workspace(args))
+    if args.delete:
+        store.delete(args.delete)
+        print(f"Deleted run {args.delete}")
+        return 0
+    rows = [r.summary() for r in store.list()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("No runs yet. Start one with `python -m tl_core train DATA`.")
+    for r in rows:
+        acc = f"{r['best_val_acc']:.3f}" if isinstance(r.get("best_val_acc"), float) else "-"
+        note = "" if r.get("pretrained", True) else " (random init)"
+        print(f"{r['id']}  {r['state']:<10} {r['backbone']:<20} val acc {acc}{note}  {r.get('name') or ''}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+    from .runs import RunStore
+
+    run = RunStore(_workspace(args)).get(args.run)
+    out = Path(args.out or run.dir / "export")
+    report = export_run(run, out, formats=tuple(args.format))
+    print(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, indent=2, default=str))
+    print(f"Bundle written to {out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample import make_sample_dataset
+
+    path = make_sample_dataset(Path(args.dest), per_class=args.per_class)
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tl_core", description="TL Studio engine: transfer learning on your images.")
+    p.add_argument("--workspace", help="workspace folder (default: $TL_STUDIO_HOME or ~/.tl_studio)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("inspect", help="health report of a dataset (folder, zip or csv)")
+    s.add_argument("data")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_inspect)
+
+    s = sub.add_parser("backbones", help="list backbones and whether their weights are on this machine")
+    s.add_argument("--weights-dir", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_backbones)
+
+    s = sub.add_parser("train", help="train a run on DATA")
+    s.add_argument("data", nargs="?", default="", help="folder of class folders, a zip of them, or a path,label csv")
+    s.add_argument("--name", default="")
+    s.add_argument("--resume", metavar="RUN", help="resume RUN from its last checkpoint (DATA not needed)")
+    s.add_argument("--backbone", default="mobilenet_v2")
+    s.add_argument("--random-init", action="store_true", help="no pretrained weights (for comparison)")
+    s.add_argument("--weights-dir", default=None, help="folder with torchvision .pth weight files")
+    s.add_argument("--head", default="linear", choices=["linear", "mlp", "logreg", "linear_svm", "lda"])
+    s.add_argument("--hidden", type=int, default=1024)
+    s.add_argument("--dropout", type=float, default=0.2)
+    s.add_argument("--pool", default="avg", choices=["avg", "flatten"], help="VGG: pool or Keras-style flatten")
+    s.add_argument("--freeze", default="feature_extractor",
+                   choices=["feature_extractor", "last_n", "groups", "full", "gradual"])
+    s.add_argument("--last-n", type=int, default=1)
+    s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
+    s.add_argument("--unfreeze-every", type=int, default=1)
+    s.add_argument("--train-bn", action="store_true", help="update BatchNorm statistics in frozen groups")
+    s.add_argument("--lr-range", default="", help="discriminative learning rates LOW,HIGH")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "rmsprop"])
+    s.add_argument("--weight-decay", type=float, default=1e-4)
+    s.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "step", "constant"])
+    s.add_argument("--label-smoothing", type=float, default=0.0)
+    s.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0 = off)")
+    s.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_acc"])
+    s.add_argument("--augment", default="light", choices=["none", "light", "standard"])
+    s.add_argument("--val", type=float, default=0.2, help="validation fraction")
+    s.add_argument("--test", type=float, default=0.0, help="test fraction")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--no-amp", action="store_true")
+    s.add_argument("--no-feature-cache", action="store_true")
+    s.add_argument("--workers", type=int, default=0)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="metrics of RUN on its validation split or on DATA")
+    s.add_argument("run")
+    s.add_argument("data", nargs="?")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("predict", help="top-k predictions of RUN for image files")
+    s.add_argument("run")
+    s.add_argument("images", nargs="+")
+    s.add_argument("--top-k", type=int, default=3)
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("runs", help="list runs (or delete one)")
+    s.add_argument("--delete", metavar="RUN")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("export", help="export RUN as a bundle (TorchScript, ONNX, safetensors, predict.py)")
+    s.add_argument("run")
+    s.add_argument("--format", nargs="+", default=["torchscript", "onnx", "safetensors"],
+                   choices=["torchscript", "onnx", "safetensors"])
+    s.add_argument("--out", default=None)
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("sample", help="write the built-in sample dataset (coloured shapes) to DEST")
+    s.add_argument("dest")
+    s.add_argument("--per-class", type=int, default=40)
+    s.set_defaults(func=cmd_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.command == "train" and not args.data and not args.resume:
+        print("error: give a DATA folder, zip or csv to train on (or --resume RUN)", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except TLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

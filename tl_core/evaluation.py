@@ -1,0 +1,111 @@
+"""Evaluation and prediction: metrics from logits, and top-k predictions for a saved run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .errors import DataError
+
+
+@dataclass
+class EvalResult:
+    classes: list[str]
+    accuracy: float
+    loss: float
+    top_k: int  # k of top_k_accuracy (3, or fewer with fewer classes)
+    top_k_accuracy: float
+    per_class: list[dict[str, Any]]  # class, precision, recall, f1, support
+    confusion: list[list[int]]  # rows = true class, columns = predicted class
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    # per image: path, true, pred (indices), true_label, pred_label, confidence, loss, probs
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (for metrics.json, status and the CLI)."""
+        macro_f1 = float(np.mean([row["f1"] for row in self.per_class])) if self.per_class else 0.0
+        return {"accuracy": self.accuracy, "loss": self.loss, f"top{self.top_k}_accuracy": self.top_k_accuracy,
+                "macro_f1": macro_f1, "n": len(self.predictions)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalResult":
+        return cls(**data)
+
+
+def evaluate_logits(logits: torch.Tensor, labels: Sequence[int], classes: Sequence[str],
+                    paths: Sequence[str] | None = None) -> EvalResult:
+    """All metrics from raw logits [N, C] and true class indices."""
+    logits = logits.float().cpu()
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    n_classes = len(classes)
+    if len(y) == 0:
+        raise DataError("There are no images to evaluate on; add images or change the split.")
+    probs = logits.softmax(1)
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    pred = probs.argmax(1)
+    k = min(3, n_classes)
+    topk = probs.topk(k, dim=1).indices
+    top_k_acc = (topk == y[:, None]).any(1).float().mean().item()
+    label_ids = list(range(n_classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y.numpy(), pred.numpy(), labels=label_ids, zero_division=0)
+    per_class = [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
+    cm = confusion_matrix(y.numpy(), pred.numpy(), labels=label_ids)
+    paths = list(paths) if paths is not None else [str(i) for i in range(len(y))]
+    predictions = [
+        {"path": paths[i], "true": int(y[i]), "pred": int(pred[i]), "true_label": classes[int(y[i])],
+         "pred_label": classes[int(pred[i])], "confidence": float(probs[i, pred[i]]),
+         "loss": float(losses[i]), "probs": [round(float(p), 6) for p in probs[i]]}
+        for i in range(len(y))
+    ]
+    return EvalResult(classes=list(classes), accuracy=float((pred == y).float().mean()),
+                      loss=float(losses.mean()), top_k=k, top_k_accuracy=top_k_acc,
+                      per_class=per_class, confusion=cm.tolist(), predictions=predictions)
+
+
+@torch.no_grad()
+def predict_tensors(model: torch.nn.Module, images_uint8: torch.Tensor, preprocess, device: str | torch.device = "cpu",
+                    batch_size: int = 64) -> torch.Tensor:
+    """Logits for uint8 images [N,3,S,S] already resized to ``preprocess.resize_size``."""
+    from .data import center_crop
+    from .training import Normalizer
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    normalize = Normalizer(preprocess.mean, preprocess.std, device)
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        batch = center_crop(torch.as_tensor(np.asarray(images_uint8[start:start + batch_size])), preprocess.crop_size)
+        out.append(model(normalize(batch)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_images(images: Sequence[Image.Image | Path | str | bytes], size: int) -> torch.Tensor:
+    """Decode images exactly as training does (EXIF, RGB, shorter side to ``size``, centre crop)."""
+    from .data import image_to_tensor
+
+    return torch.stack([image_to_tensor(image, size) for image in images])
+
+
+def predict(run, images: Sequence[Image.Image | Path | str | bytes], top_k: int = 3,
+            device: str | torch.device = "cpu", model: torch.nn.Module | None = None) -> list[list[tuple[str, float]]]:
+    """Top-k (label, probability) for each image, with the run's best checkpoint."""
+    from .backbones import get_backbone
+
+    pre = get_backbone(run.config.model.backbone).preprocess
+    model = model if model is not None else run.load_model("best")
+    classes = run.classes
+    probs = predict_tensors(model, load_images(images, pre.resize_size), pre, device).softmax(1)
+    k = min(top_k, len(classes))
+    values, indices = probs.topk(k, dim=1)
+    return [[(classes[int(i)], float(v)) for v, i in zip(vs, ids)] for vs, ids in zip(values, indices)]
