@@ -1,0 +1,138 @@
+"""Decode each image once: resized, centre-cropped uint8 tensors cached as ``.npy`` on disk.
+
+Training reads the cache for every epoch (and every later run on the same images), so JPEG
+decoding is paid once per dataset and size. Past the RAM budget the cache is memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import DataError
+from .dataset import Dataset, ProgressFn
+from .safety import open_rgb
+
+DECODE_VERSION = 1  # bump when the decoding below changes, so old caches are not reused
+DEFAULT_RAM_BUDGET = 2 * 1024**3
+
+
+def decode_square(path: Path | str, size: int) -> np.ndarray:
+    """One image as uint8 [3, size, size]: EXIF-oriented RGB, shorter side resized to ``size``
+    (bilinear, antialiased) and centre-cropped. JPEGs decode at a reduced DCT scale when big."""
+    im = open_rgb(path, draft_size=size)
+    w, h = im.size
+    side = min(w, h)
+    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
+    # resize(box=...) crops and resizes in one pass: same pixels as resize-then-crop, less work.
+    im = im.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def cache_key(ds: Dataset, indices: Sequence[int], size: int) -> str:
+    """Content key: the images' sha256 in order, the size and the decoder version (not the paths)."""
+    h = hashlib.sha256(f"v{DECODE_VERSION}:{size}:".encode())
+    for i in indices:
+        h.update(ds.records[i].sha256.encode())
+    return h.hexdigest()[:32]
+
+
+def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Path, *,
+                  ram_budget_bytes: int = DEFAULT_RAM_BUDGET, progress: ProgressFn | None = None,
+                  workers: int = 1) -> torch.Tensor:
+    """uint8 [N, 3, size, size] for ``ds.records[indices]``, decoded once and cached in ``cache_dir``.
+
+    Returns an in-RAM tensor, or a memory-mapped (copy-on-write) one when the array is larger than
+    ``ram_budget_bytes``. ``workers`` > 1 decodes in that many processes.
+    """
+    indices = [int(i) for i in indices]
+    shape = (len(indices), 3, size, size)
+    nbytes = int(np.prod(shape))
+    use_mmap = nbytes > ram_budget_bytes
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"decoded-{cache_key(ds, indices, size)}-{size}.npy"
+
+    cached = _load(path, shape, use_mmap)
+    if cached is not None:
+        if progress is not None:
+            progress(len(indices), len(indices), "Decoded images loaded from the cache")
+        return torch.from_numpy(cached)
+
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if use_mmap:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        else:
+            out = np.empty(shape, dtype=np.uint8)
+        _fill(ds, indices, size, out, progress, workers)
+        if use_mmap:
+            out.flush()
+            del out
+        else:
+            with open(tmp, "wb") as handle:
+                np.save(handle, out)
+        os.replace(tmp, path)  # atomic: a reader sees the whole cache or none
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if use_mmap:
+        return torch.from_numpy(np.load(path, mmap_mode="c"))
+    return torch.from_numpy(out)
+
+
+def _load(path: Path, shape: tuple[int, ...], use_mmap: bool) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        # "c" (copy-on-write) rather than "r": torch wants a writable array, and writes stay private.
+        arr = np.load(path, mmap_mode="c" if use_mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        arr = None
+    if arr is None or arr.shape != shape or arr.dtype != np.uint8:
+        path.unlink(missing_ok=True)  # damaged or foreign: decode again
+        return None
+    return arr
+
+
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _decode_task(args: tuple[str, int]) -> tuple[np.ndarray | None, str]:
+    try:
+        return decode_square(args[0], args[1]), ""
+    except _DECODE_ERRORS as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+def _fill(ds: Dataset, indices: list[int], size: int, out: np.ndarray, progress: ProgressFn | None,
+          workers: int) -> None:
+    total = len(indices)
+    tasks = [(str(ds.root / ds.records[i].path), size) for i in indices]
+    every = max(1, total // 100)
+    pool = None
+    if workers > 1 and total > 64:
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(workers)
+    try:
+        results = pool.imap(_decode_task, tasks, chunksize=16) if pool else map(_decode_task, tasks)
+        for j, (arr, error) in enumerate(results):
+            if arr is None:
+                raise DataError(f"{ds.records[indices[j]].path} can no longer be read ({error}). The dataset "
+                                "changed on disk since it was imported; import it again.")
+            out[j] = arr
+            if progress is not None and ((j + 1) % every == 0 or j + 1 == total):
+                progress(j + 1, total, f"Decoded {j + 1} of {total} images")
+    finally:
+        if pool is not None:
+            pool.terminate()

@@ -1,0 +1,95 @@
+"""The dataset record types and ``dataset.json``: what an ingested dataset is, on disk and in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from ..errors import DataError
+
+DATASET_FILE = "dataset.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+ProgressFn = Callable[[int, int, str], None]  # (done, total, message)
+
+
+@dataclass(frozen=True)
+class UploadedImage:
+    name: str  # file name as the browser sent it (never trusted as a path)
+    data: bytes  # the file's bytes
+    label: str  # class the user put it in
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str  # posix path relative to Dataset.root
+    label: str  # class name
+    split: str | None  # "train" | "val" | "test" when the source gave one, else None
+    sha256: str  # of the file's bytes: finds duplicates and keys the decode cache
+    width: int  # original size, after EXIF orientation
+    height: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str  # the name as the source gave it
+    reason: str  # written for the user
+
+
+@dataclass
+class Dataset:
+    root: Path  # record paths are relative to this folder; dataset.json lives here
+    name: str  # shown to the user (folder, zip or csv name)
+    classes: list[str]  # sorted; includes classes whose folder held no usable image
+    records: list[ImageRecord]
+    skipped: list[Skipped] = field(default_factory=list)
+    source: str = ""  # what it was ingested from, for the record
+
+    @property
+    def labels(self) -> list[int]:
+        """Each record's label as an index into ``classes``."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index[r.label] for r in self.records]
+
+    def path_of(self, record: ImageRecord) -> Path:
+        return self.root / record.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "source": self.source,
+            "classes": list(self.classes),
+            "records": [dataclasses.asdict(r) for r in self.records],
+            "skipped": [dataclasses.asdict(s) for s in self.skipped],
+        }
+
+    def save(self) -> None:
+        """Write ``root/dataset.json`` atomically, so another process can ``Dataset.load`` it."""
+        atomic.write_json(self.root / DATASET_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, root: Path | str) -> Dataset:
+        root = Path(root)
+        path = root / DATASET_FILE
+        if not path.is_file():
+            raise DataError(f"No dataset found in {root} ({DATASET_FILE} is missing). Import the images again.")
+        try:
+            data = atomic.read_json(path)
+            if data.get("format") != FORMAT_VERSION:
+                raise ValueError(f"unknown format {data.get('format')!r}")
+            records = [ImageRecord(**r) for r in data["records"]]
+            classes = [str(c) for c in data["classes"]]
+            known = set(classes)
+            if any(r.label not in known for r in records):
+                raise ValueError("a record's label is not among the classes")
+            return cls(root=root, name=str(data["name"]), classes=classes, records=records,
+                       skipped=[Skipped(**s) for s in data.get("skipped", [])],
+                       source=str(data.get("source", "")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"The dataset description {path} is damaged ({exc}). Import the images again.") from exc

@@ -1,0 +1,164 @@
+"""What is wrong with a dataset before any training: counts, imbalance, sizes, duplicates, leaks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import Dataset
+from .split import Split
+
+MIN_PER_CLASS = 2  # one image to train on and one to validate with
+FEW_PER_CLASS = 10  # below this, accuracy numbers mean little
+IMBALANCE_WARN = 3.0
+SMALL_SIDE = 32  # pixels; smaller images carry little for a 224-pixel network
+
+
+@dataclass
+class HealthReport:
+    num_images: int
+    class_counts: dict[str, int]  # every class, empty ones included
+    imbalance_ratio: float | None  # largest class / smallest class; None when a class is empty
+    sizes: list[tuple[int, int]]  # (width, height) of every image, after EXIF orientation
+    size_summary: dict[str, float]  # min/median/max of width and height
+    skipped: list[dict[str, str]]  # {"path", "reason"}
+    duplicate_groups: list[list[str]]  # paths of byte-identical images, groups of two or more
+    cross_split_duplicates: list[list[str]]  # duplicate groups that sit in more than one split
+    split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sizes"] = [list(s) for s in self.sizes]
+        return d
+
+
+def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
+    """Everything a user should know before training. ``split`` (else the source's own split) is
+    used to find duplicates that leak between train, val and test."""
+    counts = Counter(r.label for r in ds.records)
+    class_counts = {c: counts.get(c, 0) for c in ds.classes}
+    sizes = [(r.width, r.height) for r in ds.records]
+    assigned = _split_of(ds, split)
+
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(ds.records):
+        by_hash[r.sha256].append(i)
+    groups = [g for g in by_hash.values() if len(g) > 1]
+    duplicate_groups = [[ds.records[i].path for i in g] for g in groups]
+    cross = [[ds.records[i].path for i in g] for g in groups
+             if len({assigned[i] for i in g if assigned[i] is not None}) > 1]
+
+    split_counts: dict[str, dict[str, int]] = {}
+    for i, r in enumerate(ds.records):
+        if assigned[i] is not None:
+            split_counts.setdefault(assigned[i], {c: 0 for c in ds.classes})[r.label] += 1
+
+    errors = _trainability_errors(ds, class_counts)
+    warnings: list[str] = []
+    non_empty = [n for n in class_counts.values() if n > 0]
+    ratio = max(non_empty) / min(non_empty) if non_empty and len(non_empty) == len(class_counts) else None
+    if ratio is not None and ratio >= IMBALANCE_WARN:
+        big = max(class_counts, key=class_counts.__getitem__)
+        small = min(class_counts, key=class_counts.__getitem__)
+        warnings.append(f"Classes are imbalanced: '{big}' has {class_counts[big]} images, '{small}' only "
+                        f"{class_counts[small]} ({ratio:.1f}x). Add images to the small classes, or judge "
+                        "the model by per-class accuracy rather than overall accuracy.")
+    few = [c for c, n in class_counts.items() if MIN_PER_CLASS <= n < FEW_PER_CLASS]
+    if few:
+        warnings.append(f"Few images in {_names(few)} (fewer than {FEW_PER_CLASS}); accuracy will be noisy. "
+                        "20 or more per class work better.")
+    if cross:
+        warnings.append(f"{len(cross)} image(s) appear in more than one of train/val/test; validation scores "
+                        "will be too optimistic. Remove the copies from one of the splits.")
+    elif groups:
+        extra = sum(len(g) - 1 for g in groups)
+        warnings.append(f"{extra} duplicate image(s) found (identical files); they count twice in training.")
+    same_hash_labels = [g for g in groups if len({ds.records[i].label for i in g}) > 1]
+    if same_hash_labels:
+        warnings.append(f"{len(same_hash_labels)} identical image(s) carry different classes; check their labels.")
+    tiny = sum(1 for w, h in sizes if min(w, h) < SMALL_SIDE)
+    if tiny:
+        warnings.append(f"{tiny} image(s) are smaller than {SMALL_SIDE} pixels on a side; they will be upscaled "
+                        "and look blurry to the network.")
+    if ds.skipped:
+        warnings.append(f"{len(ds.skipped)} file(s) were skipped; see the list for the reason of each.")
+    if split is None and "val" in split_counts:
+        empty_val = [c for c, n in split_counts["val"].items() if n == 0 and class_counts[c] > 0]
+        if empty_val:
+            warnings.append(f"The val/ folder has no images of {_names(empty_val)}; their accuracy cannot be measured.")
+
+    return HealthReport(
+        num_images=len(ds.records),
+        class_counts=class_counts,
+        imbalance_ratio=ratio,
+        sizes=sizes,
+        size_summary=_size_summary(sizes),
+        skipped=[{"path": s.path, "reason": s.reason} for s in ds.skipped],
+        duplicate_groups=duplicate_groups,
+        cross_split_duplicates=cross,
+        split_counts=split_counts,
+        warnings=warnings,
+        errors=errors,
+    )
+
+
+def check_trainable(ds: Dataset, min_per_class: int = MIN_PER_CLASS) -> None:
+    """Raise DataError, saying what to add, when no model can be trained and validated on ``ds``."""
+    counts = Counter(r.label for r in ds.records)
+    errors = _trainability_errors(ds, {c: counts.get(c, 0) for c in ds.classes}, min_per_class)
+    if errors:
+        raise DataError(" ".join(errors))
+
+
+def _trainability_errors(ds: Dataset, class_counts: dict[str, int], min_per_class: int = MIN_PER_CLASS) -> list[str]:
+    if not ds.records:
+        return ["The dataset has no usable images. Add a folder per class with JPEG or PNG images."]
+    if len(class_counts) < 2:
+        only = next(iter(class_counts), "")
+        return [f"The dataset needs at least two classes to learn to tell apart, but it has only one ('{only}'). "
+                "Add a folder per class, each holding images of that class."]
+    errors = []
+    empty = [c for c, n in class_counts.items() if n == 0]
+    if empty:
+        errors.append(f"Class {_names(empty)} has no usable images. Add images to it or remove its folder.")
+    short = {c: n for c, n in class_counts.items() if 0 < n < min_per_class}
+    for c, n in short.items():
+        more = min_per_class - n
+        errors.append(f"Class '{c}' has only {n} image(s); add at least {more} more (each class needs "
+                      f"{min_per_class}: some to train on and one to validate with).")
+    return errors
+
+
+def _split_of(ds: Dataset, split: Split | None) -> list[str | None]:
+    if split is None:
+        return [r.split for r in ds.records]
+    out: list[str | None] = [None] * len(ds.records)
+    for name in ("train", "val", "test"):
+        for i in getattr(split, name):
+            out[i] = name
+    return out
+
+
+def _size_summary(sizes: list[tuple[int, int]]) -> dict[str, float]:
+    if not sizes:
+        return {}
+    arr = np.asarray(sizes, dtype=np.float64)
+    return {"min_width": float(arr[:, 0].min()), "median_width": float(np.median(arr[:, 0])),
+            "max_width": float(arr[:, 0].max()), "min_height": float(arr[:, 1].min()),
+            "median_height": float(np.median(arr[:, 1])), "max_height": float(arr[:, 1].max())}
+
+
+def _names(classes: list[str]) -> str:
+    shown = ", ".join(f"'{c}'" for c in classes[:5])
+    return shown + (f" and {len(classes) - 5} more" if len(classes) > 5 else "")

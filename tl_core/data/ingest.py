@@ -1,0 +1,330 @@
+"""Turn what a user has (a folder, a zip, a CSV, uploaded files) into a checked ``Dataset``.
+
+Every file is read once: hashed (duplicates, cache keys) and fully decoded (corrupt and truncated
+files are skipped with a reason). Zips and uploads are written below ``dest/images`` under
+sanitised names; folders and CSVs are used in place unless ``dest`` is given, then copied.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ..errors import DataError
+from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
+from .safety import (
+    Limits,
+    Skip,
+    UniqueNames,
+    check_archive_caps,
+    check_member_name,
+    extension_reason,
+    inspect_image,
+    is_junk,
+    safe_component,
+    sha256_bytes,
+    zip_member_is_symlink,
+)
+
+IMAGES_DIR = "images"  # below dest: extracted/copied files, laid out as [split/]class/file
+_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                  "validation": "val", "test": "test", "testing": "test"}
+
+
+@dataclass
+class _Entry:
+    name: str  # as the source names it (shown in Skipped)
+    read: Callable[[], bytes]
+    rel: str = ""  # layout path [wrapper/][split/]class/.../file (folders and zips)
+    label: str | None = None  # given directly (CSV, uploads)
+    split: str | None = None
+    in_place: str | None = None  # path relative to the dataset root when the file is used where it is
+
+
+def ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None = None, *,
+           limits: Limits | None = None, progress: ProgressFn | None = None) -> Dataset:
+    """Check and import images; see the module docstring. Raises DataError when the source cannot be
+    used at all (missing, unsafe archive, no usable image); single bad files are in ``skipped``."""
+    limits = limits or Limits()
+    dest = Path(dest) if dest is not None else None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return _ingest_folder(path, dest, limits, progress)
+        if not path.is_file():
+            raise DataError(f"{path} does not exist. Choose a folder of class folders, a .zip or a .csv file.")
+        if path.suffix.lower() == ".csv":
+            return _ingest_csv(path, dest, limits, progress)
+        if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+            if dest is None:
+                raise DataError("A zip file needs a destination folder to be unpacked into (dest).")
+            return _ingest_zip(path, dest, limits, progress)
+        raise DataError(f"{path.name} is not a folder, .zip or .csv file. Put one folder per class "
+                        "into a zip file and import that.")
+    uploads = list(source)
+    if dest is None:
+        raise DataError("Uploaded images need a destination folder to be saved into (dest).")
+    return _ingest_uploads(uploads, dest, limits, progress)
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
+    files: list[str] = []
+    dirs: list[str] = []
+    for here, subdirs, names in os.walk(root):  # does not follow directory links
+        rel_here = Path(here).relative_to(root).as_posix()
+        prefix = "" if rel_here == "." else rel_here + "/"
+        subdirs[:] = sorted(d for d in subdirs if not is_junk(d))
+        dirs.extend(prefix + d for d in subdirs)
+        files.extend(prefix + n for n in sorted(names) if not (prefix == "" and n == DATASET_FILE))
+    copy = dest is not None and dest.resolve() != root.resolve()
+    if copy:
+        _check_counts(len(files), sum((root / f).stat().st_size for f in files), limits, root.name)
+    entries = [_Entry(name=f, rel=f, read=_file_reader(root / f, limits),
+                      in_place=None if copy else f) for f in files]
+    return _build(entries, dirs, dest if copy else root, root.name, str(root), limits, progress)
+
+
+def _ingest_zip(path: Path, dest: Path, limits: Limits, progress: ProgressFn | None) -> Dataset:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path.name} is not a valid zip file ({exc}). Re-create the zip and try again.") from exc
+    with zf:
+        infos = zf.infolist()
+        check_archive_caps(infos, limits, path.name)
+        entries: list[_Entry] = []
+        dirs: list[str] = []
+        unsafe: list[Skipped] = []
+        for info in infos:
+            try:
+                rel = check_member_name(info.filename)
+            except Skip as why:
+                unsafe.append(Skipped(info.filename, str(why)))
+                continue
+            if info.is_dir():
+                dirs.append(rel)
+            elif zip_member_is_symlink(info):
+                unsafe.append(Skipped(info.filename, "symbolic link in the archive (not followed)"))
+            else:
+                entries.append(_Entry(name=info.filename, rel=rel, read=_zip_reader(zf, info, limits)))
+        return _build(entries, dirs, dest, path.stem, str(path), limits, progress, pre_skipped=unsafe)
+
+
+def _ingest_csv(path: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
+    base = path.parent
+    try:
+        rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path.name} could not be read as a UTF-8 CSV file ({exc}).") from exc
+    split_col = None
+    if rows and rows[0] and rows[0][0].strip().lower() in {"path", "file", "filename", "image", "filepath",
+                                                           "image_path", "file_path"}:
+        header = [c.strip().lower() for c in rows[0]]
+        split_col = header.index("split") if "split" in header else None
+        rows = rows[1:]
+    copy = dest is not None and dest.resolve() != base.resolve()
+    entries: list[_Entry] = []
+    bad: list[Skipped] = []
+    for line, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[1].strip():
+            bad.append(Skipped(f"{path.name} row {line}", "row needs two columns: path,label"))
+            continue
+        raw = row[0].strip().replace("\\", "/")  # Windows-style paths are common in CSVs
+        try:
+            rel = check_member_name(raw)
+        except Skip as why:
+            bad.append(Skipped(raw, f"{why}; paths must be relative to the CSV's folder"))
+            continue
+        split = None
+        if split_col is not None and split_col < len(row) and row[split_col].strip():
+            split = _SPLIT_ALIASES.get(row[split_col].strip().lower())
+        entries.append(_Entry(name=rel, read=_file_reader(base / rel, limits), label=row[1].strip(),
+                              split=split, in_place=None if copy else rel))
+    if copy:
+        _check_counts(len(entries), 0, limits, path.name)
+    return _build(entries, [], dest if copy else base, path.stem, str(path), limits, progress, pre_skipped=bad)
+
+
+def _ingest_uploads(uploads: list[UploadedImage], dest: Path, limits: Limits,
+                    progress: ProgressFn | None) -> Dataset:
+    _check_counts(len(uploads), sum(len(u.data) for u in uploads), limits, "The upload")
+    entries: list[_Entry] = []
+    bad: list[Skipped] = []
+    for up in uploads:
+        try:
+            rel = check_member_name(up.name)
+        except Skip as why:
+            bad.append(Skipped(up.name, str(why)))
+            continue
+        if not up.label.strip():
+            bad.append(Skipped(up.name, "no class given for this image"))
+            continue
+        data = up.data
+        entries.append(_Entry(name=up.name, rel=rel, read=lambda data=data: data, label=up.label.strip()))
+    return _build(entries, [], dest, "uploads", "uploaded images", limits, progress, pre_skipped=bad)
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _check_counts(files: int, total_bytes: int, limits: Limits, name: str) -> None:
+    if files > limits.max_files:
+        raise DataError(f"{name} has {files:,} files, more than the limit of {limits.max_files:,}. "
+                        "Import fewer images at a time.")
+    if total_bytes > limits.max_total_bytes:
+        raise DataError(f"{name} is {total_bytes / 1024**3:.1f} GiB, more than the limit of "
+                        f"{limits.max_total_bytes / 1024**3:.1f} GiB. Use fewer or smaller images.")
+
+
+def _file_reader(path: Path, limits: Limits) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            if path.stat().st_size > limits.max_file_bytes:
+                raise Skip(f"file is larger than {limits.max_file_bytes // 1024**2} MiB")
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise Skip("file not found") from None
+        except OSError as exc:
+            raise Skip(f"file could not be read ({exc.strerror or exc})") from None
+    return read
+
+
+def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits) -> Callable[[], bytes]:
+    def read() -> bytes:
+        if info.flag_bits & 0x1:
+            raise Skip("password-protected in the archive")
+        if info.file_size > limits.max_file_bytes:
+            raise Skip(f"file is larger than {limits.max_file_bytes // 1024**2} MiB")
+        try:
+            with zf.open(info) as handle:  # zipfile stops at the declared size and checks the CRC
+                return handle.read(limits.max_file_bytes + 1)
+        except NotImplementedError:
+            raise Skip("compressed with a method that is not supported; re-create the zip") from None
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+            raise Skip(f"damaged inside the archive ({exc})") from None
+    return read
+
+
+def _layout(rels: list[str]) -> tuple[int, bool]:
+    """(wrapper folders to drop, whether the top level is train/val/test) for class-folder layouts."""
+    parts = [r.split("/") for r in rels]
+    drop = 0
+    while parts and all(len(p) >= drop + 3 for p in parts):
+        first = {p[drop] for p in parts}
+        if len(first) != 1 or next(iter(first)).lower() in _SPLIT_ALIASES:
+            break
+        drop += 1
+    tops = {_SPLIT_ALIASES.get(p[drop].lower(), "") for p in parts if len(p) > drop + 1}
+    has_splits = "train" in tops and "" not in tops
+    return drop, has_splits
+
+
+def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source: str, limits: Limits,
+           progress: ProgressFn | None, pre_skipped: Sequence[Skipped] = ()) -> Dataset:
+    skipped: list[Skipped] = list(pre_skipped)
+    candidates: list[_Entry] = []
+    for entry in entries:
+        if entry.rel and is_junk(entry.rel):
+            continue  # OS droppings (__MACOSX, .DS_Store, Thumbs.db, hidden files): nobody's images
+        reason = extension_reason(entry.rel or entry.name)
+        if reason:
+            skipped.append(Skipped(entry.name, reason))
+        else:
+            candidates.append(entry)
+
+    # Labels from the folder layout, for folders and zips.
+    classes: set[str] = set()
+    layout_entries = [e for e in candidates if e.label is None]
+    if layout_entries:
+        drop, has_splits = _layout([e.rel for e in layout_entries])
+        for d in dirs:  # class folders without usable images still count: the health report names them
+            parts = d.split("/")[drop:]
+            if has_splits and parts and _SPLIT_ALIASES.get(parts[0].lower()):
+                parts = parts[1:]
+            elif has_splits:
+                continue
+            if len(parts) >= 1 and not is_junk(d) and parts[0]:
+                classes.add(parts[0])
+        kept = []
+        for e in candidates:
+            if e.label is not None:
+                kept.append(e)
+                continue
+            parts = e.rel.split("/")[drop:]
+            if has_splits:
+                split = _SPLIT_ALIASES.get(parts[0].lower()) if len(parts) > 1 else None
+                if split is None:
+                    skipped.append(Skipped(e.name, "not inside a train/, val/ or test/ folder"))
+                    continue
+                e.split, parts = split, parts[1:]
+            if len(parts) < 2:
+                skipped.append(Skipped(e.name, "not inside a class folder; put each image into a folder "
+                                               "named after its class"))
+                continue
+            e.label = parts[0]
+            kept.append(e)
+        candidates = kept
+
+    writer = _Writer(root) if any(e.in_place is None for e in candidates) else None
+    records: list[ImageRecord] = []
+    total = len(candidates)
+    for done, e in enumerate(candidates, start=1):
+        try:
+            data = e.read()
+            width, height = inspect_image(data, limits)
+        except Skip as why:
+            skipped.append(Skipped(e.name, str(why)))
+        else:
+            assert e.label is not None
+            path = e.in_place if e.in_place is not None else writer.write(e, data)  # type: ignore[union-attr]
+            records.append(ImageRecord(path=path, label=e.label, split=e.split, sha256=sha256_bytes(data),
+                                       width=width, height=height))
+            classes.add(e.label)
+        if progress is not None:
+            progress(done, total, f"Checked {PurePosixPath(e.name).name}")
+
+    if not records:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
+        raise DataError(f"No usable images found in {name}" + (f" ({reasons})" if reasons else "") +
+                        ". Put one folder per class, each holding JPEG or PNG images.")
+    ds = Dataset(root=root, name=name, classes=sorted(classes), records=records, skipped=skipped, source=source)
+    ds.save()
+    return ds
+
+
+class _Writer:
+    """Writes accepted files below root/images as [split/]class/file with safe, unique names."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.names = UniqueNames()
+        self.class_dirs: dict[str, str] = {}
+        self.dir_names = UniqueNames()
+        images = root / IMAGES_DIR
+        if images.exists() and (root / DATASET_FILE).exists():
+            shutil.rmtree(images)  # re-import into the same dataset folder: ours to replace
+        images.mkdir(parents=True, exist_ok=True)
+
+    def write(self, entry: _Entry, data: bytes) -> str:
+        assert entry.label is not None
+        if entry.label not in self.class_dirs:
+            self.class_dirs[entry.label] = self.dir_names.claim("", safe_component(entry.label, 80))
+        folder = f"{IMAGES_DIR}/{entry.split + '/' if entry.split else ''}{self.class_dirs[entry.label]}"
+        file_name = self.names.claim(folder, safe_component(PurePosixPath(entry.rel or entry.name).name))
+        rel = f"{folder}/{file_name}"
+        target = self.root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)  # not fsynced one by one: dataset.json, written last and atomically, commits
+        return rel
+
+
+
