@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,16 +86,27 @@ def predict_tensors(model: torch.nn.Module, images_uint8: torch.Tensor, preproce
     normalize = Normalizer(preprocess.mean, preprocess.std, device)
     out = []
     for start in range(0, len(images_uint8), batch_size):
-        batch = center_crop(torch.as_tensor(np.asarray(images_uint8[start:start + batch_size])), preprocess.crop_size)
+        batch = center_crop(torch.from_numpy(np.array(images_uint8[start:start + batch_size])), preprocess.crop_size)
         out.append(model(normalize(batch)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
 def load_images(images: Sequence[Image.Image | Path | str | bytes], size: int) -> torch.Tensor:
     """Decode images exactly as training does (EXIF, RGB, shorter side to ``size``, centre crop)."""
-    from .data import image_to_tensor
+    from .data import decode_square
 
-    return torch.stack([image_to_tensor(image, size) for image in images])
+    def source(image):
+        if isinstance(image, Image.Image):  # lossless round trip through the one decode path
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            buffer.seek(0)
+            return buffer
+        return io.BytesIO(image) if isinstance(image, bytes) else image
+
+    try:
+        return torch.stack([torch.from_numpy(np.array(decode_square(source(image), size))) for image in images])
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"Could not read an image to predict on ({exc}); use a JPEG, PNG, BMP or WebP file.") from exc
 
 
 def predict(run, images: Sequence[Image.Image | Path | str | bytes], top_k: int = 3,

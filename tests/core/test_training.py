@@ -1,0 +1,192 @@
+"""The trainer end to end on small synthetic folders: events, checkpoints, cache, cancel, resume,
+early stopping, classical heads, and the claim that pretrained features beat random ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from tl_core import events as ev
+from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.evaluation import predict
+from tl_core.runs import RunStore
+from tl_core.training import train, train_step
+
+torch.set_num_threads(2)
+
+
+def config_for(folder, **train_kw) -> RunConfig:
+    model = train_kw.pop("model", ModelConfig(backbone="mobilenet_v2"))
+    freeze = train_kw.pop("freeze", FreezePlan(mode="feature_extractor"))
+    augment = train_kw.pop("augment", "none")
+    defaults = dict(epochs=3, batch_size=8, lr=1e-2, schedule="constant")
+    defaults.update(train_kw)
+    return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment=augment),
+                     model=model, freeze=freeze, train=TrainConfig(**defaults))
+
+
+def run_training(workspace, config, **kw):
+    run = RunStore(workspace).create(config)
+    seen: list = []
+    result = train(config, run, workspace, subscribers=[seen.append], **kw)
+    return run, result, seen
+
+
+def test_train_step_updates_only_trainable_parameters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)
+    frozen = model[0].weight.clone()
+    trainable = model[2].weight.clone()
+    opt = torch.optim.SGD([p for p in model.parameters()], lr=0.1)
+    loss, correct = train_step(model, torch.randn(8, 4), torch.randint(0, 2, (8,)), opt, nn.CrossEntropyLoss())
+    assert loss.ndim == 0 and 0 <= int(correct) <= 8
+    assert torch.equal(model[0].weight, frozen)
+    assert not torch.equal(model[2].weight, trainable)
+
+
+def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
+    run, result, seen = run_training(workspace, config_for(image_folder))
+    types = [type(e).__name__ for e in seen]
+    assert types.count("RunStarted") == 1 and types[-1] == "RunFinished"
+    assert types.count("EpochEnded") == 3
+    started = next(e for e in seen if isinstance(e, ev.RunStarted))
+    assert started.feature_cache and started.classes == ["blue", "green", "red"]
+    assert started.trainable_params < started.total_params / 100
+    # The run log holds the same stream the subscriber saw.
+    logged, _ = run.read_events()
+    assert [type(e) for e in logged] == [type(e) for e in seen]
+    assert run.state == "finished"
+    assert run.checkpoint_path("best").exists() and run.checkpoint_path("last").exists()
+    assert result["val"]["accuracy"] >= 0.85, result["val"]
+    assert run.read_json("eval_val.json")["confusion"]
+    # predict() on the saved run gives the right colour for a fresh image.
+    from tests.conftest import COLOURS, synthetic_image
+
+    top = predict(run, [synthetic_image(COLOURS["red"], seed=999)], top_k=2)
+    assert top[0][0][0] == "red" and len(top[0]) == 2
+
+
+def test_cached_epochs_cost_a_fraction_of_the_first(workspace, image_folder):
+    _, _, seen = run_training(workspace, config_for(image_folder, epochs=4))
+    seconds = [e.seconds for e in seen if isinstance(e, ev.EpochEnded)]
+    assert max(seconds[1:]) < seconds[0] / 5, seconds
+
+
+def test_fine_tuning_trains_images_with_augmentation(workspace, image_folder):
+    cfg = config_for(image_folder, epochs=2, augment="standard", feature_cache=False,
+                     model=ModelConfig(backbone="mobilenet_v3_small", pretrained=False),
+                     freeze=FreezePlan(mode="last_n", last_n=1), optimizer="sgd", schedule="cosine")
+    run, result, seen = run_training(workspace, cfg)
+    started = next(e for e in seen if isinstance(e, ev.RunStarted))
+    assert not started.feature_cache
+    assert any(isinstance(e, ev.BatchEnded) for e in seen)
+    assert run.summary()["pretrained"] is False
+
+
+def test_cancel_keeps_the_best_checkpoint(workspace, image_folder):
+    control = ev.Control()
+
+    def stop_after_first_epoch(event):
+        if isinstance(event, ev.EpochEnded) and event.epoch == 1:
+            control.stop()
+
+    cfg = config_for(image_folder, epochs=5)
+    run = RunStore(workspace).create(cfg)
+    result = train(cfg, run, workspace, subscribers=[stop_after_first_epoch], control=control)
+    assert result["state"] == "cancelled" and run.state == "cancelled"
+    events, _ = run.read_events()
+    assert isinstance(events[-1], ev.RunCancelled) and events[-1].best_epoch == 1
+    assert run.checkpoint_path("best").exists()
+    assert run.read_json("eval_val.json") is not None
+
+
+def test_stop_flag_file_cancels_from_another_process(workspace, image_folder):
+    cfg = config_for(image_folder, epochs=5)
+    run = RunStore(workspace).create(cfg)
+
+    def request_stop(event):
+        if isinstance(event, ev.EpochEnded) and event.epoch == 2:
+            run.request_stop()  # what the app's Stop button does
+
+    result = train(cfg, run, workspace, subscribers=[request_stop])
+    assert result["state"] == "cancelled" and result["best_epoch"] in (1, 2)
+
+
+def test_resume_continues_from_the_last_checkpoint(workspace, image_folder):
+    control = ev.Control()
+    cfg = config_for(image_folder, epochs=4)
+    run = RunStore(workspace).create(cfg)
+    train(cfg, run, workspace, subscribers=[lambda e: isinstance(e, ev.EpochEnded) and e.epoch == 2 and control.stop()],
+          control=control)
+    assert run.state == "cancelled"
+    seen: list = []
+    result = train(cfg, run, workspace, subscribers=[seen.append], resume=True)
+    epochs = [e.epoch for e in seen if isinstance(e, ev.EpochEnded)]
+    assert epochs == [3, 4]
+    assert any(isinstance(e, ev.Note) and "Resumed after epoch 2" in e.message for e in seen)
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3, 4]
+    assert run.state == "finished"
+
+
+def test_early_stopping_stops_when_the_metric_stalls(workspace, image_folder):
+    cfg = config_for(image_folder, epochs=10, lr=1e-9, monitor="val_acc", early_stopping_patience=2)
+    _, result, seen = run_training(workspace, cfg)
+    assert [e.epoch for e in seen if isinstance(e, ev.EpochEnded)] == [1, 2, 3]
+    assert result["stopped_early"] and result["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("kind", ["logreg", "linear_svm", "lda"])
+def test_classical_heads_on_cached_features(workspace, image_folder, kind):
+    cfg = config_for(image_folder, model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind=kind)))
+    run, result, _ = run_training(workspace, cfg)
+    assert result["val"]["accuracy"] >= 0.85
+    assert predict(run, [image_folder / "blue" / "0.jpg"])[0][0][0] == "blue"
+
+
+def test_bad_learning_rate_fails_before_any_work(workspace, image_folder):
+    from tl_core.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        run_training(workspace, config_for(image_folder, lr=0.0))
+
+
+def test_single_class_dataset_fails_with_a_clear_reason(workspace, tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core.errors import DataError
+
+    folder = write_image_folder(tmp_path / "one", {"red": 6})
+    run = RunStore(workspace).create(config_for(folder))
+    with pytest.raises(DataError, match="two classes"):
+        train(run.config, run, workspace)
+    assert run.state == "failed" and "two classes" in run.status()["error"]
+    events, _ = run.read_events()
+    assert isinstance(events[-1], ev.RunFailed)
+
+
+@pytest.mark.slow
+def test_pretrained_beats_random_init_on_real_photos(workspace, tmp_path, real_photos):
+    """Crops of two real photos (a cat, a coffee cup), few per class: ImageNet features separate
+    them far better than the same network with random weights."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    for name, photo in [("cat", real_photos["chelsea"]), ("coffee", real_photos["coffee"])]:
+        (root / name).mkdir(parents=True)
+        w, h = photo.size
+        for i in range(14):
+            s = int(min(w, h) * rng.uniform(0.35, 0.6))
+            x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+            crop = photo.crop((x, y, x + s, y + s)).convert("L").convert("RGB")  # no colour shortcut
+            crop.resize((96, 96)).save(root / name / f"{i}.jpg")
+    accs = {}
+    for pretrained in (True, False):
+        cfg = config_for(root, epochs=6, lr=3e-3, model=ModelConfig(backbone="mobilenet_v2", pretrained=pretrained))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_fraction=0.5))
+        _, result, _ = run_training(workspace, cfg)
+        accs[pretrained] = result["val"]["accuracy"]
+    assert accs[True] >= 0.9 and accs[True] > accs[False], accs
