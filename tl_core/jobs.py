@@ -1,0 +1,285 @@
+"""Training jobs: each run trains in its own worker process, one job per device at a time.
+
+``start_job`` creates the run folder and starts ``python -m tl_core.worker``; the worker waits
+its turn in a queue shared by every session of the server, trains, and writes the run folder.
+A page (any tab, any refresh) follows the job by reading that folder; closing the page never
+stops it. The queue lives below the *server-wide* workspace root (``Workspace.default()``),
+not below a session's sub-workspace, so all sessions of a classroom server share the device:
+
+    <home>/jobs/queue/<ticket>.json   one per waiting job, oldest first (FIFO)
+    <home>/jobs/slot-<i>.lock         held (fcntl.flock) by the worker that trains on device i
+    <home>/jobs/slot-<i>.json         which run holds slot i, for the status line
+
+A flock is released by the kernel when its process dies, so a crashed worker never blocks
+the queue, and ``job_state`` marks its run failed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from . import atomic
+from .config import RunConfig
+from .errors import JobError
+from .events import RunFailed
+from .runs import ACTIVE_STATES, Run, RunStore
+from .workspace import Workspace
+
+ENV_MAX_JOBS = "TL_STUDIO_MAX_JOBS"  # jobs that may train at once (default: one per GPU, else 1)
+QUEUE_POLL_S = 0.5  # how often a waiting worker checks whether its turn has come
+STALE_TICKET_S = 120.0  # a ticket whose worker never reported a pid is dropped after this
+
+DEAD_WORKER_REASON = ("The training process stopped unexpectedly (it may have run out of memory "
+                      "or been killed). The best checkpoint so far is kept; see worker.log in "
+                      "the run folder, or start the run again.")
+
+
+def jobs_root(home: Path | None = None) -> Path:
+    """The server-wide folder holding the job queue and device slots."""
+    root = Path(home) if home is not None else Workspace.default().root
+    path = root / "jobs"
+    (path / "queue").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def max_jobs() -> int:
+    """How many jobs may train at the same time: one per CUDA device, or 1 on CPU/MPS."""
+    env = os.environ.get(ENV_MAX_JOBS)
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
+# -- process liveness ------------------------------------------------------------------------
+def process_alive(pid: int | None, create_time: float | None = None) -> bool:
+    """True while ``pid`` runs (zombies count as dead; a recycled pid is caught by its start time)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if create_time is not None and abs(proc.create_time() - float(create_time)) > 1.0:
+            return False
+        return True
+    except (psutil.Error, ValueError):
+        return False
+
+
+def process_create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+# -- queue -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ticket:
+    path: Path
+    run_dir: str
+    pid: int | None
+    pid_created: float | None
+    created: float
+
+    @property
+    def run_id(self) -> str:
+        return Path(self.run_dir).name
+
+
+def _read_ticket(path: Path) -> Ticket | None:
+    data = atomic.read_json(path)
+    if not isinstance(data, dict):
+        return None
+    return Ticket(path, str(data.get("run_dir", "")), data.get("pid"), data.get("pid_created"),
+                  float(data.get("created", 0.0)))
+
+
+def _write_ticket(path: Path, run_dir: Path, pid: int | None, created: float) -> None:
+    atomic.write_json(path, {"run_dir": str(run_dir), "pid": pid, "created": created,
+                             "pid_created": process_create_time(pid) if pid else None})
+
+
+def waiting_tickets(root: Path) -> list[Ticket]:
+    """Live tickets, oldest first; tickets of dead or never-started workers are removed."""
+    tickets = []
+    for path in sorted((root / "queue").glob("*.json")):
+        ticket = _read_ticket(path)
+        if ticket is None:
+            continue
+        if ticket.pid is None:
+            alive = time.time() - ticket.created < STALE_TICKET_S
+        else:
+            alive = process_alive(ticket.pid, ticket.pid_created)
+        if alive:
+            tickets.append(ticket)
+        else:
+            path.unlink(missing_ok=True)
+    return tickets
+
+
+def queue_position(run: Run, home: Path | None = None) -> int | None:
+    """1 when the run is next to start, 2 when one job waits before it, ...; None when not waiting."""
+    for index, ticket in enumerate(waiting_tickets(jobs_root(home)), start=1):
+        if ticket.run_id == run.id and Path(ticket.run_dir) == run.dir:
+            return index
+    return None
+
+
+def running_jobs(home: Path | None = None) -> list[dict[str, Any]]:
+    """Jobs holding a device slot right now, server-wide: [{"slot", "run_id", "pid"}]."""
+    root = jobs_root(home)
+    jobs = []
+    for path in sorted(root.glob("slot-*.json")):
+        info = atomic.read_json(path) or {}
+        if process_alive(info.get("pid"), info.get("pid_created")):
+            jobs.append({"slot": info.get("slot"), "run_id": Path(info.get("run_dir", "")).name,
+                         "pid": info.get("pid")})
+    return jobs
+
+
+class Slot:
+    """A device slot held by this process (a flock on ``slot-<i>.lock``)."""
+
+    def __init__(self, root: Path, index: int, handle: IO[bytes], run_dir: Path) -> None:
+        self.root, self.index, self._handle = root, index, handle
+        atomic.write_json(root / f"slot-{index}.json",
+                          {"slot": index, "run_dir": str(run_dir), "pid": os.getpid(),
+                           "pid_created": process_create_time(os.getpid()), "since": time.time()})
+
+    def release(self) -> None:
+        (self.root / f"slot-{self.index}.json").unlink(missing_ok=True)
+        fcntl.flock(self._handle, fcntl.LOCK_UN)
+        self._handle.close()
+
+
+def _try_slot(root: Path, slots: int, run_dir: Path) -> Slot | None:
+    for index in range(slots):
+        handle = open(root / f"slot-{index}.lock", "ab")  # noqa: SIM115 - kept open while held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        return Slot(root, index, handle, run_dir)
+    return None
+
+
+def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
+                  poll_s: float = QUEUE_POLL_S) -> Slot | None:
+    """Block until this run is first in the queue and a slot is free (FIFO across the server).
+
+    Returns None when the user cancelled while waiting. Called by the worker process.
+    """
+    root = ticket_path.parent.parent
+    slots = slots or max_jobs()
+    while True:
+        if run.stop_requested():
+            ticket_path.unlink(missing_ok=True)
+            return None
+        waiting = waiting_tickets(root)
+        first = waiting[0].path if waiting else None
+        if first is None or first == ticket_path:
+            slot = _try_slot(root, slots, run.dir)
+            if slot is not None:
+                ticket_path.unlink(missing_ok=True)
+                return slot
+        time.sleep(poll_s)
+
+
+# -- public API for pages and the CLI -----------------------------------------------------------
+_children: dict[int, subprocess.Popen] = {}  # reaped by a thread, so no zombie stays behind
+
+
+def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None) -> str:
+    """Create a run for ``config`` in ``workspace`` and train it in a worker process.
+
+    Returns the run id at once; the run is "queued" until the device is free. ``home`` is the
+    server-wide root holding the queue (default: ``Workspace.default().root``).
+    """
+    run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
+    root = jobs_root(home)
+    created = time.time()
+    ticket = root / "queue" / f"{time.time_ns():020d}-{run.id}.json"
+    _write_ticket(ticket, run.dir, None, created)
+    run.set_status("queued", pid=None, queued_at=created)
+
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log = open(run.dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tl_core.worker", str(run.dir), "--workspace",
+             str(workspace.root), "--ticket", str(ticket)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
+    except OSError as exc:
+        ticket.unlink(missing_ok=True)
+        run.set_status("failed", error=f"Could not start the training process: {exc}")
+        raise JobError(f"Could not start the training process ({exc}).") from exc
+    finally:
+        log.close()
+    _children[proc.pid] = proc
+    threading.Thread(target=_reap, args=(proc,), daemon=True).start()
+    pid_created = process_create_time(proc.pid)
+    _write_ticket(ticket, run.dir, proc.pid, created)
+    if run.state == "queued":  # the worker may already have moved on; never step back
+        run.set_status("queued", pid=proc.pid, pid_created=pid_created)
+    return run.id
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    proc.wait()
+    _children.pop(proc.pid, None)
+
+
+def job_state(run: Run) -> dict[str, Any]:
+    """The run's status; a queued/running run whose worker is gone is marked failed first."""
+    status = run.status()
+    state = status.get("state")
+    if state not in ACTIVE_STATES:
+        return status
+    pid = status.get("pid")
+    if pid is None:
+        started = status.get("queued_at") or status.get("created") or 0.0
+        if time.time() - float(started) < STALE_TICKET_S:
+            return status  # the worker is being launched right now
+    elif process_alive(pid, status.get("pid_created")):
+        return status
+    status = run.status()  # re-read: the worker may have finished in the meantime
+    if status.get("state") not in ACTIVE_STATES:
+        return status
+    run.append_event(RunFailed(reason=DEAD_WORKER_REASON, error_type="WorkerDied"))
+    run.set_status("failed", error=DEAD_WORKER_REASON)
+    return run.status()
+
+
+def cancel(run: Run) -> None:
+    """Ask the job to stop after the current batch (the best checkpoint is kept).
+
+    A queued job leaves the queue without training. Returns at once; the worker writes the
+    final "cancelled" state.
+    """
+    run.request_stop()
+    job_state(run)
+
+
+def is_active(run: Run) -> bool:
+    return job_state(run).get("state") in ACTIVE_STATES

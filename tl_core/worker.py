@@ -1,0 +1,85 @@
+"""The worker process of one training job: ``python -m tl_core.worker RUN_DIR --workspace ROOT``.
+
+Started by ``tl_core.jobs.start_job``. It waits for a device slot in the server-wide queue,
+trains with ``tl_core.training.train`` and leaves the outcome in the run folder. The stop flag
+file (``Run.request_stop``) ends it cooperatively, keeping the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import TLError
+from .events import TERMINAL, Control, RunCancelled, RunFailed
+from .jobs import max_jobs, process_create_time, wait_for_slot
+from .runs import ACTIVE_STATES, Run
+from .workspace import Workspace
+
+
+def _has_terminal_event(run: Run) -> bool:
+    events, _ = run.read_events()
+    return any(isinstance(e, TERMINAL) for e in events)
+
+
+def _fail(run: Run, reason: str, error_type: str) -> None:
+    if not _has_terminal_event(run):
+        run.append_event(RunFailed(reason=reason, error_type=error_type))
+    run.set_status("failed", error=reason)
+
+
+def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
+    run = Run(run_dir)
+    pid = os.getpid()
+    run.set_status("queued", pid=pid, pid_created=process_create_time(pid))
+    slot = None
+    if ticket is not None:
+        slots = max_jobs()
+        slot = wait_for_slot(run, ticket, slots=slots)
+        if slot is None:
+            run.append_event(RunCancelled(epoch=0, best_epoch=None))
+            run.set_status("cancelled", error=None)
+            return 0
+    try:
+        config = run.config
+        if (slot is not None and config.train.device == "auto" and slot.index > 0):
+            # one job per GPU: the job holding slot i trains on cuda:i
+            config = dataclasses.replace(config, train=dataclasses.replace(
+                config.train, device=f"cuda:{slot.index}"))
+        run.set_status("running", pid=pid, started_at=time.time(),
+                       slot=None if slot is None else slot.index)
+        from .training import train
+
+        train(config, run, Workspace(workspace_root), control=Control(poll=run.stop_requested))
+    except TLError as exc:
+        _fail(run, str(exc), type(exc).__name__)
+        return 1
+    except BaseException as exc:  # a bug, or KeyboardInterrupt/SystemExit: the log keeps details
+        traceback.print_exc()
+        _fail(run, f"Training stopped because of an internal error ({type(exc).__name__}: {exc}). "
+              "Details are in worker.log in the run folder.", type(exc).__name__)
+        return 2
+    finally:
+        if slot is not None:
+            slot.release()
+    if run.state in ACTIVE_STATES:  # train() returned without writing a final state
+        run.set_status("cancelled" if run.stop_requested() else "finished")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tl_core.worker", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--workspace", type=Path, required=True, help="workspace root of the run")
+    parser.add_argument("--ticket", type=Path, default=None, help="queue ticket (omit: no queue)")
+    args = parser.parse_args(argv)
+    return run_job(args.run_dir, args.workspace, args.ticket)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
