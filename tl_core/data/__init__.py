@@ -1,13 +1,34 @@
 """Datasets: import (folder, zip, CSV, uploads), safety checks, health report, split, decode cache,
-augmentation. See docs/ARCHITECTURE.md, section tl_core.data."""
+augmentation. See docs/ARCHITECTURE.md, section tl_core.data.
 
-from .augment import PRESET_HELP, PRESETS, center_crop, make_augment
-from .cache import cache_key, decode_images, decode_square
+The torch-based parts (decode cache, augmentation) load on first use, so that reading a dataset
+or checking an upload does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
 from .health import HealthReport, check_trainable, health_report
 from .ingest import IMAGES_DIR, ingest
 from .safety import IMAGE_EXTENSIONS, Limits
 from .split import Split, make_split
+
+if TYPE_CHECKING:
+    from .augment import PRESET_HELP, PRESETS, center_crop, make_augment
+    from .cache import cache_key, decode_images, decode_square
+
+_LAZY = {"PRESET_HELP": "augment", "PRESETS": "augment", "center_crop": "augment", "make_augment": "augment",
+         "cache_key": "cache", "decode_images": "cache", "decode_square": "cache"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DATASET_FILE", "IMAGES_DIR", "IMAGE_EXTENSIONS", "PRESETS", "PRESET_HELP",
