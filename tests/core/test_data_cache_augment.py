@@ -1,0 +1,95 @@
+"""Decode-once cache (in RAM and memory-mapped) and the augmentation presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image_folder
+from PIL import Image
+
+import tl_core.data.cache as cache
+from tl_core.data import center_crop, decode_images, decode_square, ingest, make_augment
+from tl_core.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def dataset(image_folder: Path):
+    return ingest(image_folder)
+
+
+def test_decode_shape_and_reuse_without_decoding(dataset, tmp_path: Path, monkeypatch):
+    calls = []
+    first = decode_images(dataset, range(36), 32, tmp_path / "c", progress=lambda d, t, m: calls.append((d, t)))
+    assert first.shape == (36, 3, 32, 32) and first.dtype == torch.uint8
+    assert calls[-1] == (36, 36)
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 1 and not list((tmp_path / "c").glob(".*tmp"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded again although cached")
+
+    monkeypatch.setattr(cache, "decode_square", fail)
+    again = decode_images(dataset, range(36), 32, tmp_path / "c")
+    assert torch.equal(first, again)
+    with pytest.raises(AssertionError):  # another size is another cache entry
+        decode_images(dataset, range(36), 40, tmp_path / "c")
+
+
+def test_memmap_past_ram_budget(dataset, tmp_path: Path, monkeypatch):
+    in_ram = decode_images(dataset, [3, 1, 2], 24, tmp_path / "ram")
+    modes = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda *a, **k: modes.append(k.get("mmap_mode")) or real_load(*a, **k))
+    mapped = decode_images(dataset, [3, 1, 2], 24, tmp_path / "mm", ram_budget_bytes=1)
+    assert modes == ["c"] and torch.equal(mapped, in_ram)
+    mapped_again = decode_images(dataset, [3, 1, 2], 24, tmp_path / "mm", ram_budget_bytes=1)
+    assert torch.equal(mapped_again, in_ram)
+
+
+def test_damaged_cache_is_rebuilt(dataset, tmp_path: Path):
+    decode_images(dataset, range(4), 16, tmp_path / "c")
+    (npy,) = (tmp_path / "c").glob("*.npy")
+    npy.write_bytes(b"garbage")
+    assert decode_images(dataset, range(4), 16, tmp_path / "c").shape == (4, 3, 16, 16)
+
+
+def test_missing_file_after_import_is_a_data_error(dataset, tmp_path: Path):
+    (dataset.root / dataset.records[0].path).unlink()
+    with pytest.raises(DataError, match="import it again"):
+        decode_images(dataset, [0], 16, tmp_path / "c")
+    assert not list((tmp_path / "c").iterdir())  # nothing half-written left behind
+
+
+def test_workers_give_the_same_pixels(tmp_path: Path):
+    ds = ingest(write_image_folder(tmp_path / "imgs", {"red": 40, "blue": 40}))
+    one = decode_images(ds, range(80), 16, tmp_path / "a")
+    two = decode_images(ds, range(80), 16, tmp_path / "b", workers=2)
+    assert torch.equal(one, two)
+
+
+def test_decode_square_is_resize_shorter_side_then_centre_crop(tmp_path: Path):
+    arr = np.zeros((60, 120, 3), np.uint8)
+    arr[:, :30] = 255  # white left quarter: cropped away by the centre square
+    arr[:, 30:90] = (0, 200, 0)
+    Image.fromarray(arr).save(tmp_path / "x.png")
+    out = decode_square(tmp_path / "x.png", 30)
+    assert out.shape == (3, 30, 30)
+    assert out[1].min() > 150 and out[0].max() < 60
+
+
+def test_center_crop_and_presets():
+    batch = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+    assert torch.equal(center_crop(batch, 32), batch[:, :, 4:36, 4:36])
+    assert center_crop(batch[:, :, :20, :20], 32).shape == (4, 3, 32, 32)
+    assert torch.equal(make_augment("none", 32)(batch), center_crop(batch, 32))
+    torch.manual_seed(0)
+    for preset in ("light", "standard"):
+        out = make_augment(preset, 32)(batch)
+        assert out.shape == (4, 3, 32, 32) and out.dtype == torch.uint8
+    same = batch[:1].repeat(8, 1, 1, 1)
+    out = make_augment("standard", 32)(same)
+    assert not all(torch.equal(out[0], out[i]) for i in range(1, 8))  # parameters drawn per image
+    with pytest.raises(ConfigError, match="light"):
+        make_augment("heavy", 32)
