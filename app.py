@@ -1,0 +1,21 @@
+"""TL Studio: page config, sidebar and the list of pages. Each page is a thin script in pages/."""
+
+import streamlit as st
+
+from tl_ui import get_state, sidebar
+
+st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
+
+# Every page is listed here (st.navigation turns off the automatic pages/ discovery).
+# Later pages (predict, export) are added to this list.
+PAGES = [
+    st.Page("pages/1_data.py", title="1 · Data", icon=":material/photo_library:", url_path="data",
+            default=True),
+    st.Page("pages/2_model.py", title="2 · Model", icon=":material/neurology:", url_path="model"),
+    st.Page("pages/3_train.py", title="3 · Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/4_results.py", title="4 · Results", icon=":material/insights:", url_path="results"),
+]
+
+page = st.navigation(PAGES)
+sidebar.render(get_state())
+page.run()

@@ -1,0 +1,226 @@
+"""Data: bring images in (sample, zip, folder, per-class uploads, webcam, downloads), check them, split."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from tl_core import data as tl_data
+from tl_core import downloads
+from tl_core import sample as tl_sample
+from tl_core.catalog import DatasetCatalog
+from tl_core.workspace import Workspace
+from tl_ui import get_state, intro, user_errors
+from tl_ui.widgets import progress_callback, thumbnail_of, uploaded_images, uploads_as_zip
+
+state = get_state()
+catalog = DatasetCatalog(state.workspace)
+
+intro(
+    "Your images",
+    "Transfer learning starts from a network that has already learned to see on millions of photos; "
+    "you only teach it **your** classes, so a few dozen labelled images per class are often enough. "
+    "The quality of these images decides the result more than any setting, so look at them first.",
+    """
+**What happens on this page**
+
+1. **Bring images in.** Each class is a folder of images (`cats/…`, `dogs/…`), a zip of such folders,
+   images you upload class by class, or webcam snapshots. The built-in *sample* works offline in one click.
+2. **Check their health.** We count images per class, look for duplicates, tiny or broken files, and
+   classes that are much bigger than others (the model then learns to favour the big class).
+3. **Split them.** Part of each class is held back as a *validation set*: the model never trains on it,
+   so its accuracy there tells us how well it will do on new photos. A *test set* is kept for one final,
+   honest check after all choices are made.
+
+*Classroom tip:* ask the class to predict which classes the model will confuse before training,
+then compare with the confusion matrix on the Results page.
+""")
+
+
+def _ingest_into_new(name: str, source, *, in_place: bool = False) -> None:
+    """Ingest ``source`` into a fresh dataset folder and make it the current dataset.
+
+    With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
+    which is then ingested where it is."""
+    dest = catalog.new_dir(name)
+    bar = st.progress(0.0, text="Reading images…")
+    try:
+        if in_place:
+            source(dest)
+            ds = tl_data.ingest(dest, progress=progress_callback(bar))
+        else:
+            ds = tl_data.ingest(source, dest, progress=progress_callback(bar))
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    finally:
+        bar.empty()
+    state.select_dataset(dest.name)
+    st.toast(f"Added **{ds.name}**: {len(ds.records)} images in {len(ds.classes)} classes.")
+
+
+st.subheader("1 · Choose images")
+tabs = st.tabs([":material/bolt: Sample (one click)", ":material/folder_zip: Zip", ":material/folder: Folder",
+                ":material/category: Class by class", ":material/photo_camera: Webcam",
+                ":material/cloud_download: Download"])
+
+with tabs[0]:
+    st.markdown("Four classes of generated shapes: works offline and trains in under a minute.")
+    if st.button("Use the sample dataset", type="primary", icon=":material/bolt:", key="use_sample"):
+        with user_errors("Could not make the sample"), st.spinner("Making the sample…"):
+            _ingest_into_new("shapes", tl_sample.make_sample_dataset, in_place=True)
+    package = dict(tl_sample.package_samples())
+    if package:
+        st.markdown("Or an image set that comes with an installed package:")
+        c1, c2 = st.columns([3, 1])
+        name = c1.selectbox("Package sample", list(package), format_func=lambda n: f"{n}: {package[n]}",
+                            key="package_pick", label_visibility="collapsed")
+        if c2.button("Use it", key="use_package"):
+            with user_errors("Could not make the sample"), st.spinner("Writing the images…"):
+                _ingest_into_new(name, lambda dest: tl_sample.make_package_sample(name, dest), in_place=True)
+
+with tabs[1]:
+    archive = st.file_uploader("A .zip with one folder per class (train/ val/ test/ folders are kept)",
+                               type="zip", key="zip_upload")
+    if archive is not None and st.button("Add this zip", key="add_zip", type="primary"):
+        with user_errors("Could not read the zip"), tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload.zip"
+            path.write_bytes(archive.getvalue())
+            _ingest_into_new(Path(archive.name).stem, path)
+
+with tabs[2]:
+    folder = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
+                              key="folder_upload")
+    if folder and st.button("Add this folder", key="add_folder", type="primary"):
+        with user_errors("Could not read the folder"), tempfile.TemporaryDirectory() as tmp:
+            name = folder[0].name.split("/")[0] or "folder"
+            _ingest_into_new(name, uploads_as_zip(folder, Path(tmp) / "folder.zip"))
+
+with tabs[3]:
+    names = st.text_input("Class names, separated by commas", placeholder="healthy, spotted, wilted",
+                          key="class_names")
+    classes = [c.strip() for c in names.split(",") if c.strip()]
+    uploads = []
+    for i, label in enumerate(classes):
+        files = st.file_uploader(f"Images of **{label}**", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"],
+                                 accept_multiple_files=True, key=f"class_files_{i}_{label}")
+        uploads += uploaded_images(files or [], label)
+    if classes and st.button(f"Create dataset from {len(uploads)} images", key="add_classes",
+                             disabled=not uploads, type="primary"):
+        with user_errors("Could not create the dataset"):
+            _ingest_into_new("my-classes", uploads)
+
+with tabs[4]:
+    st.markdown("Take a few snapshots per class (10 or more each work best).")
+    snap_classes = [c.strip() for c in st.text_input("Class names, separated by commas", key="snap_names",
+                                                     placeholder="thumbs up, thumbs down").split(",") if c.strip()]
+    snapshots = st.session_state.setdefault("tl_snapshots", [])
+    if snap_classes:
+        label = st.radio("Snapshots go to class", snap_classes, horizontal=True, key="snap_label")
+        shot = st.camera_input("Webcam", key="camera")
+        if shot is not None and st.button(f"Add this snapshot to '{label}'", key="add_snap"):
+            snapshots.extend(uploaded_images([shot], label))
+            st.toast(f"{sum(s.label == label for s in snapshots)} snapshots of {label}")
+        counts = pd.Series([s.label for s in snapshots]).value_counts()
+        st.write({c: int(counts.get(c, 0)) for c in snap_classes})
+        if st.button("Create dataset from snapshots", disabled=not snapshots, key="add_snaps"):
+            with user_errors("Could not create the dataset"):
+                _ingest_into_new("webcam", list(snapshots))
+                snapshots.clear()
+
+with tabs[5]:
+    st.markdown("Well-known datasets from torchvision (downloaded once to this server; needs internet).")
+    choice = st.selectbox("Dataset", list(downloads.DOWNLOADABLE), key="download_choice",
+                          format_func=lambda name: f"{name}: {downloads.DOWNLOADABLE[name].description} "
+                                                   f"(~{downloads.DOWNLOADABLE[name].size_mb} MB)")
+    limit = st.number_input("Images per class to keep", 10, 1000, 50, step=10, key="download_limit")
+    if st.button("Download", key="download", icon=":material/cloud_download:"):
+        with user_errors("Could not download"), st.spinner(f"Downloading {choice}…"):
+            dest = catalog.new_dir(choice)
+            try:
+                downloads.download_dataset(choice, dest, per_class=int(limit),
+                                           cache_dir=Workspace.default().root / "downloads")
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
+            state.select_dataset(dest.name)
+
+entries = catalog.list()
+if entries:
+    ids = [e.id for e in entries]
+    labels = {e.id: f"{e.name} · {e.num_images} images, {e.num_classes} classes ({e.id})" for e in entries}
+    current = ids.index(state.dataset_id) if state.dataset_id in ids else 0
+    picked = st.selectbox("Current dataset", ids, index=current, format_func=labels.get, key="dataset_pick")
+    if picked != state.dataset_id:
+        state.select_dataset(picked)
+
+if not state.dataset_dir():
+    st.info("No dataset yet. Click **Use the sample dataset** above to try TL Studio in two clicks.")
+    st.stop()
+
+with user_errors("Could not open the dataset"):
+    ds = catalog.load(state.dataset_id)
+    st.subheader("2 · Health report")
+    report = tl_data.health_report(ds)
+    for message in report.errors:
+        st.error(message, icon=":material/error:")
+    for message in report.warnings:
+        st.warning(message, icon=":material/warning:")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Images", report.num_images)
+    c2.metric("Classes", len(report.class_counts))
+    c3.metric("Skipped files", len(report.skipped))
+    c4.metric("Duplicate groups", len(report.duplicate_groups))
+
+    counts = pd.DataFrame({"class": list(report.class_counts), "images": list(report.class_counts.values())})
+    left, right = st.columns(2)
+    left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class", text="images")
+                      .update_layout(height=320), key="class_bar")
+    sizes = pd.DataFrame(report.sizes, columns=["width", "height"])
+    sizes["shorter side (px)"] = sizes.min(axis=1)
+    right.plotly_chart(px.histogram(sizes, x="shorter side (px)", nbins=30, title="Image sizes")
+                       .update_layout(height=320), key="size_hist")
+
+    st.markdown("**A few images of each class**")
+    by_class: dict[str, list] = {}
+    for record in ds.records:
+        if len(by_class.setdefault(record.label, [])) < 8:
+            by_class[record.label].append(record)
+    for label in ds.classes:
+        thumbs = [t for t in (thumbnail_of(ds.path_of(r)) for r in by_class.get(label, [])) if t]
+        st.caption(f"{label} ({report.class_counts.get(label, 0)})")
+        if thumbs:
+            st.image(thumbs, width=96)
+
+    if report.skipped:
+        with st.expander(f"Skipped files ({len(report.skipped)}): not used for training", expanded=True):
+            st.dataframe(pd.DataFrame(report.skipped), hide_index=True, key="skipped_table",
+                         column_config={"path": "File", "reason": "Why it was skipped"})
+    if report.duplicate_groups:
+        with st.expander(f"Duplicate images ({len(report.duplicate_groups)} groups)"):
+            st.dataframe(pd.DataFrame({"identical files": [", ".join(g) for g in report.duplicate_groups]}),
+                         hide_index=True)
+
+    st.subheader("3 · Split")
+    has_val = any(r.split == "val" for r in ds.records)
+    if has_val:
+        st.info("Your data came with its own validation split; it is kept as given.")
+    c1, c2, c3 = st.columns(3)
+    state.val_fraction = c1.slider("Validation share", 0.05, 0.5, state.val_fraction, 0.05, disabled=has_val,
+                                   help="Held back from training to measure accuracy on unseen images.")
+    state.test_fraction = c2.slider("Test share", 0.0, 0.4, state.test_fraction, 0.05,
+                                    help="Kept aside for one final check; 0 = no test set.")
+    state.split_seed = int(c3.number_input("Shuffle seed", 0, 10_000, state.split_seed,
+                                           help="The same seed gives the same split every time."))
+    split = tl_data.make_split(ds, state.val_fraction, state.test_fraction, state.split_seed)
+    rows = []
+    for name, indices in (("train", split.train), ("validation", split.val), ("test", split.test)):
+        for label in ds.classes:
+            rows.append({"split": name, "class": label,
+                         "images": sum(ds.records[i].label == label for i in indices)})
+    st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group",
+                           title="Images per class and split").update_layout(height=320), key="split_bar")
+    st.page_link("pages/2_model.py", label="Next: choose a model", icon=":material/arrow_forward:")

@@ -1,0 +1,167 @@
+"""Train: hyperparameters, augmentation preview, start/stop a job, live curves read from the run folder."""
+
+import streamlit as st
+
+from tl_core import jobs
+from tl_core.backbones import get_backbone
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.data import PRESET_HELP, PRESETS
+from tl_core.runs import ACTIVE_STATES
+from tl_core.system import device_info
+from tl_ui import get_state, intro, user_errors
+from tl_ui.charts import curves_for, format_seconds
+from tl_ui.models import augment_preview
+
+state = get_state()
+DEFAULTS = TrainConfig()
+
+intro(
+    "Train",
+    "Training shows your labelled images to the network again and again (one pass is an *epoch*) and nudges "
+    "the trainable weights to make fewer mistakes. The curves below show whether it is learning: loss should "
+    "fall and validation accuracy rise; when they stop improving, more epochs do not help.",
+    """
+**Reading the curves.** *Loss* measures how wrong the predictions are (lower is better). *Training*
+numbers are measured on the images the model learns from, *validation* numbers on held-back images.
+If training accuracy keeps rising while validation accuracy falls, the model is *overfitting*:
+memorising your images instead of learning the classes. Then use fewer epochs, more augmentation,
+more images, or freeze more layers.
+
+**The settings.** The *learning rate* is the size of each nudge: too high and the loss jumps around,
+too low and nothing happens. The *batch size* is how many images are looked at per nudge.
+*Augmentation* shows the network slightly changed copies of each image (cropped, flipped) so it learns
+what does not matter. The best model (lowest validation loss) is saved after every epoch, so stopping
+early never loses it.
+
+Training runs on the server in the background: you can switch pages, reload, or open a second tab.
+On a shared server, runs wait in a queue for the device; the place in the queue is shown here.
+""")
+
+run = state.current_run()
+run_active = run is not None and jobs.job_state(run).get("state") in ACTIVE_STATES
+
+with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
+    dataset_dir = state.dataset_dir()
+    if dataset_dir is None:
+        st.info("First choose a dataset (one click: the built-in sample).")
+        st.page_link("pages/1_data.py", label="Go to Data", icon=":material/photo_library:")
+    else:
+        spec = get_backbone(state.backbone)
+        st.markdown(f"**{state.backbone}** · {state.freeze.mode.replace('_', ' ')} · head: {state.head.kind} · "
+                    f"dataset `{state.dataset_id}` (change on the Data and Model pages)")
+        c1, c2, c3, c4 = st.columns(4)
+        epochs = c1.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="epochs",
+                                 help="Passes over the training images. 5-20 is typical.")
+        batch_size = c2.select_slider("Batch size", [4, 8, 16, 32, 64, 128], DEFAULTS.batch_size, key="batch_size",
+                                      help="Images per step; halved automatically if memory runs out.")
+        lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
+                              format_func=lambda v: f"{v:g}",
+                              help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
+        optimizer = c4.selectbox("Optimizer", ["adamw", "sgd", "rmsprop"], key="optimizer",
+                                 help="AdamW is a safe default.")
+        c1, c2, c3, c4 = st.columns(4)
+        schedule = c1.selectbox("Schedule", ["cosine", "onecycle", "step", "constant"], key="schedule",
+                                help="How the learning rate changes during training.")
+        weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
+                                        key="weight_decay", format_func=lambda v: f"{v:g}",
+                                        help="A pull towards small weights, against overfitting.")
+        label_smoothing = c3.slider("Label smoothing", 0.0, 0.3, DEFAULTS.label_smoothing, 0.05,
+                                    key="label_smoothing", help="0.1 helps when some labels are wrong.")
+        patience = c4.number_input("Early stopping (epochs)", 0, 50, DEFAULTS.early_stopping_patience,
+                                   key="patience", help="Stop after this many epochs without improvement; 0 = off.")
+        c1, c2, c3 = st.columns(3)
+        pretrained = c1.toggle("Start from pretrained weights", True, key="pretrained",
+                               help="Off = random initialisation: no transfer learning (for comparison).")
+        feature_cache = c2.toggle("Compute frozen features once", DEFAULTS.feature_cache, key="feature_cache",
+                                  help="With a frozen backbone, run it once per image and train only the head: "
+                                       "much faster.")
+        run_name = c3.text_input("Run name (optional)", key="run_name")
+
+        augment = st.radio("Augmentation", PRESETS, index=PRESETS.index("light"), horizontal=True, key="augment",
+                           format_func=lambda p: f"{p}: {PRESET_HELP[p]}")
+        with user_errors("Could not preview the augmentation"):
+            views = augment_preview(str(dataset_dir), augment, spec.preprocess.crop_size,
+                                    spec.preprocess.resize_size)
+            st.image(views, width=110, caption=None)
+            st.caption("Each row: one training image as the network may see it in four different epochs.")
+
+        if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start"):
+            with user_errors("Could not start training"):
+                config = RunConfig(
+                    data=DataConfig(source=str(dataset_dir), dataset_dir=str(dataset_dir),
+                                    val_fraction=state.val_fraction, test_fraction=state.test_fraction,
+                                    split_seed=state.split_seed, augment=augment),
+                    model=ModelConfig(backbone=state.backbone, pretrained=pretrained, head=state.head),
+                    freeze=state.freeze,
+                    train=TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                                      optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
+                                      label_smoothing=float(label_smoothing),
+                                      early_stopping_patience=int(patience), feature_cache=feature_cache),
+                    name=run_name.strip())
+                config.validate()
+                state.select_run(jobs.start_job(state.workspace, config))
+                st.rerun()
+
+if run is None:
+    st.stop()
+
+
+@st.fragment(run_every=1.0 if run_active else None)
+def live_view(run_id: str, was_active: bool) -> None:
+    current = state.runs.get(run_id)
+    status = jobs.job_state(current)
+    run_state = status.get("state", "unknown")
+    curves = curves_for(st.session_state.setdefault("tl_curves", {}), current)
+    name = current.config.name or current.id
+    st.subheader(f"Run {name}")
+
+    if run_state == "queued":
+        position = jobs.queue_position(current)
+        ahead = len(jobs.running_jobs())
+        st.info(f"Waiting for the device: place **{position or '?'}** in the queue, {ahead} job(s) training now. "
+                "It starts by itself.", icon=":material/hourglass_top:")
+    elif run_state == "running":
+        total = curves.started.epochs if curves.started else current.config.train.epochs
+        epoch_now = curves.epochs[-1]["epoch"] if curves.epochs else 0
+        st.progress(curves.progress(), text=f"Epoch {epoch_now} of {total} done")
+        if curves.phase and not curves.batches:
+            st.caption(f"{curves.phase.message or curves.phase.phase}: {curves.phase.done} of {curves.phase.total}")
+    elif run_state == "finished":
+        st.success("Training finished. The best checkpoint is saved; see **Results**.", icon=":material/check_circle:")
+    elif run_state == "cancelled":
+        st.warning("Training was stopped; the best checkpoint so far is kept.", icon=":material/stop_circle:")
+    elif run_state == "failed":
+        st.error(status.get("error") or "Training failed.", icon=":material/error:")
+
+    c1, c2, c3, c4 = st.columns(4)
+    last = curves.epochs[-1] if curves.epochs else {}
+    c1.metric("Validation accuracy", f"{last['val_acc']:.1%}" if last.get("val_acc") is not None else "—")
+    c2.metric("Images / s", f"{curves.images_per_s:.0f}" if curves.images_per_s else "—")
+    c3.metric("Time left", format_seconds(curves.eta_seconds()) if run_state == "running" else "—")
+    info = device_info()
+    if info.kind == "cuda":
+        c4.metric(info.name, f"{info.memory_used_gb:.1f}/{info.memory_total_gb:.0f} GB",
+                  f"{info.utilization_pct:.0f}% busy" if info.utilization_pct is not None else None,
+                  delta_color="off")
+    else:
+        c4.metric(f"{info.name} in use", f"{info.utilization_pct or 0:.0f}%", f"RAM {info.ram_used_pct:.0f}%",
+                  delta_color="off")
+
+    cols = st.columns(3)
+    for col, metric in zip(cols, ("loss", "accuracy", "lr"), strict=True):
+        col.plotly_chart(curves.figure(metric), key=f"curve_{metric}")
+    for note in curves.notes[-3:]:
+        st.caption(f":material/info: {note}")
+
+    if run_state in ACTIVE_STATES:
+        if st.button("Stop training", icon=":material/stop:", key="stop"):
+            jobs.cancel(current)
+            st.toast("Stopping after the current batch; the best checkpoint is kept.")
+    elif was_active:
+        st.rerun()  # the job ended: redraw the page once, without the timer
+    if run_state in ("finished", "cancelled"):
+        st.page_link("pages/4_results.py", label="See the results", icon=":material/insights:")
+
+
+with user_errors("Could not show the run"):
+    live_view(run.id, run_active)

@@ -1,0 +1,110 @@
+"""Results: final metrics, per-class table, confusion matrix, and runs compared."""
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.evaluation import EvalResult
+from tl_ui import get_state, intro, user_errors
+from tl_ui.charts import comparison_figure, confusion_figure, curves_for
+
+state = get_state()
+
+intro(
+    "Results",
+    "Here the best saved model is judged on images it never trained on, class by class. "
+    "Overall accuracy can hide a class the model always gets wrong, so read the per-class table and "
+    "the confusion matrix too.",
+    """
+**Accuracy** is the share of held-back images classified correctly. **Precision** of a class: of the
+images the model called *cat*, how many were cats. **Recall**: of the real cats, how many it found.
+**F1** combines both. The **confusion matrix** counts, for each true class (row), what the model
+predicted (column): the diagonal is right, everything else shows which classes it mixes up, often
+classes that really do look alike.
+
+**Comparing runs.** Change one thing at a time (backbone, freezing, learning rate, pretrained or not)
+and overlay the validation curves: this is how you learn what matters for your images. A run from
+random weights (*pretrained* off) shows how much the ImageNet knowledge is worth.
+""")
+
+runs = state.runs.list()
+if not runs:
+    st.info("No runs yet. Train one on the **Train** page.")
+    st.page_link("pages/3_train.py", label="Go to Train", icon=":material/model_training:")
+    st.stop()
+
+summaries = {r.id: r.summary() for r in runs}
+ids = list(summaries)
+
+
+def _label(run_id: str) -> str:
+    s = summaries[run_id]
+    acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
+    pre = "" if s.get("pretrained", True) else ", random init"
+    return f"{s['name']} · {s['backbone']}{pre} · {s['state']}{acc}"
+
+
+current = ids.index(state.run_id) if state.run_id in ids else 0
+picked = st.selectbox("Run", ids, index=current, format_func=_label, key="results_run")
+if picked != state.run_id:
+    state.select_run(picked)
+run = state.runs.get(picked)
+
+with user_errors("Could not read the run's results"):
+    evals = {name: run.read_json(f"eval_{key}.json") for key, name in (("test", "test"), ("val", "validation"))}
+    evals = {name: data for name, data in evals.items() if data}
+    if not evals:
+        st.info(f"Run `{run.id}` is {summaries[picked]['state']} and has no evaluation yet "
+                "(it is written when training ends).")
+        error = run.status().get("error")
+        if error:
+            st.error(error)
+    else:
+        split = st.radio("Measured on", list(evals), horizontal=True, key="eval_split",
+                         help="The test set is only used here, so it gives the most honest number.")
+        result = EvalResult.from_dict(evals[split])
+        summary = result.summary()
+        metrics = run.read_json("metrics.json", {}) or {}
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Accuracy", f"{result.accuracy:.1%}")
+        c2.metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each class counts the same")
+        c3.metric(f"Top-{result.top_k} accuracy", f"{result.top_k_accuracy:.1%}")
+        c4.metric("Best epoch", metrics.get("best_epoch") or "—")
+
+        left, right = st.columns(2)
+        left.markdown("**Per class**")
+        left.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={
+            "class": "Class",
+            "precision": st.column_config.ProgressColumn("Precision", min_value=0.0, max_value=1.0, format="%.2f"),
+            "recall": st.column_config.ProgressColumn("Recall", min_value=0.0, max_value=1.0, format="%.2f"),
+            "f1": st.column_config.ProgressColumn("F1", min_value=0.0, max_value=1.0, format="%.2f"),
+            "support": st.column_config.NumberColumn("Images", help="Images of this class in the evaluation set"),
+        })
+        right.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
+        right.plotly_chart(confusion_figure(result.confusion, result.classes), key="confusion")
+
+        if result.predictions:
+            with st.expander("The most confident mistakes"):
+                wrong = [p for p in result.predictions if p["true"] != p["pred"]]
+                wrong.sort(key=lambda p: -p["confidence"])
+                if wrong:
+                    st.dataframe(pd.DataFrame(wrong[:20])[["path", "true_label", "pred_label", "confidence"]],
+                                 hide_index=True)
+                else:
+                    st.write("No mistakes on this set.")
+
+st.subheader("Compare runs")
+default = [r for r in ids if summaries[r]["state"] in ("finished", "cancelled", "running")][:5]
+chosen = st.multiselect("Runs to overlay", ids, default=default, format_func=_label, key="compare_runs")
+if chosen:
+    store = st.session_state.setdefault("tl_curves", {})
+    curves = {_label(r): curves_for(store, state.runs.get(r)) for r in chosen}
+    column = st.radio("Curve", ["val_acc", "val_loss", "train_loss"], horizontal=True, key="compare_metric",
+                      format_func={"val_acc": "validation accuracy", "val_loss": "validation loss",
+                                   "train_loss": "training loss"}.get)
+    st.plotly_chart(comparison_figure(curves, column), key="comparison")
+table = pd.DataFrame(list(summaries.values()))
+table["created"] = pd.to_datetime(table["created"], unit="s", errors="coerce")
+st.dataframe(table, hide_index=True, key="runs_table", column_config={
+    "best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
+    "created": st.column_config.DatetimeColumn("created", format="distance"),
+})

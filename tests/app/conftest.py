@@ -1,0 +1,51 @@
+"""AppTest fixtures: the app in a temporary server home, with a fixed session id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SESSION = "apptest1"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TL_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(REPO)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def session_workspace(home):
+    from tl_core.workspace import Workspace
+
+    return Workspace(home).for_session(SESSION)
+
+
+@pytest.fixture
+def app(home):
+    """The whole app (app.py with st.navigation), session id fixed through the URL."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params["s"] = SESSION
+    return at
+
+
+@pytest.fixture
+def tiny_dataset(session_workspace, tmp_path):
+    """A 2-class dataset of 16 small images in the session's workspace; returns its id."""
+    from tests.conftest import write_image_folder
+    from tl_core.catalog import DatasetCatalog
+    from tl_core.data import ingest
+
+    folder = write_image_folder(tmp_path / "tiny", {"red": 8, "blue": 8})
+    dest = DatasetCatalog(session_workspace).new_dir("tiny")
+    ingest(folder, dest)
+    return dest.name
+
+
+def no_exceptions(at) -> None:
+    assert not at.exception, [e.value for e in at.exception]

@@ -1,0 +1,58 @@
+"""Train page: start a real job in the worker process, follow it, stop one."""
+
+from __future__ import annotations
+
+import time
+
+from tests.app.conftest import no_exceptions
+
+
+def follow(at, until: tuple[str, ...], timeout: float = 180.0) -> str:
+    """Re-run the page (run_every fragments do not tick in AppTest) until the run's state is reached."""
+    from tl_core.runs import RunStore  # noqa: F401
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        at.run()
+        no_exceptions(at)
+        text = " ".join(x.value for x in [*at.success, *at.warning, *at.error])
+        for state, marker in (("finished", "Training finished"), ("cancelled", "Training was stopped"),
+                              ("failed", "failed")):
+            if state in until and marker in text:
+                return state
+        time.sleep(1.0)
+    raise AssertionError("the run did not reach " + "/".join(until))
+
+
+def test_without_a_dataset_the_page_points_to_data(app):
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert any("choose a dataset" in i.value for i in app.info)
+
+
+def test_start_trains_in_a_worker_and_shows_curves(app, tiny_dataset):
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    app.number_input(key="epochs").set_value(2)
+    app.toggle(key="feature_cache").set_value(True)
+    app.button(key="start").click().run()
+    no_exceptions(app)
+    run_id = app.query_params["run"]
+    assert run_id
+    assert follow(app, ("finished",)) == "finished"
+    assert any("Validation accuracy" == m.label and m.value != "—" for m in app.metric)
+    # curves are plotly charts drawn from the run folder's event log
+    assert len(app.get("plotly_chart")) >= 3
+
+
+def test_stop_keeps_the_run_and_marks_it_cancelled(app, tiny_dataset):
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    app.number_input(key="epochs").set_value(200)
+    app.toggle(key="feature_cache").set_value(False)
+    app.select_slider(key="batch_size").set_value(4)
+    app.button(key="start").click().run()
+    no_exceptions(app)
+    app.button(key="stop").click().run()
+    assert follow(app, ("cancelled",)) == "cancelled"

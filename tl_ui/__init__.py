@@ -1,0 +1,10 @@
+"""Streamlit helpers shared by the pages: one session-state object, feedback, charts, sidebar.
+
+Nothing in here trains or decodes anything; that is ``tl_core``'s job.
+"""
+
+from . import sidebar
+from .feedback import intro, user_errors
+from .state import AppState, get_state
+
+__all__ = ["AppState", "sidebar", "get_state", "intro", "user_errors"]

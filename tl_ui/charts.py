@@ -1,0 +1,153 @@
+"""Event-to-chart adapter: training events (read from a run's events.jsonl) to plotly figures.
+
+``RunCurves.update(run)`` reads only the lines added since the last call, so a fragment that
+polls every second stays cheap; a fresh session (refresh, second tab) reads the log from the
+start and gets the whole curve back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from tl_core.events import (
+    BatchEnded,
+    CheckpointSaved,
+    EpochEnded,
+    Note,
+    Progress,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+)
+from tl_core.runs import Run
+
+METRICS = {"loss": "Loss", "accuracy": "Accuracy", "lr": "Learning rate"}
+
+
+@dataclass
+class RunCurves:
+    run_id: str
+    next_line: int = 0
+    started: RunStarted | None = None
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    best_epoch: int | None = None
+    phase: Progress | None = None  # latest long preparation step (decoding, features)
+    outcome: RunFinished | RunFailed | RunCancelled | None = None
+
+    def update(self, run: Run) -> bool:
+        """Read new events; True when something changed."""
+        events, self.next_line = run.read_events(self.next_line)
+        for event in events:
+            self._add(event)
+        return bool(events)
+
+    def _add(self, event: Any) -> None:
+        if isinstance(event, RunStarted):
+            self.started = event
+        elif isinstance(event, BatchEnded):
+            per_epoch = self.started.steps_per_epoch if self.started else max(event.step, 1)
+            self.batches.append({"epoch": event.epoch - 1 + event.step / max(per_epoch, 1),
+                                 "step": event.global_step, "loss": event.loss,
+                                 "accuracy": event.accuracy, "lr": event.lr,
+                                 "images_per_s": event.images_per_s, "time": event.time})
+        elif isinstance(event, EpochEnded):
+            self.epochs.append({"epoch": event.epoch, "train_loss": event.train_loss,
+                                "train_acc": event.train_acc, "val_loss": event.val_loss,
+                                "val_acc": event.val_acc, "lr": event.lr, "seconds": event.seconds})
+        elif isinstance(event, CheckpointSaved) and event.kind == "best":
+            self.best_epoch = event.epoch
+        elif isinstance(event, Progress):
+            self.phase = event
+        elif isinstance(event, Note):
+            self.notes.append(event.message)
+        elif isinstance(event, (RunFinished, RunFailed, RunCancelled)):
+            self.outcome = event
+
+    # -- numbers for the status line --------------------------------------------------------
+    @property
+    def images_per_s(self) -> float | None:
+        return self.batches[-1]["images_per_s"] if self.batches else None
+
+    def progress(self) -> float:
+        if not self.started or not self.batches:
+            return 0.0
+        return min(1.0, self.batches[-1]["epoch"] / max(self.started.epochs, 1))
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from the pace so far; None before the first batch."""
+        done = self.progress()
+        if not self.started or done <= 0 or done >= 1:
+            return None
+        elapsed = self.batches[-1]["time"] - self.started.time
+        return max(0.0, elapsed / done * (1 - done))
+
+    # -- figures -----------------------------------------------------------------------------
+    def figure(self, metric: str) -> go.Figure:
+        """One metric: per-batch line (thin) plus per-epoch train/val points (thick)."""
+        fig = go.Figure()
+        if self.batches:
+            frame = pd.DataFrame(self.batches)
+            fig.add_scatter(x=frame["epoch"], y=frame[metric], mode="lines", name="per batch",
+                            line={"width": 1}, opacity=0.6)
+        if self.epochs and metric != "lr":
+            frame = pd.DataFrame(self.epochs)
+            train_col = "train_loss" if metric == "loss" else "train_acc"
+            val_col = "val_loss" if metric == "loss" else "val_acc"
+            fig.add_scatter(x=frame["epoch"], y=frame[train_col], mode="lines+markers",
+                            name="train (epoch)")
+            if frame[val_col].notna().any():
+                fig.add_scatter(x=frame["epoch"], y=frame[val_col], mode="lines+markers",
+                                name="validation (epoch)")
+        fig.update_layout(title=METRICS[metric], xaxis_title="epoch", height=300,
+                          margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                          legend={"orientation": "h", "y": -0.3})
+        if metric == "accuracy":
+            fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
+        if metric == "lr":
+            fig.update_yaxes(exponentformat="e")
+        return fig
+
+
+def curves_for(store: dict[str, RunCurves], run: Run) -> RunCurves:
+    """The cached curves of ``run`` in ``store`` (a dict in session state), brought up to date."""
+    curves = store.get(run.id)
+    if curves is None:
+        curves = store[run.id] = RunCurves(run.id)
+    curves.update(run)
+    return curves
+
+
+def comparison_figure(curves: dict[str, RunCurves], column: str = "val_acc") -> go.Figure:
+    """Per-epoch ``column`` of several runs overlaid, one line per run."""
+    rows = [{"run": name, **row} for name, c in curves.items() for row in c.epochs]
+    frame = pd.DataFrame(rows, columns=["run", "epoch", column])
+    labels = {"val_acc": "validation accuracy", "val_loss": "validation loss",
+              "train_loss": "training loss", "train_acc": "training accuracy"}
+    fig = px.line(frame, x="epoch", y=column, color="run", markers=True,
+                  labels={column: labels.get(column, column)})
+    fig.update_layout(height=350, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str]) -> go.Figure:
+    fig = px.imshow(matrix, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
+                    labels={"x": "predicted", "y": "true", "color": "images"}, aspect="auto")
+    fig.update_layout(height=max(300, 40 * len(classes) + 120),
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    return time.strftime("%H:%M:%S" if seconds >= 3600 else "%M:%S", time.gmtime(seconds))

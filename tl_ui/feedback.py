@@ -1,0 +1,37 @@
+"""How the app talks to the user: page introductions and error display without tracebacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+
+from tl_core.errors import TLError
+
+log = logging.getLogger("tl_studio")
+
+
+def intro(title: str, summary: str, more: str) -> None:
+    """Page title, two sentences on what this step is in transfer learning, and an expander
+    with more (written so a teacher can project it)."""
+    st.title(title)
+    st.markdown(summary)
+    with st.expander("Learn more about this step"):
+        st.markdown(more)
+
+
+@contextmanager
+def user_errors(what: str = "") -> Iterator[None]:
+    """Show a TLError as ``st.error`` with its message; any other exception is a bug, shown as
+    one line (the traceback goes to the server log, never to the page)."""
+    try:
+        yield
+    except TLError as exc:
+        st.error(f"{what}{': ' if what else ''}{exc}", icon=":material/error:")
+    except Exception as exc:  # noqa: BLE001 - the page must keep working; the log has details
+        log.exception("unexpected error in the app")
+        st.error(f"Something went wrong inside TL Studio ({type(exc).__name__}: {exc}). "
+                 "This is a bug, not something you did; the server log has the details.",
+                 icon=":material/bug_report:")

@@ -1,0 +1,59 @@
+"""Cached, read-only views of the backbone registry for the Model page."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from tl_core.backbones import build_model, list_backbones, weights_status
+from tl_core.config import FreezePlan, HeadConfig
+from tl_core.freeze import GroupInfo, freeze_report
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def backbone_table() -> pd.DataFrame:
+    """One row per registered backbone (the weights column is re-checked every minute)."""
+    specs = list_backbones()
+    fastest = min(s.gflops for s in specs)
+    return pd.DataFrame([{
+        "name": s.name, "description": s.description, "params (M)": s.num_params / 1e6,
+        "ImageNet top-1": s.top1, "relative speed": fastest / s.gflops,
+        "weights here": weights_status(s.name).available} for s in specs])
+
+
+@st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
+def _skeleton(backbone: str, head: HeadConfig, num_classes: int):
+    """An untrained model, only to count parameters per group. Read-only: never trained."""
+    return build_model(backbone, num_classes, head, pretrained=False)
+
+
+def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,
+                 epoch: int = 1) -> list[GroupInfo]:
+    return freeze_report(_skeleton(backbone, head, num_classes), plan, epoch)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def augment_preview(dataset_dir: str, preset: str, crop: int, size: int, images: int = 4,
+                    views: int = 4, seed: int = 0) -> list:
+    """``views`` augmented versions of the first image of ``images`` classes, as HxWx3 uint8 arrays
+    (row-major: one row per image). The same decoding and augmentation as training."""
+    import torch
+
+    from tl_core.data import Dataset, decode_square, make_augment
+
+    ds = Dataset.load(dataset_dir)
+    picked, seen = [], set()
+    for record in ds.records:
+        if record.label not in seen:
+            seen.add(record.label)
+            picked.append(record)
+        if len(picked) == images:
+            break
+    augment = make_augment(preset, crop)
+    torch.manual_seed(seed)
+    out = []
+    for record in picked:
+        square = torch.from_numpy(decode_square(ds.path_of(record), size).copy())
+        batch = augment(square.unsqueeze(0).repeat(views, 1, 1, 1))
+        out.extend(view.permute(1, 2, 0).numpy() for view in batch)
+    return out

@@ -1,0 +1,58 @@
+"""The sidebar: current dataset, current run, device and the job status (live while a job runs)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tl_core import jobs
+from tl_core.catalog import DatasetCatalog
+from tl_core.errors import TLError
+from tl_core.runs import ACTIVE_STATES
+from tl_core.system import device_info
+
+from .state import AppState
+
+STATE_ICONS = {"queued": ":material/hourglass_top:", "running": ":material/directions_run:",
+               "finished": ":material/check_circle:", "failed": ":material/error:",
+               "cancelled": ":material/stop_circle:"}
+
+
+def render(state: AppState) -> None:
+    with st.sidebar:
+        st.caption("**TL Studio** · transfer learning on your own images")
+        dataset_line = "none yet: add one on **Data**"
+        if state.dataset_id:
+            try:
+                ds = DatasetCatalog(state.workspace).load(state.dataset_id)
+                dataset_line = f"**{ds.name}** · {len(ds.records)} images, {len(ds.classes)} classes"
+            except TLError:
+                dataset_line = "the selected dataset is gone; pick another on **Data**"
+        st.markdown(f":material/photo_library: Dataset: {dataset_line}")
+        st.markdown(f":material/neurology: Model: **{state.backbone}**, {state.freeze.mode.replace('_', ' ')}")
+        run = state.current_run()
+        active = run is not None and run.state in ACTIVE_STATES
+        _job_status(state, live=active)
+
+
+def _job_status(state: AppState, live: bool) -> None:
+    @st.fragment(run_every=2.0 if live else None)
+    def job_status() -> None:
+        run = state.current_run()
+        if run is None:
+            st.markdown(":material/model_training: Run: none yet")
+        else:
+            status = jobs.job_state(run)
+            run_state = status.get("state", "unknown")
+            line = f"{STATE_ICONS.get(run_state, '')} Run `{run.id}`: **{run_state}**"
+            if run_state == "running" and status.get("epoch"):
+                line += f" (epoch {status['epoch']} of {run.config.train.epochs})"
+            if run_state == "queued":
+                position = jobs.queue_position(run)
+                if position:
+                    line += f" (place {position} in the queue)"
+            st.markdown(line)
+        info = device_info()
+        busy = len(jobs.running_jobs())
+        st.caption(f":material/memory: {info.summary()} · {busy} job{'s' if busy != 1 else ''} "
+                   "training on this server")
+    job_status()

@@ -1,0 +1,102 @@
+"""The one session-state object of the app, and the ids it keeps in the URL.
+
+Every browser session works in its own sub-workspace (``Workspace.default().for_session(id)``),
+so on a shared classroom server one student's uploads and runs are not listed to another. The
+session id, the current dataset and the current run live in ``st.query_params`` (``s``,
+``dataset``, ``run``): a refresh or a shared link comes back to the same place, while a new
+tab without them starts a fresh workspace.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from tl_core.config import FreezePlan, HeadConfig
+from tl_core.errors import RunNotFound, TLError
+from tl_core.runs import Run, RunStore
+from tl_core.workspace import Workspace, is_safe_id
+
+_KEY = "tl_studio_state"
+DEFAULT_BACKBONE = "mobilenet_v2"  # bundled weights: trains offline out of the box
+
+
+@dataclass
+class AppState:
+    session_id: str
+    dataset_id: str | None = None
+    run_id: str | None = None
+    # choices carried from page to page until a run is started
+    backbone: str = DEFAULT_BACKBONE
+    freeze: FreezePlan = field(default_factory=FreezePlan)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_seed: int = 0
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace.default().for_session(self.session_id)
+
+    @property
+    def runs(self) -> RunStore:
+        return RunStore(self.workspace)
+
+    def dataset_dir(self):
+        """Folder of the current dataset, or None."""
+        if not self.dataset_id:
+            return None
+        path = self.workspace.datasets_dir / self.dataset_id
+        return path if (path / "dataset.json").exists() else None
+
+    def current_run(self) -> Run | None:
+        if not self.run_id:
+            return None
+        try:
+            return self.runs.get(self.run_id)
+        except TLError:
+            return None
+
+    def select_dataset(self, dataset_id: str | None) -> None:
+        self.dataset_id = dataset_id
+        sync_query_params(self)
+
+    def select_run(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        sync_query_params(self)
+
+
+def _valid(value: str | None) -> str | None:
+    return value if value and is_safe_id(value) else None
+
+
+def get_state() -> AppState:
+    """The session's state, created on first use from the URL (or fresh) and mirrored back to it."""
+    state = st.session_state.get(_KEY)
+    if state is None:
+        params = st.query_params
+        state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(8),
+                         dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")))
+        st.session_state[_KEY] = state
+    sync_query_params(state)
+    return state
+
+
+def sync_query_params(state: AppState) -> None:
+    """Write the ids into the URL (page switches clear it; writing only what changed)."""
+    wanted = {"s": state.session_id, "dataset": state.dataset_id, "run": state.run_id}
+    for key, value in wanted.items():
+        if value is None:
+            if key in st.query_params:
+                del st.query_params[key]
+        elif st.query_params.get(key) != value:
+            st.query_params[key] = value
+
+
+def run_or_none(state: AppState, run_id: str) -> Run | None:
+    try:
+        return state.runs.get(run_id)
+    except RunNotFound:
+        return None

@@ -1,0 +1,56 @@
+"""Small widgets and adapters that return typed values to the pages."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import streamlit as st
+from PIL import Image
+
+from tl_core.data import UploadedImage
+
+
+def uploads_as_zip(files: Sequence, dest: Path) -> Path:
+    """Write a directory upload (names like ``photos/cat/a.jpg``) as one zip at ``dest``.
+
+    The engine's zip ingest then handles it like any archive: class folders, train/val/test
+    folders and unsafe names are treated in one place.
+    """
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in files:
+            archive.writestr(file.name, file.getvalue())
+    return dest
+
+
+def uploaded_images(files: Sequence, label: str) -> list[UploadedImage]:
+    return [UploadedImage(name=f.name, data=f.getvalue(), label=label) for f in files]
+
+
+def progress_callback(bar):
+    """An engine ``ProgressFn`` that drives an ``st.progress`` bar (called in the script thread)."""
+    def report(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(1.0, done / total) if total else 0.0, text=message or f"{done} of {total}")
+    return report
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def thumbnail(path: str, mtime: float, size: int = 160) -> bytes:
+    """A small JPEG of an image file (cached by path and modification time)."""
+    with Image.open(path) as image:
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((size, size))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def thumbnail_of(path: Path) -> bytes | None:
+    try:
+        return thumbnail(str(path), path.stat().st_mtime)
+    except (OSError, ValueError):
+        return None
