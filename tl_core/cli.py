@@ -91,20 +91,24 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
         return 0
-    d = report.to_dict()
-    print(f"Dataset {ds.name}: {len(ds.records)} images, {len(ds.classes)} classes ({ds.root})")
-    for name, count in d.get("counts", {}).items():
+    print(f"Dataset {ds.name}: {report.num_images} images, {len(ds.classes)} classes ({ds.root})")
+    for name, count in report.class_counts.items():
         print(f"  {name:<30} {count:>6}")
-    if d.get("imbalance_ratio"):
-        print(f"Imbalance ratio (largest / smallest class): {d['imbalance_ratio']:.2f}")
-    if ds.skipped:
-        print(f"Skipped {len(ds.skipped)} files:")
-        for s in ds.skipped[:50]:
-            print(f"  {s.path}: {s.reason}")
-    for w in d.get("warnings", []):
+    if report.imbalance_ratio:
+        print(f"Imbalance ratio (largest / smallest class): {report.imbalance_ratio:.2f}")
+    s = report.size_summary
+    if s:
+        print("Image sizes: " + ", ".join(f"{k} {v:g}" for k, v in s.items()))
+    if report.skipped:
+        print(f"Skipped {len(report.skipped)} files:")
+        for item in report.skipped[:50]:
+            print(f"  {item['path']}: {item['reason']}")
+    for group in report.duplicate_groups[:20]:
+        print("duplicate images: " + ", ".join(group))
+    for w in report.warnings:
         print(f"warning: {w}")
-    for e in d.get("errors", []):
-        print(f"error: {e}")
+    for e in report.errors:
+        print(f"problem: {e}")
     return 0
 
 
@@ -183,7 +187,12 @@ def cmd_train(args) -> int:
         run = store.get(args.resume)
         config = run.config
     else:
+        if not Path(args.data).exists():
+            raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
         config = build_config(args)
+        from .backbones import get_backbone
+
+        get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
     control = Control(poll=run.stop_requested)

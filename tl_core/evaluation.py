@@ -86,7 +86,7 @@ def predict_tensors(model: torch.nn.Module, images_uint8: torch.Tensor, preproce
     normalize = Normalizer(preprocess.mean, preprocess.std, device)
     out = []
     for start in range(0, len(images_uint8), batch_size):
-        batch = center_crop(torch.from_numpy(np.array(images_uint8[start:start + batch_size])), preprocess.crop_size)
+        batch = center_crop(torch.as_tensor(images_uint8[start:start + batch_size]).clone(), preprocess.crop_size)
         out.append(model(normalize(batch)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 

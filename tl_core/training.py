@@ -132,7 +132,7 @@ class _ImageSet(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        image = torch.from_numpy(np.array(self.images[self.indices[i]]))  # a private copy: the cache may be a read-only memmap
+        image = torch.as_tensor(self.images[self.indices[i]]).clone()  # private copy: the cache may be a memmap
         return self.transform(image.unsqueeze(0))[0], self.labels[i]
 
 

@@ -1,0 +1,57 @@
+"""``python -m tl_core``: every command on a small folder, and one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tl_core.cli import main
+
+
+def test_inspect_backbones_train_eval_predict_runs(workspace, image_folder, capsys):
+    ws = ["--workspace", str(workspace.root)]
+    assert main([*ws, "inspect", str(image_folder), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_counts"] == {"blue": 12, "green": 12, "red": 12}
+
+    assert main([*ws, "backbones", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mobilenet_v2"]["weights"] == "bundled" and "vgg16" in rows
+
+    assert main([*ws, "train", str(image_folder), "--epochs", "2", "--augment", "none", "--lr", "0.01",
+                 "--batch-size", "8", "--name", "colours"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+
+    assert main([*ws, "eval", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] >= 0.8
+    assert main([*ws, "eval", run_id, str(image_folder)]) == 0
+    assert "precision" in capsys.readouterr().out
+
+    assert main([*ws, "predict", run_id, str(image_folder / "green" / "3.jpg")]) == 0
+    assert capsys.readouterr().out.split(": ")[1].startswith("green")
+
+    assert main([*ws, "runs", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert runs[0]["id"] == run_id and runs[0]["state"] == "finished" and runs[0]["name"] == "colours"
+    assert main([*ws, "runs", "--delete", run_id]) == 0
+    assert main([*ws, "runs"]) == 0
+    assert "No runs yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "{folder}", "--backbone", "resnet9000"], "Unknown backbone"),
+    (["train", "/no/such/folder"], "does not exist"),
+    (["train", "{folder}", "--backbone", "resnet18"], "TL_STUDIO_WEIGHTS"),
+    (["predict", "20990101-000000-abcdef", "x.jpg"], "No run"),
+])
+def test_errors_are_one_line_without_traceback(workspace, image_folder, argv, words):
+    argv = [a.replace("{folder}", str(image_folder)) for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "tl_core", "--workspace", str(workspace.root), *argv],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and words.lower() in error_lines[0].lower(), proc.stderr
