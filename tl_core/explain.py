@@ -129,33 +129,52 @@ class _Recorder:
 def list_stages(model: nn.Module, image: torch.Tensor | None = None, input_size: int = 224) -> list[Stage]:
     """Stages Grad-CAM can explain, input to output; the last one is the default.
 
-    ``image`` ([1,3,H,W], normalised) or a zero image of ``input_size`` is run once to find
-    which modules produce a spatial map or a square grid of patch tokens.
+    ``image`` ([1,3,H,W], normalised) or a fixed random image of ``input_size`` is run forward
+    and backward once to find the modules that produce a spatial map or a square grid of patch
+    tokens *and* get a gradient there (a ViT's final norm does not: only its class token is read).
     """
     cands = _candidates(model)
+    modules = dict(model.named_modules())
+    names = {id(m): n for n, m in modules.items()}
     device = next(model.parameters()).device
-    x = image if image is not None else torch.zeros(1, 3, input_size, input_size, device=device)
-    with _Recorder({n: m for n, _, m in cands}) as rec, torch.no_grad():
-        was_training = model.training
-        model.eval()
-        try:
-            model(x.to(device))
-        finally:
-            model.train(was_training)
-    stages: list[Stage] = []
+    if image is None:
+        gen = torch.Generator().manual_seed(0)
+        image = torch.randn(1, 3, input_size, input_size, generator=gen)
+    x = image.detach().to(device).requires_grad_(True)
+    hooked = {n: m for n, _, m in cands}
+    with _Recorder(hooked) as shapes, torch.no_grad():
+        _eval_forward(model, x)
+    found: list[tuple[str, str, str, tuple[int, int]]] = []  # label, target name, kind, grid
     for name, label, module in cands:
-        act = rec.outputs.get(name)
+        act = shapes.outputs.get(name)
         if act is None or (fmap := _as_map(act)) is None:
             continue
         kind = "conv" if act.dim() == 4 else "tokens"
-        target = _hook_target(module, kind)
-        target_name = next(n for n, m in model.named_modules() if m is target)
-        stages.append(Stage(target_name, label, kind, (int(fmap.shape[1]), int(fmap.shape[2]))))
+        found.append((label, names[id(_hook_target(module, kind))], kind, (int(fmap.shape[1]), int(fmap.shape[2]))))
+    targets = {target: modules[target] for _, target, _, _ in found}
+    with _Recorder(targets) as rec, torch.enable_grad():
+        body = getattr(model, "body", None)
+        # The body's features, not the logits: an untrained head may be all zeros.
+        out = _eval_forward(body if isinstance(body, nn.Module) else model, x)
+    acts = [rec.outputs[t] for t in targets if t in rec.outputs]
+    grads = torch.autograd.grad(out.float().pow(2).sum(), acts, allow_unused=True)
+    alive = {t for t, g in zip(targets, grads, strict=True)
+             if g is not None and (gmap := _as_map(g)) is not None and bool(gmap.abs().sum() > 0)}
     # Several modules of one group: keep the group's last stage, so the picker lists groups.
     by_label: dict[str, Stage] = {}
-    for stage in stages:
-        by_label[stage.label] = stage
+    for label, target, kind, grid in found:
+        if target in alive:
+            by_label[label] = Stage(target, label, kind, grid)
     return list(by_label.values())
+
+
+def _eval_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train(was_training)
 
 
 def gradcam(model: nn.Module, image: torch.Tensor, target_class: int | None = None,

@@ -151,3 +151,14 @@ def test_overlay_keeps_the_image_size_and_colours_the_hot_spot():
     assert out.size == photo.size and out.mode == "RGB"
     arr = np.asarray(out).astype(int)
     assert abs(arr[30, 30] - 128).sum() > abs(arr[55, 75] - 128).sum()
+
+
+def test_stages_of_a_registered_backbone_are_its_body_groups():
+    from tl_core.backbones import build_model
+
+    model = build_model("mobilenet_v3_small", 3, pretrained=False).eval()
+    stages = list_stages(model)
+    assert [s.label for s in stages] == [g for g in model.group_names if g not in ("head", "pre_logits")]
+    assert stages[-1].grid == (7, 7)
+    result = explain(model, torch.randn(1, 3, 224, 224), target_class=0)
+    assert result.stage == stages[-1].name and result.heatmap.shape == (224, 224)
