@@ -169,9 +169,12 @@ def open_rgb(path: Path | str, draft_size: int | None = None) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as im:
-            if draft_size:
-                im.draft("RGB", (draft_size, draft_size))
-            im = ImageOps.exif_transpose(im)
+            if draft_size and im.draft("RGB", (draft_size, draft_size)) is not None:
+                # Pillow's JPEG decoder reads a second flag that selects libjpeg's fast integer DCT:
+                # ~30% faster decoding for a mean difference of about one grey level.
+                im.decoderconfig = (im.decoderconfig[0], 1)
+            im.load()
+            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy when nothing rotates
             return to_rgb(im)
 
 
