@@ -1,0 +1,546 @@
+"""Ship a trained model: TorchScript, ONNX and safetensors files, labels, preprocessing, a model
+card and a standalone ``predict.py``, each export checked against PyTorch on real images.
+
+``export_model`` does the work from (model, classes, preprocess, metadata); ``export_bundle`` is
+the thin wrapper over a ``Run``. ``zip_bundle`` packs a bundle for a download button.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import inspect
+import io
+import json
+import tempfile
+import textwrap
+import time
+import warnings
+import zipfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import atomic
+from .errors import ConfigError
+
+FORMATS = ("torchscript", "onnx", "safetensors")
+MODEL_FILES = {"torchscript": "model_torchscript.pt", "onnx": "model.onnx", "safetensors": "model.safetensors"}
+ONNX_OPSET = 17
+# Probabilities of an exported model may differ from PyTorch's by float rounding only.
+PROB_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityCheck:
+    format: str  # "torchscript" | "onnx"
+    images: list[str]  # what the check ran on
+    max_abs_diff: float  # largest |p_export - p_torch| over all images and classes
+    same_argmax: bool  # every image gets the same class from both
+    tolerance: float
+    passed: bool
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    files: list[str] = field(default_factory=list)  # written, relative to out_dir
+    checks: list[ParityCheck] = field(default_factory=list)
+    preprocessing_matches_engine: bool | None = None  # predict.py's inputs == the app's, bit for bit
+    errors: dict[str, str] = field(default_factory=dict)  # format -> why it could not be exported
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (not self.errors and all(c.passed for c in self.checks)
+                and self.preprocessing_matches_engine is not False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"], data["ok"] = str(self.out_dir), self.ok
+        return data
+
+
+# ----------------------------------------------------------------------------- predict.py
+def _standalone_decoder_source() -> str:
+    """The app's own decoding functions, copied verbatim into predict.py, so that the two can
+    never drift apart (a test runs predict.py and compares with the engine)."""
+    from .data import cache, safety
+
+    return "\n\n".join(textwrap.dedent(inspect.getsource(fn))
+                       for fn in (safety.to_rgb, safety.open_rgb, cache.decode_square))
+
+
+_PREDICT_HEAD = '''#!/usr/bin/env python3
+"""Classify images with a model exported by TL Studio.
+
+    python predict.py photo.jpg more/*.png          # ONNX: needs onnxruntime, pillow, numpy
+    python predict.py --model model_torchscript.pt photo.jpg   # TorchScript: torch, pillow, numpy
+
+Prints one line per image: path, label, probability (``--top-k 3`` adds the runners-up;
+``--json`` prints JSON). Preprocessing is the app's, from preprocess.json: EXIF-oriented RGB,
+shorter side resized (bilinear, antialiased) to resize_size, centre square, centre crop of
+crop_size, normalised with mean/std. The decoding functions below are copied from TL Studio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---- decoding, verbatim from TL Studio (tl_core.data) ----------------------------------------
+'''
+
+_PREDICT_TAIL = '''
+
+# ---- model input and runtimes -------------------------------------------------------------------
+def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
+    """[3, S, S] -> [3, crop, crop] with torchvision's centre-crop offsets."""
+    height, width = array.shape[1:]
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return array[:, top:top + crop, left:left + crop]
+
+
+def model_input(path, pre: dict) -> np.ndarray:
+    """One image file -> float32 [3, crop, crop], normalised, as the app feeds its model."""
+    if pre["resize_size"] < pre["crop_size"]:
+        raise SystemExit("preprocess.json: resize_size smaller than crop_size is not supported")
+    array = center_crop(decode_square(path, pre["resize_size"]), pre["crop_size"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32).reshape(3, 1, 1) * 255
+    std = np.asarray(pre["std"], dtype=np.float32).reshape(3, 1, 1) * 255
+    return (array - mean) / std
+
+
+def load_runtime(model_path: Path):
+    """A function float32 [B, 3, H, W] -> logits [B, C], from an .onnx or a TorchScript file."""
+    if model_path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda batch: session.run(None, {name: batch})[0]
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still loads
+        module = torch.jit.load(str(model_path), map_location="cpu").eval()
+
+    def run(batch):
+        with torch.no_grad():
+            return module(torch.from_numpy(batch)).numpy()
+    return run
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict(paths, model_path: Path, top_k: int = 1, batch_size: int = 16) -> list[dict]:
+    labels = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
+    pre = json.loads((HERE / "preprocess.json").read_text(encoding="utf-8"))
+    run = load_runtime(model_path)
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        probs = softmax(run(np.stack([model_input(p, pre) for p in chunk])))
+        for path, row in zip(chunk, probs):
+            order = np.argsort(-row, kind="stable")[:max(1, top_k)]
+            results.append({"path": str(path), "label": labels[order[0]], "probability": float(row[order[0]]),
+                            "top_k": [[labels[i], float(row[i])] for i in order]})
+    return results
+
+
+def default_model() -> Path:
+    for name in ("model.onnx", "model_torchscript.pt"):
+        if (HERE / name).exists():
+            return HERE / name
+    raise SystemExit("No model.onnx or model_torchscript.pt next to predict.py")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Classify images with a TL Studio model.")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", type=Path, default=None, help="model.onnx (default) or model_torchscript.pt")
+    parser.add_argument("--top-k", type=int, default=1, help="also print the k most likely labels")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    results = predict(args.images, args.model or default_model(), args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            extra = "  ".join(f"{label}={p:.3f}" for label, p in r["top_k"][1:])
+            print(f"{r['path']}\\t{r['label']}\\t{r['probability']:.4f}" + (f"\\t{extra}" if extra else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+def predict_script() -> str:
+    """The text of the standalone predict.py (no TL Studio import in it)."""
+    return _PREDICT_HEAD + "\n" + _standalone_decoder_source() + _PREDICT_TAIL
+
+
+def _load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_tl_exported_predict_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- the bundle
+def _check_image_files(images: Sequence[Image.Image | Path | str], folder: Path) -> tuple[list[Path], list[str]]:
+    """Check images as files (PIL images are saved losslessly), and names for the report."""
+    paths, names = [], []
+    for i, image in enumerate(images):
+        if isinstance(image, Image.Image):
+            path = folder / f"check_{i}.png"
+            image.convert("RGB").save(path)
+            paths.append(path)
+            names.append(getattr(image, "filename", "") or f"image {i}")
+        else:
+            paths.append(Path(image))
+            names.append(Path(image).name)
+    return paths, names
+
+
+def default_check_images() -> list[Image.Image]:
+    """Real photos (scikit-image's cat and coffee) when available, else a seeded noise image."""
+    try:
+        from skimage import data
+
+        photos = [Image.fromarray(data.chelsea()), Image.fromarray(data.coffee())]
+        for photo, name in zip(photos, ("chelsea", "coffee"), strict=True):
+            photo.filename = name
+        return photos
+    except ImportError:
+        rng = np.random.default_rng(0)
+        noise = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
+        noise.filename = "noise"
+        return [noise]
+
+
+def _engine_inputs(paths: Sequence[Path], preprocess) -> torch.Tensor:
+    """What the app's model sees for these files (tl_core.data + the trainer's normaliser)."""
+    from .data import center_crop, decode_square
+    from .training import Normalizer
+
+    batch = torch.stack([torch.from_numpy(np.array(decode_square(p, preprocess.resize_size))) for p in paths])
+    return Normalizer(preprocess.mean, preprocess.std, torch.device("cpu"))(center_crop(batch, preprocess.crop_size))
+
+
+def _parity(fmt: str, runtime, inputs: np.ndarray, torch_probs: np.ndarray, names: list[str],
+            tolerance: float) -> ParityCheck:
+    probs = torch.from_numpy(np.asarray(runtime(inputs))).double().softmax(1).numpy()
+    diff = float(np.abs(probs - torch_probs).max())
+    same = bool((probs.argmax(1) == torch_probs.argmax(1)).all())
+    return ParityCheck(fmt, names, diff, same, tolerance, bool(diff < tolerance and same))
+
+
+def export_model(model: nn.Module, classes: Sequence[str], preprocess, out_dir: Path | str,
+                 formats: Sequence[str] = FORMATS, *, metadata: dict[str, Any] | None = None,
+                 check_images: Sequence[Image.Image | Path | str] | None = None,
+                 tolerance: float = PROB_TOLERANCE) -> ExportReport:
+    """Write the bundle for ``model`` (input: normalised float [B, 3, crop, crop]) to ``out_dir``.
+
+    Each exported format is run on ``check_images`` (default: two real photos) preprocessed by the
+    bundle's own predict.py, and compared with PyTorch; the report says how close they came.
+    ``metadata`` feeds the model card: name, backbone, pretrained, config, metrics, data, notes.
+    A format that fails to export is recorded in ``report.errors``; the others still are written.
+    """
+    started = time.perf_counter()
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"Unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(metadata or {})
+    report = ExportReport(out_dir=out)
+    model = copy.deepcopy(model).cpu().float().eval()  # the caller's model stays where it was
+    crop = preprocess.crop_size
+
+    def write_text(name: str, text: str) -> None:
+        atomic.write_bytes(out / name, text.encode("utf-8"))
+        report.files.append(name)
+
+    write_text("labels.json", json.dumps(list(classes), indent=2))
+    write_text("preprocess.json", json.dumps(preprocess.to_dict(), indent=2))
+    write_text("predict.py", predict_script())
+
+    dummy = torch.zeros(1, 3, crop, crop)
+    for fmt in formats:
+        path = out / MODEL_FILES[fmt]
+        try:
+            _EXPORTERS[fmt](model, dummy, path, classes, meta)
+            report.files.append(path.name)
+        except Exception as exc:  # noqa: BLE001 - one format failing must not lose the others
+            report.errors[fmt] = f"{type(exc).__name__}: {exc}"
+
+    script = _load_script(out / "predict.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, names = _check_image_files(check_images or default_check_images(), Path(tmp))
+        pre = preprocess.to_dict()
+        inputs = np.stack([script.model_input(p, pre) for p in paths])
+        report.preprocessing_matches_engine = bool(np.array_equal(inputs, _engine_inputs(paths, preprocess).numpy()))
+    with torch.no_grad():
+        torch_probs = model(torch.from_numpy(inputs)).double().softmax(1).numpy()
+    for fmt in ("torchscript", "onnx"):
+        if fmt in formats and fmt not in report.errors:
+            runtime = script.load_runtime(out / MODEL_FILES[fmt])
+            report.checks.append(_parity(fmt, runtime, inputs, torch_probs, names, tolerance))
+
+    report.seconds = time.perf_counter() - started
+    write_text("MODEL_CARD.md", model_card(classes, preprocess, meta, report))
+    report.files.append("export.json")
+    atomic.write_json(out / "export.json", {"report": report.to_dict(), "metadata": meta})
+    return report
+
+
+def _export_torchscript(model, dummy, path, classes, meta) -> None:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        traced = torch.jit.trace(model, dummy)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
+
+
+def _export_onnx(model, dummy, path, classes, meta) -> None:
+    import onnx
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        # dynamo=False: the TorchScript-based exporter needs no onnxscript and handles every
+        # registered backbone; the batch axis stays dynamic.
+        torch.onnx.export(model, (dummy,), buffer, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=ONNX_OPSET, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    for key, value in (("labels", json.dumps(list(classes))), ("backbone", str(meta.get("backbone", "")))):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    atomic.write_bytes(path, proto.SerializeToString())
+
+
+def _export_safetensors(model, dummy, path, classes, meta) -> None:
+    from safetensors.torch import save_model
+
+    info = {"backbone": str(meta.get("backbone", "")), "classes": json.dumps(list(classes)),
+            "head": json.dumps(meta.get("config", {}).get("model", {}).get("head", {})),
+            "format": "TL Studio TransferModel state_dict"}
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        save_model(model, str(tmp_path), metadata=info)
+        tmp_path.replace(path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+_EXPORTERS = {"torchscript": _export_torchscript, "onnx": _export_onnx, "safetensors": _export_safetensors}
+
+
+# ----------------------------------------------------------------------------- model card
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report: ExportReport) -> str:
+    """MODEL_CARD.md: what the model is, what it was trained on, how well it did, its limits."""
+    name = meta.get("name") or meta.get("run_id") or "TL Studio model"
+    backbone = meta.get("backbone", "?")
+    pretrained = meta.get("pretrained", True)
+    data = meta.get("data", {})
+    metrics = meta.get("metrics", {})
+    lines = [f"# Model card: {name}", "",
+             f"An image classifier for {len(classes)} classes, trained with TL Studio by transfer learning "
+             f"from **{backbone}** ({'ImageNet-pretrained weights' if pretrained else 'random initialisation, not pretrained'}).",
+             "", "## Classes", "", ", ".join(f"`{c}`" for c in classes), "", "## Input", "",
+             f"RGB image; EXIF orientation applied; shorter side resized to {preprocess.resize_size} px "
+             f"(bilinear, antialiased), centre square, centre crop {preprocess.crop_size}x{preprocess.crop_size}; "
+             f"values / 255 normalised with mean {list(preprocess.mean)} and std {list(preprocess.std)}. "
+             "`predict.py` does exactly this. The model returns logits; softmax gives probabilities.", ""]
+    lines += ["## Training data", ""]
+    counts = data.get("class_counts") or {}
+    if counts:
+        lines += ["| class | images |", "|---|---|"] + [f"| {c} | {n} |" for c, n in counts.items()] + [""]
+    for key, label in (("num_train", "Training images"), ("num_val", "Validation images"),
+                       ("num_test", "Test images"), ("source", "Source")):
+        if data.get(key) not in (None, ""):
+            lines.append(f"- {label}: {data[key]}")
+    if not data:
+        lines.append("- Not recorded.")
+    lines += ["", "## Training configuration", ""]
+    config = meta.get("config")
+    if config:
+        model_cfg, freeze, train = config.get("model", {}), config.get("freeze", {}), config.get("train", {})
+        lines += [f"- Head: {model_cfg.get('head', {}).get('kind', '?')}; freezing: {freeze.get('mode', '?')}",
+                  f"- Epochs: {train.get('epochs')}, batch size {train.get('batch_size')}, optimizer "
+                  f"{train.get('optimizer')}, learning rate {train.get('lr')}, schedule {train.get('schedule')}",
+                  f"- Augmentation: {config.get('data', {}).get('augment', '?')}; seed {train.get('seed')}",
+                  "", "<details><summary>Full configuration</summary>", "", "```json",
+                  json.dumps(config, indent=2, sort_keys=True), "```", "</details>"]
+    else:
+        lines.append("- Not recorded.")
+    lines += ["", "## Metrics", ""]
+    shown = False
+    for split in ("val", "test"):
+        if isinstance(metrics.get(split), dict):
+            shown = True
+            lines.append(f"- {split}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics[split].items()))
+    per_class = meta.get("per_class") or []
+    if per_class:
+        lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+                  for r in per_class]
+    if not shown and not per_class:
+        lines.append("- Not recorded.")
+    lines += ["", "## Known limits", ""] + [f"- {note}" for note in _limits(classes, meta)]
+    lines += ["", "## Files", "",
+              f"- `model.onnx`: ONNX (opset {ONNX_OPSET}), input `image` [batch, 3, {preprocess.crop_size}, "
+              f"{preprocess.crop_size}] float32, output `logits`",
+              "- `model_torchscript.pt`: TorchScript (`torch.jit.load`), same input and output",
+              f"- `model.safetensors`: weights of the PyTorch model (rebuild it with TL Studio: "
+              f"`build_model('{backbone}', {len(classes)}, head, pretrained=False)` then "
+              "`safetensors.torch.load_model`)",
+              "- `labels.json`: class names in output order; `preprocess.json`: the input recipe",
+              "- `predict.py`: `python predict.py photo.jpg` (ONNX) or `--model model_torchscript.pt`",
+              "", "## Export checks", ""]
+    for check in report.checks:
+        lines.append(f"- {check.format}: max |probability difference| vs PyTorch {check.max_abs_diff:.2e} "
+                     f"(tolerance {check.tolerance:.0e}), same predicted class: {check.same_argmax} "
+                     f"on {', '.join(check.images)} -> {'passed' if check.passed else 'FAILED'}")
+    if report.preprocessing_matches_engine is not None:
+        lines.append("- predict.py preprocessing identical to the app's: "
+                     f"{'yes' if report.preprocessing_matches_engine else 'NO'}")
+    for fmt, error in report.errors.items():
+        lines.append(f"- {fmt}: not exported ({error})")
+    lines += ["", f"Exported {time.strftime('%Y-%m-%d %H:%M')} by TL Studio."]
+    return "\n".join(lines) + "\n"
+
+
+def _limits(classes: Sequence[str], meta: dict[str, Any]) -> list[str]:
+    data = meta.get("data", {})
+    counts = data.get("class_counts") or {}
+    notes = [f"It only knows these {len(classes)} classes: any other image is still given one of them, "
+             "often with high confidence. There is no 'none of these' answer.",
+             "It sees the centre crop only: objects near the edges of a non-square photo may be cut off.",
+             "Its metrics come from held-out images of the same collection as the training images; expect "
+             "lower accuracy on photos taken elsewhere (other cameras, lighting, backgrounds)."]
+    if counts:
+        smallest, largest = min(counts.values()), max(counts.values())
+        if smallest < 50:
+            notes.append(f"Few examples: the smallest class has {smallest} images, so the metrics are uncertain "
+                         "(a handful of images changes them by several points).")
+        if smallest and largest / smallest >= 3:
+            notes.append(f"Imbalanced classes ({largest} vs {smallest} images): the model may favour the larger ones.")
+    if not meta.get("pretrained", True):
+        notes.append("Trained from random initialisation, not from pretrained weights: expect it to generalise poorly.")
+    ece = meta.get("ece")
+    if isinstance(ece, float) and ece > 0.05:
+        notes.append(f"Confidences are not well calibrated (expected calibration error {ece:.3f}); "
+                     "do not read a probability as a frequency.")
+    notes += [f"{note}" for note in meta.get("notes", [])]
+    return notes
+
+
+# ----------------------------------------------------------------------------- runs and zips
+def run_metadata(run) -> dict[str, Any]:
+    """Model-card facts of a run: config, metrics, data counts, per-class metrics, calibration."""
+    from .analysis import reliability
+    from .events import RunStarted
+
+    config = run.config
+    meta: dict[str, Any] = {"name": config.name or run.id, "run_id": run.id, "backbone": config.model.backbone,
+                            "pretrained": config.model.pretrained, "config": config.to_dict(),
+                            "metrics": run.read_json("metrics.json", default={}) or {}}
+    meta["metrics"] = {k: v for k, v in meta["metrics"].items() if k in ("val", "test", "best_epoch")}
+    data: dict[str, Any] = {"source": config.data.source}
+    try:
+        events, _ = run.read_events()
+        started = [e for e in events if isinstance(e, RunStarted)]
+        if started:
+            data.update(num_train=started[-1].num_train, num_val=started[-1].num_val)
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        from .data import Dataset
+
+        if config.data.dataset_dir:
+            ds = Dataset.load(config.data.dataset_dir)
+            data["class_counts"] = {c: sum(1 for r in ds.records if r.label == c) for c in ds.classes}
+    except Exception:  # noqa: BLE001 - the dataset may have been deleted; the card says less
+        pass
+    meta["data"] = data
+    evaluation = run.read_json("eval_test.json") or run.read_json("eval_val.json")
+    if evaluation:
+        meta["per_class"] = evaluation.get("per_class", [])
+        preds = evaluation.get("predictions", [])
+        if preds:
+            meta["ece"] = reliability([p["probs"] for p in preds], [p["true"] for p in preds]).ece
+    return meta
+
+
+def run_check_images(run, limit: int = 4) -> list[Path]:
+    """A few of the run's own images (one per class first) for the export checks, if still on disk."""
+    try:
+        from .data import Dataset
+
+        ds = Dataset.load(run.config.data.dataset_dir)
+    except Exception:  # noqa: BLE001 - no dataset folder: fall back to the sample photos
+        return []
+    picked: dict[str, Path] = {}
+    for record in ds.records:
+        path = ds.path_of(record)
+        if record.label not in picked and path.exists():
+            picked[record.label] = path
+        if len(picked) >= limit:
+            break
+    return list(picked.values())
+
+
+def export_bundle(run, out_dir: Path | str, formats: Sequence[str] = FORMATS, kind: str = "best") -> ExportReport:
+    """Export a run's ``kind`` checkpoint (see ``export_model``); the checks use real photos and
+    a few of the run's own images."""
+    from .backbones import get_backbone
+
+    model = run.load_model(kind)
+    preprocess = get_backbone(run.config.model.backbone).preprocess
+    images: list[Image.Image | Path] = [*default_check_images(), *run_check_images(run)]
+    return export_model(model, run.classes, preprocess, out_dir, formats, metadata=run_metadata(run),
+                        check_images=images)
+
+
+def zip_bundle(out_dir: Path | str) -> bytes:
+    """The bundle as a .zip (files under a folder named like ``out_dir``), for a download button."""
+    root = Path(out_dir)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+            info = zipfile.ZipInfo(f"{root.name}/{path.relative_to(root).as_posix()}", date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
