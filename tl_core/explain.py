@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -260,3 +261,35 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.45) -> Ima
     weight = alpha * (0.3 + 0.7 * heat[..., None])
     mixed = (1 - weight) * np.asarray(rgb, dtype=np.float32) + weight * colour
     return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
+
+
+def model_view(image: Image.Image | Path | str | bytes, preprocess) -> tuple[torch.Tensor, Image.Image]:
+    """An image as the app's model sees it: the normalised input [1, 3, crop, crop] and the centre
+    crop as a PIL image (to draw the heatmap on). Decoded by ``tl_core.data`` like training data;
+    pass uploads as bytes or a path so that their EXIF orientation is honoured."""
+    import io
+
+    from .data import center_crop, decode_square
+    from .training import Normalizer
+
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")  # lossless: the same pixels go through the same decoder
+        image = buffer.getvalue()
+    source = io.BytesIO(image) if isinstance(image, bytes) else image
+    square = torch.from_numpy(np.array(decode_square(source, preprocess.resize_size)))[None]
+    crop = center_crop(square, preprocess.crop_size)
+    x = Normalizer(preprocess.mean, preprocess.std, torch.device("cpu"))(crop).contiguous()
+    return x, Image.fromarray(crop[0].permute(1, 2, 0).numpy())
+
+
+def explain_image(model: nn.Module, image: Image.Image | Path | str | bytes, preprocess,
+                  target_class: int | None = None, stage: str | None = None) -> tuple[Explanation, Image.Image]:
+    """Grad-CAM for one image file/upload: the explanation and ``overlay``-ready centre crop.
+
+    Page use: ``result, crop = explain_image(model, upload.getvalue(), preprocess)`` then
+    ``st.image(overlay(crop, result.heatmap))``.
+    """
+    x, crop = model_view(image, preprocess)
+    device = next(model.parameters()).device
+    return explain(model, x.to(device), target_class, stage), crop

@@ -162,3 +162,23 @@ def test_stages_of_a_registered_backbone_are_its_body_groups():
     assert stages[-1].grid == (7, 7)
     result = explain(model, torch.randn(1, 3, 224, 224), target_class=0)
     assert result.stage == stages[-1].name and result.heatmap.shape == (224, 224)
+
+
+def test_explain_image_sees_what_the_app_sees(tmp_path, real_photos):
+    from tl_core.backbones import get_backbone
+    from tl_core.explain import explain_image, model_view
+    from tl_core.export import _engine_inputs
+
+    pre = get_backbone("mobilenet_v3_small").preprocess
+    path = tmp_path / "chelsea.png"
+    real_photos["chelsea"].save(path)
+    x, crop = model_view(path, pre)
+    assert x.shape == (1, 3, 224, 224) and crop.size == (224, 224)
+    assert torch.equal(x, _engine_inputs([path], pre))
+    from_bytes, _ = model_view(path.read_bytes(), pre)
+    from_pil, _ = model_view(real_photos["chelsea"], pre)
+    assert torch.equal(from_bytes, x) and torch.equal(from_pil, x)
+    model = TinyTransferModel(num_classes=3).eval()
+    result, crop = explain_image(model, path, pre, target_class=2)
+    assert result.target_class == 2 and result.heatmap.shape == (224, 224)
+    assert overlay(crop, result.heatmap).size == (224, 224)
