@@ -533,6 +533,9 @@ def export_bundle(run, out_dir: Path | str, formats: Sequence[str] = FORMATS, ki
                         check_images=images)
 
 
+export_run = export_bundle  # the name tl_core.cli uses
+
+
 def zip_bundle(out_dir: Path | str) -> bytes:
     """The bundle as a .zip (files under a folder named like ``out_dir``), for a download button."""
     root = Path(out_dir)
