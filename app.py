@@ -17,5 +17,8 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-sidebar.render(get_state())
-page.run()
+state = get_state()
+try:
+    page.run()
+finally:  # drawn after the page, so it shows what the page just changed (even after st.stop())
+    sidebar.render(state)

@@ -43,12 +43,17 @@ st.subheader("1 · Backbone")
 with user_errors("Could not list the backbones"):
     table = backbone_table()
     st.dataframe(table, hide_index=True, key="backbone_table", column_config={
-        "name": "Backbone", "description": "What it is",
-        "params (M)": st.column_config.NumberColumn(format="%.1f M", help="Parameters, in millions"),
-        "ImageNet top-1": st.column_config.NumberColumn(format="%.1f %%", help="Accuracy on ImageNet"),
+        "name": st.column_config.TextColumn("Backbone", width="small"),
+        "description": st.column_config.TextColumn("What it is", width="large"),
+        "params (M)": st.column_config.NumberColumn("Params", format="%.1f M", width="small",
+                                                    help="Parameters, in millions"),
+        "ImageNet top-1": st.column_config.NumberColumn("Top-1", format="%.1f %%", width="small",
+                                                        help="Accuracy on ImageNet"),
         "relative speed": st.column_config.ProgressColumn(
-            min_value=0.0, max_value=1.0, format="%.2f", help="1 = the fastest here (fewer GFLOPs)"),
-        "weights here": st.column_config.CheckboxColumn(help="Pretrained weights are on this server"),
+            "Speed", min_value=0.0, max_value=1.0, format="%.2f", width="small",
+            help="1 = the fastest here (fewer GFLOPs per image)"),
+        "weights here": st.column_config.CheckboxColumn("Weights here", width="small",
+                                                        help="Pretrained weights are on this server"),
     })
     names = list(table["name"])
     state.backbone = st.selectbox("Backbone", names, index=names.index(state.backbone)
@@ -128,7 +133,8 @@ with user_errors("Could not show the layer groups"):
         epoch_note = f" at epoch {epoch}"
     frame = pd.DataFrame([{"group": g.name, "parameters": g.num_params,
                            "state": "trainable" if g.trainable else "frozen",
-                           "lr": f"× {g.lr_mult:.3g}"} for g in report])
+                           "lr": f"lr × {g.lr_mult:.3g}" if plan.lr_range and g.trainable else ""}
+                          for g in report])
     fig = px.bar(frame, x="group", y="parameters", color="state", text="lr", log_y=True,
                  color_discrete_map={"trainable": "#2e7d32", "frozen": "#90a4ae"},
                  category_orders={"group": list(frame["group"])},

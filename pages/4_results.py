@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+from tl_core import jobs
 from tl_core.evaluation import EvalResult
 from tl_ui import get_state, intro, user_errors
 from tl_ui.charts import comparison_figure, confusion_figure, curves_for
@@ -58,6 +59,13 @@ with user_errors("Could not read the run's results"):
         error = run.status().get("error")
         if error:
             st.error(error)
+        elif jobs.worker_alive(run):
+            @st.fragment(run_every=2.0)
+            def wait_for_evaluation() -> None:
+                if run.read_json("eval_val.json") or not jobs.worker_alive(run):
+                    st.rerun()
+                st.caption(":material/hourglass_top: Waiting for the evaluation of the best checkpoint…")
+            wait_for_evaluation()
     else:
         split = st.radio("Measured on", list(evals), horizontal=True, key="eval_split",
                          help="The test set is only used here, so it gives the most honest number.")

@@ -281,5 +281,11 @@ def cancel(run: Run) -> None:
     job_state(run)
 
 
+def worker_alive(run: Run) -> bool:
+    """True while the run's worker process still runs (it may be writing the final evaluation)."""
+    status = run.status()
+    return process_alive(status.get("pid"), status.get("pid_created"))
+
+
 def is_active(run: Run) -> bool:
     return job_state(run).get("state") in ACTIVE_STATES

@@ -1,0 +1,119 @@
+"""E2E fixtures: a real `streamlit run app.py` server and Debian Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tl_home")
+
+
+@pytest.fixture(scope="session")
+def server(server_home):
+    """Base URL of a TL Studio server in its own process group, stopped with killpg."""
+    port = free_port()
+    env = {**os.environ, "TL_STUDIO_HOME": str(server_home), "TL_STUDIO_OFFLINE": "1",
+           "PYTHONPATH": str(REPO)}
+    log = open(server_home / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (server_home / "server.log").read_text())
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+
+def open_app(page, server: str, path: str = "") -> None:
+    page.goto(f"{server}/{path}")
+    page.wait_for_selector("[data-testid=stApp]")
+    page.wait_for_selector("h1")
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def make_zip(path: Path, classes: dict[str, int], corrupt: int = 0) -> Path:
+    """A zip of class folders of small synthetic JPEGs, plus ``corrupt`` broken files."""
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(path.parent / (path.stem + "_src"), classes)
+    with zipfile.ZipFile(path, "w") as archive:
+        for file in sorted(folder.rglob("*.jpg")):
+            archive.write(file, f"{path.stem}/{file.relative_to(folder)}")
+        first = next(iter(classes))
+        for i in range(corrupt):
+            archive.writestr(f"{path.stem}/{first}/broken_{i}.jpg", b"this is not a jpeg" * 10)
+        if corrupt:
+            archive.writestr(f"{path.stem}/{first}/notes.txt", b"not an image")
+    return path
