@@ -274,6 +274,8 @@ def export_model(model: nn.Module, classes: Sequence[str], preprocess, out_dir: 
         raise ConfigError(f"Unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in MODEL_FILES.values():  # a re-export with fewer formats must not ship old files
+        (out / stale).unlink(missing_ok=True)
     meta = dict(metadata or {})
     report = ExportReport(out_dir=out)
     model = copy.deepcopy(model).cpu().float().eval()  # the caller's model stays where it was
@@ -412,7 +414,8 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
             lines.append(f"- {split}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics[split].items()))
     per_class = meta.get("per_class") or []
     if per_class:
-        lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += ["", f"Per class, on the {meta.get('per_class_split', 'validation')} images:", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in per_class]
     if not shown and not per_class:
@@ -485,31 +488,35 @@ def run_metadata(run) -> dict[str, Any]:
             data.update(num_train=started[-1].num_train, num_val=started[-1].num_val)
     except (OSError, ValueError, KeyError):
         pass
-    try:
-        from .data import Dataset
-
-        if config.data.dataset_dir:
-            ds = Dataset.load(config.data.dataset_dir)
-            data["class_counts"] = {c: sum(1 for r in ds.records if r.label == c) for c in ds.classes}
-    except Exception:  # noqa: BLE001 - the dataset may have been deleted; the card says less
-        pass
+    ds = _run_dataset(run)
+    if ds is not None:
+        data["class_counts"] = {c: sum(1 for r in ds.records if r.label == c) for c in ds.classes}
     meta["data"] = data
-    evaluation = run.read_json("eval_test.json") or run.read_json("eval_val.json")
+    split = "test" if run.read_json("eval_test.json") else "val"
+    evaluation = run.read_json(f"eval_{split}.json")
     if evaluation:
-        meta["per_class"] = evaluation.get("per_class", [])
+        meta["per_class"], meta["per_class_split"] = evaluation.get("per_class", []), split
         preds = evaluation.get("predictions", [])
         if preds:
             meta["ece"] = reliability([p["probs"] for p in preds], [p["true"] for p in preds]).ece
     return meta
 
 
-def run_check_images(run, limit: int = 4) -> list[Path]:
-    """A few of the run's own images (one per class first) for the export checks, if still on disk."""
-    try:
-        from .data import Dataset
+def _run_dataset(run):
+    """The run's ingested dataset (the trainer records where in status.json), or None if gone."""
+    from .data import Dataset
 
-        ds = Dataset.load(run.config.data.dataset_dir)
-    except Exception:  # noqa: BLE001 - no dataset folder: fall back to the sample photos
+    folder = run.status().get("dataset_dir") or run.config.data.dataset_dir
+    try:
+        return Dataset.load(folder) if folder else None
+    except Exception:  # noqa: BLE001 - deleted or damaged: the card and the checks say less
+        return None
+
+
+def run_check_images(run, limit: int = 4) -> list[Path]:
+    """A few of the run's own images (one per class) for the export checks, if still on disk."""
+    ds = _run_dataset(run)
+    if ds is None:
         return []
     picked: dict[str, Path] = {}
     for record in ds.records:

@@ -149,6 +149,8 @@ def test_a_subset_of_formats_and_unknown_formats(tmp_path):
     model = confident_model()
     pre = get_backbone(BACKBONE).preprocess
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.onnx").write_bytes(b"from an earlier export")
     report = export_model(model, CLASSES, pre, tmp_path / "b", formats=("safetensors",), check_images=[noise])
     assert report.ok and report.checks == [] and report.preprocessing_matches_engine
     assert not (tmp_path / "b" / "model.onnx").exists() and (tmp_path / "b" / "model.safetensors").exists()
