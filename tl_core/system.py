@@ -60,4 +60,4 @@ def device_info(index: int = 0) -> DeviceInfo:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return DeviceInfo("mps", "Apple GPU (MPS)", None, None, None, ram)
     cores = psutil.cpu_count(logical=True) or 1
-    return DeviceInfo("cpu", f"CPU ({cores} cores)", None, None, psutil.cpu_percent(interval=None), ram)
+    return DeviceInfo("cpu", f"CPU ({cores} cores)", None, None, psutil.cpu_percent(interval=0.1), ram)

@@ -97,16 +97,16 @@ class RunCurves:
         if self.batches:
             frame = pd.DataFrame(self.batches)
             fig.add_scatter(x=frame["epoch"], y=frame[metric], mode="lines", name="per batch",
-                            line={"width": 1}, opacity=0.6)
+                            line={"width": 1, "color": "#9e9e9e"})
         if self.epochs and metric != "lr":
             frame = pd.DataFrame(self.epochs)
             train_col = "train_loss" if metric == "loss" else "train_acc"
             val_col = "val_loss" if metric == "loss" else "val_acc"
             fig.add_scatter(x=frame["epoch"], y=frame[train_col], mode="lines+markers",
-                            name="train (epoch)")
+                            name="train (epoch)", line={"color": "#1565c0"})
             if frame[val_col].notna().any():
                 fig.add_scatter(x=frame["epoch"], y=frame[val_col], mode="lines+markers",
-                                name="validation (epoch)")
+                                name="validation (epoch)", line={"color": "#e65100"})
         fig.update_layout(title=METRICS[metric], xaxis_title="epoch", height=300,
                           margin={"l": 10, "r": 10, "t": 40, "b": 10},
                           legend={"orientation": "h", "y": -0.3})

@@ -97,6 +97,9 @@ def test_upload_with_broken_files_lists_them(page, server, tmp_path):
     page.get_by_text(re.compile(r"Skipped files \(\d+\)")).first.wait_for()
     body = page.locator("[data-testid=stExpander]").filter(has_text="Skipped files").inner_text()
     assert "Skipped files (3)" in body
+    page.locator("[data-testid=stDataFrame]").first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    time.sleep(1.5)  # let the thumbnails and charts finish drawing
     screenshot(page, "7_data_skipped")
 
 
