@@ -113,7 +113,7 @@ def bench_feature_cache(folder: Path, ws: Workspace, epochs: int) -> tuple[list[
                         train=TrainConfig(epochs=epochs, batch_size=32, feature_cache=cache))
         run = RunStore(ws).create(cfg)
         secs: list[float] = []
-        train(cfg, run, ws, subscribers=[lambda e: isinstance(e, ev.EpochEnded) and secs.append(e.seconds)])
+        train(cfg, run, ws, subscribers=[lambda e, secs=secs: isinstance(e, ev.EpochEnded) and secs.append(e.seconds)])
         out.append(secs)
     return out[0], out[1]
 

@@ -68,12 +68,6 @@ class Preprocess:
                    mean=tuple(float(v) for v in data["mean"]), std=tuple(float(v) for v in data["std"]),
                    interpolation=str(data["interpolation"]))
 
-    def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,3,H,W] -> float normalised, what ``TransferModel.body`` expects."""
-        mean = torch.tensor(self.mean, device=images_uint8.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=images_uint8.device).view(1, 3, 1, 1)
-        return (images_uint8.float() / 255.0 - mean) / std
-
 
 @dataclass(frozen=True)
 class BackboneSpec:

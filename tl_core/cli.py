@@ -142,12 +142,12 @@ def cmd_backbones(args) -> int:
         rows.append((spec.name, f"{spec.num_params / 1e6:.1f}M", f"{spec.top1:.1f}",
                      f"{spec.preprocess.crop_size}px", st.source if st.available else "missing"))
     if args.json:
-        print(json.dumps([dict(zip(("name", "params", "top1", "input", "weights"), r)) for r in rows], indent=2))
+        print(json.dumps([dict(zip(("name", "params", "top1", "input", "weights"), r, strict=False)) for r in rows], indent=2))
         return 0
     header = ("backbone", "params", "top-1", "input", "weights here")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=False)))
     missing = [r[0] for r in rows if r[-1] == "missing"]
     if missing:
         print("\nMissing weights download automatically when online, or put torchvision's .pth files in "
@@ -257,7 +257,7 @@ def cmd_predict(args) -> int:
     if missing:
         raise TLError(f"Image file not found: {missing[0]}")
     results = predict(run, [Path(p) for p in args.images], top_k=args.top_k)
-    for path, top in zip(args.images, results):
+    for path, top in zip(args.images, results, strict=False):
         print(path + ": " + ", ".join(f"{label} {p:.3f}" for label, p in top))
     return 0
 

@@ -84,7 +84,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         try:
             model = dict(data.get("model", {}))
             model["head"] = HeadConfig(**model.get("head", {}))
@@ -104,7 +104,7 @@ class RunConfig:
                               "Re-create it from the app or the CLI.") from exc
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
+    def from_json(cls, text: str) -> RunConfig:
         return cls.from_dict(json.loads(text))
 
     def validate(self) -> None:

@@ -38,7 +38,7 @@ class EvalResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
         return cls(**data)
 
 
@@ -60,7 +60,7 @@ def evaluate_logits(logits: torch.Tensor, labels: Sequence[int], classes: Sequen
     precision, recall, f1, support = precision_recall_fscore_support(
         y.numpy(), pred.numpy(), labels=label_ids, zero_division=0)
     per_class = [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for c, p, r, f, s in zip(classes, precision, recall, f1, support)]
+                 for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=False)]
     cm = confusion_matrix(y.numpy(), pred.numpy(), labels=label_ids)
     paths = list(paths) if paths is not None else [str(i) for i in range(len(y))]
     predictions = [
@@ -120,4 +120,4 @@ def predict(run, images: Sequence[Image.Image | Path | str | bytes], top_k: int 
     probs = predict_tensors(model, load_images(images, pre.resize_size), pre, device).softmax(1)
     k = min(top_k, len(classes))
     values, indices = probs.topk(k, dim=1)
-    return [[(classes[int(i)], float(v)) for v, i in zip(vs, ids)] for vs, ids in zip(values, indices)]
+    return [[(classes[int(i)], float(v)) for v, i in zip(vs, ids, strict=False)] for vs, ids in zip(values, indices, strict=False)]

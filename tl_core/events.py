@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class Note:
     time: float = field(default_factory=time.time)
 
 
-Event = Union[RunStarted, BatchEnded, EpochEnded, CheckpointSaved, RunFinished, RunFailed,
-              RunCancelled, Progress, Note]
+Event = (RunStarted | BatchEnded | EpochEnded | CheckpointSaved | RunFinished | RunFailed
+         | RunCancelled | Progress | Note)
 Subscriber = Callable[[Event], None]
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in
                                 (RunStarted, BatchEnded, EpochEnded, CheckpointSaved, RunFinished,

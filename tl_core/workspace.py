@@ -25,10 +25,10 @@ class Workspace:
     root: Path  # everything of this workspace lives below this folder
 
     @classmethod
-    def default(cls) -> "Workspace":
+    def default(cls) -> Workspace:
         return cls(default_home())
 
-    def for_session(self, session_id: str) -> "Workspace":
+    def for_session(self, session_id: str) -> Workspace:
         """A private sub-workspace; ``session_id`` must be a short [A-Za-z0-9_-] token."""
         if not _SAFE_ID.match(session_id):
             raise ValueError(f"invalid session id {session_id!r}")

@@ -167,11 +167,8 @@ def test_a_model_on_another_device_is_left_untouched(tmp_path):
 
 
 def test_predict_script_agrees_with_the_apps_predict_function(exported):
-    import tl_core.data
     from tl_core.evaluation import predict
 
-    if not hasattr(tl_core.data, "image_to_tensor"):
-        pytest.skip("tl_core.evaluation.predict needs tl_core.data.image_to_tensor, not written yet")
     bundle, paths = exported["dir"], exported["paths"]
     out = subprocess.run([sys.executable, "-I", "predict.py", "--json", *map(str, paths)], cwd=bundle,
                          capture_output=True, text=True, timeout=300, check=True)
