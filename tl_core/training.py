@@ -246,9 +246,8 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
-    if name == "step":  # x0.1 every third of the run
-        step = max(1, (total_steps // 3) // max(1, steps_per_epoch) * steps_per_epoch or total_steps // 3)
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, step), gamma=0.1)
+    if name == "step":  # x0.1 after each third of the run
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, total_steps // 3), gamma=0.1)
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     raise ConfigError(f"Unknown schedule '{name}'; choose cosine, onecycle, step or constant.")
@@ -351,8 +350,8 @@ class Trainer:
         steps_per_epoch = math.ceil(len(data.train) / batch_size)
         self.optimizer = make_optimizer(cfg.train.optimizer, param_groups(model, cfg.freeze, cfg.train.lr),
                                         cfg.train.lr, cfg.train.weight_decay)
-        self.scheduler = make_scheduler(cfg.train.schedule, self.optimizer,
-                                        steps_per_epoch * cfg.train.epochs, steps_per_epoch)
+        self.total_steps = steps_per_epoch * cfg.train.epochs
+        self.scheduler = make_scheduler(cfg.train.schedule, self.optimizer, self.total_steps, steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         start_epoch = self._maybe_resume() + 1
@@ -370,10 +369,7 @@ class Trainer:
             self._check_stop()
             t0 = time.perf_counter()
             apply_freeze(model, cfg.freeze, epoch=epoch)
-            if use_cache:
-                train_loss, train_acc = self._cached_epoch(epoch)
-            else:
-                train_loss, train_acc = self._image_epoch(epoch)
+            train_loss, train_acc = self._epoch_with_oom_retry(epoch, use_cache)
             val_loss, val_acc = self._validate(use_cache)
             seconds = time.perf_counter() - t0
             lr = self.optimizer.param_groups[-1]["lr"]
@@ -433,19 +429,22 @@ class Trainer:
                            seed=self.config.train.seed + epoch, num_workers=self.config.train.num_workers,
                            pin_memory=self.device.type == "cuda")
 
-    def _image_epoch(self, epoch: int) -> tuple[float, float]:
-        from .freeze import set_train_mode
-
+    def _epoch_with_oom_retry(self, epoch: int, use_cache: bool) -> tuple[float, float]:
+        """One training epoch; on out-of-memory, halve the batch and run the epoch again."""
         while True:
             try:
-                set_train_mode(self.model, self.config.freeze, epoch=epoch)
-                loader = self._loader(self.data.train, self._train_transform(), shuffle=True, epoch=epoch)
-                return self._run_batches(epoch, ((self.normalize(x), y) for x, y in loader), len(loader),
-                                         self.model)
-            except Exception as exc:  # halve the batch on OOM and retry the epoch
+                return self._cached_epoch(epoch) if use_cache else self._image_epoch(epoch)
+            except Exception as exc:
                 if not is_out_of_memory(exc) or self.config.train.batch_size <= 1:
                     raise
                 self._halve_batch()
+
+    def _image_epoch(self, epoch: int) -> tuple[float, float]:
+        from .freeze import set_train_mode
+
+        set_train_mode(self.model, self.config.freeze, epoch=epoch)
+        loader = self._loader(self.data.train, self._train_transform(), shuffle=True, epoch=epoch)
+        return self._run_batches(epoch, ((self.normalize(x), y) for x, y in loader), len(loader), self.model)
 
     def _halve_batch(self) -> None:
         import dataclasses
@@ -465,7 +464,8 @@ class Trainer:
             y = torch.as_tensor(y).to(self.device, non_blocking=True)
             loss, correct = train_step(model, x, y, self.optimizer, self.loss_fn,
                                        scaler=self.scaler, amp_dtype=self.amp_dtype)
-            self.scheduler.step()
+            if self.global_step < self.total_steps:  # a halved batch (after OOM) takes more steps
+                self.scheduler.step()
             self.global_step += 1
             n = y.shape[0]
             seen += n

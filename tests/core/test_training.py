@@ -77,7 +77,7 @@ def test_cached_epochs_cost_a_fraction_of_the_first(workspace, image_folder):
 
 
 def test_fine_tuning_trains_images_with_augmentation(workspace, image_folder):
-    cfg = config_for(image_folder, epochs=2, augment="standard", feature_cache=False,
+    cfg = config_for(image_folder, epochs=1, augment="standard", feature_cache=False,
                      model=ModelConfig(backbone="mobilenet_v3_small", pretrained=False),
                      freeze=FreezePlan(mode="last_n", last_n=1), optimizer="sgd", schedule="cosine")
     run, result, seen = run_training(workspace, cfg)
@@ -190,3 +190,35 @@ def test_pretrained_beats_random_init_on_real_photos(workspace, tmp_path, real_p
         _, result, _ = run_training(workspace, cfg)
         accs[pretrained] = result["val"]["accuracy"]
     assert accs[True] >= 0.9 and accs[True] > accs[False], accs
+
+
+def test_out_of_memory_halves_the_batch_and_carries_on(workspace, image_folder, monkeypatch):
+    import tl_core.training as training
+
+    real_step = training.train_step
+
+    def step_that_needs_small_batches(model, inputs, labels, *args, **kw):
+        if inputs.shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step(model, inputs, labels, *args, **kw)
+
+    monkeypatch.setattr(training, "train_step", step_that_needs_small_batches)
+    run, result, seen = run_training(workspace, config_for(image_folder, epochs=2, batch_size=16))
+    notes = [e.message for e in seen if isinstance(e, ev.Note)]
+    assert notes[:2] == ["Out of memory: retrying this epoch with batch size 8.",
+                         "Out of memory: retrying this epoch with batch size 4."]
+    assert run.state == "finished" and result["val"]["accuracy"] > 0.5
+
+
+def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, monkeypatch):
+    import tl_core.training as training
+    from tl_core.errors import TrainingOutOfMemory
+
+    def always_oom(*args, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+
+    monkeypatch.setattr(training, "train_step", always_oom)
+    run = RunStore(workspace).create(config_for(image_folder, batch_size=2))
+    with pytest.raises(TrainingOutOfMemory, match="smaller backbone"):
+        train(run.config, run, workspace)
+    assert run.state == "failed" and "batch size" in run.status()["error"]
