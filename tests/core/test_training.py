@@ -222,3 +222,12 @@ def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, m
     with pytest.raises(TrainingOutOfMemory, match="smaller backbone"):
         train(run.config, run, workspace)
     assert run.state == "failed" and "batch size" in run.status()["error"]
+
+
+def test_same_seed_same_run(workspace, image_folder):
+    cfg = config_for(image_folder, epochs=2, augment="light", seed=7)
+    histories = []
+    for _ in range(2):
+        _, result, _ = run_training(workspace, cfg)
+        histories.append([(h["train_loss"], h["val_loss"]) for h in result["history"]])
+    assert histories[0] == histories[1]
