@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from tl_core.config import FreezePlan, HeadConfig
-from tl_core.errors import RunNotFound, TLError
+from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
 
@@ -94,9 +94,3 @@ def sync_query_params(state: AppState) -> None:
         elif st.query_params.get(key) != value:
             st.query_params[key] = value
 
-
-def run_or_none(state: AppState, run_id: str) -> Run | None:
-    try:
-        return state.runs.get(run_id)
-    except RunNotFound:
-        return None

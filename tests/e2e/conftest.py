@@ -74,7 +74,9 @@ def server(server_home):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    executable = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    # Debian's chromium where installed (make browser), else Playwright's own download.
+    executable = (shutil.which("chromium") or shutil.which("chromium-browser")
+                  or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None))
     with sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         yield launched
