@@ -1,16 +1,12 @@
 """Results: final metrics, per-class table, confusion matrix, and runs compared."""
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
-from tl_core.analysis import top_losses
 from tl_core.evaluation import EvalResult
-from tl_ui import get_state, intro, user_errors
+from tl_ui import analysis_views, get_state, intro, user_errors
 from tl_ui.charts import comparison_figure, confusion_figure, curves_for
-from tl_ui.widgets import thumbnail_of
 
 state = get_state()
 
@@ -94,20 +90,7 @@ with user_errors("Could not read the run's results"):
         right.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
         right.plotly_chart(confusion_figure(result.confusion, result.classes), key="confusion")
 
-        if result.predictions:
-            with st.expander("The hardest images (highest loss): often mislabelled or unusual"):
-                hardest = top_losses(result.predictions, k=12)
-                root = Path(run.config.data.dataset_dir or run.config.data.source)
-                thumbs, captions = [], []
-                for row in hardest.itertuples():
-                    thumb = thumbnail_of(root / row.path)
-                    if thumb:
-                        thumbs.append(thumb)
-                        mark = "✓" if row.true == row.pred else "✗"
-                        captions.append(f"{mark} {row.true_label} → {row.pred_label} ({row.confidence:.0%})")
-                if thumbs:
-                    st.image(thumbs, caption=captions, width=120)
-                st.caption("Caption: true class → predicted class (confidence).")
+        analysis_views.render(run, result, split)
 
 st.subheader("Compare runs")
 default = [r for r in ids if summaries[r]["state"] in ("finished", "cancelled", "running")][:5]

@@ -1,0 +1,111 @@
+"""Trained runs for the Results, Predict and Export pages: picking one, and cached Grad-CAM.
+
+Cache keys hold the run folder and the best checkpoint's modification time, so a re-trained
+run never shows stale pictures. Trained models are loaded inside ``st.cache_data`` functions
+and only their *outputs* (arrays, labels) are cached: a model a user trains is never kept in
+``st.cache_resource`` (it would be shared by every session).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from tl_core.runs import Run
+
+from .state import AppState
+
+CAM_HELP = ("Grad-CAM colours the parts of the image that pushed the model towards its answer: red = "
+            "strong, blue = little. Earlier stages show finer detail, the last stage the clearest objects.")
+
+
+def has_model(run: Run) -> bool:
+    return run.checkpoint_path("best").exists()
+
+
+def checkpoint_stamp(run: Run) -> float:
+    """Changes whenever the best checkpoint is rewritten (part of every cache key)."""
+    path = run.checkpoint_path("best")
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+def dataset_root(run: Run) -> Path:
+    """The folder the run's evaluation paths are relative to (where the trainer read the dataset)."""
+    folder = run.status().get("dataset_dir") or run.config.data.dataset_dir or run.config.data.source
+    return Path(folder)
+
+
+def trained_runs(state: AppState) -> list[Run]:
+    """Runs of this session with a saved model, newest first."""
+    return [run for run in state.runs.list() if has_model(run)]
+
+
+def pick_trained_run(state: AppState, key: str, label: str = "Trained run") -> Run | None:
+    """A select box over the session's trained runs, on the current run when it has a model.
+    Picking one makes it the current run (kept in the URL). None (with a hint) when none exists."""
+    runs = trained_runs(state)
+    if not runs:
+        st.info("No trained model yet. Train one on the **Train** page; it appears here as soon as its "
+                "first epoch is saved.", icon=":material/info:")
+        st.page_link("pages/3_train.py", label="Go to Train", icon=":material/model_training:")
+        return None
+    by_id = {run.id: run for run in runs}
+    ids = list(by_id)
+
+    def describe(run_id: str) -> str:
+        s = by_id[run_id].summary()
+        acc = f" · val acc {s['best_val_acc']:.0%}" if s.get("best_val_acc") is not None else ""
+        return f"{s['name']} · {s['backbone']} · {s['state']}{acc}"
+
+    index = ids.index(state.run_id) if state.run_id in by_id else 0
+    picked = st.selectbox(label, ids, index=index, format_func=describe, key=key)
+    if picked != state.run_id:
+        state.select_run(picked)
+    return by_id[picked]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def stage_choices(run_dir: str, stamp: float) -> list[tuple[str, str]]:
+    """(module name, label) of the stages Grad-CAM can explain, input to output."""
+    from tl_core.explain import list_stages
+
+    model = Run(Path(run_dir)).load_model("best")
+    return [(stage.name, stage.label) for stage in list_stages(model)]
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def gradcam_overlay(run_dir: str, stamp: float, image: str | bytes, stage: str | None,
+                    target_class: int | None = None) -> tuple[np.ndarray, str]:
+    """The Grad-CAM overlay of one image (a file path or an upload's bytes) as an RGB array, and the
+    label of the class it explains (default: the predicted one)."""
+    from tl_core.backbones import get_backbone
+    from tl_core.explain import explain_image, overlay
+
+    run = Run(Path(run_dir))
+    model = run.load_model("best")
+    preprocess = get_backbone(run.config.model.backbone).preprocess
+    source = Path(image) if isinstance(image, str) else image
+    result, crop = explain_image(model, source, preprocess, target_class=target_class, stage=stage)
+    return np.asarray(overlay(crop, result.heatmap)), run.classes[result.target_class]
+
+
+def gradcam_controls(run: Run, key: str, default_on: bool = False) -> str | None | bool:
+    """A toggle and a stage picker. Returns False when Grad-CAM is off, else the stage's module
+    name (None = the last stage)."""
+    left, right = st.columns([1, 2])
+    on = left.toggle("Show where the model looks (Grad-CAM)", value=default_on, key=f"{key}_on", help=CAM_HELP)
+    if not on:
+        return False
+    with st.spinner("Finding the layers that can be explained…"):
+        stages = stage_choices(str(run.dir), checkpoint_stamp(run))
+    if not stages:
+        right.caption("This network has no layer Grad-CAM can explain.")
+        return False
+    names = [name for name, _ in stages]
+    labels = dict(stages)
+    return right.selectbox("Layer to explain", names, index=len(names) - 1, key=f"{key}_stage",
+                           format_func=lambda n: labels[n],
+                           help="Stages of the backbone, from the input (fine detail) to the output "
+                                "(whole objects). The last one is the usual choice.")
