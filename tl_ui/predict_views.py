@@ -1,0 +1,198 @@
+"""The Predict page's pieces: uploads (photos, a folder, a zip) to checked images, cached
+predictions, and the per-image view (photo, Grad-CAM, top-k bars).
+
+Uploaded files are checked with the same rules as dataset imports (``tl_core.data.safety``), so
+a corrupt file or a non-image gets a reason and the other files are still classified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tl_core.data.safety import (
+    Limits,
+    Skip,
+    check_archive_caps,
+    check_member_name,
+    extension_reason,
+    inspect_image,
+    is_junk,
+    zip_member_is_symlink,
+)
+from tl_core.errors import DataError
+from tl_core.runs import Run
+
+from .feedback import user_errors
+from .trained import checkpoint_stamp, gradcam_overlay
+
+CHUNK = 32  # images per prediction call (one progress step)
+UNSURE = 0.5  # below this top probability the page says the model is unsure
+
+
+@dataclass(frozen=True)
+class Incoming:
+    name: str  # file name as uploaded (a path inside a zip or folder)
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    name: str
+    reason: str  # written for the user
+
+
+def _checked(name: str, data: bytes, limits: Limits) -> Incoming | Rejected:
+    try:
+        inspect_image(data, limits)
+    except Skip as exc:
+        return Rejected(name, str(exc))
+    return Incoming(name, data)
+
+
+def _from_zip(name: str, data: bytes, limits: Limits) -> tuple[list[Incoming], list[Rejected]]:
+    good: list[Incoming] = []
+    bad: list[Rejected] = []
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return [], [Rejected(name, "not a valid .zip file (damaged or another format)")]
+    with archive:
+        infos = archive.infolist()
+        try:
+            check_archive_caps(infos, limits, name)
+        except DataError as exc:
+            return [], [Rejected(name, str(exc))]
+        for info in infos:
+            if info.is_dir() or is_junk(info.filename):
+                continue
+            member = f"{name}/{info.filename}"
+            try:
+                rel = check_member_name(info.filename)
+                if zip_member_is_symlink(info):
+                    raise Skip("a link, not a file")
+                reason = extension_reason(rel)
+                if reason:
+                    raise Skip(reason)
+                if info.flag_bits & 0x1:
+                    raise Skip("password-protected in the archive")
+                if info.file_size > limits.max_file_bytes:
+                    raise Skip(f"file is larger than {limits.max_file_bytes // 1024**2} MiB")
+                content = archive.read(info)
+            except Skip as exc:
+                bad.append(Rejected(member, str(exc)))
+                continue
+            except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, RuntimeError) as exc:
+                bad.append(Rejected(member, f"damaged inside the archive ({exc})"))
+                continue
+            checked = _checked(f"{name}/{rel}", content, limits)
+            (good if isinstance(checked, Incoming) else bad).append(checked)
+    return good, bad
+
+
+def collect_images(files: Sequence, limits: Limits | None = None) -> tuple[list[Incoming], list[Rejected]]:
+    """Uploaded files (Streamlit ``UploadedFile`` or anything with ``.name`` and ``.getvalue()``),
+    zips unpacked in memory, to readable images and rejected files with the reason."""
+    limits = limits or Limits()
+    good: list[Incoming] = []
+    bad: list[Rejected] = []
+    for file in files:
+        name, data = file.name, file.getvalue()
+        if is_junk(name):
+            continue
+        if PurePosixPath(name).suffix.lower() == ".zip":
+            more_good, more_bad = _from_zip(name, data, limits)
+            good += more_good
+            bad += more_bad
+            continue
+        checked = _checked(name, data, limits)
+        (good if isinstance(checked, Incoming) else bad).append(checked)
+    return good, bad
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _predict_chunk(run_dir: str, stamp: float, digests: tuple[str, ...], _datas: tuple[bytes, ...],
+                   top_k: int) -> list[list[tuple[str, float]]]:
+    """Top-k of one chunk; the cache key is the images' digests (hashing them once is ours)."""
+    from pathlib import Path
+
+    from tl_core.evaluation import predict
+
+    return predict(Run(Path(run_dir)), list(_datas), top_k=top_k)
+
+
+def predict_all(run: Run, images: Sequence[Incoming], top_k: int,
+                progress: Callable[[int, int], None] | None = None) -> list[list[tuple[str, float]]]:
+    """Top-k (label, probability) per image, in chunks (cached per run checkpoint)."""
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(images), CHUNK):
+        chunk = images[start:start + CHUNK]
+        out += _predict_chunk(str(run.dir), checkpoint_stamp(run), tuple(i.digest for i in chunk),
+                              tuple(i.data for i in chunk), top_k)
+        if progress:
+            progress(min(start + CHUNK, len(images)), len(images))
+    return out
+
+
+def results_table(images: Sequence[Incoming], predictions: Sequence[Sequence[tuple[str, float]]]) -> pd.DataFrame:
+    """One row per image: file, predicted label, confidence, and the runners-up."""
+    rows = []
+    for image, top in zip(images, predictions, strict=True):
+        row = {"file": image.name, "prediction": top[0][0], "confidence": round(top[0][1], 4)}
+        for rank, (label, prob) in enumerate(top[1:], start=2):
+            row[f"choice {rank}"] = label
+            row[f"probability {rank}"] = round(prob, 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def topk_figure(top: Sequence[tuple[str, float]]) -> go.Figure:
+    labels = [label for label, _ in top][::-1]  # the best at the top
+    probs = [prob for _, prob in top][::-1]
+    colours = ["#9e9e9e"] * (len(top) - 1) + ["#1565c0"]
+    fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", marker_color=colours,
+                           text=[f"{p:.0%}" for p in probs], textposition="auto",
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
+    fig.update_layout(height=max(160, 45 * len(top) + 70), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    return fig
+
+
+def rejected_message(rejected: Sequence[Rejected]) -> None:
+    """One error box listing every file that could not be used, and what to do."""
+    if not rejected:
+        return
+    lines = "\n".join(f"- `{r.name}`: {r.reason}" for r in rejected[:20])
+    more = f"\n- … and {len(rejected) - 20} more" if len(rejected) > 20 else ""
+    st.error(f"**{len(rejected)} file(s) could not be used** (the others were classified):\n{lines}{more}\n\n"
+             "Use JPEG, PNG, BMP, GIF, TIFF or WebP pictures; re-export or re-download damaged files.",
+             icon=":material/broken_image:")
+
+
+def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]], cam_stage: str | None | bool,
+                    key: str) -> None:
+    """Photo, Grad-CAM overlay (when on) and the top-k bars of one image."""
+    label, prob = top[0]
+    st.markdown(f"**{image.name}** → **{label}** ({prob:.0%})")
+    left, middle, right = st.columns([1, 1, 2])
+    left.image(image.data, caption="your image", width="stretch")
+    if cam_stage is not False:
+        with middle, user_errors("Grad-CAM failed"), st.spinner("Explaining…"):
+            picture, explained = gradcam_overlay(str(run.dir), checkpoint_stamp(run), image.data, cam_stage)
+            st.image(picture, caption=f"where it looked for '{explained}'", width="stretch")
+    right.plotly_chart(topk_figure(top), key=f"{key}_topk", config={"displayModeBar": False})
+    if prob < UNSURE:
+        st.caption(f":material/help: The model is unsure ({prob:.0%}). It only knows the classes "
+                   f"{', '.join(run.classes)}: a picture of something else still gets one of them.")
