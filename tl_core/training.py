@@ -288,10 +288,10 @@ class Trainer:
         try:
             result = self._fit()
         except _Stopped:
-            run.set_status("cancelled", best_epoch=self.best_epoch)
-            self.emit(ev.RunCancelled(epoch=len(self.history), best_epoch=self.best_epoch))
-            if self.best_epoch is not None:
+            if self.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
                 self._final_evaluation()
+            run.set_status("cancelled", best_epoch=self.best_epoch, best_val_acc=self._best_val_acc())
+            self.emit(ev.RunCancelled(epoch=len(self.history), best_epoch=self.best_epoch))
             return {"state": "cancelled", "best_epoch": self.best_epoch}
         except TLError as exc:
             self._fail(str(exc), exc)

@@ -9,17 +9,20 @@ tab without them starts a fresh workspace.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass, field
 
 import streamlit as st
 
+from tl_core import atomic
 from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
 
 _KEY = "tl_studio_state"
+_PERSISTED = ("backbone", "freeze", "head", "val_fraction", "test_fraction", "split_seed")
 DEFAULT_BACKBONE = "mobilenet_v2"  # bundled weights: trains offline out of the box
 
 
@@ -35,6 +38,13 @@ class AppState:
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     split_seed: int = 0
+    _saved_choices: dict | None = field(default=None, repr=False, compare=False)
+    _persist: bool = field(default=False, repr=False, compare=False)  # on once loaded from disk
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in _PERSISTED and self._persist:
+            self.save_choices()  # every page's change survives a refresh, with no call to forget
 
     @property
     def workspace(self) -> Workspace:
@@ -59,6 +69,41 @@ class AppState:
         except TLError:
             return None
 
+    # -- choices survive a refresh: kept in the session workspace, not only in memory --------
+    _CHOICES_FILE = "choices.json"
+
+    def choices(self) -> dict:
+        return {"backbone": self.backbone, "freeze": dataclasses.asdict(self.freeze),
+                "head": dataclasses.asdict(self.head), "val_fraction": self.val_fraction,
+                "test_fraction": self.test_fraction, "split_seed": self.split_seed}
+
+    def save_choices(self) -> None:
+        """Write the page-to-page choices when they changed."""
+        choices = self.choices()
+        if choices != self._saved_choices:
+            atomic.write_json(self.workspace.root / self._CHOICES_FILE, choices)
+            self._saved_choices = choices
+
+    def load_choices(self) -> None:
+        data = atomic.read_json(self.workspace.root / self._CHOICES_FILE)
+        try:
+            if not data:
+                return
+            from tl_core.config import RunConfig
+
+            # RunConfig.from_dict already knows how to rebuild the typed freeze plan and head.
+            cfg = RunConfig.from_dict({"data": {"source": ""}, "freeze": data["freeze"],
+                                       "model": {"backbone": data["backbone"], "head": data["head"]}})
+            self.backbone, self.freeze, self.head = cfg.model.backbone, cfg.freeze, cfg.model.head
+            self.val_fraction = float(data["val_fraction"])
+            self.test_fraction = float(data["test_fraction"])
+            self.split_seed = int(data["split_seed"])
+            self._saved_choices = self.choices()
+        except (KeyError, TypeError, ValueError, TLError):
+            pass  # an old or damaged file: keep the defaults
+        finally:
+            self._persist = True
+
     def select_dataset(self, dataset_id: str | None) -> None:
         self.dataset_id = dataset_id
         sync_query_params(self)
@@ -79,6 +124,7 @@ def get_state() -> AppState:
         params = st.query_params
         state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(8),
                          dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")))
+        state.load_choices()
         st.session_state[_KEY] = state
     sync_query_params(state)
     return state

@@ -42,3 +42,22 @@ def test_classical_head_with_fine_tuning_warns(app):
     app.selectbox(key="head_kind").set_value("logreg").run()
     no_exceptions(app)
     assert any("Feature extractor" in w.value for w in app.warning)
+
+
+def test_model_choices_come_back_after_a_refresh(home):
+    """A refresh is a new script session with the same URL: the choices are read back from disk."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO, SESSION
+
+    first = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    first.query_params["s"] = SESSION
+    first.switch_page("pages/2_model.py").run()
+    first.radio(key="freeze_mode").set_value("full").run()
+    no_exceptions(first)
+
+    refreshed = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    refreshed.query_params["s"] = SESSION
+    refreshed.switch_page("pages/2_model.py").run()
+    no_exceptions(refreshed)
+    assert refreshed.radio(key="freeze_mode").value == "full"
