@@ -295,6 +295,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_fetch_weights(args) -> int:
+    """Download backbones' weights into torchvision's cache (run once online, e.g. before class)."""
+    from .backbones import list_backbones, load_pretrained_state_dict
+
+    names = args.names or [spec.name for spec in list_backbones()]
+    for name in names:
+        _, source = load_pretrained_state_dict(name, allow_download=True)
+        print(f"{name}: {'downloaded' if source == 'download' else 'already here (' + source + ')'}")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from .sample import make_sample_dataset
 
@@ -379,6 +390,10 @@ def make_parser() -> argparse.ArgumentParser:
                    choices=["torchscript", "onnx", "safetensors"])
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("fetch-weights", help="download backbones' ImageNet weights for offline use later")
+    s.add_argument("names", nargs="*", help="backbone names (default: all)")
+    s.set_defaults(func=cmd_fetch_weights)
 
     s = sub.add_parser("sample", help="write the built-in sample dataset (coloured shapes) to DEST")
     s.add_argument("dest")

@@ -55,3 +55,11 @@ def test_errors_are_one_line_without_traceback(workspace, image_folder, argv, wo
     assert "Traceback" not in proc.stderr
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and words.lower() in error_lines[0].lower(), proc.stderr
+
+
+def test_fetch_weights_reports_bundled_and_explains_missing(workspace, capsys):
+    assert main(["fetch-weights", "mobilenet_v2"]) == 0
+    assert "mobilenet_v2: already here (bundled)" in capsys.readouterr().out
+    assert main(["fetch-weights", "resnet18"]) == 2  # offline in tests: the how-to, one line
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "resnet18-f37072fd.pth" in err
