@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from tl_core.export import FORMATS, MODEL_FILES, export_bundle
+from tl_core.export import FORMATS, export_bundle
 from tl_ui import get_state, intro, user_errors
-from tl_ui.export_views import bundle_zip, card_preview, last_report, show_checks
+from tl_ui.export_views import FORMAT_NAMES, bundle_zip, card_preview, last_report, show_checks
 from tl_ui.trained import pick_trained_run
 
 state = get_state()
@@ -50,7 +50,7 @@ st.markdown("**Formats**")
 chosen = []
 for fmt in FORMATS:
     c1, c2 = st.columns([1, 4])
-    if c1.checkbox(MODEL_FILES[fmt], value=fmt != "safetensors", key=f"export_fmt_{fmt}"):
+    if c1.checkbox(FORMAT_NAMES[fmt], value=fmt != "safetensors", key=f"export_fmt_{fmt}"):
         chosen.append(fmt)
     c2.markdown(FORMAT_HELP[fmt])
 with st.expander("Which format should I choose?"):

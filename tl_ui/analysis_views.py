@@ -47,9 +47,10 @@ def confusion_click_figure(matrix: Sequence[Sequence[int]], classes: Sequence[st
     fig.add_scatter(
         x=[classes[p] for p in pred_idx], y=[classes[t] for t in true_idx], mode="markers",
         customdata=np.column_stack([true_idx, pred_idx, cm.ravel()]),
-        marker={"symbol": "square", "size": max(18, min(90, 420 // max(n, 1))), "opacity": 0.01,
-                "color": "#000"},
-        selected={"marker": {"opacity": 0.01}}, unselected={"marker": {"opacity": 0.01}},
+        # Transparent but present: plotly finds the hovered/clicked point from the data, not the pixels.
+        marker={"symbol": "square", "size": max(18, min(90, 420 // max(n, 1))), "color": "rgba(0,0,0,0)",
+                "line": {"width": 0}},
+        selected={"marker": {"opacity": 1}}, unselected={"marker": {"opacity": 1}},
         hovertemplate="true <b>%{y}</b>, predicted <b>%{x}</b>: %{customdata[2]} images"
                       "<br>click to see them<extra></extra>",
         showlegend=False)
@@ -59,18 +60,26 @@ def confusion_click_figure(matrix: Sequence[Sequence[int]], classes: Sequence[st
                       line={"color": "#e65100", "width": 4})
     fig.update_xaxes(title="predicted class", side="bottom", type="category")
     fig.update_yaxes(title="true class", autorange="reversed", type="category")
-    fig.update_layout(height=max(320, 60 * n + 140), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    fig.update_layout(height=max(380, 70 * n + 160), margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       clickmode="event+select", dragmode=False)
     return fig
 
 
-def cell_from_selection(selection: Mapping[str, Any] | None) -> tuple[int, int] | None:
-    """(true, pred) of the clicked cell in a ``st.plotly_chart`` selection event, or None."""
+def cell_from_selection(selection: Mapping[str, Any] | None, classes: Sequence[str]) -> tuple[int, int] | None:
+    """(true, pred) of the clicked cell in a ``st.plotly_chart`` selection event, or None.
+
+    Read from the point's axis labels (x: predicted, y: true); the marker's index into the
+    row-major grid is the fallback.
+    """
     points = ((selection or {}).get("selection") or {}).get("points") or []
+    names = list(classes)
     for point in points:
-        data = point.get("customdata")
-        if data is not None and len(data) >= 2:
-            return int(data[0]), int(data[1])
+        x, y = point.get("x"), point.get("y")
+        if x in names and y in names:
+            return names.index(y), names.index(x)
+        index = point.get("point_index")
+        if isinstance(index, int) and 0 <= index < len(names) ** 2:
+            return divmod(index, len(names))
     return None
 
 
@@ -96,7 +105,7 @@ def pick_cell(result: EvalResult, key: str) -> tuple[int, int]:
     event = st.plotly_chart(confusion_click_figure(result.confusion, classes, current), key=key,
                             on_select="rerun", selection_mode="points",
                             config={"displayModeBar": False})
-    clicked = cell_from_selection(event)
+    clicked = cell_from_selection(event, classes)
     if clicked is None:
         st.session_state[seen_key] = None  # so that clicking the same cell again counts
     elif clicked != st.session_state.get(seen_key):
@@ -318,7 +327,7 @@ def render(run: Run, result: EvalResult, split: str, key: str | None = None) -> 
     panes = dict(zip(tabs, st.tabs(tabs), strict=True))
 
     with panes["Confusions"]:
-        left, right = st.columns([2, 3])
+        left, right = st.columns([1, 1])
         with left:
             t, p = pick_cell(result, key=f"{key}_cm")
         with right:

@@ -51,9 +51,9 @@ def show_checks(report: dict[str, Any]) -> None:
         with c1:
             st.markdown(f"**{name}**")
             _badge(check["passed"])
-        c2.metric("Largest probability difference", f"{diff:.1e}", f"tolerance {tol:.0e}",
-                  delta_color="off", help="Largest gap between this file's probabilities and PyTorch's, over "
-                                         "all check images and classes. Only rounding is allowed.")
+        c2.metric("Max difference", f"{diff:.1e}", help="Largest gap between this file's probabilities and "
+                  "PyTorch's, over all check images and classes. Only rounding is allowed.")
+        c2.caption(f"allowed: below {tol:.0e}")
         with c3:
             st.markdown("**Same labels**")
             _badge(check["same_argmax"])
@@ -73,4 +73,6 @@ def show_checks(report: dict[str, Any]) -> None:
 def card_preview(text: str) -> str:
     """MODEL_CARD.md for st.markdown: its HTML <details> block becomes a plain heading."""
     text = text.replace("<details><summary>Full configuration</summary>", "**Full configuration**")
-    return re.sub(r"</?details>", "", text)
+    text = re.sub(r"</?details>", "", text)
+    # Smaller headings: the card sits inside an expander, below the page's own headings.
+    return re.sub(r"^(#{1,3}) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.MULTILINE)

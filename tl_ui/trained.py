@@ -94,17 +94,17 @@ def gradcam_overlay(run_dir: str, stamp: float, image: str | bytes, stage: str |
 def gradcam_controls(run: Run, key: str, default_on: bool = False) -> str | None | bool:
     """A toggle and a stage picker. Returns False when Grad-CAM is off, else the stage's module
     name (None = the last stage)."""
-    left, right = st.columns([1, 2])
-    on = left.toggle("Show where the model looks (Grad-CAM)", value=default_on, key=f"{key}_on", help=CAM_HELP)
+    on = st.toggle("Show where the model looks (Grad-CAM)", value=default_on, key=f"{key}_on", help=CAM_HELP)
     if not on:
         return False
     with st.spinner("Finding the layers that can be explained…"):
         stages = stage_choices(str(run.dir), checkpoint_stamp(run))
     if not stages:
-        right.caption("This network has no layer Grad-CAM can explain.")
+        st.caption("This network has no layer Grad-CAM can explain.")
         return False
     names = [name for name, _ in stages]
     labels = dict(stages)
+    right = st.columns([1, 1])[0]
     return right.selectbox("Layer to explain", names, index=len(names) - 1, key=f"{key}_stage",
                            format_func=lambda n: labels[n],
                            help="Stages of the backbone, from the input (fine detail) to the output "

@@ -29,7 +29,7 @@ def test_export_builds_a_checked_bundle_and_offers_the_zip(app, trained_run):  #
     assert any("same answers" in s.value for s in app.success)
     badges = " ".join(m.value for m in app.markdown if ":green-badge" in m.value or ":red-badge" in m.value)
     assert badges.count("passed") >= 4 and "failed" not in badges  # 2 formats x (tolerance, same labels)
-    diffs = [m for m in app.metric if m.label == "Largest probability difference"]
+    diffs = [m for m in app.metric if m.label == "Max difference"]
     assert len(diffs) == 2 and all(float(m.value) < 1e-4 for m in diffs)
 
     button = app.get("download_button")[0]

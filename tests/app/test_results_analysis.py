@@ -34,16 +34,17 @@ def test_a_click_on_each_cell_selects_exactly_that_cells_images():
     markers = fig.data[1]  # the clickable layer over the heatmap
     for point_index, data in enumerate(markers.customdata):
         # What st.plotly_chart(on_select="rerun") returns for a click on this marker.
-        event = {"selection": {"points": [{"point_index": point_index, "customdata": list(data),
+        event = {"selection": {"points": [{"point_index": point_index, "curve_number": 1,
                                            "x": markers.x[point_index], "y": markers.y[point_index]}]}}
-        true, pred = cell_from_selection(event)
+        true, pred = cell_from_selection(event, CLASSES)
+        assert cell_from_selection({"selection": {"points": [{"point_index": point_index}]}}, CLASSES) == (true, pred)
         assert (CLASSES[true], CLASSES[pred]) == (markers.y[point_index], markers.x[point_index])
         rows = analysis.cell_images(frame, true, pred)
         expected = frame[(frame["true"] == true) & (frame["pred"] == pred)]
         assert sorted(rows["path"]) == sorted(expected["path"])
         assert len(rows) == matrix[true, pred] == data[2]
-    assert cell_from_selection({"selection": {"points": []}}) is None
-    assert cell_from_selection(None) is None
+    assert cell_from_selection({"selection": {"points": []}}, CLASSES) is None
+    assert cell_from_selection(None, CLASSES) is None
 
 
 def test_default_cell_is_the_most_frequent_mistake():

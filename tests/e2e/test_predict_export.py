@@ -1,0 +1,86 @@
+"""Results analysis, Predict and Export in a real browser, on a tiny run trained in the server's home:
+a click on a confusion cell opens its gallery, a real photo is classified with Grad-CAM, and the
+export's zip download arrives and unpacks."""
+
+from __future__ import annotations
+
+import re
+import time
+import zipfile
+
+import pytest
+
+from tests.e2e.conftest import open_app, screenshot
+
+pytestmark = pytest.mark.e2e
+SESSION = "e2eship"
+
+
+def open_page(page, server: str, url_path: str, run_id: str) -> None:
+    """The app's root with the session and run in the URL, then the page from the sidebar (how a user
+    gets there; the ids stay in the URL)."""
+    open_app(page, server, f"?s={SESSION}&run={run_id}")
+    page.locator(f'[data-testid=stSidebarNavLink][href$="/{url_path}"]').click()
+    page.wait_for_url(re.compile(f"/{url_path}"))
+    page.locator("h1").first.wait_for()
+
+
+@pytest.fixture(scope="module")
+def shipped_run(server_home):
+    from tests.app.trained_run import train_tiny_run
+
+    return train_tiny_run(server_home / "sessions" / SESSION).name
+
+
+def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
+    open_page(page, server, "results", shipped_run)
+    page.get_by_text("Error analysis").wait_for(timeout=60_000)
+    chart = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer")).nth(1)
+    chart.scroll_into_view_if_needed()
+    area = chart.locator(".nsewdrag").first.bounding_box()
+    true_box = page.locator("[data-testid=stSelectbox]").filter(has_text="True class")
+    assert true_box.locator("input").input_value() == "blue"  # the default cell: first class, no mistakes in this tiny run
+    # Cell (true red, predicted red): second row, second column of a 2x2 matrix.
+    page.mouse.click(area["x"] + area["width"] * 0.75, area["y"] + area["height"] * 0.75)
+    page.wait_for_function(
+        "() => document.querySelector('input[aria-label=\\'True class\\']')?.value === 'red'", timeout=30_000)
+    page.get_by_text(re.compile(r"image\(s\) of class red predicted as red")).wait_for()
+    time.sleep(1.5)
+    screenshot(page, "9_results_error_analysis")
+
+
+def test_predict_a_real_photo(page, server, shipped_run, tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    photo = tmp_path / "chelsea.jpg"
+    Image.fromarray(data.chelsea()).save(photo, "JPEG", quality=90)
+
+    open_page(page, server, "predict", shipped_run)
+    assert page.locator("h1").first.inner_text() == "Predict"
+    uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Upload one or more photos")
+    uploader.locator("input[type=file]").set_input_files(str(photo))
+    page.get_by_text(re.compile(r"chelsea\.jpg → (red|blue)")).wait_for(timeout=60_000)
+    page.get_by_text("where it looked for").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    time.sleep(1.5)
+    screenshot(page, "10_predict")
+
+
+def test_export_download_arrives_and_unpacks(page, server, shipped_run, tmp_path):
+    open_page(page, server, "export", shipped_run)
+    assert page.locator("h1").first.inner_text() == "Export"
+    page.get_by_role("button", name="Build the bundle").click()
+    download_button = page.get_by_role("button", name="Download the bundle (.zip)")
+    download_button.wait_for(timeout=180_000)
+    time.sleep(1.0)
+    screenshot(page, "11_export")
+    with page.expect_download() as info:
+        download_button.click()
+    target = tmp_path / "bundle.zip"
+    info.value.save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "unpacked")
+    assert {"export/model.onnx", "export/predict.py", "export/labels.json", "export/MODEL_CARD.md"} <= names
+    assert (tmp_path / "unpacked" / "export" / "model.onnx").stat().st_size > 1_000_000
