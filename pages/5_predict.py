@@ -3,7 +3,14 @@
 import streamlit as st
 
 from tl_ui import get_state, intro, user_errors
-from tl_ui.predict_views import collect_images, predict_all, rejected_message, results_table, show_prediction
+from tl_ui.predict_views import (
+    collect_images,
+    predict_all,
+    rejected_message,
+    results_table,
+    show_prediction,
+    unsure_below,
+)
 from tl_ui.trained import gradcam_controls, pick_trained_run
 
 state = get_state()
@@ -109,7 +116,9 @@ with batch_tab:
             fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})
             chart.plotly_chart(fig, key="batch_counts")
             numbers.metric("Images classified", len(table))
-            numbers.metric("Unsure (< 50 %)", int((table["confidence"] < 0.5).sum()))
+            unsure = unsure_below(len(classes))
+            numbers.metric(f"Unsure (< {unsure:.0%})", int((table["confidence"] < unsure).sum()),
+                           help="Images whose best class got less than this probability: check them by eye.")
             st.dataframe(table, hide_index=True, key="batch_table", column_config={
                 "confidence": st.column_config.ProgressColumn("confidence", min_value=0.0, max_value=1.0,
                                                               format="percent")})

@@ -204,7 +204,9 @@ def threshold_figure(tc: analysis.ThresholdConfusion, negative: str, positive: s
 
 def embedding_figure(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
     colours = CORRECT_COLOURS if colour == "outcome" else None
+    # An explicit qualitative palette: the theme's default shades of one blue hide the classes.
     fig = px.scatter(frame, x="x", y="y", color=colour, color_discrete_map=colours, title=title,
+                     color_discrete_sequence=px.colors.qualitative.D3,
                      hover_name="name", hover_data={"x": False, "y": False, "true": True, "predicted": True,
                                                     "confidence": ":.0%"})
     fig.update_traces(marker={"size": 8, "opacity": 0.8})

@@ -48,6 +48,22 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     time.sleep(1.5)
     screenshot(page, "9_results_error_analysis")
 
+    # Grad-CAM on the gallery, then the calibration and feature-map tabs.
+    page.get_by_text("Show where the model looks (Grad-CAM)").click()
+    page.get_by_text("Layer to explain").wait_for(timeout=60_000)
+    page.locator("[data-testid=stImage]").first.wait_for()
+    time.sleep(3)
+    screenshot(page, "9b_results_gradcam")
+    page.get_by_role("tab", name="Calibration").click()
+    page.get_by_text("Calibration error (ECE)").wait_for()
+    time.sleep(1.0)
+    screenshot(page, "9c_results_calibration")
+    page.get_by_role("tab", name="Feature map").click()
+    page.get_by_role("button", name="Compute the map").click()
+    page.get_by_text("backbone was frozen").wait_for(timeout=120_000)
+    time.sleep(1.5)
+    screenshot(page, "9d_results_feature_map")
+
 
 def test_predict_a_real_photo(page, server, shipped_run, tmp_path):
     from PIL import Image
