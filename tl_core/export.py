@@ -73,8 +73,25 @@ def _standalone_decoder_source() -> str:
     never drift apart (a test runs predict.py and compares with the engine)."""
     from .data import cache, safety
 
-    return "\n\n".join(textwrap.dedent(inspect.getsource(fn))
-                       for fn in (safety.to_rgb, safety.open_rgb, cache.decode_square))
+    functions = (safety.to_rgb, safety.open_rgb, cache.decode_square, cache.decode_jpeg_rgb,
+                 cache.jpeg_orientation, cache._ifd0_orientation, cache.resize_square)
+    return _OPTIONAL_DECODERS + "\n\n".join(textwrap.dedent(inspect.getsource(fn)) for fn in functions)
+
+
+# The app's fast paths, optional here. simplejpeg decodes the same pixels as PIL, only faster. With
+# torch installed the resize is the app's own, bit for bit; without it PIL resizes with the same
+# filter, pixels within a grey level of the app's (the labels the tests check do not change).
+_OPTIONAL_DECODERS = '''try:
+    import simplejpeg
+except ImportError:
+    simplejpeg = None
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+'''
 
 
 _PREDICT_HEAD = '''#!/usr/bin/env python3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,25 @@ def test_workers_give_the_same_pixels(tmp_path: Path):
     assert torch.equal(one, two)
 
 
+def test_many_images_decode_in_a_pool_by_default(tmp_path: Path, monkeypatch):
+    ds = ingest(write_image_folder(tmp_path / "imgs", {"red": 40, "blue": 40}))
+    one = decode_images(ds, range(80), 16, tmp_path / "a", workers=1)
+    pools = []
+    real_get_context = cache.multiprocessing.get_context
+
+    def spy(method):
+        ctx = real_get_context(method)
+        pools.append(method)
+        return ctx
+
+    monkeypatch.setattr(cache.multiprocessing, "get_context", spy)
+    monkeypatch.setattr(cache, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(cache, "AUTO_WORKERS_MIN_IMAGES", 200)
+    assert torch.equal(decode_images(ds, range(80), 16, tmp_path / "b"), one) and not pools  # few: no pool
+    monkeypatch.setattr(cache, "AUTO_WORKERS_MIN_IMAGES", 80)
+    assert torch.equal(decode_images(ds, range(80), 16, tmp_path / "c"), one) and len(pools) == 1
+
+
 def test_decode_square_is_resize_shorter_side_then_centre_crop(tmp_path: Path):
     arr = np.zeros((60, 120, 3), np.uint8)
     arr[:, :30] = 255  # white left quarter: cropped away by the centre square
@@ -93,3 +113,61 @@ def test_center_crop_and_presets():
     assert not all(torch.equal(out[0], out[i]) for i in range(1, 8))  # parameters drawn per image
     with pytest.raises(ConfigError, match="light"):
         make_augment("heavy", 32)
+
+
+def _jpeg_variants(folder: Path, photo: Image.Image) -> dict[str, Path]:
+    """JPEGs that take the libjpeg-turbo path (every EXIF orientation, grey, progressive, 4:4:4, big
+    enough for a reduced DCT scale) and ones that must fall back to PIL (CMYK, XMP orientation, PNG)."""
+    folder.mkdir()
+    photo = photo.crop((0, 0, 301, 200))  # odd sizes: no accidental symmetry
+    out = {}
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        photo.save(out.setdefault(f"o{orientation}", folder / f"o{orientation}.jpg"), exif=exif)
+    exif = Image.Exif()
+    exif.endian, exif[0x0112] = "<", 6  # Intel byte order (Pillow writes Motorola's)
+    photo.save(out.setdefault("o6-intel", folder / "o6-intel.jpg"), exif=exif)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="8"/></rdf:RDF></x:xmpmeta>')
+    photo.save(out.setdefault("xmp", folder / "xmp.jpg"), xmp=xmp)  # orientation only in XMP: PIL's
+    photo.convert("L").save(out.setdefault("grey", folder / "grey.jpg"))
+    photo.save(out.setdefault("progressive", folder / "progressive.jpg"), progressive=True)
+    photo.save(out.setdefault("444", folder / "444.jpg"), subsampling=0)
+    photo.resize((1210, 803)).save(out.setdefault("big", folder / "big.jpg"))
+    photo.convert("CMYK").save(out.setdefault("cmyk", folder / "cmyk.jpg"))
+    photo.save(out.setdefault("png", folder / "x.png"))
+    return out
+
+
+def test_turbo_jpeg_decode_is_pils_pixels_exactly(tmp_path: Path, real_photos):
+    from tl_core.data.safety import open_rgb
+
+    if cache.simplejpeg is None:
+        pytest.skip("simplejpeg is not installed")
+    for name, path in _jpeg_variants(tmp_path / "v", real_photos["chelsea"]).items():
+        for size in (64, 96, 256):
+            fast = cache.decode_jpeg_rgb(path, size)
+            if name in ("cmyk", "xmp", "png"):
+                assert fast is None, name
+                continue
+            assert fast is not None, name
+            np.testing.assert_array_equal(fast, np.asarray(open_rgb(path, draft_size=size)), err_msg=f"{name} {size}")
+        upload = io.BytesIO(path.read_bytes())  # an upload, as the app's evaluation passes it
+        np.testing.assert_array_equal(decode_square(upload, 64), decode_square(path, 64), err_msg=name)
+    rotated = np.asarray(open_rgb(tmp_path / "v" / "xmp.jpg"))
+    assert rotated.shape[:2] == (301, 200)  # PIL turned it; decode_square's fallback keeps that
+
+
+def test_decode_square_without_the_fast_paths_is_within_a_grey_level(tmp_path: Path, real_photos, monkeypatch):
+    """What a standalone predict.py computes without simplejpeg and torch: PIL decodes the same
+    pixels, and PIL's resampling differs from torch's by one grey level at most, rarely."""
+    paths = _jpeg_variants(tmp_path / "v", real_photos["coffee"])
+    fast = {name: decode_square(path, 96).astype(int) for name, path in paths.items()}
+    monkeypatch.setattr(cache, "simplejpeg", None)
+    monkeypatch.setattr(cache, "torch", None)
+    for name, path in paths.items():
+        plain = decode_square(path, 96)
+        assert plain.shape == (3, 96, 96) and plain.dtype == np.uint8
+        diff = np.abs(plain - fast[name])
+        assert diff.max() <= 1 and diff.mean() < 0.02, (name, diff.mean())  # rounding only

@@ -112,6 +112,21 @@ def test_standalone_predict_script_prints_the_engines_labels(exported, model_fil
     assert text.split("\t")[:2] == [str(paths[0]), results[0]["label"]]
 
 
+def test_predict_script_without_torch_or_simplejpeg_gives_the_same_labels(exported):
+    """An ONNX-only install: PIL decodes the same pixels and resizes within a grey level of torch's
+    kernel, so the labels are the engine's and the probabilities barely move."""
+    bundle, paths = exported["dir"], exported["paths"]
+    runner = ("import runpy, sys; sys.modules['torch'] = sys.modules['simplejpeg'] = None; "
+              "sys.argv = ['predict.py', *sys.argv[1:]]; runpy.run_path('predict.py', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-I", "-c", runner, "--json", "--top-k", "3", "--model", "model.onnx",
+                          *map(str, paths)], cwd=bundle, capture_output=True, text=True, timeout=300, check=True)
+    results = json.loads(out.stdout)
+    expected = engine_probs(exported["model"], paths)
+    assert [r["label"] for r in results] == [CLASSES[i] for i in expected.argmax(1)]
+    got = np.array([[dict(r["top_k"])[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+
+
 def test_safetensors_weights_rebuild_the_same_model(exported, real_photos):
     from safetensors import safe_open
     from safetensors.torch import load_model
