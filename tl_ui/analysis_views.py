@@ -295,17 +295,42 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
             st.info("The backbone was frozen during this run (feature extractor), so its features are the "
                     "ImageNet ones, before and after: only the head learned. One map shows both.",
                     icon=":material/ac_unit:")
-            xy = coords["after"]
-            st.plotly_chart(embedding_figure(labels.assign(x=xy[:, 0], y=xy[:, 1]), colour,
-                                             "Backbone features (ImageNet = fine-tuned)"), key=f"{key}_map")
+            maps = [(st.container(), "after", "Backbone features (ImageNet = fine-tuned)")]
         else:
             left, right = st.columns(2)
-            for col, which, title in ((left, "before", "Before: ImageNet backbone"),
-                                      (right, "after", "After: fine-tuned backbone")):
-                xy = coords[which]
-                col.plotly_chart(embedding_figure(labels.assign(x=xy[:, 0], y=xy[:, 1]), colour, title),
-                                 key=f"{key}_map_{which}")
-        st.caption("Hover a dot to see the image's name, class and prediction.")
+            maps = [(left, "before", "Before: ImageNet backbone"), (right, "after", "After: fine-tuned backbone")]
+        picked: list[int] = []
+        for col, which, title in maps:
+            placed = labels.assign(x=coords[which][:, 0], y=coords[which][:, 1])
+            with col:
+                event = st.plotly_chart(embedding_figure(placed, colour, title), key=f"{key}_map_{which}",
+                                        on_select="rerun", selection_mode=("points", "box", "lasso"))
+            picked += rows_of_selection(event, placed)
+        st.caption("Hover a dot to see the image's name, class and prediction; click a dot, or draw a box or "
+                   "lasso around a group (tools at the chart's top right), to see those images here.")
+        if picked:
+            chosen = shown.iloc[sorted(set(picked))]
+            st.markdown(f"**{len(chosen)} image(s) picked on the map**")
+            gallery(chosen, run, False, key=f"{key}_picked")
+
+
+def rows_of_selection(event: Mapping[str, Any] | None, placed: pd.DataFrame) -> list[int]:
+    """Row positions in ``placed`` (columns x, y) of the points selected on its scatter plot.
+
+    Matched by position (nearest dot): with one trace per colour, plotly's point indices are per
+    trace and would need the trace order to be decoded.
+    """
+    points = ((event or {}).get("selection") or {}).get("points") or []
+    if not points or placed.empty:
+        return []
+    xy = placed[["x", "y"]].to_numpy(dtype=np.float64)
+    out = []
+    for point in points:
+        if point.get("x") is None or point.get("y") is None:
+            continue
+        distance = np.hypot(xy[:, 0] - float(point["x"]), xy[:, 1] - float(point["y"]))
+        out.append(int(distance.argmin()))
+    return out
 
 
 # ----------------------------------------------------------------------------- the section

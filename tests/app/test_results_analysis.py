@@ -102,3 +102,14 @@ def test_results_page_error_analysis(app, trained_run):  # noqa: F811 - fixture
     no_exceptions(app)
     assert len(app.get("plotly_chart")) == charts_before + 1
     assert any("backbone was frozen" in i.value for i in app.info)
+
+
+def test_points_picked_on_the_feature_map_are_found_by_position():
+    from tl_ui.analysis_views import rows_of_selection
+
+    placed = pd.DataFrame({"x": [0.0, 1.0, 2.5, -3.0], "y": [0.0, 1.0, -1.0, 4.0]})
+    event = {"selection": {"points": [{"x": 2.5000001, "y": -1.0, "curve_number": 1, "point_index": 0},
+                                      {"x": -3.0, "y": 4.0, "curve_number": 0, "point_index": 1}]}}
+    assert rows_of_selection(event, placed) == [2, 3]
+    assert rows_of_selection({"selection": {"points": []}}, placed) == []
+    assert rows_of_selection(None, placed) == []

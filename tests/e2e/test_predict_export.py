@@ -61,6 +61,12 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     page.get_by_role("tab", name="Feature map").click()
     page.get_by_role("button", name="Compute the map").click()
     page.get_by_text("backbone was frozen").wait_for(timeout=120_000)
+    feature_map = page.locator("[data-testid=stPlotlyChart]").filter(has_text="Backbone features")
+    dot = feature_map.locator(".scatterlayer .point").first
+    dot.wait_for()
+    box = dot.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.get_by_text("1 image(s) picked on the map").wait_for(timeout=30_000)
     time.sleep(1.5)
     screenshot(page, "9d_results_feature_map")
 
