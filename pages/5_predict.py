@@ -5,6 +5,7 @@ import streamlit as st
 from tl_ui import get_state, intro, user_errors
 from tl_ui.predict_views import (
     collect_images,
+    explain_uploads,
     predict_all,
     rejected_message,
     results_table,
@@ -59,8 +60,9 @@ with photos_tab:
             rejected_message(rejected)
             with st.spinner("Classifying…"):
                 predictions = predict_all(run, images, top_k)
-            for i, (image, top) in enumerate(zip(images[:DETAILED], predictions, strict=False)):
-                show_prediction(run, image, top, cam, key=f"photo_{i}")
+            cams = explain_uploads(run, images[:DETAILED], cam)
+            for i, (image, top, explained) in enumerate(zip(images, predictions, cams, strict=False)):
+                show_prediction(run, image, top, explained, key=f"photo_{i}")
                 st.divider()
             if len(images) > DETAILED:
                 st.caption(f"The first {DETAILED} are shown in detail; all {len(images)} are below.")
@@ -73,8 +75,9 @@ with webcam_tab:
         with user_errors("Could not classify the photo"):
             images, rejected = collect_images([snapshot])
             rejected_message(rejected)
-            for image, top in zip(images, predict_all(run, images, top_k), strict=True):
-                show_prediction(run, image, top, cam, key="webcam")
+            predictions, cams = predict_all(run, images, top_k), explain_uploads(run, images, cam)
+            for image, top, explained in zip(images, predictions, cams, strict=True):
+                show_prediction(run, image, top, explained, key="webcam")
 
 with batch_tab:
     st.markdown("Classify many images at once and download the answers as a table.")

@@ -23,7 +23,7 @@ from tl_core.evaluation import EvalResult
 from tl_core.runs import Run
 
 from .feedback import user_errors
-from .trained import checkpoint_stamp, dataset_root, gradcam_controls, gradcam_overlay
+from .trained import checkpoint_stamp, dataset_root, gradcam_controls, gradcam_many
 from .widgets import thumbnail_of
 
 GALLERY_MAX = 24  # thumbnails per gallery; Grad-CAM for each is a forward+backward pass
@@ -133,25 +133,26 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
         return
     root = dataset_root(run)
     shown = rows.head(limit)
+    paths = [root / p for p in shown["path"]]
+    present = [i for i, path in enumerate(paths) if path.exists()]
+    cams: dict[int, Any] = {}
+    if cam_stage is not False and present:
+        bar = st.progress(0.0, text="Explaining the images…")
+        with user_errors("Grad-CAM failed"):
+            explained = gradcam_many(run, [str(paths[i]) for i in present], cam_stage,
+                                     [int(shown["pred"].iloc[i]) for i in present], bar)
+            cams = {i: e[0] for i, e in zip(present, explained, strict=True) if not isinstance(e, str)}
+        bar.empty()
     pictures, captions, missing = [], [], 0
-    progress = st.progress(0.0, text="Explaining the images…") if cam_stage is not False else None
     for i, row in enumerate(shown.itertuples()):
-        path = root / row.path
-        picture = None
-        if cam_stage is not False and path.exists():
-            with user_errors(f"Grad-CAM failed on {Path(row.path).name}"):
-                picture, _ = gradcam_overlay(str(run.dir), checkpoint_stamp(run), str(path), cam_stage,
-                                             int(row.pred))
-            progress.progress((i + 1) / len(shown), text=f"Explaining image {i + 1} of {len(shown)}")
+        picture = cams.get(i)
         if picture is None:
-            picture = thumbnail_of(path)
+            picture = thumbnail_of(paths[i])
         if picture is None:
             missing += 1
             continue
         pictures.append(picture)
         captions.append(caption_of(row))
-    if progress is not None:
-        progress.empty()
     if pictures:
         st.image(pictures, caption=captions, width=170)
     if len(rows) > limit:

@@ -31,8 +31,7 @@ from tl_core.data.safety import (
 from tl_core.errors import DataError
 from tl_core.runs import Run
 
-from .feedback import user_errors
-from .trained import checkpoint_stamp, gradcam_overlay
+from .trained import checkpoint_stamp, gradcam_many
 
 CHUNK = 32  # images per prediction call (one progress step)
 
@@ -186,17 +185,29 @@ def rejected_message(rejected: Sequence[Rejected]) -> None:
              icon=":material/broken_image:")
 
 
-def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]], cam_stage: str | None | bool,
-                    key: str) -> None:
-    """Photo, Grad-CAM overlay (when on) and the top-k bars of one image."""
+def explain_uploads(run: Run, images: Sequence[Incoming], cam_stage: str | None | bool) -> list:
+    """Grad-CAM for each image (one model load per few images, with a progress bar), or Nones when
+    Grad-CAM is off."""
+    if cam_stage is False or not images:
+        return [None] * len(images)
+    bar = st.progress(0.0, text="Explaining…")
+    try:
+        return gradcam_many(run, [i.data for i in images], cam_stage, [None] * len(images), bar)
+    finally:
+        bar.empty()
+
+
+def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]],
+                    explained: tuple | str | None, key: str) -> None:
+    """Photo, Grad-CAM overlay (``explain_uploads``' entry; None when off) and the top-k bars of one image."""
     label, prob = top[0]
     st.markdown(f"**{image.name}** → **{label}** ({prob:.0%})")
     left, middle, right = st.columns([1, 1, 2])
     left.image(image.data, caption="your image", width="stretch")
-    if cam_stage is not False:
-        with middle, user_errors("Grad-CAM failed"), st.spinner("Explaining…"):
-            picture, explained = gradcam_overlay(str(run.dir), checkpoint_stamp(run), image.data, cam_stage)
-            st.image(picture, caption=f"where it looked for '{explained}'", width="stretch")
+    if isinstance(explained, str):
+        middle.caption(explained)
+    elif explained is not None:
+        middle.image(explained[0], caption=f"where it looked for '{explained[1]}'", width="stretch")
     right.plotly_chart(topk_figure(top), key=f"{key}_topk", config={"displayModeBar": False})
     if prob < unsure_below(len(run.classes)):
         st.caption(f":material/help: The model is unsure ({prob:.0%}). It only knows the classes "

@@ -75,20 +75,50 @@ def stage_choices(run_dir: str, stamp: float) -> list[tuple[str, str]]:
     return [(stage.name, stage.label) for stage in list_stages(model)]
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def gradcam_overlay(run_dir: str, stamp: float, image: str | bytes, stage: str | None,
-                    target_class: int | None = None) -> tuple[np.ndarray, str]:
-    """The Grad-CAM overlay of one image (a file path or an upload's bytes) as an RGB array, and the
-    label of the class it explains (default: the predicted one)."""
+CAM_CHUNK = 6  # images per Grad-CAM call: one model load serves them, the progress bar moves between
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def gradcam_overlays(run_dir: str, stamp: float, images: tuple[str | bytes, ...], stage: str | None,
+                     targets: tuple[int | None, ...]) -> list[tuple[np.ndarray, str] | str]:
+    """Grad-CAM overlays of a few images (file paths or upload bytes), one model load for all: per
+    image the RGB overlay and the label of the class it explains (``targets``: None = predicted),
+    or, for an image that could not be explained, the reason as a string."""
     from tl_core.backbones import get_backbone
+    from tl_core.errors import TLError
     from tl_core.explain import explain_image, overlay
 
     run = Run(Path(run_dir))
     model = run.load_model("best")
     preprocess = get_backbone(run.config.model.backbone).preprocess
-    source = Path(image) if isinstance(image, str) else image
-    result, crop = explain_image(model, source, preprocess, target_class=target_class, stage=stage)
-    return np.asarray(overlay(crop, result.heatmap)), run.classes[result.target_class]
+    out: list[tuple[np.ndarray, str] | str] = []
+    for image, target in zip(images, targets, strict=True):
+        source = Path(image) if isinstance(image, str) else image
+        try:
+            result, crop = explain_image(model, source, preprocess, target_class=target, stage=stage)
+        except (TLError, OSError, ValueError) as exc:
+            out.append(f"could not explain this image ({exc})")
+            continue
+        out.append((np.asarray(overlay(crop, result.heatmap)), run.classes[result.target_class]))
+    return out
+
+
+def gradcam_overlay(run: Run, image: str | bytes, stage: str | None,
+                    target: int | None = None) -> tuple[np.ndarray, str] | str:
+    """One image's ``gradcam_overlays`` entry."""
+    return gradcam_overlays(str(run.dir), checkpoint_stamp(run), (image,), stage, (target,))[0]
+
+
+def gradcam_many(run: Run, images: list[str | bytes], stage: str | None, targets: list[int | None],
+                 bar=None) -> list[tuple[np.ndarray, str] | str]:
+    """``gradcam_overlays`` in chunks, moving an ``st.progress`` bar between them."""
+    out: list[tuple[np.ndarray, str] | str] = []
+    for start in range(0, len(images), CAM_CHUNK):
+        out += gradcam_overlays(str(run.dir), checkpoint_stamp(run), tuple(images[start:start + CAM_CHUNK]),
+                                stage, tuple(targets[start:start + CAM_CHUNK]))
+        if bar is not None:
+            bar.progress(len(out) / len(images), text=f"Explained {len(out)} of {len(images)} images")
+    return out
 
 
 def gradcam_controls(run: Run, key: str, default_on: bool = False) -> str | None | bool:

@@ -104,3 +104,18 @@ def test_a_zip_gives_a_table_and_a_csv(app, trained_run, monkeypatch):  # noqa: 
     assert any("damaged.png" in e.value for e in app.error)
     assert any(m.label == "Images classified" and m.value == "3" for m in app.metric)
     assert app.get("download_button")
+
+
+def test_a_webcam_photo_is_classified(app, trained_run, monkeypatch):  # noqa: F811
+    import streamlit as st
+
+    real_camera = st.camera_input
+
+    def fake_camera(label, *args, key=None, **kwargs):
+        real_camera(label, *args, key=key, **kwargs)
+        return Upload("camera.jpg", jpeg("blue", seed=99))
+
+    monkeypatch.setattr(st, "camera_input", fake_camera)
+    _open_predict(app)
+    assert "**camera.jpg** → **blue**" in " ".join(m.value for m in app.markdown)
+    assert any("where it looked for 'blue'" in c for el in app.get("image") for c in el.captions)
