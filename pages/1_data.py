@@ -152,10 +152,13 @@ entries = catalog.list()
 if entries:
     ids = [e.id for e in entries]
     labels = {e.id: f"{e.name} · {e.num_images} images, {e.num_classes} classes ({e.id})" for e in entries}
-    current = ids.index(state.dataset_id) if state.dataset_id in ids else 0
-    picked = st.selectbox("Current dataset", ids, index=current, format_func=labels.get, key="dataset_pick")
-    if picked != state.dataset_id:
-        state.select_dataset(picked)
+    if state.dataset_id not in ids:
+        state.select_dataset(ids[0])
+    # The box follows the state (a dataset just added becomes current); the user's pick goes to
+    # the state through the callback, before the page is drawn again.
+    st.session_state["dataset_pick"] = state.dataset_id
+    st.selectbox("Current dataset", ids, format_func=labels.get, key="dataset_pick",
+                 on_change=lambda: state.select_dataset(st.session_state["dataset_pick"]))
 
 if not state.dataset_dir():
     st.info("No dataset yet. Click **Use the sample dataset** above to try TL Studio in two clicks.")

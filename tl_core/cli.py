@@ -184,7 +184,12 @@ def cmd_train(args) -> int:
     ws = _workspace(args)
     store = RunStore(ws)
     if args.resume:
+        from .jobs import is_active
+
         run = store.get(args.resume)
+        if is_active(run):
+            raise TLError(f"Run {run.id} is still {run.state}; stop it before resuming it.")
+        run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
         config = run.config
     else:
         if not Path(args.data).exists():

@@ -34,6 +34,7 @@ class BatchEnded:
     accuracy: float
     lr: float
     images_per_s: float
+    steps: int = 0  # steps in this epoch (changes when the batch is halved after OOM); 0 = unknown
     time: float = field(default_factory=time.time)
 
 

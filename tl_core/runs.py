@@ -95,6 +95,9 @@ class Run:
     def request_stop(self) -> None:
         atomic.write_bytes(self.dir / "STOP", b"stop requested\n")
 
+    def clear_stop(self) -> None:
+        (self.dir / "STOP").unlink(missing_ok=True)
+
     def stop_requested(self) -> bool:
         return (self.dir / "STOP").exists()
 

@@ -350,6 +350,8 @@ class Trainer:
         steps_per_epoch = math.ceil(len(data.train) / batch_size)
         self.optimizer = make_optimizer(cfg.train.optimizer, param_groups(model, cfg.freeze, cfg.train.lr),
                                         cfg.train.lr, cfg.train.weight_decay)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.train.epochs
         self.scheduler = make_scheduler(cfg.train.schedule, self.optimizer, self.total_steps, steps_per_epoch)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -369,8 +371,7 @@ class Trainer:
             self._check_stop()
             t0 = time.perf_counter()
             apply_freeze(model, cfg.freeze, epoch=epoch)
-            train_loss, train_acc = self._epoch_with_oom_retry(epoch, use_cache)
-            val_loss, val_acc = self._validate(use_cache)
+            train_loss, train_acc, val_loss, val_acc = self._epoch_with_oom_retry(epoch, use_cache)
             seconds = time.perf_counter() - t0
             lr = self.optimizer.param_groups[-1]["lr"]
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -429,15 +430,18 @@ class Trainer:
                            seed=self.config.train.seed + epoch, num_workers=self.config.train.num_workers,
                            pin_memory=self.device.type == "cuda")
 
-    def _epoch_with_oom_retry(self, epoch: int, use_cache: bool) -> tuple[float, float]:
-        """One training epoch; on out-of-memory, halve the batch and run the epoch again."""
+    def _epoch_with_oom_retry(self, epoch: int, use_cache: bool) -> tuple[float, float, float, float]:
+        """One training epoch and its validation; on out-of-memory, halve the batch and run the
+        epoch again (the abandoned attempt's steps are taken back)."""
+        step_at_start = self.global_step
         while True:
             try:
-                return self._cached_epoch(epoch) if use_cache else self._image_epoch(epoch)
+                train_loss, train_acc = self._cached_epoch(epoch) if use_cache else self._image_epoch(epoch)
+                return (train_loss, train_acc, *self._validate(use_cache))
             except Exception as exc:
                 if not is_out_of_memory(exc) or self.config.train.batch_size <= 1:
                     raise
-                self._halve_batch()
+                self._halve_batch(epoch, step_at_start)
 
     def _image_epoch(self, epoch: int) -> tuple[float, float]:
         from .freeze import set_train_mode
@@ -446,14 +450,26 @@ class Trainer:
         loader = self._loader(self.data.train, self._train_transform(), shuffle=True, epoch=epoch)
         return self._run_batches(epoch, ((self.normalize(x), y) for x, y in loader), len(loader), self.model)
 
-    def _halve_batch(self) -> None:
+    def _halve_batch(self, epoch: int, step_at_start: int) -> None:
+        """Halve the batch and rebuild the schedule for the new number of steps, at the same
+        point of the run (the learning rate does not jump or end early)."""
         import dataclasses
 
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         new = max(1, self.config.train.batch_size // 2)
         self.config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, batch_size=new))
-        self.emit(ev.Note(f"Out of memory: retrying this epoch with batch size {new}."))
+        done = step_at_start / max(self.total_steps, 1)  # the share of the run behind us
+        self.steps_per_epoch = math.ceil(len(self.data.train) / new)
+        self.total_steps = self.steps_per_epoch * self.config.train.epochs
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base
+        self.scheduler = make_scheduler(self.config.train.schedule, self.optimizer, self.total_steps,
+                                        self.steps_per_epoch)
+        self.global_step = round(done * self.total_steps)
+        for _ in range(self.global_step):
+            self.scheduler.step()
+        self.emit(ev.Note(f"Out of memory: retrying epoch {epoch} with batch size {new}."))
 
     def _run_batches(self, epoch: int, batches: Iterable, steps: int, model: nn.Module) -> tuple[float, float]:
         total_loss = torch.zeros((), device=self.device)
@@ -464,7 +480,7 @@ class Trainer:
             y = torch.as_tensor(y).to(self.device, non_blocking=True)
             loss, correct = train_step(model, x, y, self.optimizer, self.loss_fn,
                                        scaler=self.scaler, amp_dtype=self.amp_dtype)
-            if self.global_step < self.total_steps:  # a halved batch (after OOM) takes more steps
+            if self.global_step < self.total_steps:  # OneCycle refuses to step past its end
                 self.scheduler.step()
             self.global_step += 1
             n = y.shape[0]
@@ -472,13 +488,12 @@ class Trainer:
             total_loss += loss * n
             total_correct += correct
             now = time.perf_counter()
-            self.emit(ev.BatchEnded(epoch=epoch, step=step, global_step=self.global_step,
+            self.emit(ev.BatchEnded(epoch=epoch, step=step, steps=steps, global_step=self.global_step,
                                     loss=float(loss), accuracy=float(correct) / n,
                                     lr=self.optimizer.param_groups[-1]["lr"],
                                     images_per_s=n / max(now - t_last, 1e-9)))
             t_last = now
             self._check_stop()
-        _ = steps
         return float(total_loss) / max(seen, 1), float(total_correct) / max(seen, 1)
 
     @torch.no_grad()
@@ -503,7 +518,7 @@ class Trainer:
     # -- feature cache --------------------------------------------------------------------
     def _features_for(self, indices: Sequence[int], transform=None, phase: str = "features") -> torch.Tensor:
         transform = transform or self._eval_transform()
-        loader = self._loader(indices, transform, shuffle=False, batch_size=max(64, self.config.train.batch_size))
+        loader = self._loader(indices, transform, shuffle=False)  # the batch size that fits (halved on OOM)
         last = [0.0]
 
         def progress(done: int, total: int) -> None:

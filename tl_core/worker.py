@@ -33,6 +33,12 @@ def _fail(run: Run, reason: str, error_type: str) -> None:
     run.set_status("failed", error=reason)
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
     run = Run(run_dir)
     pid = os.getpid()
@@ -47,8 +53,9 @@ def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
             return 0
     try:
         config = run.config
-        if (slot is not None and config.train.device == "auto" and slot.index > 0):
-            # one job per GPU: the job holding slot i trains on cuda:i
+        if (slot is not None and config.train.device == "auto" and 0 < slot.index < _cuda_devices()):
+            # one job per GPU: the job holding slot i trains on cuda:i (more slots than GPUs,
+            # set with TL_STUDIO_MAX_JOBS, share the default device)
             config = dataclasses.replace(config, train=dataclasses.replace(
                 config.train, device=f"cuda:{slot.index}"))
         run.set_status("running", pid=pid, started_at=time.time(),

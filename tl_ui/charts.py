@@ -54,7 +54,9 @@ class RunCurves:
         if isinstance(event, RunStarted):
             self.started = event
         elif isinstance(event, BatchEnded):
-            per_epoch = self.started.steps_per_epoch if self.started else max(event.step, 1)
+            if event.step == 1:  # an epoch retried after out-of-memory replaces its abandoned batches
+                self.batches = [b for b in self.batches if b["epoch"] <= event.epoch - 1]
+            per_epoch = event.steps or (self.started.steps_per_epoch if self.started else max(event.step, 1))
             self.batches.append({"epoch": event.epoch - 1 + event.step / max(per_epoch, 1),
                                  "step": event.global_step, "loss": event.loss,
                                  "accuracy": event.accuracy, "lr": event.lr,
@@ -83,10 +85,17 @@ class RunCurves:
         return min(1.0, self.batches[-1]["epoch"] / max(self.started.epochs, 1))
 
     def eta_seconds(self) -> float | None:
-        """Seconds left, from the pace so far; None before the first batch."""
+        """Seconds left; None before the first batch.
+
+        Once two epochs are done, from the typical later epoch: the first one also decodes
+        images or computes cached features, and would make the estimate far too long."""
         done = self.progress()
         if not self.started or done <= 0 or done >= 1:
             return None
+        if len(self.epochs) >= 2:
+            later = sorted(e["seconds"] for e in self.epochs[1:])
+            per_epoch = later[len(later) // 2]
+            return max(0.0, per_epoch * (self.started.epochs - self.batches[-1]["epoch"]))
         elapsed = self.batches[-1]["time"] - self.started.time
         return max(0.0, elapsed / done * (1 - done))
 

@@ -42,3 +42,20 @@ def test_download_when_offline_says_so(app, monkeypatch):
     app.button(key="download").click().run()
     no_exceptions(app)
     assert any("offline" in e.value for e in app.error)
+
+
+def test_a_dataset_just_added_becomes_current_and_a_pick_switches_back(app, tiny_dataset):
+    app.query_params["dataset"] = tiny_dataset
+    app.run()
+    assert {m.label: m.value for m in app.metric}["Images"] == "16"
+    app.button(key="use_sample").click().run()
+    no_exceptions(app)
+    sample_id = app.query_params["dataset"]
+    sample_id = sample_id[0] if isinstance(sample_id, list) else sample_id
+    assert sample_id != tiny_dataset and app.selectbox(key="dataset_pick").value == sample_id
+    assert {m.label: m.value for m in app.metric}["Classes"] == "4"
+    app.selectbox(key="dataset_pick").set_value(tiny_dataset).run()
+    no_exceptions(app)
+    assert {m.label: m.value for m in app.metric}["Images"] == "16"
+    got = app.query_params["dataset"]
+    assert (got[0] if isinstance(got, list) else got) == tiny_dataset

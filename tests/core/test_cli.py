@@ -63,3 +63,19 @@ def test_fetch_weights_reports_bundled_and_explains_missing(workspace, capsys):
     assert main(["fetch-weights", "resnet18"]) == 2  # offline in tests: the how-to, one line
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "resnet18-f37072fd.pth" in err
+
+
+def test_resume_after_a_stop_from_the_app_trains_on(workspace, image_folder, capsys):
+    from tl_core import events as ev
+    from tl_core.config import DataConfig, RunConfig, TrainConfig
+    from tl_core.runs import RunStore
+    from tl_core.training import train
+
+    cfg = RunConfig(data=DataConfig(source=str(image_folder), val_fraction=0.25, augment="none"),
+                    train=TrainConfig(epochs=3, batch_size=8, lr=1e-2))
+    run = RunStore(workspace).create(cfg)
+    train(cfg, run, workspace, subscribers=[lambda e: isinstance(e, ev.EpochEnded) and run.request_stop()])
+    assert run.state == "cancelled" and run.stop_requested()
+    assert main(["--workspace", str(workspace.root), "train", "--resume", run.id]) == 0
+    assert run.state == "finished" and not run.stop_requested()
+    assert [h["epoch"] for h in run.read_json("metrics.json")["history"]] == [1, 2, 3]

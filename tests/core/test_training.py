@@ -203,11 +203,19 @@ def test_out_of_memory_halves_the_batch_and_carries_on(workspace, image_folder, 
         return real_step(model, inputs, labels, *args, **kw)
 
     monkeypatch.setattr(training, "train_step", step_that_needs_small_batches)
-    run, result, seen = run_training(workspace, config_for(image_folder, epochs=2, batch_size=16))
+    cfg = config_for(image_folder, epochs=2, batch_size=16, schedule="cosine", lr=1e-2)
+    run, result, seen = run_training(workspace, cfg)
     notes = [e.message for e in seen if isinstance(e, ev.Note)]
-    assert notes[:2] == ["Out of memory: retrying this epoch with batch size 8.",
-                         "Out of memory: retrying this epoch with batch size 4."]
+    assert notes[:2] == ["Out of memory: retrying epoch 1 with batch size 8.",
+                         "Out of memory: retrying epoch 1 with batch size 4."]
     assert run.state == "finished" and result["val"]["accuracy"] > 0.5
+    # The schedule was rebuilt for the smaller batch: cosine is half-way after epoch 1 of 2,
+    # not already at zero, and every batch says how many steps its epoch has.
+    batches = [e for e in seen if isinstance(e, ev.BatchEnded)]
+    last_of_first = [b for b in batches if b.epoch == 1][-1]
+    assert 0.3e-2 < last_of_first.lr < 0.7e-2
+    assert last_of_first.step == last_of_first.steps == 7  # 27 training images, batch 4
+    assert [b.global_step for b in batches] == list(range(1, len(batches) + 1))
 
 
 def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, monkeypatch):
