@@ -170,7 +170,7 @@ def topk_figure(top: Sequence[tuple[str, float]]) -> go.Figure:
                            text=[f"{p:.0%}" for p in probs], textposition="auto",
                            hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
-    fig.update_layout(height=max(160, 45 * len(top) + 70), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    fig.update_layout(height=max(160, 45 * len(top) + 70), margin={"l": 10, "r": 40, "t": 10, "b": 10})
     return fig
 
 
