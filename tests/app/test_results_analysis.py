@@ -102,6 +102,10 @@ def test_results_page_error_analysis(app, trained_run):  # noqa: F811 - fixture
     no_exceptions(app)
     assert len(app.get("plotly_chart")) == charts_before + 1
     assert any("backbone was frozen" in i.value for i in app.info)
+    app.radio(key=f"{key}_emb_method").set_value("tsne")
+    app.radio(key=f"{key}_emb_colour").set_value("outcome").run()
+    no_exceptions(app)
+    assert len(app.get("plotly_chart")) == charts_before + 1
 
 
 def test_points_picked_on_the_feature_map_are_found_by_position():
