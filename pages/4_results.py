@@ -6,7 +6,7 @@ import streamlit as st
 from tl_core import jobs
 from tl_core.evaluation import EvalResult
 from tl_ui import analysis_views, get_state, intro, user_errors
-from tl_ui.charts import comparison_figure, confusion_figure, curves_for
+from tl_ui.charts import comparison_figure, curves_for
 
 state = get_state()
 
@@ -78,17 +78,14 @@ with user_errors("Could not read the run's results"):
         c3.metric(f"Top-{result.top_k} accuracy", f"{result.top_k_accuracy:.1%}")
         c4.metric("Best epoch", metrics.get("best_epoch") or "—")
 
-        left, right = st.columns(2)
-        left.markdown("**Per class**")
-        left.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={
+        st.markdown("**Per class**")
+        st.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={
             "class": "Class",
             "precision": st.column_config.ProgressColumn("Precision", min_value=0.0, max_value=1.0, format="%.2f"),
             "recall": st.column_config.ProgressColumn("Recall", min_value=0.0, max_value=1.0, format="%.2f"),
             "f1": st.column_config.ProgressColumn("F1", min_value=0.0, max_value=1.0, format="%.2f"),
             "support": st.column_config.NumberColumn("Images", help="Images of this class in the evaluation set"),
         })
-        right.markdown("**Confusion matrix** (rows: true class, columns: predicted)")
-        right.plotly_chart(confusion_figure(result.confusion, result.classes), key="confusion")
 
         analysis_views.render(run, result, split)
 

@@ -147,14 +147,6 @@ def comparison_figure(curves: dict[str, RunCurves], column: str = "val_acc") -> 
     return fig
 
 
-def confusion_figure(matrix: list[list[int]], classes: list[str]) -> go.Figure:
-    fig = px.imshow(matrix, x=classes, y=classes, text_auto=True, color_continuous_scale="Blues",
-                    labels={"x": "predicted", "y": "true", "color": "images"}, aspect="auto")
-    fig.update_layout(height=max(300, 40 * len(classes) + 120),
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    return fig
-
-
 def format_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "—"
