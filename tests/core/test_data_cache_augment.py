@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_image_folder
+from tests.conftest import write_image_folder
 from PIL import Image
 
 import tl_core.data.cache as cache

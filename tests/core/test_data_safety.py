@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
+from tests.conftest import synthetic_image
 from PIL import Image
 
 from tl_core.data import Limits, UploadedImage, ingest
