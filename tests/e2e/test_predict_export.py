@@ -35,7 +35,7 @@ def shipped_run(server_home):
 def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     open_page(page, server, "results", shipped_run)
     page.get_by_text("Error analysis").wait_for(timeout=60_000)
-    chart = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer")).nth(1)
+    chart = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer")).first
     chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first.bounding_box()
     true_box = page.locator("[data-testid=stSelectbox]").filter(has_text="True class")

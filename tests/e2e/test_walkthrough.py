@@ -84,7 +84,7 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     screenshot(page, "5_train_stopped")
 
     go_to(page, "results")
-    page.get_by_text("Confusion matrix (rows").wait_for(timeout=60_000)
+    page.get_by_text("Error analysis").wait_for(timeout=60_000)
     page.locator("[data-testid=stMetricValue]").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     time.sleep(1.0)
