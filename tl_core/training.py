@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -282,9 +283,8 @@ class Trainer:
 
     # -- public ---------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        cfg = self.config
         run = self.run
-        run.set_status("running", pid=_pid(), started=time.time(), error=None)
+        run.set_status("running", pid=os.getpid(), started=time.time(), error=None)
         try:
             result = self._fit()
         except _Stopped:
@@ -308,7 +308,6 @@ class Trainer:
                        best_val_acc=result.get("val", {}).get("accuracy"))
         self.emit(ev.RunFinished(best_epoch=self.best_epoch or 0, metrics=result,
                                  stopped_early=result.get("stopped_early", False)))
-        _ = cfg
         return result
 
     # -- internals ------------------------------------------------------------------------
@@ -638,12 +637,6 @@ class Trainer:
             result[name] = report.summary()
         self.run.write_json("metrics.json", result)
         return result
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def train(config: RunConfig, run: Run, workspace: Workspace, subscribers: Sequence[ev.Subscriber] = (),
