@@ -13,7 +13,7 @@ from tl_ui.charts import curves_for, format_seconds
 from tl_ui.models import augment_preview
 
 state = get_state()
-DEFAULTS = TrainConfig()
+DEFAULTS = state.train  # the last settings of this session (kept across a refresh), else the defaults
 
 intro(
     "Train",
@@ -57,10 +57,12 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
                               format_func=lambda v: f"{v:g}",
                               help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
-        optimizer = c4.selectbox("Optimizer", ["adamw", "sgd", "rmsprop"], key="optimizer",
+        optimizers = ["adamw", "sgd", "rmsprop"]
+        optimizer = c4.selectbox("Optimizer", optimizers, index=optimizers.index(DEFAULTS.optimizer), key="optimizer",
                                  help="AdamW is a safe default.")
         c1, c2, c3, c4 = st.columns(4)
-        schedule = c1.selectbox("Schedule", ["cosine", "onecycle", "step", "constant"], key="schedule",
+        schedules = ["cosine", "onecycle", "step", "constant"]
+        schedule = c1.selectbox("Schedule", schedules, index=schedules.index(DEFAULTS.schedule), key="schedule",
                                 help="How the learning rate changes during training.")
         weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
                                         key="weight_decay", format_func=lambda v: f"{v:g}",
@@ -70,20 +72,26 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         patience = c4.number_input("Early stopping (epochs)", 0, 50, DEFAULTS.early_stopping_patience,
                                    key="patience", help="Stop after this many epochs without improvement; 0 = off.")
         c1, c2, c3 = st.columns(3)
-        pretrained = c1.toggle("Start from pretrained weights", True, key="pretrained",
+        pretrained = c1.toggle("Start from pretrained weights", state.pretrained, key="pretrained",
                                help="Off = random initialisation: no transfer learning (for comparison).")
         feature_cache = c2.toggle("Compute frozen features once", DEFAULTS.feature_cache, key="feature_cache",
                                   help="With a frozen backbone, run it once per image and train only the head: "
                                        "much faster.")
         run_name = c3.text_input("Run name (optional)", key="run_name")
 
-        augment = st.radio("Augmentation", PRESETS, index=PRESETS.index("light"), horizontal=True, key="augment",
+        augment = st.radio("Augmentation", PRESETS, index=PRESETS.index(state.augment), horizontal=True, key="augment",
                            format_func=lambda p: f"{p}: {PRESET_HELP[p]}")
         with user_errors("Could not preview the augmentation"):
             views = augment_preview(str(dataset_dir), augment, spec.preprocess.crop_size,
                                     spec.preprocess.resize_size)
             st.image(views, width=110, caption=None)
             st.caption("Each row: one training image as the network may see it in four different epochs.")
+
+        train_config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
+                                   optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
+                                   label_smoothing=float(label_smoothing),
+                                   early_stopping_patience=int(patience), feature_cache=feature_cache)
+        state.train, state.augment, state.pretrained = train_config, augment, pretrained  # survive a refresh
 
         if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start"):
             with user_errors("Could not start training"):
@@ -93,10 +101,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                                     split_seed=state.split_seed, augment=augment),
                     model=ModelConfig(backbone=state.backbone, pretrained=pretrained, head=state.head),
                     freeze=state.freeze,
-                    train=TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-                                      optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
-                                      label_smoothing=float(label_smoothing),
-                                      early_stopping_patience=int(patience), feature_cache=feature_cache),
+                    train=train_config,
                     name=run_name.strip())
                 config.validate()
                 state.select_run(jobs.start_job(state.workspace, config))

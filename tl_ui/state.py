@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from tl_core import atomic
-from tl_core.config import FreezePlan, HeadConfig
+from tl_core.config import FreezePlan, HeadConfig, TrainConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
 
 _KEY = "tl_studio_state"
-_PERSISTED = ("backbone", "freeze", "head", "val_fraction", "test_fraction", "split_seed")
+_PERSISTED = ("backbone", "freeze", "head", "val_fraction", "test_fraction", "split_seed", "train", "augment",
+              "pretrained")
 DEFAULT_BACKBONE = "mobilenet_v2"  # bundled weights: trains offline out of the box
 
 
@@ -38,6 +39,9 @@ class AppState:
     val_fraction: float = 0.2
     test_fraction: float = 0.0
     split_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)  # the Train page's settings
+    augment: str = "light"
+    pretrained: bool = True
     _saved_choices: dict | None = field(default=None, repr=False, compare=False)
     _persist: bool = field(default=False, repr=False, compare=False)  # on once loaded from disk
 
@@ -75,7 +79,8 @@ class AppState:
     def choices(self) -> dict:
         return {"backbone": self.backbone, "freeze": dataclasses.asdict(self.freeze),
                 "head": dataclasses.asdict(self.head), "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "split_seed": self.split_seed}
+                "test_fraction": self.test_fraction, "split_seed": self.split_seed,
+                "train": dataclasses.asdict(self.train), "augment": self.augment, "pretrained": self.pretrained}
 
     def save_choices(self) -> None:
         """Write the page-to-page choices when they changed."""
@@ -93,8 +98,12 @@ class AppState:
 
             # RunConfig.from_dict already knows how to rebuild the typed freeze plan and head.
             cfg = RunConfig.from_dict({"data": {"source": ""}, "freeze": data["freeze"],
-                                       "model": {"backbone": data["backbone"], "head": data["head"]}})
+                                       "model": {"backbone": data["backbone"], "head": data["head"]},
+                                       "train": data.get("train", {})})
             self.backbone, self.freeze, self.head = cfg.model.backbone, cfg.freeze, cfg.model.head
+            self.train = cfg.train
+            self.augment = data.get("augment", "light")
+            self.pretrained = bool(data.get("pretrained", True))
             self.val_fraction = float(data["val_fraction"])
             self.test_fraction = float(data["test_fraction"])
             self.split_seed = int(data["split_seed"])

@@ -56,3 +56,26 @@ def test_stop_keeps_the_run_and_marks_it_cancelled(app, tiny_dataset):
     no_exceptions(app)
     app.button(key="stop").click().run()
     assert follow(app, ("cancelled",)) == "cancelled"
+
+
+def test_settings_come_back_after_a_refresh(app, tiny_dataset):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO, SESSION
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    app.number_input(key="epochs").set_value(23).run()
+    app.selectbox(key="optimizer").set_value("sgd").run()
+    app.radio(key="augment").set_value("standard").run()
+    no_exceptions(app)
+    assert app.number_input(key="epochs").value == 23  # a change is not undone on the next rerun
+
+    refreshed = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    refreshed.query_params["s"] = SESSION
+    refreshed.query_params["dataset"] = tiny_dataset
+    refreshed.switch_page("pages/3_train.py").run()
+    no_exceptions(refreshed)
+    assert refreshed.number_input(key="epochs").value == 23
+    assert refreshed.selectbox(key="optimizer").value == "sgd"
+    assert refreshed.radio(key="augment").value == "standard"
