@@ -98,6 +98,23 @@ def open_app(page, server: str, path: str = "") -> None:
     page.wait_for_selector("h1")
 
 
+def click_plot_point(page, chart, x: float, y: float, attempts: int = 3) -> None:
+    """Click a Plotly point the way a user does: rest the pointer on it until Plotly shows its
+    hover label, then click. Plotly finds the clicked point from its hover state, which it
+    computes on a throttled mousemove; a move-and-click in one go can beat it on a busy machine
+    and the click then selects nothing."""
+    label = chart.locator(".hoverlayer .hovertext")
+    for attempt in range(attempts):
+        page.mouse.move(x - 3 + attempt, y - 3 + attempt)
+        page.mouse.move(x, y, steps=4)
+        try:
+            label.first.wait_for(state="visible", timeout=5_000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError; try the approach again
+            page.mouse.move(x - 40, y - 40)
+    page.mouse.click(x, y)
+
+
 def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import click_plot_point, open_app, screenshot
 
 pytestmark = pytest.mark.e2e
 SESSION = "e2eship"
@@ -35,13 +35,17 @@ def shipped_run(server_home):
 def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     open_page(page, server, "results", shipped_run)
     page.get_by_text("Error analysis").wait_for(timeout=60_000)
-    chart = page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer")).first
+    # The clickable matrix: a heatmap with a layer of (transparent) cell markers. Not the Threshold
+    # tab's 2x2 heatmap, which is in the DOM too, hidden, and may finish drawing first.
+    chart = (page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer"))
+             .filter(has=page.locator(".scatterlayer .point")).first)
+    chart.wait_for(state="visible", timeout=60_000)
     chart.scroll_into_view_if_needed()
     area = chart.locator(".nsewdrag").first.bounding_box()
     true_box = page.locator("[data-testid=stSelectbox]").filter(has_text="True class")
     assert true_box.locator("input").input_value() == "blue"  # the default cell: first class, no mistakes in this tiny run
     # Cell (true red, predicted red): second row, second column of a 2x2 matrix.
-    page.mouse.click(area["x"] + area["width"] * 0.75, area["y"] + area["height"] * 0.75)
+    click_plot_point(page, chart, area["x"] + area["width"] * 0.75, area["y"] + area["height"] * 0.75)
     page.wait_for_function(
         "() => document.querySelector('input[aria-label=\\'True class\\']')?.value === 'red'", timeout=30_000)
     page.get_by_text(re.compile(r"image\(s\) of class red predicted as red")).wait_for()
@@ -65,7 +69,7 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     dot = feature_map.locator(".scatterlayer .point").first
     dot.wait_for()
     box = dot.bounding_box()
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    click_plot_point(page, feature_map, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     page.get_by_text("1 image(s) picked on the map").wait_for(timeout=30_000)
     time.sleep(1.5)
     screenshot(page, "9d_results_feature_map")
