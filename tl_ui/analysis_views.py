@@ -8,6 +8,7 @@ features, t-SNE) runs behind a toggle or a button and is cached per run and chec
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from .widgets import thumbnail_of
 
 GALLERY_MAX = 24  # thumbnails per gallery; Grad-CAM for each is a forward+backward pass
 MAP_MAX = 600  # images on the embedding map (t-SNE on a CPU is slow past this)
+MAP_PICTURES_MAX = 200  # pictures drawn on the map (each one travels to the browser inside the chart)
+MAP_PICTURE_SIZE = 64
 CORRECT_COLOURS = {"correct": "#2e7d32", "wrong": "#c62828"}
 
 
@@ -218,6 +221,32 @@ def embedding_figure(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
     return fig
 
 
+def add_thumbnails(fig: go.Figure, xy: np.ndarray, pictures: Sequence[bytes | None],
+                   share: float = 0.07) -> go.Figure:
+    """Draw each image (small JPEG bytes) on the map under its dot, ``share`` of the map's span.
+
+    Plotly's hover label cannot hold a picture, so the pictures go on the map itself: the classic
+    "image t-SNE" view, where one sees at a glance which images the network puts together. The
+    dots stay on top (with a white rim) so the colours still tell the classes; the axes grow by
+    half a picture so the pictures at the edges are whole.
+    """
+    if len(xy) == 0:
+        return fig
+    span_x = float(np.ptp(xy[:, 0])) or 1.0
+    span_y = float(np.ptp(xy[:, 1])) or 1.0
+    size_x, size_y = span_x * share, span_y * share * 2  # the map is about twice as wide as high
+    for (x, y), picture in zip(xy, pictures, strict=True):
+        if picture is None:
+            continue
+        fig.add_layout_image(source="data:image/jpeg;base64," + base64.b64encode(picture).decode("ascii"),
+                             x=float(x), y=float(y), xref="x", yref="y", xanchor="center", yanchor="middle",
+                             sizex=size_x, sizey=size_y, sizing="contain", layer="below")
+    fig.update_traces(marker={"line": {"color": "white", "width": 1.5}})
+    fig.update_xaxes(range=[xy[:, 0].min() - size_x, xy[:, 0].max() + size_x])
+    fig.update_yaxes(range=[xy[:, 1].min() - size_y, xy[:, 1].max() + size_y])
+    return fig
+
+
 # ----------------------------------------------------------------------------- embeddings
 @st.cache_data(max_entries=16, show_spinner=False)
 def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tuple[str, ...]) -> np.ndarray:
@@ -266,6 +295,9 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
                       format_func={"pca": "PCA (instant)", "tsne": "t-SNE (slower, clearer clusters)"}.get)
     colour = c2.radio("Colour by", ["true", "outcome"], horizontal=True, key=f"{key}_colour",
                       format_func={"true": "class", "outcome": "right / wrong"}.get)
+    show_pictures = c2.toggle("Show the images on the map", key=f"{key}_pictures",
+                              help=f"Draws each image (up to {MAP_PICTURES_MAX}) at its dot, to see at a glance "
+                                   "what the network puts together.")
     requested = f"{key}_requested"
     if c3.button("Compute the map", icon=":material/scatter_plot:", key=f"{key}_go"):
         st.session_state[requested] = run.id
@@ -303,12 +335,20 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
         picked: list[int] = []
         for col, which, title in maps:
             placed = labels.assign(x=coords[which][:, 0], y=coords[which][:, 1])
+            fig = embedding_figure(placed, colour, title)
+            if show_pictures:
+                drawn = min(len(paths), MAP_PICTURES_MAX)
+                add_thumbnails(fig, coords[which][:drawn],
+                               [thumbnail_of(Path(root) / p, MAP_PICTURE_SIZE) for p in paths[:drawn]])
             with col:
-                event = st.plotly_chart(embedding_figure(placed, colour, title), key=f"{key}_map_{which}",
+                event = st.plotly_chart(fig, key=f"{key}_map_{which}",
                                         on_select="rerun", selection_mode=("points", "box", "lasso"))
             picked += rows_of_selection(event, placed)
-        st.caption("Hover a dot to see the image's name, class and prediction; click a dot, or draw a box or "
-                   "lasso around a group (tools at the chart's top right), to see those images here.")
+        if show_pictures and len(paths) > MAP_PICTURES_MAX:
+            st.caption(f"Pictures drawn for the first {MAP_PICTURES_MAX} of the {len(paths)} dots.")
+        st.caption("Hover a dot to see the image's name, class and prediction, or switch on *Show the images "
+                   "on the map*; click a dot, or draw a box or lasso around a group (tools at the chart's "
+                   "top right), to see those images here.")
         if picked:
             chosen = shown.iloc[sorted(set(picked))]
             st.markdown(f"**{len(chosen)} image(s) picked on the map**")

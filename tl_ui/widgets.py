@@ -49,8 +49,8 @@ def thumbnail(path: str, mtime: float, size: int = 160) -> bytes:
     return out.getvalue()
 
 
-def thumbnail_of(path: Path) -> bytes | None:
+def thumbnail_of(path: Path, size: int = 160) -> bytes | None:
     try:
-        return thumbnail(str(path), path.stat().st_mtime)
+        return thumbnail(str(path), path.stat().st_mtime, size)
     except (OSError, ValueError):
         return None

@@ -3,6 +3,9 @@ calibration, the two-class threshold and the feature map, on a real tiny run."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -106,6 +109,29 @@ def test_results_page_error_analysis(app, trained_run):  # noqa: F811 - fixture
     app.radio(key=f"{key}_emb_colour").set_value("outcome").run()
     no_exceptions(app)
     assert len(app.get("plotly_chart")) == charts_before + 1
+
+    # The images drawn on the map, each a JPEG at its own dot.
+    def map_spec() -> dict:
+        specs = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+        return next(spec for spec in specs if "Backbone features" in json.dumps(spec["layout"].get("title")))
+
+    assert not map_spec()["layout"].get("images")
+    app.toggle(key=f"{key}_emb_pictures").set_value(True).run()
+    no_exceptions(app)
+    spec = map_spec()
+    pictures = spec["layout"]["images"]
+    dot_xy = {(round(x, 4), round(y, 4)) for trace in spec["data"]
+              for x, y in zip(_values(trace["x"]), _values(trace["y"]), strict=True)}
+    assert len(pictures) == len(dot_xy) > 0
+    assert all(p["source"].startswith("data:image/jpeg;base64,") for p in pictures)
+    assert {(round(p["x"], 4), round(p["y"], 4)) for p in pictures} == dot_xy
+
+
+def _values(array) -> list[float]:
+    """A plotly JSON array: a plain list, or numpy's typed-array encoding {dtype, bdata}."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
 
 
 def test_points_picked_on_the_feature_map_are_found_by_position():

@@ -74,6 +74,12 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     time.sleep(1.5)
     screenshot(page, "9d_results_feature_map")
 
+    # The images themselves drawn on the map.
+    page.locator("[data-testid=stCheckbox]").filter(has_text="Show the images on the map").locator("label").click()
+    feature_map.locator("svg image").first.wait_for(timeout=30_000)
+    time.sleep(1.5)
+    screenshot(page, "9e_results_feature_map_pictures")
+
 
 def test_predict_a_real_photo(page, server, shipped_run, tmp_path):
     from PIL import Image
