@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.conftest import write_image_folder
 from PIL import Image
 
 import tl_core.data.cache as cache
+from tests.conftest import write_image_folder
 from tl_core.data import center_crop, decode_images, decode_square, ingest, make_augment
 from tl_core.errors import ConfigError, DataError
 

@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tests.conftest import synthetic_image, write_image_folder
 
+from tests.conftest import synthetic_image, write_image_folder
 from tl_core.data import Dataset, ImageRecord, check_trainable, health_report, ingest, make_split
 from tl_core.errors import DataError
 

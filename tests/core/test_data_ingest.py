@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tests.conftest import synthetic_image, write_image_folder
 
+from tests.conftest import synthetic_image, write_image_folder
 from tl_core.data import IMAGES_DIR, Dataset, UploadedImage, ingest
 from tl_core.errors import DataError
 

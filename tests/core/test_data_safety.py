@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import synthetic_image
 from PIL import Image
 
+from tests.conftest import synthetic_image
 from tl_core.data import Limits, UploadedImage, ingest
 from tl_core.data.safety import check_member_name, open_rgb, safe_component
 from tl_core.errors import DataError
