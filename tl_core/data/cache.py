@@ -179,24 +179,17 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        if use_mmap:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        else:
-            out = np.empty(shape, dtype=np.uint8)
+        # Decoded straight into the cache file's pages: no second copy to save it afterwards. No
+        # msync either: the file is complete in the page cache, which every reader sees, and the
+        # kernel writes it to disk in the background (a cache file lost in a crash is decoded again).
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         _fill(ds, indices, size, out, progress, workers)
-        if use_mmap:
-            out.flush()
-            del out
-        else:
-            with open(tmp, "wb") as handle:
-                np.save(handle, out)
+        del out
         os.replace(tmp, path)  # atomic: a reader sees the whole cache or none
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if use_mmap:
-        return torch.from_numpy(np.load(path, mmap_mode="c"))
-    return torch.from_numpy(out)
+    return torch.from_numpy(np.load(path, mmap_mode="c" if use_mmap else None))
 
 
 def _load(path: Path, shape: tuple[int, ...], use_mmap: bool) -> np.ndarray | None:
