@@ -113,6 +113,11 @@ def test_uploads(tmp_path: Path):
     assert len({r.path.casefold() for r in ds.records}) == 8  # unique even on case-insensitive disks
     assert {s.path: s.reason for s in ds.skipped}["x.jpg"] == "no class given for this image"
     assert "unsafe" in {s.path: s.reason for s in ds.skipped}["../evil.jpg"]
+    assert ds.name == "uploads"
+    # The app names the dataset after what the user made (webcam, class by class, a folder's name),
+    # and the name is saved with it.
+    named = ingest(ups, tmp_path / "named", name="  my leaves ")
+    assert named.name == "my leaves" and Dataset.load(tmp_path / "named").name == "my leaves"
 
 
 def test_unicode_and_very_long_names(tmp_path: Path):

@@ -8,6 +8,7 @@ sanitised names; folders and CSVs are used in place unless ``dest`` is given, th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -48,10 +49,19 @@ class _Entry:
 
 
 def ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None = None, *,
-           limits: Limits | None = None, progress: ProgressFn | None = None) -> Dataset:
+           limits: Limits | None = None, progress: ProgressFn | None = None, name: str | None = None) -> Dataset:
     """Check and import images; see the module docstring. Raises DataError when the source cannot be
-    used at all (missing, unsafe archive, no usable image); single bad files are in ``skipped``."""
-    limits = limits or Limits()
+    used at all (missing, unsafe archive, no usable image); single bad files are in ``skipped``.
+    ``name`` is the name shown to the user; by default the folder's, zip's or CSV's name."""
+    ds = _ingest(source, dest, limits or Limits(), progress)
+    if name and name.strip() and name.strip() != ds.name:
+        ds = dataclasses.replace(ds, name=name.strip())
+        ds.save()
+    return ds
+
+
+def _ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None, limits: Limits,
+            progress: ProgressFn | None) -> Dataset:
     dest = Path(dest) if dest is not None else None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
