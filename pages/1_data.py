@@ -12,6 +12,7 @@ from tl_core import data as tl_data
 from tl_core import downloads
 from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
+from tl_core.snapshots import SnapshotTray
 from tl_core.workspace import Workspace
 from tl_ui import get_state, intro, user_errors
 from tl_ui.widgets import progress_callback, thumbnail_of, uploaded_images, uploads_as_zip
@@ -50,9 +51,9 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False) -> None:
     try:
         if in_place:
             source(dest)
-            ds = tl_data.ingest(dest, progress=progress_callback(bar))
+            ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
         else:
-            ds = tl_data.ingest(source, dest, progress=progress_callback(bar))
+            ds = tl_data.ingest(source, dest, progress=progress_callback(bar), name=name)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -114,22 +115,45 @@ with tabs[3]:
             _ingest_into_new("my-classes", uploads)
 
 with tabs[4]:
-    st.markdown("Take a few snapshots per class (10 or more each work best).")
+    st.markdown("Pick a class, then take photos: each one is kept the moment you take it (a refresh keeps "
+                "them too). 10 or more per class work best; vary the angle, distance and background.")
+    tray = SnapshotTray(state.workspace)
     snap_classes = [c.strip() for c in st.text_input("Class names, separated by commas", key="snap_names",
                                                      placeholder="thumbs up, thumbs down").split(",") if c.strip()]
-    snapshots = st.session_state.setdefault("tl_snapshots", [])
+    taken = tray.counts()
+    snap_classes += [c for c in taken if c not in snap_classes]  # classes with photos stay listed
     if snap_classes:
-        label = st.radio("Snapshots go to class", snap_classes, horizontal=True, key="snap_label")
-        shot = st.camera_input("Webcam", key="camera")
-        if shot is not None and st.button(f"Add this snapshot to '{label}'", key="add_snap"):
-            snapshots.extend(uploaded_images([shot], label))
-            st.toast(f"{sum(s.label == label for s in snapshots)} snapshots of {label}")
-        counts = pd.Series([s.label for s in snapshots]).value_counts()
-        st.write({c: int(counts.get(c, 0)) for c in snap_classes})
-        if st.button("Create dataset from snapshots", disabled=not snapshots, key="add_snaps"):
+        label = st.radio("Photos go to class", snap_classes, horizontal=True, key="snap_label")
+        shot = st.camera_input("Webcam", key="camera",
+                               help="Allow the browser to use the camera. After each photo, press "
+                                    "*Clear photo* to take the next one.")
+        seen = st.session_state.setdefault("tl_snapshots_seen", set())
+        if shot is not None and shot.file_id not in seen:
+            seen.add(shot.file_id)
+            with user_errors("Could not keep the photo"):
+                tray.add(label, shot.getvalue(), Path(shot.name or "").suffix.lower() or ".jpg")
+                taken = tray.counts()
+                st.toast(f"{taken[label]} photo(s) of **{label}**")
+        columns = st.columns(len(snap_classes))
+        for column, name in zip(columns, snap_classes, strict=True):
+            column.metric(name, taken.get(name, 0), help=f"Photos of {name} so far")
+        recent = [s for s in tray.items() if s.label == label][-8:]
+        if recent:
+            st.image([str(s.path) for s in recent], width=96, caption=[f"{label} {i + 1}" for i in
+                                                                       range(len(recent))])
+        c1, c2, c3 = st.columns(3)
+        if c1.button(f"Undo the last photo of '{label}'", key="snap_undo", disabled=not taken.get(label),
+                     icon=":material/undo:"):
+            tray.remove_last(label)
+            st.rerun()
+        if c2.button("Throw all photos away", key="snap_clear", disabled=not taken, icon=":material/delete:"):
+            tray.clear()
+            st.rerun()
+        if c3.button("Create dataset from photos", disabled=not taken, key="add_snaps", type="primary"):
             with user_errors("Could not create the dataset"):
-                _ingest_into_new("webcam", list(snapshots))
-                snapshots.clear()
+                _ingest_into_new("webcam", tray.as_uploads())
+                tray.clear()  # only once the dataset holds them: a failed import keeps every photo
+                st.rerun()
 
 with tabs[5]:
     st.markdown("Well-known datasets from torchvision (downloaded once to this server; needs internet).")

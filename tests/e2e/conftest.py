@@ -18,7 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 # A synthetic camera that needs no permission prompt, for st.camera_input.
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
 def free_port() -> int:
@@ -83,12 +85,31 @@ def browser():
         launched.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stale_failure_screenshots():
+    for old in SCREENSHOTS.glob("FAILED_*.png"):
+        old.unlink()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser, server):
+def page(browser, server, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1800})
     context.set_default_timeout(30_000)
     tab = context.new_page()
     yield tab
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # what the browser showed when the test failed
+        try:
+            screenshot(tab, f"FAILED_{request.node.name}")
+        except Exception:  # noqa: BLE001 - a dead page must not hide the test's own error
+            pass
     context.close()
 
 

@@ -1,0 +1,75 @@
+"""The Data page's other ways in, in a real browser: a whole folder picked with the folder chooser,
+and webcam photos (Chromium's fake camera) that survive a browser refresh and become a dataset."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import open_app, screenshot
+
+pytestmark = pytest.mark.e2e
+
+
+def test_upload_a_folder_of_class_folders(page, server, tmp_path):
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "leaves", {"healthy": 5, "spotted": 5})
+    open_app(page, server, "?s=e2efolder")
+    page.get_by_role("tab", name=re.compile("Folder")).click()
+    uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="A folder with one sub-folder")
+    uploader.locator("input[type=file]").set_input_files(str(folder))
+    page.get_by_role("button", name="Add this folder").click()
+    page.get_by_text("2 · Health report").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"leaves · 10 images, 2 classes")).first.wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    time.sleep(1.0)
+    screenshot(page, "12_data_folder_upload")
+
+
+def take_photos(page, label: str, n: int) -> None:
+    page.locator("[data-testid=stRadio]").filter(has_text="Photos go to class").get_by_text(label, exact=True).click()
+    page.get_by_role("button", name=f"Undo the last photo of '{label}'").wait_for()  # the rerun is done
+    metric = page.locator("[data-testid=stMetric]").filter(has_text=label)
+    for i in range(n):
+        camera_ready(page)
+        page.get_by_role("button", name="Take Photo").click()
+        metric.get_by_text(str(i + 1), exact=True).wait_for(timeout=30_000)
+        page.get_by_role("button", name="Clear photo").click()
+
+
+def camera_ready(page) -> None:
+    """The live picture is playing again (after *Clear photo*), as a user waits to see it."""
+    page.wait_for_function(
+        "() => { const v = document.querySelector('[data-testid=stCameraInput] video');"
+        " return v && v.readyState >= 2 && !v.paused; }", timeout=30_000)
+    time.sleep(0.3)
+
+
+def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
+    open_app(page, server, "?s=e2ewebcam")
+    page.get_by_role("tab", name=re.compile("Webcam")).click()
+    names = page.get_by_label("Class names, separated by commas").filter(visible=True)
+    names.fill("left, right")
+    names.press("Enter")
+    page.get_by_role("button", name="Take Photo").wait_for(timeout=30_000)
+    take_photos(page, "left", 3)
+    take_photos(page, "right", 2)
+    time.sleep(1.0)
+    screenshot(page, "13_data_webcam")
+
+    # A refresh: a new Streamlit session over the same workspace. The photos are still there, and
+    # the classes that have photos are listed without typing them again.
+    page.reload()
+    page.wait_for_selector("h1")
+    page.get_by_role("tab", name=re.compile("Webcam")).click()
+    for label, count in (("left", "3"), ("right", "2")):
+        page.locator("[data-testid=stMetric]").filter(has_text=label).get_by_text(count, exact=True).wait_for()
+
+    page.get_by_role("button", name="Create dataset from photos").click()
+    page.get_by_text("2 · Health report").wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"webcam · 5 images, 2 classes")).first.wait_for()
+    time.sleep(1.0)
+    screenshot(page, "14_data_webcam_dataset")
