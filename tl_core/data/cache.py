@@ -179,17 +179,24 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        # Decoded straight into the cache file's pages: no second copy to save it afterwards. No
-        # msync either: the file is complete in the page cache, which every reader sees, and the
-        # kernel writes it to disk in the background (a cache file lost in a crash is decoded again).
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        if use_mmap:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        else:
+            out = np.empty(shape, dtype=np.uint8)
         _fill(ds, indices, size, out, progress, workers)
-        del out
+        if use_mmap:
+            out.flush()
+            del out
+        else:
+            with open(tmp, "wb") as handle:
+                np.save(handle, out)
         os.replace(tmp, path)  # atomic: a reader sees the whole cache or none
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return torch.from_numpy(np.load(path, mmap_mode="c" if use_mmap else None))
+    if use_mmap:
+        return torch.from_numpy(np.load(path, mmap_mode="c"))
+    return torch.from_numpy(out)
 
 
 def _load(path: Path, shape: tuple[int, ...], use_mmap: bool) -> np.ndarray | None:
