@@ -221,23 +221,25 @@ def embedding_figure(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
     return fig
 
 
-def add_thumbnails(fig: go.Figure, xy: np.ndarray, pictures: Sequence[bytes | None],
+def add_thumbnails(fig: go.Figure, xy: np.ndarray, pictures: Mapping[int, bytes | None],
                    share: float = 0.07) -> go.Figure:
-    """Draw each image (small JPEG bytes) on the map under its dot, ``share`` of the map's span.
+    """Draw images (small JPEG bytes, by row of ``xy``) on the map under their dots, each
+    ``share`` of the map's span.
 
     Plotly's hover label cannot hold a picture, so the pictures go on the map itself: the classic
     "image t-SNE" view, where one sees at a glance which images the network puts together. The
-    dots stay on top (with a white rim) so the colours still tell the classes; the axes grow by
-    half a picture so the pictures at the edges are whole.
+    dots stay on top (with a white rim) so the colours still tell the classes; the axes, from all
+    the dots, grow by half a picture so the pictures at the edges are whole.
     """
     if len(xy) == 0:
         return fig
     span_x = float(np.ptp(xy[:, 0])) or 1.0
     span_y = float(np.ptp(xy[:, 1])) or 1.0
     size_x, size_y = span_x * share, span_y * share * 2  # the map is about twice as wide as high
-    for (x, y), picture in zip(xy, pictures, strict=True):
+    for row, picture in pictures.items():
         if picture is None:
             continue
+        x, y = xy[row]
         fig.add_layout_image(source="data:image/jpeg;base64," + base64.b64encode(picture).decode("ascii"),
                              x=float(x), y=float(y), xref="x", yref="y", xanchor="center", yanchor="middle",
                              sizex=size_x, sizey=size_y, sizing="contain", layer="below")
@@ -245,6 +247,22 @@ def add_thumbnails(fig: go.Figure, xy: np.ndarray, pictures: Sequence[bytes | No
     fig.update_xaxes(range=[xy[:, 0].min() - size_x, xy[:, 0].max() + size_x])
     fig.update_yaxes(range=[xy[:, 1].min() - size_y, xy[:, 1].max() + size_y])
     return fig
+
+
+def pictured_rows(labels: Sequence[Any], limit: int, seed: int = 0) -> list[int]:
+    """Up to ``limit`` rows to draw pictures for, shared fairly among the classes (round robin over
+    each class's rows in a seeded random order), so that every class shows on the map."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[Any, list[int]] = {}
+    for row, label in enumerate(labels):
+        by_class.setdefault(label, []).append(row)
+    queues = [list(rng.permutation(rows)) for _, rows in sorted(by_class.items(), key=lambda kv: str(kv[0]))]
+    chosen: list[int] = []
+    while len(chosen) < limit and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(int(queue.pop()))
+    return sorted(chosen)
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -337,15 +355,15 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
             placed = labels.assign(x=coords[which][:, 0], y=coords[which][:, 1])
             fig = embedding_figure(placed, colour, title)
             if show_pictures:
-                drawn = min(len(paths), MAP_PICTURES_MAX)
-                add_thumbnails(fig, coords[which][:drawn],
-                               [thumbnail_of(Path(root) / p, MAP_PICTURE_SIZE) for p in paths[:drawn]])
+                rows = pictured_rows(list(shown["true"]), MAP_PICTURES_MAX)
+                add_thumbnails(fig, coords[which],
+                               {row: thumbnail_of(Path(root) / paths[row], MAP_PICTURE_SIZE) for row in rows})
             with col:
                 event = st.plotly_chart(fig, key=f"{key}_map_{which}",
                                         on_select="rerun", selection_mode=("points", "box", "lasso"))
             picked += rows_of_selection(event, placed)
         if show_pictures and len(paths) > MAP_PICTURES_MAX:
-            st.caption(f"Pictures drawn for the first {MAP_PICTURES_MAX} of the {len(paths)} dots.")
+            st.caption(f"Pictures drawn for {MAP_PICTURES_MAX} of the {len(paths)} dots, shared among the classes.")
         st.caption("Hover a dot to see the image's name, class and prediction, or switch on *Show the images "
                    "on the map*; click a dot, or draw a box or lasso around a group (tools at the chart's "
                    "top right), to see those images here.")

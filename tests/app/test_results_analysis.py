@@ -143,3 +143,24 @@ def test_points_picked_on_the_feature_map_are_found_by_position():
     assert rows_of_selection(event, placed) == [2, 3]
     assert rows_of_selection({"selection": {"points": []}}, placed) == []
     assert rows_of_selection(None, placed) == []
+
+
+def test_pictures_on_a_big_map_keep_every_dot_in_view_and_every_class_pictured():
+    import plotly.graph_objects as go
+
+    from tl_ui.analysis_views import add_thumbnails, pictured_rows
+
+    rng = np.random.default_rng(0)
+    labels = ["cat"] * 450 + ["dog"] * 100 + ["fox"] * 50  # the map's first rows are all cats
+    xy = rng.normal(size=(600, 2)) * 10
+    rows = pictured_rows(labels, 200)
+    assert len(rows) == len(set(rows)) == 200
+    picked = [labels[r] for r in rows]
+    assert picked.count("fox") == 50 and picked.count("dog") == 75 and picked.count("cat") == 75
+    assert pictured_rows(labels[:30], 200) == list(range(30))  # fewer dots than pictures: all of them
+
+    fig = add_thumbnails(go.Figure(go.Scatter(x=xy[:, 0], y=xy[:, 1])), xy, {r: b"jpeg" for r in rows})
+    assert len(fig.layout.images) == 200
+    assert {(im.x, im.y) for im in fig.layout.images} == {tuple(map(float, xy[r])) for r in rows}
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    assert x0 < xy[:, 0].min() and x1 > xy[:, 0].max() and y0 < xy[:, 1].min() and y1 > xy[:, 1].max()
