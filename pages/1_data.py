@@ -12,10 +12,9 @@ from tl_core import data as tl_data
 from tl_core import downloads
 from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
-from tl_core.snapshots import SnapshotTray
 from tl_core.workspace import Workspace
-from tl_ui import get_state, intro, user_errors
-from tl_ui.widgets import progress_callback, thumbnail_of, uploaded_images, uploads_as_zip
+from tl_ui import class_builder, get_state, intro, user_errors
+from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
 
 state = get_state()
 catalog = DatasetCatalog(state.workspace)
@@ -41,11 +40,12 @@ then compare with the confusion matrix on the Results page.
 """)
 
 
-def _ingest_into_new(name: str, source, *, in_place: bool = False) -> None:
+def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=None) -> None:
     """Ingest ``source`` into a fresh dataset folder and make it the current dataset.
 
     With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
-    which is then ingested where it is."""
+    which is then ingested where it is. ``on_ingested(ds)`` runs right after a successful import,
+    before any Streamlit call that a click could interrupt."""
     dest = catalog.new_dir(name)
     bar = st.progress(0.0, text="Reading images…")
     try:
@@ -54,6 +54,8 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False) -> None:
             ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
         else:
             ds = tl_data.ingest(source, dest, progress=progress_callback(bar), name=name)
+        if on_ingested is not None:
+            on_ingested(ds)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -65,8 +67,7 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False) -> None:
 
 st.subheader("1 · Choose images")
 tabs = st.tabs([":material/bolt: Sample (one click)", ":material/folder_zip: Zip", ":material/folder: Folder",
-                ":material/category: Class by class", ":material/photo_camera: Webcam",
-                ":material/cloud_download: Download"])
+                ":material/photo_camera: Class by class (upload or webcam)", ":material/cloud_download: Download"])
 
 with tabs[0]:
     st.markdown("Four classes of generated shapes: works offline and trains in under a minute.")
@@ -101,61 +102,9 @@ with tabs[2]:
             _ingest_into_new(name, uploads_as_zip(folder, Path(tmp) / "folder.zip"))
 
 with tabs[3]:
-    names = st.text_input("Class names, separated by commas", placeholder="healthy, spotted, wilted",
-                          key="class_names")
-    classes = [c.strip() for c in names.split(",") if c.strip()]
-    uploads = []
-    for i, label in enumerate(classes):
-        files = st.file_uploader(f"Images of **{label}**", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"],
-                                 accept_multiple_files=True, key=f"class_files_{i}_{label}")
-        uploads += uploaded_images(files or [], label)
-    if classes and st.button(f"Create dataset from {len(uploads)} images", key="add_classes",
-                             disabled=not uploads, type="primary"):
-        with user_errors("Could not create the dataset"):
-            _ingest_into_new("my-classes", uploads)
+    class_builder.render(state, _ingest_into_new)
 
 with tabs[4]:
-    st.markdown("Pick a class, then take photos: each one is kept the moment you take it (a refresh keeps "
-                "them too). 10 or more per class work best; vary the angle, distance and background.")
-    tray = SnapshotTray(state.workspace)
-    snap_classes = [c.strip() for c in st.text_input("Class names, separated by commas", key="snap_names",
-                                                     placeholder="thumbs up, thumbs down").split(",") if c.strip()]
-    taken = tray.counts()
-    snap_classes += [c for c in taken if c not in snap_classes]  # classes with photos stay listed
-    if snap_classes:
-        label = st.radio("Photos go to class", snap_classes, horizontal=True, key="snap_label")
-        shot = st.camera_input("Webcam", key="camera",
-                               help="Allow the browser to use the camera. After each photo, press "
-                                    "*Clear photo* to take the next one.")
-        seen = st.session_state.setdefault("tl_snapshots_seen", set())
-        if shot is not None and shot.file_id not in seen:
-            seen.add(shot.file_id)
-            with user_errors("Could not keep the photo"):
-                tray.add(label, shot.getvalue(), Path(shot.name or "").suffix.lower() or ".jpg")
-                taken = tray.counts()
-                st.toast(f"{taken[label]} photo(s) of **{label}**")
-        columns = st.columns(len(snap_classes))
-        for column, name in zip(columns, snap_classes, strict=True):
-            column.metric(name, taken.get(name, 0), help=f"Photos of {name} so far")
-        recent = [s for s in tray.items() if s.label == label][-8:]
-        if recent:
-            st.image([str(s.path) for s in recent], width=96, caption=[f"{label} {i + 1}" for i in
-                                                                       range(len(recent))])
-        c1, c2, c3 = st.columns(3)
-        if c1.button(f"Undo the last photo of '{label}'", key="snap_undo", disabled=not taken.get(label),
-                     icon=":material/undo:"):
-            tray.remove_last(label)
-            st.rerun()
-        if c2.button("Throw all photos away", key="snap_clear", disabled=not taken, icon=":material/delete:"):
-            tray.clear()
-            st.rerun()
-        if c3.button("Create dataset from photos", disabled=not taken, key="add_snaps", type="primary"):
-            with user_errors("Could not create the dataset"):
-                _ingest_into_new("webcam", tray.as_uploads())
-                tray.clear()  # only once the dataset holds them: a failed import keeps every photo
-                st.rerun()
-
-with tabs[5]:
     st.markdown("Well-known datasets from torchvision (downloaded once to this server; needs internet).")
     choice = st.selectbox("Dataset", list(downloads.DOWNLOADABLE), key="download_choice",
                           format_func=lambda name: f"{name}: {downloads.DOWNLOADABLE[name].description} "

@@ -10,8 +10,6 @@ from pathlib import Path
 import streamlit as st
 from PIL import Image
 
-from tl_core.data import UploadedImage
-
 
 def uploads_as_zip(files: Sequence, dest: Path) -> Path:
     """Write a directory upload (names like ``photos/cat/a.jpg``) as one zip at ``dest``.
@@ -23,10 +21,6 @@ def uploads_as_zip(files: Sequence, dest: Path) -> Path:
         for file in files:
             archive.writestr(file.name, file.getvalue())
     return dest
-
-
-def uploaded_images(files: Sequence, label: str) -> list[UploadedImage]:
-    return [UploadedImage(name=f.name, data=f.getvalue(), label=label) for f in files]
 
 
 def progress_callback(bar):
@@ -52,5 +46,5 @@ def thumbnail(path: str, mtime: float, size: int = 160) -> bytes:
 def thumbnail_of(path: Path, size: int = 160) -> bytes | None:
     try:
         return thumbnail(str(path), path.stat().st_mtime, size)
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None

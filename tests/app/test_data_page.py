@@ -59,3 +59,99 @@ def test_a_dataset_just_added_becomes_current_and_a_pick_switches_back(app, tiny
     assert {m.label: m.value for m in app.metric}["Images"] == "16"
     got = app.query_params["dataset"]
     assert (got[0] if isinstance(got, list) else got) == tiny_dataset
+
+
+class _File:
+    """What st.file_uploader / st.camera_input hand the page: a name, an id and the bytes."""
+
+    def __init__(self, name: str, data: bytes, file_id: str = "") -> None:
+        self.name, self._data, self.file_id = name, data, file_id or name
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def _jpeg(colour: tuple[int, int, int], seed: int) -> bytes:
+    import io
+
+    from tests.conftest import synthetic_image
+
+    out = io.BytesIO()
+    synthetic_image(colour, seed=seed).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_class_by_class_keeps_every_image_through_a_refresh(app, session_workspace, monkeypatch):
+    """Uploads and webcam photos land in the tray at once; a new session (a refresh) finds them;
+    the dataset takes the good ones, and a broken file stays behind, reported."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tl_core.snapshots import SnapshotTray
+
+    drops = {"class_files_cat_0": [_File(f"cat{i}.jpg", _jpeg((220, 60, 40), i)) for i in range(3)],
+             "class_files_dog_0": [_File(f"dog{i}.png", _jpeg((40, 60, 220), 10 + i)) for i in range(2)]
+             + [_File("broken.jpg", b"not a photo at all")]}
+    real_uploader, real_camera = st.file_uploader, st.camera_input
+
+    def fake_uploader(label, *args, key=None, **kwargs):
+        real_uploader(label, *args, key=key, **kwargs)
+        return drops.get(key)  # only the first (generation 0) uploader of each class gets files
+
+    shots: list[_File] = []  # what the camera holds: nothing until the photo is taken
+
+    def fake_camera(label, *args, key=None, **kwargs):
+        real_camera(label, *args, key=key, **kwargs)
+        return shots[-1] if shots else None
+
+    monkeypatch.setattr(st, "file_uploader", fake_uploader)
+    app.run()
+    app.text_input(key="class_names").set_value("cat, dog").run()
+    no_exceptions(app)
+    text = " ".join(m.value for m in app.markdown)
+    assert "**cat** · 3 images" in text and "**dog** · 3 images" in text
+
+    # The webcam: one photo per shot, however often the page reruns with it still on screen.
+    monkeypatch.setattr(st, "camera_input", fake_camera)
+    app.toggle(key="use_camera").set_value(True).run()
+    app.radio(key="snap_label").set_value("dog").run()
+    shots.append(_File("image.jpg", _jpeg((40, 60, 220), 77), file_id="shot-1"))
+    app.run()
+    app.run()
+    no_exceptions(app)
+    assert SnapshotTray(session_workspace).counts() == {"cat": 3, "dog": 4}
+
+    # A refresh: a new session with the same URL, no class names typed, empty uploaders and
+    # camera. Nothing is lost.
+    drops.clear()
+    shots.clear()
+    again = AppTest.from_file(app._script_path, default_timeout=60)
+    again.query_params["s"] = SESSION
+    again.run()
+    no_exceptions(again)
+    text = " ".join(m.value for m in again.markdown)
+    assert "**cat** · 3 images" in text and "**dog** · 4 images" in text
+    again.button(key="undo_dog").click().run()
+    assert SnapshotTray(session_workspace).counts() == {"cat": 3, "dog": 3}
+
+    again.button(key="add_classes").click().run()
+    no_exceptions(again)
+    metrics = {m.label: m.value for m in again.metric}
+    assert metrics["Classes"] == "2" and metrics["Images"] == "5" and metrics["Skipped files"] == "1"
+    left = SnapshotTray(session_workspace).items()
+    assert [s.label for s in left] == ["dog"] and left[0].path.read_bytes() == b"not a photo at all"
+
+
+def test_throwing_the_collected_images_away_asks_first(app, session_workspace):
+    from tl_core.snapshots import SnapshotTray
+
+    tray = SnapshotTray(session_workspace)
+    tray.add_many("cat", [(_jpeg((220, 60, 40), i), ".jpg") for i in range(2)])
+    app.run()
+    no_exceptions(app)
+    assert "**cat** · 2 images" in " ".join(m.value for m in app.markdown)
+    assert tray.counts() == {"cat": 2}  # drawing the page (and its closed confirmation) deletes nothing
+    app.button(key="tray_clear").click().run()
+    no_exceptions(app)
+    assert tray.items() == []
+    assert "Type two or more class names" in " ".join(c.value for c in app.caption)

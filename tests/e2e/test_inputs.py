@@ -31,13 +31,16 @@ def test_upload_a_folder_of_class_folders(page, server, tmp_path):
 
 def take_photos(page, label: str, n: int) -> None:
     page.locator("[data-testid=stRadio]").filter(has_text="Photos go to class").get_by_text(label, exact=True).click()
-    page.get_by_role("button", name=f"Undo the last photo of '{label}'").wait_for()  # the rerun is done
-    metric = page.locator("[data-testid=stMetric]").filter(has_text=label)
     for i in range(n):
         camera_ready(page)
         page.get_by_role("button", name="Take Photo").click()
-        metric.get_by_text(str(i + 1), exact=True).wait_for(timeout=30_000)
+        images_of(page, label, i + 1).wait_for(timeout=30_000)
         page.get_by_role("button", name="Clear photo").click()
+
+
+def images_of(page, label: str, n: int):
+    """The line at the top of a class's card: "<label> · <n> image(s)"."""
+    return page.get_by_text(re.compile(rf"^{re.escape(label)} · {n} images?$"))
 
 
 def camera_ready(page) -> None:
@@ -50,10 +53,11 @@ def camera_ready(page) -> None:
 
 def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
     open_app(page, server, "?s=e2ewebcam")
-    page.get_by_role("tab", name=re.compile("Webcam")).click()
-    names = page.get_by_label("Class names, separated by commas").filter(visible=True)
+    page.get_by_role("tab", name=re.compile("Class by class")).click()
+    names = page.get_by_label("Class names, separated by commas")
     names.fill("left, right")
     names.press("Enter")
+    page.locator("[data-testid=stCheckbox]").filter(has_text="Use the webcam").locator("label").click()
     page.get_by_role("button", name="Take Photo").wait_for(timeout=30_000)
     take_photos(page, "left", 3)
     take_photos(page, "right", 2)
@@ -64,12 +68,12 @@ def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
     # the classes that have photos are listed without typing them again.
     page.reload()
     page.wait_for_selector("h1")
-    page.get_by_role("tab", name=re.compile("Webcam")).click()
-    for label, count in (("left", "3"), ("right", "2")):
-        page.locator("[data-testid=stMetric]").filter(has_text=label).get_by_text(count, exact=True).wait_for()
+    page.get_by_role("tab", name=re.compile("Class by class")).click()
+    images_of(page, "left", 3).wait_for()
+    images_of(page, "right", 2).wait_for()
 
-    page.get_by_role("button", name="Create dataset from photos").click()
+    page.get_by_role("button", name="Create dataset from 5 images").click()
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)
-    page.get_by_text(re.compile(r"webcam · 5 images, 2 classes")).first.wait_for()
+    page.get_by_text(re.compile(r"my-classes · 5 images, 2 classes")).first.wait_for()
     time.sleep(1.0)
     screenshot(page, "14_data_webcam_dataset")
