@@ -116,6 +116,11 @@ def live_view(run_id: str, was_active: bool) -> None:
     current = state.runs.get(run_id)
     status = jobs.job_state(current)
     run_state = status.get("state", "unknown")
+    if was_active and run_state not in ACTIVE_STATES:
+        # The job ended: redraw the whole page once (no timer; form and sidebar up to date) before
+        # saying so. Said only after that rerun, a click on another page made on seeing the news
+        # cannot be overtaken by this rerun, which would keep the user here.
+        st.rerun()
     curves = curves_for(st.session_state.setdefault("tl_curves", {}), current)
     name = current.config.name or current.id
     st.subheader(f"Run {name}")
@@ -162,8 +167,6 @@ def live_view(run_id: str, was_active: bool) -> None:
         if st.button("Stop training", icon=":material/stop:", key="stop"):
             jobs.cancel(current)
             st.toast("Stopping after the current batch; the best checkpoint is kept.")
-    elif was_active:
-        st.rerun()  # the job ended: redraw the page once, without the timer
     if run_state in ("finished", "cancelled"):
         st.page_link("pages/4_results.py", label="See the results", icon=":material/insights:")
 

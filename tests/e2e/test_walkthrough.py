@@ -23,6 +23,7 @@ def upload_zip(page, path) -> None:
 
 def go_to(page, url_path: str) -> None:
     page.locator(f'[data-testid=stSidebarNavLink][href$="/{url_path}"]').click()
+    page.wait_for_url(re.compile(f"/{url_path}(\\?|$)"))  # the click was not lost to a rerun
     page.locator("h1").filter(has_text=re.compile(".")).first.wait_for()
 
 
