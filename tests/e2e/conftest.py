@@ -119,21 +119,31 @@ def open_app(page, server: str, path: str = "") -> None:
     page.wait_for_selector("h1")
 
 
-def click_plot_point(page, chart, x: float, y: float, attempts: int = 3) -> None:
-    """Click a Plotly point the way a user does: rest the pointer on it until Plotly shows its
-    hover label, then click. Plotly finds the clicked point from its hover state, which it
-    computes on a throttled mousemove; a move-and-click in one go can beat it on a busy machine
-    and the click then selects nothing."""
+def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:
+    """Click the Plotly point ``point`` (a locator) the way a user does: rest the pointer on it
+    until Plotly shows its hover label (holding ``hover_text``), then click.
+
+    Plotly finds the clicked point from its hover state, computed on a throttled mousemove, so a
+    move-and-click in one go can beat it on a busy machine. The point's position is read at each
+    attempt, right before the pointer moves: the page may still be settling (a table above it
+    finishing its layout), and a position measured earlier would hit a neighbouring point."""
     label = chart.locator(".hoverlayer .hovertext")
+    if hover_text:
+        label = label.filter(has_text=hover_text)
     for attempt in range(attempts):
-        page.mouse.move(x - 3 + attempt, y - 3 + attempt)
+        point.scroll_into_view_if_needed()
+        box = point.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 40, y - 40)
         page.mouse.move(x, y, steps=4)
         try:
             label.first.wait_for(state="visible", timeout=5_000)
-            break
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError; try the approach again
-            page.mouse.move(x - 40, y - 40)
-    page.mouse.click(x, y)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: not on it yet, measure again
+            if attempt + 1 < attempts:
+                continue
+            raise
+        page.mouse.click(x, y)
+        return
 
 
 def screenshot(page, name: str) -> Path:

@@ -40,12 +40,12 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     chart = (page.locator("[data-testid=stPlotlyChart]").filter(has=page.locator(".heatmaplayer"))
              .filter(has=page.locator(".scatterlayer .point")).first)
     chart.wait_for(state="visible", timeout=60_000)
-    chart.scroll_into_view_if_needed()
-    area = chart.locator(".nsewdrag").first.bounding_box()
     true_box = page.locator("[data-testid=stSelectbox]").filter(has_text="True class")
     assert true_box.locator("input").input_value() == "blue"  # the default cell: first class, no mistakes in this tiny run
-    # Cell (true red, predicted red): second row, second column of a 2x2 matrix.
-    click_plot_point(page, chart, area["x"] + area["width"] * 0.75, area["y"] + area["height"] * 0.75)
+    # Cell (true red, predicted red): the last of the 2x2 cell markers (row-major), whose hover
+    # label names it.
+    cell = chart.locator(".scatterlayer .point").nth(3)
+    click_plot_point(page, chart, cell, hover_text="true red, predicted red")
     page.wait_for_function(
         "() => document.querySelector('input[aria-label=\\'True class\\']')?.value === 'red'", timeout=30_000)
     page.get_by_text(re.compile(r"image\(s\) of class red predicted as red")).wait_for()
@@ -68,8 +68,7 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     feature_map = page.locator("[data-testid=stPlotlyChart]").filter(has_text="Backbone features")
     dot = feature_map.locator(".scatterlayer .point").first
     dot.wait_for()
-    box = dot.bounding_box()
-    click_plot_point(page, feature_map, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    click_plot_point(page, feature_map, dot)
     page.get_by_text("1 image(s) picked on the map").wait_for(timeout=30_000)
     time.sleep(1.5)
     screenshot(page, "9d_results_feature_map")
