@@ -89,7 +89,7 @@ with tabs[1]:
                                type="zip", key="zip_upload")
     if archive is not None and st.button("Add this zip", key="add_zip", type="primary"):
         with user_errors("Could not read the zip"), tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # the zip's name names the dataset
+            path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # messages then name the user's file
             path.write_bytes(archive.getvalue())
             _ingest_into_new(Path(archive.name).stem, path)
 

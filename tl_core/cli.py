@@ -289,12 +289,12 @@ def cmd_runs(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_run
+    from .export import export_bundle
     from .runs import RunStore
 
     run = RunStore(_workspace(args)).get(args.run)
     out = Path(args.out or run.dir / "export")
-    report = export_run(run, out, formats=tuple(args.format))
+    report = export_bundle(run, out, formats=tuple(args.format))
     print(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, indent=2, default=str))
     print(f"Bundle written to {out}")
     return 0

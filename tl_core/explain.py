@@ -267,18 +267,11 @@ def model_view(image: Image.Image | Path | str | bytes, preprocess) -> tuple[tor
     """An image as the app's model sees it: the normalised input [1, 3, crop, crop] and the centre
     crop as a PIL image (to draw the heatmap on). Decoded by ``tl_core.data`` like training data;
     pass uploads as bytes or a path so that their EXIF orientation is honoured."""
-    import io
-
-    from .data import center_crop, decode_square
+    from .data import center_crop
+    from .evaluation import load_images
     from .training import Normalizer
 
-    if isinstance(image, Image.Image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")  # lossless: the same pixels go through the same decoder
-        image = buffer.getvalue()
-    source = io.BytesIO(image) if isinstance(image, bytes) else image
-    square = torch.from_numpy(np.array(decode_square(source, preprocess.resize_size)))[None]
-    crop = center_crop(square, preprocess.crop_size)
+    crop = center_crop(load_images([image], preprocess.resize_size), preprocess.crop_size)
     x = Normalizer(preprocess.mean, preprocess.std, torch.device("cpu"))(crop).contiguous()
     return x, Image.fromarray(crop[0].permute(1, 2, 0).numpy())
 

@@ -509,8 +509,8 @@ def run_metadata(run) -> dict[str, Any]:
     if ds is not None:
         data["class_counts"] = {c: sum(1 for r in ds.records if r.label == c) for c in ds.classes}
     meta["data"] = data
-    split = "test" if run.read_json("eval_test.json") else "val"
-    evaluation = run.read_json(f"eval_{split}.json")
+    split, evaluation = next(((split, found) for split in ("test", "val")
+                              if (found := run.read_json(f"eval_{split}.json"))), ("val", None))
     if evaluation:
         meta["per_class"], meta["per_class_split"] = evaluation.get("per_class", []), split
         preds = evaluation.get("predictions", [])
@@ -557,7 +557,6 @@ def export_bundle(run, out_dir: Path | str, formats: Sequence[str] = FORMATS, ki
                         check_images=images)
 
 
-export_run = export_bundle  # the name tl_core.cli uses
 
 
 def zip_bundle(out_dir: Path | str) -> bytes:

@@ -60,4 +60,17 @@ def device_info(index: int = 0) -> DeviceInfo:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return DeviceInfo("mps", "Apple GPU (MPS)", None, None, None, ram)
     cores = psutil.cpu_count(logical=True) or 1
-    return DeviceInfo("cpu", f"CPU ({cores} cores)", None, None, psutil.cpu_percent(interval=0.1), ram)
+    return DeviceInfo("cpu", f"CPU ({cores} cores)", None, None, _cpu_percent(), ram)
+
+
+_cpu_primed = False
+
+
+def _cpu_percent() -> float:
+    """CPU use since the previous call (psutil keeps the last sample). Only the first call of a
+    process blocks, for a 0.1 s sample; the Train page's 1 s refresh must not wait on every call."""
+    global _cpu_primed
+    if not _cpu_primed:
+        _cpu_primed = True
+        return psutil.cpu_percent(interval=0.1)
+    return psutil.cpu_percent(interval=None)

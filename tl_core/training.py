@@ -239,7 +239,7 @@ def make_optimizer(name: str, groups: list[dict], lr: float, weight_decay: float
     raise ConfigError(f"Unknown optimizer '{name}'; choose adamw, sgd or rmsprop.")
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
     """Stepped once per batch."""
     total_steps = max(1, total_steps)
     if name == "cosine":
@@ -350,9 +350,8 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.train.optimizer, param_groups(model, cfg.freeze, cfg.train.lr),
                                         cfg.train.lr, cfg.train.weight_decay)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * cfg.train.epochs
-        self.scheduler = make_scheduler(cfg.train.schedule, self.optimizer, self.total_steps, steps_per_epoch)
+        self.scheduler = make_scheduler(cfg.train.schedule, self.optimizer, self.total_steps)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
         start_epoch = self._maybe_resume() + 1
@@ -422,10 +421,10 @@ class Trainer:
         crop = self.preprocess.crop_size
         return lambda batch: center_crop(batch, crop)
 
-    def _loader(self, indices: Sequence[int], transform, shuffle: bool, epoch: int = 0, batch_size: int | None = None):
+    def _loader(self, indices: Sequence[int], transform, shuffle: bool, epoch: int = 0):
         data = self.data
         return make_loader(data.images, indices, [data.labels[i] for i in indices], transform,
-                           batch_size or self.config.train.batch_size, shuffle=shuffle,
+                           self.config.train.batch_size, shuffle=shuffle,
                            seed=self.config.train.seed + epoch, num_workers=self.config.train.num_workers,
                            pin_memory=self.device.type == "cuda")
 
@@ -459,12 +458,10 @@ class Trainer:
         new = max(1, self.config.train.batch_size // 2)
         self.config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, batch_size=new))
         done = step_at_start / max(self.total_steps, 1)  # the share of the run behind us
-        self.steps_per_epoch = math.ceil(len(self.data.train) / new)
-        self.total_steps = self.steps_per_epoch * self.config.train.epochs
+        self.total_steps = math.ceil(len(self.data.train) / new) * self.config.train.epochs
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base
-        self.scheduler = make_scheduler(self.config.train.schedule, self.optimizer, self.total_steps,
-                                        self.steps_per_epoch)
+        self.scheduler = make_scheduler(self.config.train.schedule, self.optimizer, self.total_steps)
         self.global_step = round(done * self.total_steps)
         for _ in range(self.global_step):
             self.scheduler.step()

@@ -292,16 +292,11 @@ def map_coords(features: np.ndarray, method: str) -> np.ndarray:
 def body_was_frozen(run: Run) -> bool:
     from tl_core.freeze import body_frozen_throughout
 
+    from .models import skeleton_model
+
     cfg = run.config
-    model_groups = _group_names(cfg.model.backbone, len(run.classes))
+    model_groups = list(skeleton_model(cfg.model.backbone, cfg.model.head, max(len(run.classes), 2)).group_names)
     return body_frozen_throughout(cfg.freeze, model_groups, cfg.train.epochs)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _group_names(backbone: str, num_classes: int) -> list[str]:
-    from tl_core.backbones import build_model
-
-    return list(build_model(backbone, max(num_classes, 2), pretrained=False).group_names)
 
 
 def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
@@ -350,14 +345,14 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
         else:
             left, right = st.columns(2)
             maps = [(left, "before", "Before: ImageNet backbone"), (right, "after", "After: fine-tuned backbone")]
+        pictures = {row: thumbnail_of(Path(root) / paths[row], MAP_PICTURE_SIZE)
+                    for row in pictured_rows(list(shown["true"]), MAP_PICTURES_MAX)} if show_pictures else {}
         picked: list[int] = []
         for col, which, title in maps:
             placed = labels.assign(x=coords[which][:, 0], y=coords[which][:, 1])
             fig = embedding_figure(placed, colour, title)
-            if show_pictures:
-                rows = pictured_rows(list(shown["true"]), MAP_PICTURES_MAX)
-                add_thumbnails(fig, coords[which],
-                               {row: thumbnail_of(Path(root) / paths[row], MAP_PICTURE_SIZE) for row in rows})
+            if pictures:
+                add_thumbnails(fig, coords[which], pictures)
             with col:
                 event = st.plotly_chart(fig, key=f"{key}_map_{which}",
                                         on_select="rerun", selection_mode=("points", "box", "lasso"))

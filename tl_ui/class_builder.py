@@ -14,7 +14,7 @@ from pathlib import Path
 import streamlit as st
 
 from tl_core.data import Dataset
-from tl_core.snapshots import IMAGE_SUFFIXES, SnapshotTray
+from tl_core.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 
 from .feedback import user_errors
 from .state import AppState
@@ -40,32 +40,34 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
                 "class work best; vary the angle, distance and background.")
     typed = class_names(st.text_input("Class names, separated by commas", key="class_names",
                                       placeholder="healthy, spotted, wilted"))
-    counts = tray.counts()
-    classes = typed + [c for c in counts if c not in typed]  # classes holding images stay listed
+    snapshots = tray.items()  # read once per run; every change below ends in a rerun
+    classes = typed + [c for c in dict.fromkeys(s.label for s in snapshots) if c not in typed]  # with images: listed
     if not classes:
         st.caption("Type two or more class names to start.")
         return
 
     if st.toggle("Use the webcam", key="use_camera", help="Take photos with this computer's camera; each one "
                  "goes to the class picked below. The browser asks once for permission."):
-        _camera(tray, classes)
-        counts = tray.counts()
+        shot = _camera(tray, classes)
+        if shot is not None:
+            snapshots.append(shot)
 
+    by_class: dict[str, list[Snapshot]] = {}
+    for snapshot in snapshots:
+        by_class.setdefault(snapshot.label, []).append(snapshot)
     for label in classes:
-        _class_card(tray, label, counts.get(label, 0))
+        _class_card(tray, label, by_class.get(label, []))
 
-    total = sum(counts.values())
+    total = len(snapshots)
     c1, c2 = st.columns(2)
     with c1.popover("Throw all these images away", icon=":material/delete:", disabled=not total):
         st.markdown(f"Delete all {total} images collected here? This cannot be undone.")
         if st.button("Yes, delete them", key="tray_clear", type="primary"):
             tray.clear()
             st.rerun()
-    ready = sum(1 for c in classes if counts.get(c)) >= 2
+    ready = sum(1 for c in classes if by_class.get(c)) >= 2
     if c2.button(f"Create dataset from {total} images", key="add_classes", type="primary",
                  disabled=not ready, help=None if ready else "Two or more classes need images first."):
-        snapshots = tray.items()
-
         def took(ds: Dataset) -> None:  # right after the import, before anything can interrupt the page
             tray.remove(SnapshotTray.taken_by(ds, snapshots))
 
@@ -75,7 +77,8 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
             st.rerun()
 
 
-def _camera(tray: SnapshotTray, classes: list[str]) -> None:
+def _camera(tray: SnapshotTray, classes: list[str]) -> Snapshot | None:
+    """The webcam and its class picker; returns the photo just kept, if any."""
     label = st.radio("Photos go to class", classes, horizontal=True, key="snap_label")
     shot = st.camera_input("Webcam", key="camera",
                            help="After each photo, press *Clear photo* to take the next one.")
@@ -83,11 +86,14 @@ def _camera(tray: SnapshotTray, classes: list[str]) -> None:
     if shot is not None and shot.file_id not in seen:
         seen.add(shot.file_id)
         with user_errors("Could not keep the photo"):
-            tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg")
+            kept = tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg")
             st.toast(f"Photo kept in **{label}**")
+            return kept
+    return None
 
 
-def _class_card(tray: SnapshotTray, label: str, count: int) -> None:
+def _class_card(tray: SnapshotTray, label: str, images: list[Snapshot]) -> None:
+    count = len(images)
     with st.container(border=True):
         head, undo = st.columns([4, 1])
         head.markdown(f"**{label}** · {count} image{'s' if count != 1 else ''}")
@@ -105,7 +111,7 @@ def _class_card(tray: SnapshotTray, label: str, count: int) -> None:
                 tray.add_many(label, [(f.getvalue(), Path(f.name).suffix) for f in files])
             generations[label] = generations.get(label, 0) + 1
             st.rerun()
-        recent = [s for s in tray.items() if s.label == label][-RECENT:]
+        recent = images[-RECENT:]
         pictures = [(i, thumbnail_of(s.path, 96)) for i, s in enumerate(recent, start=count - len(recent) + 1)]
         if pictures:
             shown = [(i, p) for i, p in pictures if p is not None]

@@ -22,14 +22,14 @@ def backbone_table() -> pd.DataFrame:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
-def _skeleton(backbone: str, head: HeadConfig, num_classes: int):
+def skeleton_model(backbone: str, head: HeadConfig, num_classes: int):
     """An untrained model, only to count parameters per group. Read-only: never trained."""
     return build_model(backbone, num_classes, head, pretrained=False)
 
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,
                  epoch: int = 1) -> list[GroupInfo]:
-    return freeze_report(_skeleton(backbone, head, num_classes), plan, epoch)
+    return freeze_report(skeleton_model(backbone, head, num_classes), plan, epoch)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -103,12 +103,6 @@ def gradcam_overlays(run_dir: str, stamp: float, images: tuple[str | bytes, ...]
     return out
 
 
-def gradcam_overlay(run: Run, image: str | bytes, stage: str | None,
-                    target: int | None = None) -> tuple[np.ndarray, str] | str:
-    """One image's ``gradcam_overlays`` entry."""
-    return gradcam_overlays(str(run.dir), checkpoint_stamp(run), (image,), stage, (target,))[0]
-
-
 def gradcam_many(run: Run, images: list[str | bytes], stage: str | None, targets: list[int | None],
                  bar=None) -> list[tuple[np.ndarray, str] | str]:
     """``gradcam_overlays`` in chunks, moving an ``st.progress`` bar between them."""
