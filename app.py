@@ -7,7 +7,6 @@ from tl_ui import get_state, sidebar
 st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
 
 # Every page is listed here (st.navigation turns off the automatic pages/ discovery).
-# Later pages (predict, export) are added to this list.
 PAGES = [
     st.Page("pages/1_data.py", title="1 · Data", icon=":material/photo_library:", url_path="data",
             default=True),
