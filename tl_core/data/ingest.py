@@ -234,7 +234,7 @@ def _check_zip(name: str, data: bytes, limits: Limits) -> tuple[list[CheckedImag
     with _open_zip(io.BytesIO(data), name) as zf:
         entries, _, unsafe = _zip_members(zf, limits, name)
         good: list[CheckedImage] = []
-        bad = [Skipped(f"{name}/{s.path}", s.reason) for s in unsafe if not is_junk(s.path)]
+        bad = [Skipped(f"{name}/{s.path}", s.reason) for s in unsafe]  # reported even if junk-like, as ingest does
         for entry in entries:
             if is_junk(entry.rel):
                 continue
