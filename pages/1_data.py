@@ -1,6 +1,5 @@
 """Data: bring images in (sample, zip, folder, per-class uploads, webcam, downloads), check them, split."""
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from tl_core import data as tl_data
 from tl_core import downloads
 from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
+from tl_core.errors import DataError
 from tl_core.workspace import Workspace
 from tl_ui import class_builder, get_state, intro, user_errors
 from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
@@ -46,9 +46,9 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
     With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
     which is then ingested where it is. ``on_ingested(ds)`` runs right after a successful import,
     before any Streamlit call that a click could interrupt."""
-    dest = catalog.new_dir(name)
     bar = st.progress(0.0, text="Reading images…")
-    try:
+
+    def build(dest: Path) -> tl_data.Dataset:
         if in_place:
             source(dest)
             ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
@@ -56,12 +56,13 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
             ds = tl_data.ingest(source, dest, progress=progress_callback(bar), name=name)
         if on_ingested is not None:
             on_ingested(ds)
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise
+        return ds
+
+    try:
+        ds = tl_data.create_dataset(catalog.new_dir(name), build)
     finally:
         bar.empty()
-    state.select_dataset(dest.name)
+    state.select_dataset(ds.root.name)
     st.toast(f"Added **{ds.name}**: {len(ds.records)} images in {len(ds.classes)} classes.")
 
 
@@ -112,14 +113,9 @@ with tabs[4]:
     limit = st.number_input("Images per class to keep", 10, 1000, 50, step=10, key="download_limit")
     if st.button("Download", key="download", icon=":material/cloud_download:"):
         with user_errors("Could not download"), st.spinner(f"Downloading {choice}…"):
-            dest = catalog.new_dir(choice)
-            try:
-                downloads.download_dataset(choice, dest, per_class=int(limit),
-                                           cache_dir=Workspace.default().root / "downloads")
-            except BaseException:
-                shutil.rmtree(dest, ignore_errors=True)
-                raise
-            state.select_dataset(dest.name)
+            ds = tl_data.create_dataset(catalog.new_dir(choice), lambda dest: downloads.download_dataset(
+                choice, dest, per_class=int(limit), cache_dir=Workspace.default().root / "downloads"))
+            state.select_dataset(ds.root.name)
 
 entries = catalog.list()
 if entries:
@@ -127,11 +123,8 @@ if entries:
     labels = {e.id: f"{e.name} · {e.num_images} images, {e.num_classes} classes ({e.id})" for e in entries}
     if state.dataset_id not in ids:
         state.select_dataset(ids[0])
-    # The box follows the state (a dataset just added becomes current); the user's pick goes to
-    # the state through the callback, before the page is drawn again.
-    st.session_state["dataset_pick"] = state.dataset_id
-    st.selectbox("Current dataset", ids, format_func=labels.get, key="dataset_pick",
-                 on_change=lambda: state.select_dataset(st.session_state["dataset_pick"]))
+    st.selectbox("Current dataset", ids, format_func=labels.get, key=state.dataset_pick_key(),
+                 on_change=state.take_dataset_pick)
 
 if not state.dataset_dir():
     st.info("No dataset yet. Click **Use the sample dataset** above to try TL Studio in two clicks.")
@@ -140,45 +133,8 @@ if not state.dataset_dir():
 with user_errors("Could not open the dataset"):
     ds = catalog.load(state.dataset_id)
     st.subheader("2 · Health report")
-    report = tl_data.health_report(ds)
-    for message in report.errors:
-        st.error(message, icon=":material/error:")
-    for message in report.warnings:
-        st.warning(message, icon=":material/warning:")
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Images", report.num_images)
-    c2.metric("Classes", len(report.class_counts))
-    c3.metric("Skipped files", len(report.skipped))
-    c4.metric("Duplicate groups", len(report.duplicate_groups))
-
-    counts = pd.DataFrame({"class": list(report.class_counts), "images": list(report.class_counts.values())})
-    left, right = st.columns(2)
-    left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class", text="images")
-                      .update_layout(height=320), key="class_bar")
-    sizes = pd.DataFrame(report.sizes, columns=["width", "height"])
-    sizes["shorter side (px)"] = sizes.min(axis=1)
-    right.plotly_chart(px.histogram(sizes, x="shorter side (px)", nbins=30, title="Image sizes")
-                       .update_layout(height=320), key="size_hist")
-
-    st.markdown("**A few images of each class**")
-    by_class: dict[str, list] = {}
-    for record in ds.records:
-        if len(by_class.setdefault(record.label, [])) < 8:
-            by_class[record.label].append(record)
-    for label in ds.classes:
-        thumbs = [t for t in (thumbnail_of(ds.path_of(r)) for r in by_class.get(label, [])) if t]
-        st.caption(f"{label} ({report.class_counts.get(label, 0)})")
-        if thumbs:
-            st.image(thumbs, width=96)
-
-    if report.skipped:
-        with st.expander(f"Skipped files ({len(report.skipped)}): not used for training", expanded=True):
-            st.dataframe(pd.DataFrame(report.skipped), hide_index=True, key="skipped_table",
-                         column_config={"path": "File", "reason": "Why it was skipped"})
-    if report.duplicate_groups:
-        with st.expander(f"Duplicate images ({len(report.duplicate_groups)} groups)"):
-            st.dataframe(pd.DataFrame({"identical files": [", ".join(g) for g in report.duplicate_groups]}),
-                         hide_index=True)
+    # Drawn once the split below is chosen: the report looks for duplicates leaking across it.
+    report_area = st.container()
 
     st.subheader("3 · Split")
     has_val = any(r.split == "val" for r in ds.records)
@@ -191,12 +147,56 @@ with user_errors("Could not open the dataset"):
                                     help="Kept aside for one final check; 0 = no test set.")
     state.split_seed = int(c3.number_input("Shuffle seed", 0, 10_000, state.split_seed,
                                            help="The same seed gives the same split every time."))
-    split = tl_data.make_split(ds, state.val_fraction, state.test_fraction, state.split_seed)
-    rows = []
-    for name, indices in (("train", split.train), ("validation", split.val), ("test", split.test)):
+    try:
+        split = tl_data.make_split(ds, state.val_fraction, state.test_fraction, state.split_seed)
+    except DataError as exc:  # the report still says what is wrong; the split's error comes after it
+        split, split_error = None, exc
+    else:
+        split_error = None
+    report = tl_data.health_report(ds, split)
+
+    with report_area:
+        for message in report.errors:
+            st.error(message, icon=":material/error:")
+        for message in report.warnings:
+            st.warning(message, icon=":material/warning:")
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Images", report.num_images)
+        c2.metric("Classes", len(report.class_counts))
+        c3.metric("Skipped files", len(report.skipped))
+        c4.metric("Duplicate groups", len(report.duplicate_groups))
+
+        counts = pd.DataFrame({"class": list(report.class_counts), "images": list(report.class_counts.values())})
+        left, right = st.columns(2)
+        left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class", text="images")
+                          .update_layout(height=320), key="class_bar")
+        sizes = pd.DataFrame(report.sizes, columns=["width", "height"])
+        sizes["shorter side (px)"] = sizes.min(axis=1)
+        right.plotly_chart(px.histogram(sizes, x="shorter side (px)", nbins=30, title="Image sizes")
+                           .update_layout(height=320), key="size_hist")
+
+        st.markdown("**A few images of each class**")
+        examples = ds.examples(per_class=8)
         for label in ds.classes:
-            rows.append({"split": name, "class": label,
-                         "images": sum(ds.records[i].label == label for i in indices)})
+            thumbs = [t for t in (thumbnail_of(ds.path_of(r)) for r in examples.get(label, [])) if t]
+            st.caption(f"{label} ({report.class_counts.get(label, 0)})")
+            if thumbs:
+                st.image(thumbs, width=96)
+
+        if report.skipped:
+            with st.expander(f"Skipped files ({len(report.skipped)}): not used for training", expanded=True):
+                st.dataframe(pd.DataFrame(report.skipped), hide_index=True, key="skipped_table",
+                             column_config={"path": "File", "reason": "Why it was skipped"})
+        if report.duplicate_groups:
+            with st.expander(f"Duplicate images ({len(report.duplicate_groups)} groups)"):
+                st.dataframe(pd.DataFrame({"identical files": [", ".join(g) for g in report.duplicate_groups]}),
+                             hide_index=True)
+
+    if split_error is not None:
+        raise split_error
+    split_names = {"train": "train", "val": "validation", "test": "test"}
+    rows = [{"split": shown, "class": label, "images": report.split_counts.get(key, {}).get(label, 0)}
+            for key, shown in split_names.items() for label in ds.classes]
     st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group",
                            title="Images per class and split").update_layout(height=320), key="split_bar")
     st.page_link("pages/2_model.py", label="Next: choose a model", icon=":material/arrow_forward:")

@@ -121,7 +121,7 @@ def live_view(run_id: str, was_active: bool) -> None:
         # saying so. Said only after that rerun, a click on another page made on seeing the news
         # cannot be overtaken by this rerun, which would keep the user here.
         st.rerun()
-    curves = curves_for(st.session_state.setdefault("tl_curves", {}), current)
+    curves = curves_for(state.curves, current)
     name = current.config.name or current.id
     st.subheader(f"Run {name}")
 

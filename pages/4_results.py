@@ -93,8 +93,7 @@ st.subheader("Compare runs")
 default = [r for r in ids if summaries[r]["state"] in ("finished", "cancelled", "running")][:5]
 chosen = st.multiselect("Runs to overlay", ids, default=default, format_func=_label, key="compare_runs")
 if chosen:
-    store = st.session_state.setdefault("tl_curves", {})
-    curves = {_label(r): curves_for(store, state.runs.get(r)) for r in chosen}
+    curves = {_label(r): curves_for(state.curves, state.runs.get(r)) for r in chosen}
     column = st.radio("Curve", ["val_acc", "val_loss", "train_loss"], horizontal=True, key="compare_metric",
                       format_func={"val_acc": "validation accuracy", "val_loss": "validation loss",
                                    "train_loss": "training loss"}.get)

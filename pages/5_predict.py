@@ -100,10 +100,10 @@ with batch_tab:
             predictions = predict_all(run, images, top_k, progress=report)
             bar.empty()
             # Kept in the session: the download button reruns the page, the table must stay.
-            st.session_state["predict_batch"] = {
+            state.predict_batch = {
                 "run": run.id, "table": results_table(images, predictions) if images else None,
                 "rejected": rejected}
-    batch = st.session_state.get("predict_batch")
+    batch = state.predict_batch
     if batch and batch["run"] == run.id:
         rejected_message(batch["rejected"])
         table = batch["table"]

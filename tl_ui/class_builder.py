@@ -46,9 +46,10 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
         st.caption("Type two or more class names to start.")
         return
 
-    if st.toggle("Use the webcam", key="use_camera", help="Take photos with this computer's camera; each one "
-                 "goes to the class picked below. The browser asks once for permission."):
-        shot = _camera(tray, classes)
+    use_camera = st.toggle("Use the webcam", key="use_camera", help="Take photos with this computer's camera; "
+                           "each one goes to the class picked below. The browser asks once for permission.")
+    if use_camera:
+        shot = _camera(state, tray, classes)
         if shot is not None:
             snapshots.append(shot)
 
@@ -56,7 +57,7 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
     for snapshot in snapshots:
         by_class.setdefault(snapshot.label, []).append(snapshot)
     for label in classes:
-        _class_card(tray, label, by_class.get(label, []))
+        _class_card(state, tray, label, by_class.get(label, []))
 
     total = len(snapshots)
     c1, c2 = st.columns(2)
@@ -72,19 +73,18 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
             tray.remove(SnapshotTray.taken_by(ds, snapshots))
 
         with user_errors("Could not create the dataset"):
-            name = "webcam" if st.session_state.get("use_camera") else "my-classes"
+            name = "webcam" if use_camera else "my-classes"
             ingest_into_new(name, tray.as_uploads(snapshots), on_ingested=took)
             st.rerun()
 
 
-def _camera(tray: SnapshotTray, classes: list[str]) -> Snapshot | None:
+def _camera(state: AppState, tray: SnapshotTray, classes: list[str]) -> Snapshot | None:
     """The webcam and its class picker; returns the photo just kept, if any."""
     label = st.radio("Photos go to class", classes, horizontal=True, key="snap_label")
     shot = st.camera_input("Webcam", key="camera",
                            help="After each photo, press *Clear photo* to take the next one.")
-    seen = st.session_state.setdefault("tl_snapshots_seen", set())
-    if shot is not None and shot.file_id not in seen:
-        seen.add(shot.file_id)
+    if shot is not None and shot.file_id not in state.snapshots_seen:
+        state.snapshots_seen.add(shot.file_id)
         with user_errors("Could not keep the photo"):
             kept = tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg")
             st.toast(f"Photo kept in **{label}**")
@@ -92,7 +92,7 @@ def _camera(tray: SnapshotTray, classes: list[str]) -> Snapshot | None:
     return None
 
 
-def _class_card(tray: SnapshotTray, label: str, images: list[Snapshot]) -> None:
+def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Snapshot]) -> None:
     count = len(images)
     with st.container(border=True):
         head, undo = st.columns([4, 1])
@@ -102,7 +102,7 @@ def _class_card(tray: SnapshotTray, label: str, images: list[Snapshot]) -> None:
             tray.remove_last(label)
             st.rerun()
         # A fresh (empty) uploader after each drop: the files now live in the tray, shown below.
-        generations = st.session_state.setdefault("tl_upload_generation", {})
+        generations = state.upload_generation
         files = st.file_uploader(f"Add images of **{label}**", type=[s[1:] for s in IMAGE_SUFFIXES],
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")

@@ -1,34 +1,22 @@
 """The Predict page's pieces: uploads (photos, a folder, a zip) to checked images, cached
 predictions, and the per-image view (photo, Grad-CAM, top-k bars).
 
-Uploaded files are checked with the same rules as dataset imports (``tl_core.data.safety``), so
-a corrupt file or a non-image gets a reason and the other files are still classified.
+Uploaded files are checked by the engine with the same rules as dataset imports
+(``tl_core.data.check_images``), so a corrupt file or a non-image gets a reason and the other
+files are still classified.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.data.safety import (
-    Limits,
-    Skip,
-    check_archive_caps,
-    check_member_name,
-    extension_reason,
-    inspect_image,
-    is_junk,
-    zip_member_is_symlink,
-)
-from tl_core.errors import DataError
+from tl_core.data import Limits, check_images
 from tl_core.runs import Run
 
 from .trained import checkpoint_stamp, gradcam_many
@@ -58,72 +46,12 @@ class Rejected:
     reason: str  # written for the user
 
 
-def _checked(name: str, data: bytes, limits: Limits) -> Incoming | Rejected:
-    try:
-        inspect_image(data, limits)
-    except Skip as exc:
-        return Rejected(name, str(exc))
-    return Incoming(name, data)
-
-
-def _from_zip(name: str, data: bytes, limits: Limits) -> tuple[list[Incoming], list[Rejected]]:
-    good: list[Incoming] = []
-    bad: list[Rejected] = []
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        return [], [Rejected(name, "not a valid .zip file (damaged or another format)")]
-    with archive:
-        infos = archive.infolist()
-        try:
-            check_archive_caps(infos, limits, name)
-        except DataError as exc:
-            return [], [Rejected(name, str(exc))]
-        for info in infos:
-            if info.is_dir() or is_junk(info.filename):
-                continue
-            member = f"{name}/{info.filename}"
-            try:
-                rel = check_member_name(info.filename)
-                if zip_member_is_symlink(info):
-                    raise Skip("a link, not a file")
-                reason = extension_reason(rel)
-                if reason:
-                    raise Skip(reason)
-                if info.flag_bits & 0x1:
-                    raise Skip("password-protected in the archive")
-                if info.file_size > limits.max_file_bytes:
-                    raise Skip(f"file is larger than {limits.max_file_bytes // 1024**2} MiB")
-                content = archive.read(info)
-            except Skip as exc:
-                bad.append(Rejected(member, str(exc)))
-                continue
-            except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, RuntimeError) as exc:
-                bad.append(Rejected(member, f"damaged inside the archive ({exc})"))
-                continue
-            checked = _checked(f"{name}/{rel}", content, limits)
-            (good if isinstance(checked, Incoming) else bad).append(checked)
-    return good, bad
-
-
 def collect_images(files: Sequence, limits: Limits | None = None) -> tuple[list[Incoming], list[Rejected]]:
     """Uploaded files (Streamlit ``UploadedFile`` or anything with ``.name`` and ``.getvalue()``),
-    zips unpacked in memory, to readable images and rejected files with the reason."""
-    limits = limits or Limits()
-    good: list[Incoming] = []
-    bad: list[Rejected] = []
-    for file in files:
-        name, data = file.name, file.getvalue()
-        if is_junk(name):
-            continue
-        if PurePosixPath(name).suffix.lower() == ".zip":
-            more_good, more_bad = _from_zip(name, data, limits)
-            good += more_good
-            bad += more_bad
-            continue
-        checked = _checked(name, data, limits)
-        (good if isinstance(checked, Incoming) else bad).append(checked)
-    return good, bad
+    zips unpacked in memory, to readable images and rejected files with the reason
+    (``tl_core.data.check_images``: the checks and wording of a dataset import)."""
+    good, bad = check_images(((file.name, file.getvalue()) for file in files), limits)
+    return [Incoming(g.name, g.data) for g in good], [Rejected(b.path, b.reason) for b in bad]
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

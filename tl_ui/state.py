@@ -44,6 +44,11 @@ class AppState:
     pretrained: bool = True
     _saved_choices: dict | None = field(default=None, repr=False, compare=False)
     _persist: bool = field(default=False, repr=False, compare=False)  # on once loaded from disk
+    # -- what the pages keep for this browser session only (never on disk) -------------------
+    curves: dict = field(default_factory=dict, repr=False, compare=False)  # run id -> RunCurves read so far
+    predict_batch: dict | None = field(default=None, repr=False, compare=False)  # Predict's last table
+    snapshots_seen: set[str] = field(default_factory=set, repr=False, compare=False)  # webcam file ids kept
+    upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
 
     def __setattr__(self, name: str, value) -> None:
         super().__setattr__(name, value)
@@ -120,6 +125,19 @@ class AppState:
     def select_run(self, run_id: str | None) -> None:
         self.run_id = run_id
         sync_query_params(self)
+
+    # -- widgets bound to the state ----------------------------------------------------------
+    DATASET_PICK = "dataset_pick"  # the Data page's dataset box (a widget key lives in st.session_state)
+
+    def dataset_pick_key(self) -> str:
+        """Key for the box that picks the current dataset, set to follow the state (a dataset just
+        added becomes current); pass ``on_change=state.take_dataset_pick``."""
+        st.session_state[self.DATASET_PICK] = self.dataset_id
+        return self.DATASET_PICK
+
+    def take_dataset_pick(self) -> None:
+        """The box's callback: the user's pick becomes current before the page is drawn again."""
+        self.select_dataset(st.session_state[self.DATASET_PICK])
 
 
 def _valid(value: str | None) -> str | None:

@@ -155,3 +155,42 @@ def test_throwing_the_collected_images_away_asks_first(app, session_workspace):
     no_exceptions(app)
     assert tray.items() == []
     assert "Type two or more class names" in " ".join(c.value for c in app.caption)
+
+
+def test_a_duplicate_split_between_train_and_validation_is_flagged_as_a_leak(app, session_workspace, tmp_path):
+    """The report looks at the split chosen on the page: with two images per class, one goes to
+    train and one to validation, so two copies of one photo leak from training into validation."""
+    import shutil
+
+    from tests.conftest import write_image_folder
+    from tl_core.catalog import DatasetCatalog
+    from tl_core.data import ingest
+
+    folder = write_image_folder(tmp_path / "dup", {"red": 2, "blue": 2})
+    shutil.copy(folder / "red" / "0.jpg", folder / "red" / "1.jpg")
+    dest = DatasetCatalog(session_workspace).new_dir("dup")
+    ingest(folder, dest)
+    app.query_params["dataset"] = dest.name
+    app.run()
+    no_exceptions(app)
+    warnings = " ".join(w.value for w in app.warning)
+    assert "1 image(s) appear in more than one of train/val/test" in warnings
+    assert {m.label: m.value for m in app.metric}["Duplicate groups"] == "1"
+    split_chart = next(c for c in app.get("plotly_chart") if "Images per class and split" in c.proto.spec)
+    assert '"validation"' in split_chart.proto.spec
+
+
+def test_a_class_too_small_to_split_still_gets_its_health_report(app, session_workspace, tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core.catalog import DatasetCatalog
+    from tl_core.data import ingest
+
+    dest = DatasetCatalog(session_workspace).new_dir("small")
+    ingest(write_image_folder(tmp_path / "small", {"red": 1, "blue": 4}), dest)
+    app.query_params["dataset"] = dest.name
+    app.run()
+    no_exceptions(app)
+    assert {m.label: m.value for m in app.metric}["Images"] == "5"
+    errors = [e.value for e in app.error]
+    assert any("'red' has only 1 image(s)" in e for e in errors)  # the report
+    assert any("needs at least 2 to be split" in e for e in errors)  # the split, after it

@@ -119,3 +119,17 @@ def test_a_webcam_photo_is_classified(app, trained_run, monkeypatch):  # noqa: F
     _open_predict(app)
     assert "**camera.jpg** → **blue**" in " ".join(m.value for m in app.markdown)
     assert any("where it looked for 'blue'" in c for el in app.get("image") for c in el.captions)
+
+
+def test_collect_images_reports_a_zip_member_outside_the_archive():
+    """The Predict page checks uploads with the engine (``tl_core.data.check_images``): a member
+    named with ``../`` is reported as unsafe, as a dataset import reports it, never read."""
+    from tl_ui.predict_views import collect_images
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/a.jpg", jpeg("red"))
+        zf.writestr("../escape.jpg", jpeg("blue"))
+    good, bad = collect_images([Upload("up.zip", archive.getvalue())])
+    assert [g.name for g in good] == ["up.zip/ok/a.jpg"]
+    assert [(b.name, "points outside the archive" in b.reason) for b in bad] == [("up.zip/../escape.jpg", True)]

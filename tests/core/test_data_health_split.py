@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -105,3 +106,23 @@ def test_class_missing_from_train_is_an_error():
     ds.records.append(ImageRecord("v/b.jpg", "b", "val", "vb", 10, 10))
     with pytest.raises(DataError, match="'b' has no training images"):
         make_split(ds, 0.2)
+
+
+def test_the_chosen_split_turns_a_duplicate_into_a_leak():
+    """Without a split of its own, a duplicate is only a duplicate; once the split the user chose
+    puts one copy in train and the other in validation, the report calls it a leak."""
+    ds = fake({"a": 2, "b": 2})
+    ds.records[1] = dataclasses.replace(ds.records[1], sha256=ds.records[0].sha256)  # a/1 is a copy of a/0
+    assert health_report(ds).cross_split_duplicates == []
+    split = make_split(ds, 0.5)  # two images per class: one to train, one to validate
+    report = health_report(ds, split)
+    assert report.cross_split_duplicates == [["a/0.jpg", "a/1.jpg"]]
+    assert any("more than one of train/val/test" in w for w in report.warnings)
+    assert report.split_counts == {"train": {"a": 1, "b": 1}, "val": {"a": 1, "b": 1}}
+
+
+def test_an_incomplete_val_folder_is_named_with_a_chosen_split_too():
+    ds = fake({"a": 4, "b": 4}, "train")
+    ds.records.append(ImageRecord("v/a.jpg", "a", "val", "va", 10, 10))
+    for split in (None, make_split(ds, 0.2)):
+        assert any("val/ folder has no images of 'b'" in w for w in health_report(ds, split).warnings)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
 from .health import HealthReport, check_trainable, health_report
-from .ingest import IMAGES_DIR, ingest
+from .ingest import IMAGES_DIR, CheckedImage, check_images, create_dataset, ingest
 from .safety import IMAGE_EXTENSIONS, Limits
 from .split import Split, make_split
 
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DATASET_FILE", "IMAGES_DIR", "IMAGE_EXTENSIONS", "PRESETS", "PRESET_HELP",
-    "Dataset", "HealthReport", "ImageRecord", "Limits", "ProgressFn", "Skipped", "Split", "UploadedImage",
-    "cache_key", "center_crop", "check_trainable", "decode_images", "decode_square", "health_report",
+    "CheckedImage", "Dataset", "HealthReport", "ImageRecord", "Limits", "ProgressFn", "Skipped", "Split", "UploadedImage",
+    "cache_key", "center_crop", "check_images", "check_trainable", "create_dataset", "decode_images", "decode_square", "health_report",
     "ingest", "make_augment", "make_split",
 ]

@@ -59,6 +59,22 @@ class Dataset:
     def path_of(self, record: ImageRecord) -> Path:
         return self.root / record.path
 
+    def examples(self, per_class: int, *, max_classes: int | None = None,
+                 on_disk: bool = False) -> dict[str, list[ImageRecord]]:
+        """The first ``per_class`` records of each class, in record order, for the first
+        ``max_classes`` classes met (all by default); with ``on_disk``, only records whose file is
+        still there. Classes without such a record are left out."""
+        picked: dict[str, list[ImageRecord]] = {}
+        for record in self.records:
+            chosen = picked.get(record.label)
+            if chosen is None and max_classes is not None and len(picked) >= max_classes:
+                if all(len(c) >= per_class for c in picked.values()):
+                    break
+                continue
+            if (chosen is None or len(chosen) < per_class) and (not on_disk or self.path_of(record).exists()):
+                picked.setdefault(record.label, []).append(record)
+        return picked
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,

@@ -45,7 +45,8 @@ class HealthReport:
 
 def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
     """Everything a user should know before training. ``split`` (else the source's own split) is
-    used to find duplicates that leak between train, val and test."""
+    used to find duplicates that leak between train, val and test and to count ``split_counts``;
+    pass the split the user chose, or a duplicate that lands in train and val goes unflagged."""
     counts = Counter(r.label for r in ds.records)
     class_counts = {c: counts.get(c, 0) for c in ds.classes}
     sizes = [(r.width, r.height) for r in ds.records]
@@ -93,8 +94,9 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
                         "and look blurry to the network.")
     if ds.skipped:
         warnings.append(f"{len(ds.skipped)} file(s) were skipped; see the list for the reason of each.")
-    if split is None and "val" in split_counts:
-        empty_val = [c for c, n in split_counts["val"].items() if n == 0 and class_counts[c] > 0]
+    source_val = Counter(r.label for r in ds.records if r.split == "val")  # make_split keeps these as given
+    if source_val:
+        empty_val = [c for c in ds.classes if source_val[c] == 0 and class_counts[c] > 0]
         if empty_val:
             warnings.append(f"The val/ folder has no images of {_names(empty_val)}; their accuracy cannot be measured.")
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import os
 import shutil
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -104,29 +105,39 @@ def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: Prog
 
 
 def _ingest_zip(path: Path, dest: Path, limits: Limits, progress: ProgressFn | None) -> Dataset:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path.name} is not a valid zip file ({exc}). Re-create the zip and try again.") from exc
-    with zf:
-        infos = zf.infolist()
-        check_archive_caps(infos, limits, path.name)
-        entries: list[_Entry] = []
-        dirs: list[str] = []
-        unsafe: list[Skipped] = []
-        for info in infos:
-            try:
-                rel = check_member_name(info.filename)
-            except Skip as why:
-                unsafe.append(Skipped(info.filename, str(why)))
-                continue
-            if info.is_dir():
-                dirs.append(rel)
-            elif zip_member_is_symlink(info):
-                unsafe.append(Skipped(info.filename, "symbolic link in the archive (not followed)"))
-            else:
-                entries.append(_Entry(name=info.filename, rel=rel, read=_zip_reader(zf, info, limits)))
+    with _open_zip(path, path.name) as zf:
+        entries, dirs, unsafe = _zip_members(zf, limits, path.name)
         return _build(entries, dirs, dest, path.stem, str(path), limits, progress, pre_skipped=unsafe)
+
+
+def _open_zip(file: Path | io.BytesIO, name: str) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{name} is not a valid zip file ({exc}). Re-create the zip and try again.") from exc
+
+
+def _zip_members(zf: zipfile.ZipFile, limits: Limits, name: str) -> tuple[list[_Entry], list[str], list[Skipped]]:
+    """(files to read, folders, members refused by name or type) of an archive whose size caps
+    (``check_archive_caps``, which raises DataError) it passes."""
+    infos = zf.infolist()
+    check_archive_caps(infos, limits, name)
+    entries: list[_Entry] = []
+    dirs: list[str] = []
+    unsafe: list[Skipped] = []
+    for info in infos:
+        try:
+            rel = check_member_name(info.filename)
+        except Skip as why:
+            unsafe.append(Skipped(info.filename, str(why)))
+            continue
+        if info.is_dir():
+            dirs.append(rel)
+        elif zip_member_is_symlink(info):
+            unsafe.append(Skipped(info.filename, "symbolic link in the archive (not followed)"))
+        else:
+            entries.append(_Entry(name=info.filename, rel=rel, read=_zip_reader(zf, info, limits)))
+    return entries, dirs, unsafe
 
 
 def _ingest_csv(path: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
@@ -181,6 +192,84 @@ def _ingest_uploads(uploads: list[UploadedImage], dest: Path, limits: Limits,
         data = up.data
         entries.append(_Entry(name=up.name, rel=rel, read=lambda data=data: data, label=up.label.strip()))
     return _build(entries, [], dest, "uploads", "uploaded images", limits, progress, pre_skipped=bad)
+
+
+# ---------------------------------------------------------------- files used as they are
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    name: str  # as handed in; a file from a zip is named "<zip name>/<path inside>"
+    data: bytes
+    width: int  # after EXIF orientation
+    height: int
+
+
+def check_images(files: Iterable[tuple[str, bytes]],
+                 limits: Limits | None = None) -> tuple[list[CheckedImage], list[Skipped]]:
+    """``(name, bytes)`` files a user hands in to be used as they are (to classify, not to import):
+    every image decoded once, a ``.zip`` read in memory with the checks and wording of a zip
+    import. Junk (``__MACOSX``, ``.DS_Store``) is dropped silently; every other file that cannot
+    be used, a whole unusable zip included, comes back as ``Skipped`` with the reason."""
+    limits = limits or Limits()
+    good: list[CheckedImage] = []
+    bad: list[Skipped] = []
+    for name, data in files:
+        if is_junk(name):
+            continue
+        if PurePosixPath(name).suffix.lower() == ".zip":
+            try:
+                more_good, more_bad = _check_zip(name, data, limits)
+            except DataError as exc:
+                more_good, more_bad = [], [Skipped(name, str(exc))]
+            good += more_good
+            bad += more_bad
+            continue
+        checked = _checked_image(name, lambda data=data: data, limits)
+        (good if isinstance(checked, CheckedImage) else bad).append(checked)
+    return good, bad
+
+
+def _check_zip(name: str, data: bytes, limits: Limits) -> tuple[list[CheckedImage], list[Skipped]]:
+    with _open_zip(io.BytesIO(data), name) as zf:
+        entries, _, unsafe = _zip_members(zf, limits, name)
+        good: list[CheckedImage] = []
+        bad = [Skipped(f"{name}/{s.path}", s.reason) for s in unsafe]  # reported even if junk-like, as ingest does
+        for entry in entries:
+            if is_junk(entry.rel):
+                continue
+            reason = extension_reason(entry.rel)
+            checked = (Skipped(f"{name}/{entry.name}", reason) if reason
+                       else _checked_image(f"{name}/{entry.rel}", entry.read, limits, f"{name}/{entry.name}"))
+            (good if isinstance(checked, CheckedImage) else bad).append(checked)
+    return good, bad
+
+
+def _checked_image(name: str, read: Callable[[], bytes], limits: Limits,
+                   skipped_name: str | None = None) -> CheckedImage | Skipped:
+    try:
+        data = read()
+        width, height = inspect_image(data, limits)
+    except Skip as why:
+        return Skipped(skipped_name or name, str(why))
+    return CheckedImage(name, data, width, height)
+
+
+# ---------------------------------------------------------------- a new dataset, whole or nothing
+
+
+def create_dataset(dest: Path, build: Callable[[Path], Dataset]) -> Dataset:
+    """Run ``build(dest)``, which makes a dataset in the fresh folder ``dest`` and returns it. If
+    it fails or is interrupted (any exception, a page rerun included), ``dest`` is removed, so no
+    half-made dataset is ever listed; a full disk is reported as a DataError that says so."""
+    try:
+        return build(dest)
+    except BaseException as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise DataError("Could not save the images: the disk is full. Free some space (delete old "
+                            "datasets or runs) and try again.") from exc
+        raise
 
 
 # ---------------------------------------------------------------- shared
