@@ -223,13 +223,8 @@ def _export_safetensors(model, dummy, path, classes, meta) -> None:
     info = {"backbone": str(meta.get("backbone", "")), "classes": json.dumps(list(classes)),
             "head": json.dumps(meta.get("config", {}).get("model", {}).get("head", {})),
             "format": "TL Studio TransferModel state_dict"}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        save_model(model, str(tmp_path), metadata=info)
-        tmp_path.replace(path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic.replacing(path) as tmp:  # save_model drops shared tensors; it wants a file name
+        save_model(model, str(tmp), metadata=info)
 
 
 _EXPORTERS = {"torchscript": _export_torchscript, "onnx": _export_onnx, "safetensors": _export_safetensors}

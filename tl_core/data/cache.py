@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 # The decoder lives in the module every export ships as predict.py: one copy, the same pixels.
+from .. import atomic
 from ..bundle_predict import decode_square
 from ..errors import DataError
 from .dataset import Dataset, ProgressFn
@@ -58,10 +58,8 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
             progress(len(indices), len(indices), "Decoded images loaded from the cache")
         return torch.from_numpy(cached)
 
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # A reader sees the whole cache or none. Not fsynced: a cache lost in a power cut is decoded again.
+    with atomic.replacing(path, fsync=False) as tmp:
         if use_mmap:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         else:
@@ -73,10 +71,6 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
         else:
             with open(tmp, "wb") as handle:
                 np.save(handle, out)
-        os.replace(tmp, path)  # atomic: a reader sees the whole cache or none
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if use_mmap:
         return torch.from_numpy(np.load(path, mmap_mode="c"))
     return torch.from_numpy(out)
