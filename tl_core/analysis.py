@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from .errors import DataError
 
@@ -52,9 +52,9 @@ def _as_index(value: int | str, df: pd.DataFrame, column: str, classes: Sequence
 def confusion(preds: Predictions, num_classes: int) -> np.ndarray:
     """Counts [true, predicted], the same cells that ``cell_images`` lists."""
     df = predictions_frame(preds)
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (df["true"].to_numpy(int), df["pred"].to_numpy(int)), 1)
-    return cm
+    if df.empty:  # scikit-learn refuses an empty input; no images is an all-zero matrix
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return confusion_matrix(df["true"].to_numpy(int), df["pred"].to_numpy(int), labels=list(range(num_classes)))
 
 
 def cell_images(preds: Predictions, true_label: int | str, pred_label: int | str,
@@ -96,6 +96,8 @@ def reliability(probs: np.ndarray | Sequence[Sequence[float]], labels: Sequence[
     labels = np.asarray(labels, dtype=np.int64)
     if probs.ndim != 2 or len(probs) != len(labels):
         raise ValueError(f"probs must be [N, C] with N = len(labels); got {probs.shape} and {len(labels)}")
+    # Not sklearn.calibration.calibration_curve: it drops empty bins and gives no counts, both of which
+    # the diagram and the ECE need.
     confidence = probs.max(1)
     correct = (probs.argmax(1) == labels).astype(np.float64)
     edges = np.round(np.linspace(0.0, 1.0, n_bins + 1), 12)  # 0.6, not 0.6000000000000001
@@ -139,16 +141,13 @@ def threshold_confusion(probs_pos: Sequence[float], labels: Sequence[int], thres
     y = np.asarray(labels, dtype=np.int64)
     if not set(np.unique(y)) <= {0, 1}:
         raise ValueError("threshold_confusion needs labels of 0 (negative) and 1 (positive)")
-    pred = p >= threshold
-    tp = int((pred & (y == 1)).sum())
-    fp = int((pred & (y == 0)).sum())
-    fn = int((~pred & (y == 1)).sum())
-    tn = int((~pred & (y == 0)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return ThresholdConfusion(float(threshold), tp, fp, tn, fn, precision, recall, f1,
-                              (tp + tn) / len(y) if len(y) else 0.0)
+    if not len(y):  # scikit-learn refuses an empty input
+        return ThresholdConfusion(float(threshold), 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0)
+    pred = (p >= threshold).astype(np.int64)
+    tn, fp, fn, tp = (int(n) for n in confusion_matrix(y, pred, labels=[0, 1]).ravel())
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=[1], zero_division=0)
+    return ThresholdConfusion(float(threshold), tp, fp, tn, fn, float(precision[0]), float(recall[0]),
+                              float(f1[0]), float(accuracy_score(y, pred)))
 
 
 def per_class_metrics(labels: Sequence[int], preds: Sequence[int], classes: Sequence[str]) -> pd.DataFrame:

@@ -2,29 +2,51 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, fsync: bool = True) -> Iterator[Path]:
+    """A temporary file beside ``path`` for a writer that needs a file name (``np.save`` into a
+    memory map, safetensors): when the block ends it replaces ``path`` in one rename; on any error
+    it is removed and ``path`` is left as it was. A full disk is reported as such."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if fsync:
+            handle = os.open(tmp, os.O_RDWR)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"the disk is full: {path.name} was not written. Free some space "
+                                        "and try again.", str(path)) from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename. ``fsync=False`` keeps the
     atomicity for readers but not the durability through a power cut (cheaper for many files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from .errors import DataError
 
@@ -54,9 +54,10 @@ def evaluate_logits(logits: torch.Tensor, labels: Sequence[int], classes: Sequen
     losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     pred = probs.argmax(1)
     k = min(3, n_classes)
-    topk = probs.topk(k, dim=1).indices
-    top_k_acc = (topk == y[:, None]).any(1).float().mean().item()
     label_ids = list(range(n_classes))
+    # With k >= the number of classes every image is in its top k (scikit-learn warns that it is meaningless).
+    top_k_acc = (1.0 if k >= n_classes
+                 else float(top_k_accuracy_score(y.numpy(), probs.numpy(), k=k, labels=label_ids)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y.numpy(), pred.numpy(), labels=label_ids, zero_division=0)
     per_class = [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import inspect
 import io
 import json
 import tempfile
-import textwrap
 import time
 import warnings
 import zipfile
@@ -68,154 +66,9 @@ class ExportReport:
 
 
 # ----------------------------------------------------------------------------- predict.py
-def _standalone_decoder_source() -> str:
-    """The app's own decoding functions, copied verbatim into predict.py, so that the two can
-    never drift apart (a test runs predict.py and compares with the engine)."""
-    from .data import cache, safety
-
-    functions = (safety.to_rgb, safety.open_rgb, cache.decode_square, cache.decode_jpeg_rgb,
-                 cache.jpeg_orientation, cache._ifd0_orientation, cache.resize_square)
-    return _OPTIONAL_DECODERS + "\n\n".join(textwrap.dedent(inspect.getsource(fn)) for fn in functions)
-
-
-# The app's fast paths, optional here. simplejpeg decodes the same pixels as PIL, only faster. With
-# torch installed the resize is the app's own, bit for bit; without it PIL resizes with the same
-# filter, pixels within a grey level of the app's (the labels the tests check do not change).
-_OPTIONAL_DECODERS = '''try:
-    import simplejpeg
-except ImportError:
-    simplejpeg = None
-try:
-    import torch
-except ImportError:
-    torch = None
-
-
-'''
-
-
-_PREDICT_HEAD = '''#!/usr/bin/env python3
-"""Classify images with a model exported by TL Studio.
-
-    python predict.py photo.jpg more/*.png          # ONNX: needs onnxruntime, pillow, numpy
-    python predict.py --model model_torchscript.pt photo.jpg   # TorchScript: torch, pillow, numpy
-
-Prints one line per image: path, label, probability (``--top-k 3`` adds the runners-up;
-``--json`` prints JSON). Preprocessing is the app's, from preprocess.json: EXIF-oriented RGB,
-shorter side resized (bilinear, antialiased) to resize_size, centre square, centre crop of
-crop_size, normalised with mean/std. The decoding functions below are copied from TL Studio.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-import warnings
-from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageOps
-
-HERE = Path(__file__).resolve().parent
-
-
-# ---- decoding, verbatim from TL Studio (tl_core.data) ----------------------------------------
-'''
-
-_PREDICT_TAIL = '''
-
-# ---- model input and runtimes -------------------------------------------------------------------
-def center_crop(array: np.ndarray, crop: int) -> np.ndarray:
-    """[3, S, S] -> [3, crop, crop] with torchvision's centre-crop offsets."""
-    height, width = array.shape[1:]
-    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
-    return array[:, top:top + crop, left:left + crop]
-
-
-def model_input(path, pre: dict) -> np.ndarray:
-    """One image file -> float32 [3, crop, crop], normalised, as the app feeds its model."""
-    if pre["resize_size"] < pre["crop_size"]:
-        raise SystemExit("preprocess.json: resize_size smaller than crop_size is not supported")
-    array = center_crop(decode_square(path, pre["resize_size"]), pre["crop_size"]).astype(np.float32)
-    mean = np.asarray(pre["mean"], dtype=np.float32).reshape(3, 1, 1) * 255
-    std = np.asarray(pre["std"], dtype=np.float32).reshape(3, 1, 1) * 255
-    return (array - mean) / std
-
-
-def load_runtime(model_path: Path):
-    """A function float32 [B, 3, H, W] -> logits [B, C], from an .onnx or a TorchScript file."""
-    if model_path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda batch: session.run(None, {name: batch})[0]
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": it still loads
-        module = torch.jit.load(str(model_path), map_location="cpu").eval()
-
-    def run(batch):
-        with torch.no_grad():
-            return module(torch.from_numpy(batch)).numpy()
-    return run
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def predict(paths, model_path: Path, top_k: int = 1, batch_size: int = 16) -> list[dict]:
-    labels = json.loads((HERE / "labels.json").read_text(encoding="utf-8"))
-    pre = json.loads((HERE / "preprocess.json").read_text(encoding="utf-8"))
-    run = load_runtime(model_path)
-    results = []
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        probs = softmax(run(np.stack([model_input(p, pre) for p in chunk])))
-        for path, row in zip(chunk, probs):
-            order = np.argsort(-row, kind="stable")[:max(1, top_k)]
-            results.append({"path": str(path), "label": labels[order[0]], "probability": float(row[order[0]]),
-                            "top_k": [[labels[i], float(row[i])] for i in order]})
-    return results
-
-
-def default_model() -> Path:
-    for name in ("model.onnx", "model_torchscript.pt"):
-        if (HERE / name).exists():
-            return HERE / name
-    raise SystemExit("No model.onnx or model_torchscript.pt next to predict.py")
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Classify images with a TL Studio model.")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", type=Path, default=None, help="model.onnx (default) or model_torchscript.pt")
-    parser.add_argument("--top-k", type=int, default=1, help="also print the k most likely labels")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args(argv)
-    results = predict(args.images, args.model or default_model(), args.top_k)
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            extra = "  ".join(f"{label}={p:.3f}" for label, p in r["top_k"][1:])
-            print(f"{r['path']}\\t{r['label']}\\t{r['probability']:.4f}" + (f"\\t{extra}" if extra else ""))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-
-
-def predict_script() -> str:
-    """The text of the standalone predict.py (no TL Studio import in it)."""
-    return _PREDICT_HEAD + "\n" + _standalone_decoder_source() + _PREDICT_TAIL
+# The standalone script is a module of this package (tl_core/bundle_predict.py, where the app's
+# decoder lives too), copied byte for byte into every bundle as predict.py.
+PREDICT_SOURCE = Path(__file__).with_name("bundle_predict.py")
 
 
 def _load_script(path: Path):
@@ -304,7 +157,8 @@ def export_model(model: nn.Module, classes: Sequence[str], preprocess, out_dir: 
 
     write_text("labels.json", json.dumps(list(classes), indent=2))
     write_text("preprocess.json", json.dumps(preprocess.to_dict(), indent=2))
-    write_text("predict.py", predict_script())
+    atomic.write_bytes(out / "predict.py", PREDICT_SOURCE.read_bytes())
+    report.files.append("predict.py")
 
     dummy = torch.zeros(1, 3, crop, crop)
     for fmt in formats:
@@ -369,13 +223,8 @@ def _export_safetensors(model, dummy, path, classes, meta) -> None:
     info = {"backbone": str(meta.get("backbone", "")), "classes": json.dumps(list(classes)),
             "head": json.dumps(meta.get("config", {}).get("model", {}).get("head", {})),
             "format": "TL Studio TransferModel state_dict"}
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        save_model(model, str(tmp_path), metadata=info)
-        tmp_path.replace(path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic.replacing(path) as tmp:  # save_model drops shared tensors; it wants a file name
+        save_model(model, str(tmp), metadata=info)
 
 
 _EXPORTERS = {"torchscript": _export_torchscript, "onnx": _export_onnx, "safetensors": _export_safetensors}

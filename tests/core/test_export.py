@@ -112,6 +112,27 @@ def test_standalone_predict_script_prints_the_engines_labels(exported, model_fil
     assert text.split("\t")[:2] == [str(paths[0]), results[0]["label"]]
 
 
+def test_predict_script_is_the_packages_module_copied_byte_for_byte(exported):
+    import tl_core.bundle_predict as bundle_predict
+    from tl_core.data import cache, safety
+
+    assert (exported["dir"] / "predict.py").read_bytes() == Path(bundle_predict.__file__).read_bytes()
+    assert callable(bundle_predict.main) and callable(bundle_predict.model_input)
+    # One copy of the decoder: the app decodes with the very functions the bundle ships.
+    assert cache.decode_square is bundle_predict.decode_square
+    assert safety.open_rgb is bundle_predict.open_rgb and safety.to_rgb is bundle_predict.to_rgb
+
+
+def test_the_decoder_module_imports_neither_torch_nor_tl_core():
+    """predict.py runs where TL Studio is not installed, and checking an upload does not load torch."""
+    code = ("import sys; import tl_core.bundle_predict, tl_core.data.safety; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+    source = Path(__file__).parents[2].joinpath("tl_core", "bundle_predict.py").read_text()
+    assert "from tl_core" not in source and "import tl_core" not in source and "from ." not in source
+
+
 def test_predict_script_without_torch_or_simplejpeg_gives_the_same_labels(exported):
     """An ONNX-only install: PIL decodes the same pixels and resizes within a grey level of torch's
     kernel, so the labels are the engine's and the probabilities barely move."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,131 +16,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+# The decoder lives in the module every export ships as predict.py: one copy, the same pixels.
+from .. import atomic
+from ..bundle_predict import decode_square
 from ..errors import DataError
 from .dataset import Dataset, ProgressFn
-from .safety import open_rgb
-
-try:  # libjpeg-turbo straight into numpy; without it PIL decodes the same pixels, slower
-    import simplejpeg
-except ImportError:  # pragma: no cover - a platform without a wheel
-    simplejpeg = None
 
 DECODE_VERSION = 2  # bump when the decoding below changes, so old caches are not reused
 DEFAULT_RAM_BUDGET = 2 * 1024**3
 AUTO_WORKERS_MIN_IMAGES = 256  # below this a pool's start-up costs about what it saves
-
-
-def decode_square(path: Path | str, size: int) -> np.ndarray:
-    """One image as uint8 [3, size, size]: EXIF-oriented RGB, centre square resized to ``size``
-    (bilinear, antialiased). JPEGs decode at a reduced DCT scale when big."""
-    rgb = decode_jpeg_rgb(path, size)
-    if rgb is None:  # not a plain JPEG (PNG, CMYK, ...), or no simplejpeg: PIL does it all
-        rgb = np.asarray(open_rgb(path, draft_size=size))
-    return resize_square(rgb, size)
-
-
-def decode_jpeg_rgb(path: Path | str, size: int) -> np.ndarray | None:
-    """A YCbCr or greyscale JPEG as EXIF-oriented uint8 [H, W, 3], decoded by libjpeg-turbo straight
-    into numpy (no PIL image, no copy out of one); None for anything else, left to PIL. The pixels
-    are exactly ``open_rgb(path, draft_size=size)``'s: the same DCT scale (1, 1/2, 1/4 or 1/8 keeping
-    the shorter side >= size), fast integer DCT and plain upsampling, as PIL's draft mode asks."""
-    if simplejpeg is None:
-        return None
-    if hasattr(path, "read"):  # an open file or BytesIO (an upload): left where it was, for PIL
-        start = path.tell()
-        data = path.read()
-        path.seek(start)
-    else:
-        data = Path(path).read_bytes()
-    try:
-        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None
-    orientation = jpeg_orientation(data)
-    limit = Image.MAX_IMAGE_PIXELS
-    if colorspace not in ("YCbCr", "Gray") or orientation is None or (limit and w * h > limit):
-        return None  # CMYK, odd EXIF, too big: PIL converts, decides or refuses
-    scale = min(w // size, h // size)
-    scale = next(s for s in (8, 4, 2, 1) if scale >= s or s == 1)  # as PIL's draft() chooses
-    dims = (h + scale - 1) // scale, (w + scale - 1) // scale
-    try:
-        rgb = simplejpeg.decode_jpeg(data, "RGB", fastdct=True, fastupsample=True,
-                                     min_height=dims[0] if scale > 1 else 0,
-                                     min_width=dims[1] if scale > 1 else 0)
-    except ValueError:  # damaged: PIL decodes it or says what is wrong
-        return None
-    if rgb.shape[:2] != dims:
-        return None
-    # ImageOps.exif_transpose as numpy views: 2 mirror, 3 rotate 180, 4 flip, 5 transpose,
-    # 6 rotate 270, 7 transverse, 8 rotate 90.
-    if orientation in (5, 6, 7, 8):
-        rgb = rgb.transpose(1, 0, 2)
-    flips = {2: (1,), 3: (0, 1), 4: (0,), 6: (1,), 7: (0, 1), 8: (0,)}.get(orientation, ())
-    return np.flip(rgb, flips) if flips else rgb
-
-
-def jpeg_orientation(data: bytes) -> int | None:
-    """The EXIF orientation of a JPEG as PIL reads it (the first Exif APP1 segment's IFD0), 1 when
-    there is none; None when PIL might see it otherwise (odd headers, an XMP packet that could carry
-    the orientation instead): then PIL decides."""
-    found, exif, xmp, i = 0, False, False, 2  # found: 0 = no orientation tag (yet)
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xDA:  # start of scan: the headers are over
-            if not found and xmp:
-                return None
-            return found or 1
-        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        segment = data[i + 4:end]
-        if marker == 0xE1 and segment.startswith(b"http://ns.adobe.com/xap/1.0/"):
-            xmp = True
-        elif marker == 0xE1 and segment.startswith(b"Exif\0\0") and not exif:  # PIL reads the first
-            exif, found = True, _ifd0_orientation(segment[6:])
-            if found is None:
-                return None
-        i = end
-    return None
-
-
-def _ifd0_orientation(tiff: bytes) -> int | None:
-    """Orientation (1-8) from a TIFF header's IFD0, 0 when the tag is absent, None when malformed."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return None
-    ifd = int.from_bytes(tiff[4:8], order)
-    count = int.from_bytes(tiff[ifd:ifd + 2], order)
-    if ifd + 2 + 12 * count > len(tiff):
-        return None
-    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-        if int.from_bytes(tiff[entry:entry + 2], order) == 0x0112:
-            kind = int.from_bytes(tiff[entry + 2:entry + 4], order)
-            n = int.from_bytes(tiff[entry + 4:entry + 8], order)
-            value = int.from_bytes(tiff[entry + 8:entry + 10], order)
-            return value if kind == 3 and n == 1 and 1 <= value <= 8 else None
-    return 0
-
-
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [H, W, 3] -> [3, size, size]: the centre square (integer offsets), resized bilinear
-    with antialiasing by torch's vectorised uint8 kernel (channels-last), 2-4x faster than PIL's.
-    Without torch (a standalone predict.py), PIL resizes: the same filter, and pixels within a grey
-    level of torch's (rounding of the fixed-point weights differs)."""
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(rgb[top:top + side, left:left + side])
-    if torch is None:
-        im = Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    if not square.flags.writeable:  # torch wants a writable array; a PIL image's view is not
-        square = square.copy()
-    x = torch.from_numpy(square).permute(2, 0, 1)[None]  # [1, 3, side, side], channels-last memory
-    out = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                          align_corners=False)
-    return out[0].numpy()
 
 
 def cache_key(ds: Dataset, indices: Sequence[int], size: int) -> str:
@@ -175,10 +58,8 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
             progress(len(indices), len(indices), "Decoded images loaded from the cache")
         return torch.from_numpy(cached)
 
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # A reader sees the whole cache or none. Not fsynced: a cache lost in a power cut is decoded again.
+    with atomic.replacing(path, fsync=False) as tmp:
         if use_mmap:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         else:
@@ -190,10 +71,6 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
         else:
             with open(tmp, "wb") as handle:
                 np.save(handle, out)
-        os.replace(tmp, path)  # atomic: a reader sees the whole cache or none
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     if use_mmap:
         return torch.from_numpy(np.load(path, mmap_mode="c"))
     return torch.from_numpy(out)

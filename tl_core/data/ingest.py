@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from .. import atomic
 from ..errors import DataError
 from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
 from .safety import (
@@ -421,8 +422,8 @@ class _Writer:
         file_name = self.names.claim(folder, safe_component(PurePosixPath(entry.rel or entry.name).name))
         rel = f"{folder}/{file_name}"
         target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)  # not fsynced one by one: dataset.json, written last and atomically, commits
+        # Whole or nothing, but not fsynced one by one: dataset.json, written last and atomically, commits.
+        atomic.write_bytes(target, data, fsync=False)
         return rel
 
 

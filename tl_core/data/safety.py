@@ -13,11 +13,11 @@ import unicodedata
 import warnings
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from ..bundle_predict import open_rgb, to_rgb  # noqa: F401 - public here; one copy, shipped in bundles
 from ..errors import DataError
 
 GiB = 1024**3
@@ -144,38 +144,6 @@ def inspect_image(data: bytes, limits: Limits) -> tuple[int, int]:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB: 16-bit/float scaled down, transparency flattened onto white."""
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        peak = float(arr.max()) if arr.size else 0.0
-        if peak > 255:  # 16-bit data: scale the full range, keep the picture's contrast
-            arr = arr * (255.0 / (65535.0 if peak <= 65535 else peak))
-        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
-    if im.mode == "P" or im.mode == "PA":
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "RGBa", "La"):
-        im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im)
-    return im if im.mode == "RGB" else im.convert("RGB")
-
-
-def open_rgb(path: Path | str, draft_size: int | None = None) -> Image.Image:
-    """Open an image as EXIF-oriented RGB. ``draft_size``: JPEGs decode at the smallest DCT scale that
-    keeps both sides >= draft_size (much faster for big photos)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
-            if draft_size and im.draft("RGB", (draft_size, draft_size)) is not None:
-                # Pillow's JPEG decoder reads a second flag that selects libjpeg's fast integer DCT:
-                # ~30% faster decoding for a mean difference of about one grey level.
-                im.decoderconfig = (im.decoderconfig[0], 1)
-            im.load()
-            ImageOps.exif_transpose(im, in_place=True)  # in place: no copy when nothing rotates
-            return to_rgb(im)
 
 
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
