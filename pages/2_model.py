@@ -15,10 +15,10 @@ from tl_core.config import (
     FreezePlan,
     HeadConfig,
     HeadKind,
-    choices,
 )
 from tl_ui import get_state, intro, user_errors
 from tl_ui.models import backbone_table, group_report
+from tl_ui.widgets import choice_input
 
 state = get_state()
 draft = state.draft
@@ -89,9 +89,8 @@ with user_errors("Could not show the layer groups"):
             num_classes = max(2, len(DatasetCatalog(state.workspace).load(state.dataset_id).classes))
         except Exception:  # noqa: BLE001 - the Data page explains a broken dataset
             pass
-    modes = choices(FreezeMode)
-    mode = st.radio("Preset", modes, format_func=FREEZE_MODE_LABELS.get, horizontal=True,
-                    index=modes.index(plan.mode), key="freeze_mode")
+    mode = choice_input(st.radio, "Preset", FreezeMode, plan.mode, labels=FREEZE_MODE_LABELS, horizontal=True,
+                        key="freeze_mode")
     body_names = [g.name for g in group_report(backbone, draft.model.head, num_classes, FreezePlan())][:-1]
     last_n, unfreeze_every, groups = plan.last_n, plan.unfreeze_every, plan.groups
     if mode == "last_n":
@@ -121,8 +120,7 @@ with user_errors("Could not show the layer groups"):
     state.edit_draft(freeze=plan)
 
     st.subheader("3 · Head")
-    heads = choices(HeadKind)
-    head_kind = st.selectbox("Head", heads, format_func=HEAD_LABELS.get, index=heads.index(draft.model.head.kind),
+    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
                              key="head_kind")
     head = HeadConfig(kind=head_kind)
     if head_kind == "mlp":

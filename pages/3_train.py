@@ -6,13 +6,14 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.backbones import get_backbone
-from tl_core.config import AugmentPreset, Optimizer, Schedule, TrainConfig, choices
+from tl_core.config import AugmentPreset, Optimizer, Schedule, TrainConfig
 from tl_core.data import PRESET_HELP
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import get_state, intro, user_errors
 from tl_ui.charts import curves_for, format_seconds
 from tl_ui.models import augment_preview
+from tl_ui.widgets import choice_input
 
 state = get_state()
 draft = state.draft  # the last settings of this session (kept across a refresh), else the defaults
@@ -61,12 +62,10 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
                               format_func=lambda v: f"{v:g}",
                               help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
-        optimizers = choices(Optimizer)
-        optimizer = c4.selectbox("Optimizer", optimizers, index=optimizers.index(DEFAULTS.optimizer), key="optimizer",
+        optimizer = choice_input(c4.selectbox, "Optimizer", Optimizer, DEFAULTS.optimizer, key="optimizer",
                                  help="AdamW is a safe default.")
         c1, c2, c3, c4 = st.columns(4)
-        schedules = choices(Schedule)
-        schedule = c1.selectbox("Schedule", schedules, index=schedules.index(DEFAULTS.schedule), key="schedule",
+        schedule = choice_input(c1.selectbox, "Schedule", Schedule, DEFAULTS.schedule, key="schedule",
                                 help="How the learning rate changes during training.")
         weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
                                         key="weight_decay", format_func=lambda v: f"{v:g}",
@@ -83,9 +82,8 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                                        "much faster.")
         run_name = c3.text_input("Run name (optional)", key="run_name")
 
-        presets = choices(AugmentPreset)
-        augment = st.radio("Augmentation", presets, index=presets.index(draft.data.augment), horizontal=True,
-                           key="augment", format_func=lambda p: f"{p}: {PRESET_HELP[p]}")
+        augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
+                               key="augment", labels=lambda p: f"{p}: {PRESET_HELP[p]}")
         with user_errors("Could not preview the augmentation"):
             views = augment_preview(str(dataset_dir), augment, spec.preprocess.crop_size,
                                     spec.preprocess.resize_size)
