@@ -229,7 +229,7 @@ def prepare_data(config: RunConfig, workspace: Workspace, resize_size: int,
 # --------------------------------------------------------------------------------------------
 # Optimiser and schedule
 # --------------------------------------------------------------------------------------------
-from .optim import make_optimizer, make_scheduler  # noqa: E402, F401 - moved; the trainer calls them
+from .optim import make_optimizer, make_scheduler  # noqa: E402 - moved to optim.py; the trainer calls them
 
 
 # --------------------------------------------------------------------------------------------
