@@ -7,11 +7,21 @@ import plotly.express as px
 import streamlit as st
 
 from tl_core.backbones import get_backbone, weights_status
-from tl_core.config import CLASSICAL_HEADS, FreezePlan, HeadConfig
+from tl_core.config import (
+    CLASSICAL_HEADS,
+    FREEZE_MODE_LABELS,
+    HEAD_LABELS,
+    FreezeMode,
+    FreezePlan,
+    HeadConfig,
+    HeadKind,
+)
 from tl_ui import get_state, intro, user_errors
 from tl_ui.models import backbone_table, group_report
+from tl_ui.widgets import choice_input
 
 state = get_state()
+draft = state.draft
 
 intro(
     "Choose a model",
@@ -40,6 +50,7 @@ features change little while task-specific ones change more.
 """)
 
 st.subheader("1 · Backbone")
+backbone = draft.model.backbone
 with user_errors("Could not list the backbones"):
     table = backbone_table()
     st.dataframe(table, hide_index=True, key="backbone_table", column_config={
@@ -56,20 +67,19 @@ with user_errors("Could not list the backbones"):
                                                         help="Pretrained weights are on this server"),
     })
     names = list(table["name"])
-    state.backbone = st.selectbox("Backbone", names, index=names.index(state.backbone)
-                                  if state.backbone in names else 0, key="backbone_pick")
-    status = weights_status(state.backbone)
+    backbone = st.selectbox("Backbone", names, index=names.index(draft.model.backbone)
+                            if draft.model.backbone in names else 0, key="backbone_pick")
+    state.edit_draft(model={"backbone": backbone})
+    status = weights_status(backbone)
     if status.available:
-        st.success(f"Pretrained weights for **{state.backbone}** are on this server ({status.source}).",
+        st.success(f"Pretrained weights for **{backbone}** are on this server ({status.source}).",
                    icon=":material/check_circle:")
     else:
-        st.warning(f"Pretrained weights for **{state.backbone}** are not on this server. {status.how_to}",
+        st.warning(f"Pretrained weights for **{backbone}** are not on this server. {status.how_to}",
                    icon=":material/cloud_off:")
 
 st.subheader("2 · Which layers train")
-PRESETS = {"feature_extractor": "Feature extractor (backbone frozen)", "last_n": "Fine-tune the top N groups",
-           "full": "Full fine-tuning", "gradual": "Gradual unfreezing", "groups": "Choose groups myself"}
-plan = state.freeze
+plan = draft.freeze
 with user_errors("Could not show the layer groups"):
     num_classes = 2
     if state.dataset_id:
@@ -79,9 +89,9 @@ with user_errors("Could not show the layer groups"):
             num_classes = max(2, len(DatasetCatalog(state.workspace).load(state.dataset_id).classes))
         except Exception:  # noqa: BLE001 - the Data page explains a broken dataset
             pass
-    mode = st.radio("Preset", list(PRESETS), format_func=PRESETS.get, horizontal=True,
-                    index=list(PRESETS).index(plan.mode), key="freeze_mode")
-    body_names = [g.name for g in group_report(state.backbone, state.head, num_classes, FreezePlan())][:-1]
+    mode = choice_input(st.radio, "Preset", FreezeMode, plan.mode, labels=FREEZE_MODE_LABELS, horizontal=True,
+                        key="freeze_mode")
+    body_names = [g.name for g in group_report(backbone, draft.model.head, num_classes, FreezePlan())][:-1]
     last_n, unfreeze_every, groups = plan.last_n, plan.unfreeze_every, plan.groups
     if mode == "last_n":
         last_n = st.slider("Groups to fine-tune (counted from the head)", 1, len(body_names),
@@ -107,29 +117,28 @@ with user_errors("Could not show the layer groups"):
         lr_range = (ratio, 1.0)
     plan = FreezePlan(mode=mode, last_n=last_n, groups=groups, unfreeze_every=int(unfreeze_every),
                       train_bn=train_bn, lr_range=lr_range)
-    state.freeze = plan
+    state.edit_draft(freeze=plan)
 
     st.subheader("3 · Head")
-    HEADS = {"linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
-             "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
-    head_kind = st.selectbox("Head", list(HEADS), format_func=HEADS.get, index=list(HEADS).index(state.head.kind),
+    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
                              key="head_kind")
     head = HeadConfig(kind=head_kind)
     if head_kind == "mlp":
         c1, c2 = st.columns(2)
-        head = dataclasses.replace(head, hidden=int(c1.number_input("Hidden units", 16, 4096, state.head.hidden,
+        head = dataclasses.replace(head, hidden=int(c1.number_input("Hidden units", 16, 4096, draft.model.head.hidden,
                                                                     key="mlp_hidden")),
-                                   dropout=c2.slider("Dropout", 0.0, 0.8, state.head.dropout, 0.05, key="mlp_dropout"))
+                                   dropout=c2.slider("Dropout", 0.0, 0.8, draft.model.head.dropout, 0.05,
+                                                     key="mlp_dropout"))
     if head_kind in CLASSICAL_HEADS and mode != "feature_extractor":
         st.warning("Classical heads are fitted on frozen features: choose the *Feature extractor* preset.")
-    state.head = head
+    state.edit_draft(model={"head": head})
 
     st.subheader("Layer groups, stem → head")
-    report = group_report(state.backbone, head, num_classes, plan)
+    report = group_report(backbone, head, num_classes, plan)
     epoch_note = ""
     if mode == "gradual":
         epoch = st.slider("Show the plan at epoch", 1, 30, 1, key="show_epoch")
-        report = group_report(state.backbone, head, num_classes, plan, epoch)
+        report = group_report(backbone, head, num_classes, plan, epoch)
         epoch_note = f" at epoch {epoch}"
     frame = pd.DataFrame([{"group": g.name, "parameters": g.num_params,
                            "state": "trainable" if g.trainable else "frozen",
@@ -145,7 +154,7 @@ with user_errors("Could not show the layer groups"):
     total = int(frame["parameters"].sum())
     st.markdown(f"**{trainable:,} of {total:,} parameters will train{epoch_note}** "
                 f"({trainable / max(total, 1):.1%}).", help="The head is always trainable.")
-    spec = get_backbone(state.backbone)
+    spec = get_backbone(backbone)
     st.caption(f"Images are resized to {spec.preprocess.resize_size} px and cropped to "
-               f"{spec.preprocess.crop_size} px, as {state.backbone}'s pretrained weights expect.")
+               f"{spec.preprocess.crop_size} px, as {backbone}'s pretrained weights expect.")
     st.page_link("pages/3_train.py", label="Next: train", icon=":material/arrow_forward:")

@@ -1,19 +1,23 @@
 """Train: hyperparameters, augmentation preview, start/stop a job, live curves read from the run folder."""
 
+import dataclasses
+
 import streamlit as st
 
 from tl_core import jobs
 from tl_core.backbones import get_backbone
-from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.data import PRESET_HELP, PRESETS
+from tl_core.config import AugmentPreset, Optimizer, Schedule, TrainConfig
+from tl_core.data import PRESET_HELP
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import get_state, intro, user_errors
 from tl_ui.charts import curves_for, format_seconds
 from tl_ui.models import augment_preview
+from tl_ui.widgets import choice_input
 
 state = get_state()
-DEFAULTS = state.train  # the last settings of this session (kept across a refresh), else the defaults
+draft = state.draft  # the last settings of this session (kept across a refresh), else the defaults
+DEFAULTS = draft.train
 
 intro(
     "Train",
@@ -46,8 +50,9 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         st.info("First choose a dataset (one click: the built-in sample).")
         st.page_link("pages/1_data.py", label="Go to Data", icon=":material/photo_library:")
     else:
-        spec = get_backbone(state.backbone)
-        st.markdown(f"**{state.backbone}** · {state.freeze.mode.replace('_', ' ')} · head: {state.head.kind} · "
+        spec = get_backbone(draft.model.backbone)
+        st.markdown(f"**{draft.model.backbone}** · {draft.freeze.mode.replace('_', ' ')} · "
+                    f"head: {draft.model.head.kind} · "
                     f"dataset `{state.dataset_id}` (change on the Data and Model pages)")
         c1, c2, c3, c4 = st.columns(4)
         epochs = c1.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="epochs",
@@ -57,12 +62,10 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
                               format_func=lambda v: f"{v:g}",
                               help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
-        optimizers = ["adamw", "sgd", "rmsprop"]
-        optimizer = c4.selectbox("Optimizer", optimizers, index=optimizers.index(DEFAULTS.optimizer), key="optimizer",
+        optimizer = choice_input(c4.selectbox, "Optimizer", Optimizer, DEFAULTS.optimizer, key="optimizer",
                                  help="AdamW is a safe default.")
         c1, c2, c3, c4 = st.columns(4)
-        schedules = ["cosine", "onecycle", "step", "constant"]
-        schedule = c1.selectbox("Schedule", schedules, index=schedules.index(DEFAULTS.schedule), key="schedule",
+        schedule = choice_input(c1.selectbox, "Schedule", Schedule, DEFAULTS.schedule, key="schedule",
                                 help="How the learning rate changes during training.")
         weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
                                         key="weight_decay", format_func=lambda v: f"{v:g}",
@@ -72,15 +75,15 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         patience = c4.number_input("Early stopping (epochs)", 0, 50, DEFAULTS.early_stopping_patience,
                                    key="patience", help="Stop after this many epochs without improvement; 0 = off.")
         c1, c2, c3 = st.columns(3)
-        pretrained = c1.toggle("Start from pretrained weights", state.pretrained, key="pretrained",
+        pretrained = c1.toggle("Start from pretrained weights", draft.model.pretrained, key="pretrained",
                                help="Off = random initialisation: no transfer learning (for comparison).")
         feature_cache = c2.toggle("Compute frozen features once", DEFAULTS.feature_cache, key="feature_cache",
                                   help="With a frozen backbone, run it once per image and train only the head: "
                                        "much faster.")
         run_name = c3.text_input("Run name (optional)", key="run_name")
 
-        augment = st.radio("Augmentation", PRESETS, index=PRESETS.index(state.augment), horizontal=True, key="augment",
-                           format_func=lambda p: f"{p}: {PRESET_HELP[p]}")
+        augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
+                               key="augment", labels=lambda p: f"{p}: {PRESET_HELP[p]}")
         with user_errors("Could not preview the augmentation"):
             views = augment_preview(str(dataset_dir), augment, spec.preprocess.crop_size,
                                     spec.preprocess.resize_size)
@@ -91,17 +94,14 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                                    optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
                                    label_smoothing=float(label_smoothing),
                                    early_stopping_patience=int(patience), feature_cache=feature_cache)
-        state.train, state.augment, state.pretrained = train_config, augment, pretrained  # survive a refresh
+        state.edit_draft(train=train_config, data={"augment": augment},
+                         model={"pretrained": pretrained})  # survive a refresh
 
         if st.button("Start training", type="primary", icon=":material/play_arrow:", key="start"):
             with user_errors("Could not start training"):
-                config = RunConfig(
-                    data=DataConfig(source=str(dataset_dir), dataset_dir=str(dataset_dir),
-                                    val_fraction=state.val_fraction, test_fraction=state.test_fraction,
-                                    split_seed=state.split_seed, augment=augment),
-                    model=ModelConfig(backbone=state.backbone, pretrained=pretrained, head=state.head),
-                    freeze=state.freeze,
-                    train=train_config,
+                draft = state.draft
+                config = dataclasses.replace(
+                    draft, data=dataclasses.replace(draft.data, source=str(dataset_dir), dataset_dir=str(dataset_dir)),
                     name=run_name.strip())
                 config.validate()
                 state.select_run(jobs.start_job(state.workspace, config))

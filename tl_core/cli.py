@@ -155,23 +155,82 @@ def cmd_backbones(args) -> int:
     return 0
 
 
+# `train` options that set one config field: the field gives the type, choices, default and help.
+# Flag -> (section, field name); a section is a RunConfig part, or "head" for the model's head.
+_FIELD_OPTIONS: dict[str, tuple[str, str]] = {
+    "--backbone": ("model", "backbone"), "--weights-dir": ("model", "weights_dir"),
+    "--head": ("head", "kind"), "--hidden": ("head", "hidden"), "--dropout": ("head", "dropout"),
+    "--pool": ("head", "pool"),
+    "--freeze": ("freeze", "mode"), "--last-n": ("freeze", "last_n"), "--unfreeze-every": ("freeze", "unfreeze_every"),
+    "--train-bn": ("freeze", "train_bn"),
+    "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
+    "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
+    "--schedule": ("train", "schedule"), "--label-smoothing": ("train", "label_smoothing"),
+    "--patience": ("train", "early_stopping_patience"), "--monitor": ("train", "monitor"),
+    "--augment": ("data", "augment"), "--val": ("data", "val_fraction"), "--test": ("data", "test_fraction"),
+    "--seed": ("train", "seed"),  # build_config also gives it to the split
+    "--device": ("train", "device"), "--workers": ("train", "num_workers"),
+    # switches that turn a default-on field off
+    "--random-init": ("model", "pretrained"), "--no-amp": ("train", "amp"),
+    "--no-feature-cache": ("train", "feature_cache"),
+}
+
+
+def _field(section: str, name: str):
+    """The dataclass field behind an option, and its resolved type (Literal aliases included)."""
+    import dataclasses
+    import typing
+
+    from . import config
+
+    cls = {"data": config.DataConfig, "model": config.ModelConfig, "head": config.HeadConfig,
+           "freeze": config.FreezePlan, "train": config.TrainConfig}[section]
+    return next(f for f in dataclasses.fields(cls) if f.name == name), typing.get_type_hints(cls)[name]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _add_field_option(parser: argparse.ArgumentParser, flag: str, section: str, name: str) -> None:
+    import typing
+
+    from .config import LABELS
+
+    fld, hint = _field(section, name)
+    help_text = fld.metadata["help"].replace("%", "%%")
+    if hint is bool:  # a switch: giving it flips the field's default
+        parser.add_argument(flag, action="store_true",
+                            help=f"turns {'off' if fld.default else 'on'} (default {'on' if fld.default else 'off'}): "
+                                 f"{help_text}")
+        return
+    kwargs: dict[str, Any] = {"default": fld.default}
+    if typing.get_origin(hint) is typing.Literal:
+        kwargs["choices"] = typing.get_args(hint)
+        labels = LABELS.get(hint)
+        if labels:
+            help_text += " (" + "; ".join(f"{c}: {labels[c]}" for c in kwargs["choices"]) + ")"
+    elif hint in (int, float):
+        kwargs["type"] = hint
+    parser.add_argument(flag, help=help_text + " (default: %(default)s)", **kwargs)
+
+
 def build_config(args):
     from .config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 
-    groups = tuple(g for g in (args.groups or "").split(",") if g)
-    lr_range = tuple(float(v) for v in args.lr_range.split(",")) if args.lr_range else None
+    values: dict[str, dict[str, Any]] = {"data": {}, "model": {}, "head": {}, "freeze": {}, "train": {}}
+    for flag, (section, name) in _FIELD_OPTIONS.items():
+        value = getattr(args, _dest(flag))
+        fld, hint = _field(section, name)
+        values[section][name] = (value != fld.default) if hint is bool else value  # a switch flips the default
+    values["data"]["split_seed"] = args.seed
+    values["freeze"]["groups"] = tuple(g for g in (args.groups or "").split(",") if g)
+    values["freeze"]["lr_range"] = tuple(float(v) for v in args.lr_range.split(",")) if args.lr_range else None
     return RunConfig(
-        data=DataConfig(source=str(args.data), val_fraction=args.val, test_fraction=args.test,
-                        split_seed=args.seed, augment=args.augment),
-        model=ModelConfig(backbone=args.backbone, pretrained=not args.random_init, weights_dir=args.weights_dir,
-                          head=HeadConfig(kind=args.head, hidden=args.hidden, dropout=args.dropout, pool=args.pool)),
-        freeze=FreezePlan(mode=args.freeze, last_n=args.last_n, groups=groups, unfreeze_every=args.unfreeze_every,
-                          train_bn=args.train_bn, lr_range=lr_range),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                          weight_decay=args.weight_decay, schedule=args.schedule,
-                          label_smoothing=args.label_smoothing, early_stopping_patience=args.patience,
-                          monitor=args.monitor, seed=args.seed, device=args.device, amp=not args.no_amp,
-                          feature_cache=not args.no_feature_cache, num_workers=args.workers),
+        data=DataConfig(source=str(args.data), **values["data"]),
+        model=ModelConfig(head=HeadConfig(**values["head"]), **values["model"]),
+        freeze=FreezePlan(**values["freeze"]),
+        train=TrainConfig(**values["train"]),
         name=args.name or "",
     )
 
@@ -339,37 +398,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("data", nargs="?", default="", help="folder of class folders, a zip of them, or a path,label csv")
     s.add_argument("--name", default="")
     s.add_argument("--resume", metavar="RUN", help="resume RUN from its last checkpoint (DATA not needed)")
-    s.add_argument("--backbone", default="mobilenet_v2")
-    s.add_argument("--random-init", action="store_true", help="no pretrained weights (for comparison)")
-    s.add_argument("--weights-dir", default=None, help="folder with torchvision .pth weight files")
-    s.add_argument("--head", default="linear", choices=["linear", "mlp", "logreg", "linear_svm", "lda"])
-    s.add_argument("--hidden", type=int, default=1024)
-    s.add_argument("--dropout", type=float, default=0.2)
-    s.add_argument("--pool", default="avg", choices=["avg", "flatten"], help="VGG: pool or Keras-style flatten")
-    s.add_argument("--freeze", default="feature_extractor",
-                   choices=["feature_extractor", "last_n", "groups", "full", "gradual"])
-    s.add_argument("--last-n", type=int, default=1)
+    for flag, (section, name) in _FIELD_OPTIONS.items():
+        _add_field_option(s, flag, section, name)
     s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
-    s.add_argument("--unfreeze-every", type=int, default=1)
-    s.add_argument("--train-bn", action="store_true", help="update BatchNorm statistics in frozen groups")
     s.add_argument("--lr-range", default="", help="discriminative learning rates LOW,HIGH")
-    s.add_argument("--epochs", type=int, default=10)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd", "rmsprop"])
-    s.add_argument("--weight-decay", type=float, default=1e-4)
-    s.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "step", "constant"])
-    s.add_argument("--label-smoothing", type=float, default=0.0)
-    s.add_argument("--patience", type=int, default=0, help="early stopping patience in epochs (0 = off)")
-    s.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_acc"])
-    s.add_argument("--augment", default="light", choices=["none", "light", "standard"])
-    s.add_argument("--val", type=float, default=0.2, help="validation fraction")
-    s.add_argument("--test", type=float, default=0.0, help="test fraction")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", default="auto")
-    s.add_argument("--no-amp", action="store_true")
-    s.add_argument("--no-feature-cache", action="store_true")
-    s.add_argument("--workers", type=int, default=0)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="metrics of RUN on its validation split or on DATA")

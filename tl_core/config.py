@@ -4,69 +4,132 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
 
+# The one list of each choice. The CLI's --choices, the pages' option lists and the error messages
+# read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
 AugmentPreset = Literal["none", "light", "standard"]
-FreezeMode = Literal["feature_extractor", "last_n", "groups", "full", "gradual"]
+FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups"]
 HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
+Pooling = Literal["avg", "flatten"]
+Optimizer = Literal["adamw", "sgd", "rmsprop"]
+Schedule = Literal["cosine", "onecycle", "step", "constant"]
+Monitor = Literal["val_loss", "val_acc"]
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
+
+# What each choice means, in words for people (page labels, CLI help). A test checks that every
+# choice has one. The augmentation presets are explained beside their code (tl_core.data.PRESET_HELP).
+FREEZE_MODE_LABELS: dict[str, str] = {
+    "feature_extractor": "Feature extractor (backbone frozen)", "last_n": "Fine-tune the top N groups",
+    "full": "Full fine-tuning", "gradual": "Gradual unfreezing", "groups": "Choose groups myself"}
+HEAD_LABELS: dict[str, str] = {
+    "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
+    "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
+POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
+OPTIMIZER_LABELS: dict[str, str] = {
+    "adamw": "AdamW, a safe default", "sgd": "SGD with Nesterov momentum 0.9", "rmsprop": "RMSprop"}
+SCHEDULE_LABELS: dict[str, str] = {
+    "cosine": "cosine decay to zero", "onecycle": "one-cycle: warm up, then anneal",
+    "step": "x0.1 after each third of the run", "constant": "the same learning rate throughout"}
+MONITOR_LABELS: dict[str, str] = {"val_loss": "validation loss (lower is better)",
+                                  "val_acc": "validation accuracy (higher is better)"}
+LABELS: dict[Any, dict[str, str]] = {FreezeMode: FREEZE_MODE_LABELS, HeadKind: HEAD_LABELS, Pooling: POOLING_LABELS,
+                                     Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS}
+
+
+def choices(alias: Any) -> tuple[str, ...]:
+    """The names a Literal alias above allows, in the order pages and the CLI show them."""
+    return typing.get_args(alias)
+
+
+def one_of(names: typing.Iterable[str]) -> str:
+    """``a, b or c``: the valid names for an error message."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_choice(what: str, value: str, alias: Any) -> None:
+    """Raise ConfigError naming the valid choices when ``value`` is not one of ``alias``'s."""
+    if value not in choices(alias):
+        raise ConfigError(f"Unknown {what} '{value}'; choose {one_of(choices(alias))}.")
+
+
+def _help(text: str) -> dict[str, str]:
+    """Field metadata: the one-line help the CLI shows for the field's option."""
+    return {"help": text}
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str  # folder, zip or CSV the dataset was ingested from (for the record)
-    dataset_dir: str = ""  # ingested dataset folder holding dataset.json ("" = ingest `source`)
-    val_fraction: float = 0.2  # share of each class held out for validation (if no val/ split)
-    test_fraction: float = 0.0  # share of each class held out for a final test (if no test/)
-    split_seed: int = 0  # seed of the stratified split
-    augment: AugmentPreset = "light"  # augmentation preset applied to training images
+    source: str = field(metadata=_help("folder, zip or CSV the dataset was ingested from (for the record)"))
+    dataset_dir: str = field(default="", metadata=_help(
+        "ingested dataset folder holding dataset.json ('' = ingest `source`)"))
+    val_fraction: float = field(default=0.2, metadata=_help(
+        "share of each class held out for validation (if no val/ split)"))
+    test_fraction: float = field(default=0.0, metadata=_help(
+        "share of each class held out for a final test (if no test/)"))
+    split_seed: int = field(default=0, metadata=_help("seed of the stratified split"))
+    augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: HeadKind = "linear"  # linear | mlp | logreg | linear_svm | lda
-    hidden: int = 1024  # MLP hidden width (the seed recipe's Dense(1024))
-    dropout: float = 0.2  # dropout before the last layer of the MLP head
-    pool: Literal["avg", "flatten"] = "avg"  # VGG only: global average pool or Keras-style Flatten
+    kind: HeadKind = field(default="linear", metadata=_help(
+        "the new last layer, or a scikit-learn classifier fitted on frozen features"))
+    hidden: int = field(default=1024, metadata=_help("MLP hidden width (the seed recipe's Dense(1024))"))
+    dropout: float = field(default=0.2, metadata=_help("dropout before the last layer of the MLP head"))
+    pool: Pooling = field(default="avg", metadata=_help("VGG only: global average pool or Keras-style Flatten"))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "mobilenet_v2"  # registry name, see `python -m tl_core backbones`
-    pretrained: bool = True  # False = random init, only when asked; labelled everywhere
-    weights_dir: str | None = None  # extra folder to look for .pth files (also TL_STUDIO_WEIGHTS)
+    backbone: str = field(default="mobilenet_v2", metadata=_help(
+        "registry name, see `python -m tl_core backbones` (mobilenet_v2's weights ship with TL Studio)"))
+    pretrained: bool = field(default=True, metadata=_help(
+        "start from pretrained weights (off = random init, for comparison; labelled everywhere)"))
+    weights_dir: str | None = field(default=None, metadata=_help(
+        "extra folder to look for torchvision .pth weight files (also TL_STUDIO_WEIGHTS)"))
     head: HeadConfig = field(default_factory=HeadConfig)
 
 
 @dataclass(frozen=True)
 class FreezePlan:
-    mode: FreezeMode = "feature_extractor"  # which layer groups train, see tl_core.freeze
-    last_n: int = 1  # last_n: how many body groups (counted from the head) train
-    groups: tuple[str, ...] = ()  # groups: names of the body groups that train
-    unfreeze_every: int = 1  # gradual: one more group becomes trainable every K epochs
-    train_bn: bool = False  # True = BatchNorm in frozen groups still updates its statistics
-    lr_range: tuple[float, float] | None = None  # discriminative lrs (low, high) over groups
+    mode: FreezeMode = field(default="feature_extractor", metadata=_help(
+        "which layer groups train, see tl_core.freeze"))
+    last_n: int = field(default=1, metadata=_help("last_n: how many body groups (counted from the head) train"))
+    groups: tuple[str, ...] = field(default=(), metadata=_help("groups: names of the body groups that train"))
+    unfreeze_every: int = field(default=1, metadata=_help(
+        "gradual: one more group becomes trainable every K epochs"))
+    train_bn: bool = field(default=False, metadata=_help(
+        "BatchNorm in frozen groups still updates its statistics"))
+    lr_range: tuple[float, float] | None = field(default=None, metadata=_help(
+        "discriminative learning rates (low, high) spread over the groups"))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10  # passes over the training set
-    batch_size: int = 32  # images per step (halved automatically on out-of-memory)
-    lr: float = 1e-3  # peak learning rate (the head's, with discriminative lrs)
-    optimizer: Literal["adamw", "sgd", "rmsprop"] = "adamw"
-    weight_decay: float = 1e-4  # L2 penalty (decoupled for AdamW)
-    schedule: Literal["cosine", "onecycle", "step", "constant"] = "cosine"
-    label_smoothing: float = 0.0  # 0.1 helps on noisy labels
-    early_stopping_patience: int = 0  # stop after this many epochs without improvement; 0 = off
-    monitor: Literal["val_loss", "val_acc"] = "val_loss"  # metric for best checkpoint/early stop
-    seed: int = 0  # seeds python, numpy and torch for reproducible runs
-    device: str = "auto"  # auto (cuda > mps > cpu), cuda, cuda:1, mps, cpu
-    amp: bool = True  # mixed precision (bf16/fp16) on CUDA; ignored on CPU
-    feature_cache: bool = True  # frozen backbone: compute features once, train the head on them
-    num_workers: int = 0  # data-loader worker processes (0 = in the training process)
+    epochs: int = field(default=10, metadata=_help("passes over the training set"))
+    batch_size: int = field(default=32, metadata=_help("images per step (halved automatically on out-of-memory)"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate (the head's, with discriminative lrs)"))
+    optimizer: Optimizer = field(default="adamw", metadata=_help("optimiser, see tl_core.optim"))
+    weight_decay: float = field(default=1e-4, metadata=_help("L2 penalty (decoupled for AdamW)"))
+    schedule: Schedule = field(default="cosine", metadata=_help(
+        "how the learning rate changes, stepped once per batch"))
+    label_smoothing: float = field(default=0.0, metadata=_help("0.1 helps on noisy labels"))
+    early_stopping_patience: int = field(default=0, metadata=_help(
+        "stop after this many epochs without improvement; 0 = off"))
+    monitor: Monitor = field(default="val_loss", metadata=_help("metric for the best checkpoint and early stopping"))
+    seed: int = field(default=0, metadata=_help("seeds python, numpy and torch for reproducible runs"))
+    device: str = field(default="auto", metadata=_help("auto (cuda > mps > cpu), cuda, cuda:1, mps, cpu"))
+    amp: bool = field(default=True, metadata=_help("mixed precision (bf16/fp16) on CUDA; ignored on CPU"))
+    feature_cache: bool = field(default=True, metadata=_help(
+        "frozen backbone: compute features once, train the head on them"))
+    num_workers: int = field(default=0, metadata=_help(
+        "data-loader worker processes (0 = in the training process)"))
 
 
 @dataclass(frozen=True)
@@ -107,8 +170,18 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         return cls.from_dict(json.loads(text))
 
+    def check_choices(self) -> None:
+        """Raise ConfigError when a named choice (optimizer, schedule, ...) is not one of the valid names."""
+        for what, value, alias in (("augmentation preset", self.data.augment, AugmentPreset),
+                                   ("head", self.model.head.kind, HeadKind), ("pooling", self.model.head.pool, Pooling),
+                                   ("freeze mode", self.freeze.mode, FreezeMode),
+                                   ("optimizer", self.train.optimizer, Optimizer),
+                                   ("schedule", self.train.schedule, Schedule), ("monitor", self.train.monitor, Monitor)):
+            check_choice(what, value, alias)
+
     def validate(self) -> None:
         """Raise ConfigError for values no training can use; the message says what to change."""
+        self.check_choices()
         t = self.train
         if t.epochs < 1:
             raise ConfigError("Epochs must be at least 1.")
@@ -129,5 +202,5 @@ class RunConfig:
         if f.unfreeze_every < 1:
             raise ConfigError("Gradual unfreezing needs unfreeze_every >= 1 epoch.")
         if self.model.head.kind in CLASSICAL_HEADS and f.mode != "feature_extractor":
-            raise ConfigError("Classical heads (logreg, linear_svm, lda) train on frozen features: "
+            raise ConfigError(f"Classical heads ({', '.join(CLASSICAL_HEADS)}) train on frozen features: "
                               "use the feature-extractor freezing plan.")

@@ -229,29 +229,7 @@ def prepare_data(config: RunConfig, workspace: Workspace, resize_size: int,
 # --------------------------------------------------------------------------------------------
 # Optimiser and schedule
 # --------------------------------------------------------------------------------------------
-def make_optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, weight_decay=weight_decay)
-    raise ConfigError(f"Unknown optimizer '{name}'; choose adamw, sgd or rmsprop.")
-
-
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
-    """Stepped once per batch."""
-    total_steps = max(1, total_steps)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    if name == "onecycle":
-        max_lrs = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
-    if name == "step":  # x0.1 after each third of the run
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, total_steps // 3), gamma=0.1)
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ConfigError(f"Unknown schedule '{name}'; choose cosine, onecycle, step or constant.")
+from .optim import make_optimizer, make_scheduler  # noqa: E402 - moved to optim.py; the trainer calls them
 
 
 # --------------------------------------------------------------------------------------------

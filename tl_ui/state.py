@@ -12,19 +12,28 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import streamlit as st
 
 from tl_core import atomic
-from tl_core.config import FreezePlan, HeadConfig, TrainConfig
+from tl_core.config import DataConfig, FreezePlan, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
 
 _KEY = "tl_studio_state"
-_PERSISTED = ("backbone", "freeze", "head", "val_fraction", "test_fraction", "split_seed", "train", "augment",
-              "pretrained")
-DEFAULT_BACKBONE = "mobilenet_v2"  # bundled weights: trains offline out of the box
+
+
+def default_draft() -> RunConfig:
+    """The config's own defaults (mobilenet_v2: bundled weights, trains offline out of the box)."""
+    return RunConfig(data=DataConfig(source=""))
+
+
+def _draft_field(section: str, name: str) -> property:
+    """``state.<name>`` reads and edits ``draft.<section>.<name>`` (for pages that predate ``draft``)."""
+    return property(lambda self: getattr(getattr(self.draft, section), name),
+                    lambda self, value: self.edit_draft(**{section: {name: value}}))
 
 
 @dataclass
@@ -32,17 +41,10 @@ class AppState:
     session_id: str
     dataset_id: str | None = None
     run_id: str | None = None
-    # choices carried from page to page until a run is started
-    backbone: str = DEFAULT_BACKBONE
-    freeze: FreezePlan = field(default_factory=FreezePlan)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    split_seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)  # the Train page's settings
-    augment: str = "light"
-    pretrained: bool = True
-    _saved_choices: dict | None = field(default=None, repr=False, compare=False)
+    # The choices carried from page to page until a run is started: the data, model, freeze and train
+    # settings of the next run (its data.source is filled in at the start). Change it with edit_draft().
+    draft: RunConfig = field(default_factory=default_draft)
+    _saved_draft: dict | None = field(default=None, repr=False, compare=False)
     _persist: bool = field(default=False, repr=False, compare=False)  # on once loaded from disk
     # -- what the pages keep for this browser session only (never on disk) -------------------
     curves: dict = field(default_factory=dict, repr=False, compare=False)  # run id -> RunCurves read so far
@@ -50,10 +52,14 @@ class AppState:
     snapshots_seen: set[str] = field(default_factory=set, repr=False, compare=False)  # webcam file ids kept
     upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
 
-    def __setattr__(self, name: str, value) -> None:
-        super().__setattr__(name, value)
-        if name in _PERSISTED and self._persist:
-            self.save_choices()  # every page's change survives a refresh, with no call to forget
+    val_fraction = _draft_field("data", "val_fraction")
+    test_fraction = _draft_field("data", "test_fraction")
+    split_seed = _draft_field("data", "split_seed")
+    backbone = _draft_field("model", "backbone")
+
+    @property
+    def freeze(self) -> FreezePlan:
+        return self.draft.freeze
 
     @property
     def workspace(self) -> Workspace:
@@ -78,43 +84,40 @@ class AppState:
         except TLError:
             return None
 
-    # -- choices survive a refresh: kept in the session workspace, not only in memory --------
+    # -- the draft survives a refresh: kept in the session workspace, not only in memory ----------
     _CHOICES_FILE = "choices.json"
 
+    def edit_draft(self, **sections: Any) -> None:
+        """Change parts of the draft and save it: a section is replaced by a config object
+        (``freeze=plan``) or has some fields replaced by a dict (``data={"augment": "none"}``)."""
+        changes = {}
+        for section, value in sections.items():
+            current = getattr(self.draft, section)
+            changes[section] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+        self.draft = dataclasses.replace(self.draft, **changes)
+        if self._persist:
+            self.save_choices()  # every page's change survives a refresh, with no call to forget
+
     def choices(self) -> dict:
-        return {"backbone": self.backbone, "freeze": dataclasses.asdict(self.freeze),
-                "head": dataclasses.asdict(self.head), "val_fraction": self.val_fraction,
-                "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-                "train": dataclasses.asdict(self.train), "augment": self.augment, "pretrained": self.pretrained}
+        return self.draft.to_dict()
 
     def save_choices(self) -> None:
-        """Write the page-to-page choices when they changed."""
+        """Write the draft when it changed."""
         choices = self.choices()
-        if choices != self._saved_choices:
+        if choices != self._saved_draft:
             atomic.write_json(self.workspace.root / self._CHOICES_FILE, choices)
-            self._saved_choices = choices
+            self._saved_draft = choices
 
     def load_choices(self) -> None:
-        data = atomic.read_json(self.workspace.root / self._CHOICES_FILE)
+        """Read the draft back; an old or damaged file leaves the defaults."""
         try:
-            if not data:
-                return
-            from tl_core.config import RunConfig
-
-            # RunConfig.from_dict already knows how to rebuild the typed freeze plan and head.
-            cfg = RunConfig.from_dict({"data": {"source": ""}, "freeze": data["freeze"],
-                                       "model": {"backbone": data["backbone"], "head": data["head"]},
-                                       "train": data.get("train", {})})
-            self.backbone, self.freeze, self.head = cfg.model.backbone, cfg.freeze, cfg.model.head
-            self.train = cfg.train
-            self.augment = data.get("augment", "light")
-            self.pretrained = bool(data.get("pretrained", True))
-            self.val_fraction = float(data["val_fraction"])
-            self.test_fraction = float(data["test_fraction"])
-            self.split_seed = int(data["split_seed"])
-            self._saved_choices = self.choices()
-        except (KeyError, TypeError, ValueError, TLError):
-            pass  # an old or damaged file: keep the defaults
+            data = atomic.read_json(self.workspace.root / self._CHOICES_FILE)
+            if data:
+                draft = RunConfig.from_dict(data)
+                draft.check_choices()
+                self.draft, self._saved_draft = draft, draft.to_dict()
+        except (AttributeError, TypeError, ValueError, TLError):
+            pass  # keep the defaults
         finally:
             self._persist = True
 

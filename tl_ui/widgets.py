@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 from PIL import Image
+
+from tl_core.config import choices
 
 
 def uploads_as_zip(files: Sequence, dest: Path) -> Path:
@@ -21,6 +24,17 @@ def uploads_as_zip(files: Sequence, dest: Path) -> Path:
         for file in files:
             archive.writestr(file.name, file.getvalue())
     return dest
+
+
+def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str, *,
+                 labels: dict[str, str] | Callable[[str], str] | None = None, **kwargs: Any) -> str:
+    """A selectbox or radio (``widget``, e.g. ``st.radio`` or ``column.selectbox``) over the choices of a
+    config Literal alias, starting at ``value``; ``labels`` (a dict or a function) says what each means."""
+    options = choices(alias)
+    if isinstance(labels, dict):
+        labels = labels.get
+    return widget(label, options, index=options.index(value) if value in options else 0,
+                  format_func=labels or str, **kwargs)
 
 
 def progress_callback(bar):

@@ -61,3 +61,12 @@ def test_model_choices_come_back_after_a_refresh(home):
     refreshed.switch_page("pages/2_model.py").run()
     no_exceptions(refreshed)
     assert refreshed.radio(key="freeze_mode").value == "full"
+
+
+def test_option_lists_are_the_configs_choices(app):
+    from tl_core.config import FREEZE_MODE_LABELS, HEAD_LABELS, FreezeMode, HeadKind, choices
+
+    app.switch_page("pages/2_model.py").run()
+    no_exceptions(app)
+    assert list(app.radio(key="freeze_mode").options) == [FREEZE_MODE_LABELS[m] for m in choices(FreezeMode)]
+    assert list(app.selectbox(key="head_kind").options) == [HEAD_LABELS[k] for k in choices(HeadKind)]

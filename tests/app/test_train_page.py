@@ -79,3 +79,16 @@ def test_settings_come_back_after_a_refresh(app, tiny_dataset):
     assert refreshed.number_input(key="epochs").value == 23
     assert refreshed.selectbox(key="optimizer").value == "sgd"
     assert refreshed.radio(key="augment").value == "standard"
+
+
+def test_option_lists_are_the_configs_choices(app, tiny_dataset):
+    from tl_core.config import AugmentPreset, Optimizer, Schedule, TrainConfig, choices
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert list(app.selectbox(key="optimizer").options) == list(choices(Optimizer))
+    assert list(app.selectbox(key="schedule").options) == list(choices(Schedule))
+    assert [o.split(":")[0] for o in app.radio(key="augment").options] == list(choices(AugmentPreset))
+    assert app.selectbox(key="optimizer").value == TrainConfig().optimizer  # the defaults are the config's
+    assert app.selectbox(key="schedule").value == TrainConfig().schedule

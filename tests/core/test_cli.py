@@ -79,3 +79,39 @@ def test_resume_after_a_stop_from_the_app_trains_on(workspace, image_folder, cap
     assert main(["--workspace", str(workspace.root), "train", "--resume", run.id]) == 0
     assert run.state == "finished" and not run.stop_requested()
     assert [h["epoch"] for h in run.read_json("metrics.json")["history"]] == [1, 2, 3]
+
+
+def test_train_options_take_choices_defaults_and_help_from_the_config():
+    import argparse
+    import dataclasses
+    import typing
+
+    from tl_core import cli
+    from tl_core.config import DataConfig, RunConfig
+
+    commands = next(a for a in cli.make_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = commands.choices["train"]
+    actions = {a.option_strings[0]: a for a in train._actions if a.option_strings}
+    for flag, (section, name) in cli._FIELD_OPTIONS.items():
+        fld, hint = cli._field(section, name)
+        action = actions[flag]
+        assert fld.metadata["help"].replace("%", "%%") in action.help, flag
+        if hint is bool:
+            assert action.default is False  # a switch flips the field's default
+            continue
+        assert action.default == fld.default, flag
+        if typing.get_origin(hint) is typing.Literal:
+            assert tuple(action.choices) == typing.get_args(hint), flag
+    # No options: exactly the config's defaults.
+    args = cli.make_parser().parse_args(["train", "x"])
+    assert cli.build_config(args) == RunConfig(data=DataConfig(source="x"))
+    switched = cli.build_config(cli.make_parser().parse_args(["train", "x", "--no-amp", "--train-bn", "--random-init"]))
+    assert (switched.train.amp, switched.freeze.train_bn, switched.model.pretrained) == (False, True, False)
+    assert dataclasses.replace(switched.train, amp=True) == RunConfig(data=DataConfig(source="x")).train
+
+
+def test_an_unknown_choice_is_refused_with_the_valid_names(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "x", "--optimizer", "lion"])
+    assert info.value.code == 2
+    assert "'adamw', 'sgd', 'rmsprop'" in capsys.readouterr().err

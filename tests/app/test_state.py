@@ -1,0 +1,66 @@
+"""The app's remembered choices: one draft RunConfig, saved with the config's own to_dict/from_dict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tl_core.config import FreezePlan, RunConfig, TrainConfig
+from tl_ui.state import AppState, default_draft
+
+SESSION = "statetest"
+
+
+def loaded(home) -> AppState:
+    """A new session with the same id, as after a refresh."""
+    state = AppState(session_id=SESSION)
+    state.load_choices()
+    return state
+
+
+def choices_file(home):
+    return loaded(home).workspace.root / AppState._CHOICES_FILE
+
+
+def test_defaults_are_the_configs(home):
+    state = loaded(home)
+    assert state.draft == default_draft()
+    assert state.draft.model.backbone == "mobilenet_v2" and state.draft.train == TrainConfig()
+    assert not choices_file(home).exists()  # nothing written until something changes
+
+
+def test_every_edit_is_saved_and_read_back(home):
+    state = loaded(home)
+    state.edit_draft(freeze=FreezePlan(mode="last_n", last_n=2), train={"optimizer": "sgd", "epochs": 7},
+                     model={"backbone": "resnet18"})
+    state.val_fraction = 0.3  # the pages that predate the draft edit it through these aliases
+    again = loaded(home)
+    assert again.draft == state.draft
+    assert again.draft.freeze.last_n == 2 and again.draft.train.optimizer == "sgd"
+    assert again.val_fraction == 0.3 and again.backbone == "resnet18" and again.freeze.mode == "last_n"
+    assert RunConfig.from_dict(json.loads(choices_file(home).read_text())) == state.draft  # the config's format
+
+
+def test_edits_before_loading_are_not_written(home):
+    state = AppState(session_id=SESSION)
+    state.edit_draft(train={"epochs": 3})
+    assert not choices_file(home).exists()
+
+
+@pytest.mark.parametrize("text", [
+    "{not json",  # damaged
+    json.dumps({"backbone": "resnet18", "freeze": {}, "head": {}, "val_fraction": 0.2,
+                "test_fraction": 0.0, "split_seed": 0}),  # the older nine-field file
+    json.dumps({"data": {"source": ""}, "train": {"optimizer": "lion"}}),  # a choice that is gone
+    json.dumps({"data": {"source": ""}, "train": {"no_such_field": 1}}),
+    json.dumps(["a", "list"]),
+])
+def test_a_damaged_or_old_file_falls_back_to_the_defaults(home, text):
+    path = choices_file(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    state = loaded(home)
+    assert state.draft == default_draft()
+    state.edit_draft(train={"epochs": 4})  # and the next change replaces the file
+    assert loaded(home).draft.train.epochs == 4
