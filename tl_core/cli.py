@@ -237,11 +237,10 @@ def cmd_eval(args) -> int:
         result = evaluate_logits(logits, [classes.index(r.label) for r in ds.records], classes,
                                  [r.path for r in ds.records])
     else:
-        found = run.read_evaluation("val")
-        if found is None:
+        result = run.read_evaluation("val")
+        if result is None:
             raise TLError(f"Run {run.id} has no evaluation yet (state: {run.state}); "
                           "give a DATA folder to evaluate on, or finish training first.")
-        result = found
     if args.json:
         print(json.dumps(result.summary(), indent=2))
         return 0

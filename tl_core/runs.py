@@ -66,11 +66,10 @@ class RunStatus:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunStatus:
         """Tolerant of older files: renamed keys are mapped, unknown keys are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, value in data.items():
             key = _RENAMED_STATUS_KEYS.get(key, key)
-            if key in names and not (key in values and value is None):
+            if key in _STATUS_FIELDS and not (key in values and value is None):
                 values[key] = value
         return cls(**values)
 
@@ -79,13 +78,16 @@ class RunStatus:
 
     # Dict-style reads, for code not yet moved to the attributes (training tests). Do not add uses.
     def __getitem__(self, key: str) -> Any:
-        if key not in {f.name for f in dataclasses.fields(self)}:
+        if key not in _STATUS_FIELDS:
             raise KeyError(key)
         return getattr(self, key)
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None) if key in {f.name for f in dataclasses.fields(self)} else None
+        value = getattr(self, key) if key in _STATUS_FIELDS else None
         return default if value is None else value
+
+
+_STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(RunStatus))
 
 
 class Run:
@@ -218,10 +220,9 @@ class Run:
         """Deprecated: use the ``mark_*``/``record_*`` methods. Sets ``state`` and the given
         ``RunStatus`` fields; an unknown field is a TypeError."""
         info = {_RENAMED_STATUS_KEYS.get(key, key): value for key, value in info.items()}
-        names = {f.name for f in dataclasses.fields(RunStatus)}
-        unknown = sorted(set(info) - names)
+        unknown = sorted(set(info) - _STATUS_FIELDS)
         if unknown:
-            raise TypeError(f"Unknown run status field(s) {unknown}; valid: {sorted(names)}.")
+            raise TypeError(f"Unknown run status field(s) {unknown}; valid: {sorted(_STATUS_FIELDS)}.")
         self._update_status(state=state, **info)
 
     # -- events --------------------------------------------------------------------------
