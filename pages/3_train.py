@@ -42,7 +42,7 @@ On a shared server, runs wait in a queue for the device; the place in the queue 
 """)
 
 run = state.current_run()
-run_active = run is not None and jobs.job_state(run).get("state") in ACTIVE_STATES
+run_active = run is not None and jobs.is_active(run)
 
 with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
     dataset_dir = state.dataset_dir()
@@ -115,7 +115,7 @@ if run is None:
 def live_view(run_id: str, was_active: bool) -> None:
     current = state.runs.get(run_id)
     status = jobs.job_state(current)
-    run_state = status.get("state", "unknown")
+    run_state = status.state
     if was_active and run_state not in ACTIVE_STATES:
         # The job ended: redraw the whole page once (no timer; form and sidebar up to date) before
         # saying so. Said only after that rerun, a click on another page made on seeing the news
@@ -141,7 +141,7 @@ def live_view(run_id: str, was_active: bool) -> None:
     elif run_state == "cancelled":
         st.warning("Training was stopped; the best checkpoint so far is kept.", icon=":material/stop_circle:")
     elif run_state == "failed":
-        st.error(status.get("error") or "Training failed.", icon=":material/error:")
+        st.error(status.error or "Training failed.", icon=":material/error:")
 
     c1, c2, c3, c4 = st.columns(4)
     last = curves.epochs[-1] if curves.epochs else {}

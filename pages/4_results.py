@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
-from tl_core.evaluation import EvalResult
 from tl_ui import analysis_views, get_state, intro, user_errors
 from tl_ui.charts import comparison_figure, curves_for
 
@@ -51,27 +50,27 @@ if picked != state.run_id:
 run = state.runs.get(picked)
 
 with user_errors("Could not read the run's results"):
-    evals = {name: run.read_json(f"eval_{key}.json") for key, name in (("test", "test"), ("val", "validation"))}
-    evals = {name: data for name, data in evals.items() if data}
+    split_names = {"test": "test", "val": "validation"}
+    evals = {split_names[split]: result for split, result in run.evaluations().items()}
     if not evals:
         st.info(f"Run `{run.id}` is {summaries[picked]['state']} and has no evaluation yet "
                 "(it is written when training ends).")
-        error = run.status().get("error")
+        error = run.status().error
         if error:
             st.error(error)
         elif jobs.worker_alive(run):
             @st.fragment(run_every=2.0)
             def wait_for_evaluation() -> None:
-                if run.read_json("eval_val.json") or not jobs.worker_alive(run):
+                if run.read_evaluation("val") or not jobs.worker_alive(run):
                     st.rerun()
                 st.caption(":material/hourglass_top: Waiting for the evaluation of the best checkpoint…")
             wait_for_evaluation()
     else:
         split = st.radio("Measured on", list(evals), horizontal=True, key="eval_split",
                          help="The test set is only used here, so it gives the most honest number.")
-        result = EvalResult.from_dict(evals[split])
+        result = evals[split]
         summary = result.summary()
-        metrics = run.read_json("metrics.json", {}) or {}
+        metrics = run.read_metrics()
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Accuracy", f"{result.accuracy:.1%}")
         c2.metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each class counts the same")

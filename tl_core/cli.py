@@ -278,7 +278,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .backbones import get_backbone
     from .data import ingest
-    from .evaluation import EvalResult, evaluate_logits, load_images, predict_tensors
+    from .evaluation import evaluate_logits, load_images, predict_tensors
     from .runs import RunStore
 
     ws = _workspace(args)
@@ -296,11 +296,10 @@ def cmd_eval(args) -> int:
         result = evaluate_logits(logits, [classes.index(r.label) for r in ds.records], classes,
                                  [r.path for r in ds.records])
     else:
-        data = run.read_json("eval_val.json")
-        if data is None:
+        result = run.read_evaluation("val")
+        if result is None:
             raise TLError(f"Run {run.id} has no evaluation yet (state: {run.state}); "
                           "give a DATA folder to evaluate on, or finish training first.")
-        result = EvalResult.from_dict(data)
     if args.json:
         print(json.dumps(result.summary(), indent=2))
         return 0

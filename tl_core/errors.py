@@ -33,3 +33,8 @@ class TrainingOutOfMemory(TLError):
 
 class JobError(TLError):
     """A background job could not be started, found or controlled."""
+
+
+class DiskFull(TLError, OSError):
+    """A file could not be written because the disk (or the user's quota) is full. Also an OSError,
+    so code that handles failed writes in general handles this one too."""

@@ -344,7 +344,7 @@ def run_metadata(run) -> dict[str, Any]:
     config = run.config
     meta: dict[str, Any] = {"name": config.name or run.id, "run_id": run.id, "backbone": config.model.backbone,
                             "pretrained": config.model.pretrained, "config": config.to_dict(),
-                            "metrics": run.read_json("metrics.json", default={}) or {}}
+                            "metrics": run.read_metrics()}
     meta["metrics"] = {k: v for k, v in meta["metrics"].items() if k in ("val", "test", "best_epoch")}
     data: dict[str, Any] = {"source": config.data.source}
     try:
@@ -358,21 +358,20 @@ def run_metadata(run) -> dict[str, Any]:
     if ds is not None:
         data["class_counts"] = {c: sum(1 for r in ds.records if r.label == c) for c in ds.classes}
     meta["data"] = data
-    split, evaluation = next(((split, found) for split in ("test", "val")
-                              if (found := run.read_json(f"eval_{split}.json"))), ("val", None))
-    if evaluation:
-        meta["per_class"], meta["per_class_split"] = evaluation.get("per_class", []), split
-        preds = evaluation.get("predictions", [])
+    split, evaluation = next(iter(run.evaluations().items()), ("val", None))
+    if evaluation is not None:
+        meta["per_class"], meta["per_class_split"] = evaluation.per_class, split
+        preds = evaluation.predictions
         if preds:
             meta["ece"] = reliability([p["probs"] for p in preds], [p["true"] for p in preds]).ece
     return meta
 
 
 def _run_dataset(run):
-    """The run's ingested dataset (the trainer records where in status.json), or None if gone."""
+    """The run's ingested dataset (``Run.dataset_dir``), or None if gone."""
     from .data import Dataset
 
-    folder = run.status().get("dataset_dir") or run.config.data.dataset_dir
+    folder = run.dataset_dir()
     try:
         return Dataset.load(folder) if folder else None
     except Exception:  # noqa: BLE001 - deleted or damaged: the card and the checks say less

@@ -31,8 +31,7 @@ import psutil
 from . import atomic
 from .config import RunConfig
 from .errors import JobError
-from .events import RunFailed
-from .runs import ACTIVE_STATES, Run, RunStore
+from .runs import Run, RunStatus, RunStore
 from .workspace import Workspace
 
 ENV_MAX_JOBS = "TL_STUDIO_MAX_JOBS"  # jobs that may train at once (default: one per GPU, else 1)
@@ -217,7 +216,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     created = time.time()
     ticket = root / "queue" / f"{time.time_ns():020d}-{run.id}.json"
     _write_ticket(ticket, run.dir, None, created)
-    run.set_status("queued", pid=None, queued_at=created)
+    run.mark_queued(pid=None, queued_at=created)
 
     package_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -232,7 +231,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
             start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
     except OSError as exc:
         ticket.unlink(missing_ok=True)
-        run.set_status("failed", error=f"Could not start the training process: {exc}")
+        run.mark_failed(f"Could not start the training process: {exc}")
         raise JobError(f"Could not start the training process ({exc}).") from exc
     finally:
         log.close()
@@ -241,7 +240,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     pid_created = process_create_time(proc.pid)
     _write_ticket(ticket, run.dir, proc.pid, created)
     if run.state == "queued":  # the worker may already have moved on; never step back
-        run.set_status("queued", pid=proc.pid, pid_created=pid_created)
+        run.mark_queued(pid=proc.pid, pid_created=pid_created)
     return run.id
 
 
@@ -250,25 +249,21 @@ def _reap(proc: subprocess.Popen) -> None:
     _children.pop(proc.pid, None)
 
 
-def job_state(run: Run) -> dict[str, Any]:
+def job_state(run: Run) -> RunStatus:
     """The run's status; a queued/running run whose worker is gone is marked failed first."""
     status = run.status()
-    state = status.get("state")
-    if state not in ACTIVE_STATES:
+    if not status.active:
         return status
-    pid = status.get("pid")
-    if pid is None:
-        started = status.get("queued_at") or status.get("created") or 0.0
-        if time.time() - float(started) < STALE_TICKET_S:
+    if status.pid is None:
+        launched = status.queued_at or status.created or 0.0
+        if time.time() - float(launched) < STALE_TICKET_S:
             return status  # the worker is being launched right now
-    elif process_alive(pid, status.get("pid_created")):
+    elif process_alive(status.pid, status.pid_created):
         return status
     status = run.status()  # re-read: the worker may have finished in the meantime
-    if status.get("state") not in ACTIVE_STATES:
+    if not status.active:
         return status
-    run.append_event(RunFailed(reason=DEAD_WORKER_REASON, error_type="WorkerDied"))
-    run.set_status("failed", error=DEAD_WORKER_REASON)
-    return run.status()
+    return run.mark_failed(DEAD_WORKER_REASON, error_type="WorkerDied")
 
 
 def cancel(run: Run) -> None:
@@ -284,8 +279,8 @@ def cancel(run: Run) -> None:
 def worker_alive(run: Run) -> bool:
     """True while the run's worker process still runs (it may be writing the final evaluation)."""
     status = run.status()
-    return process_alive(status.get("pid"), status.get("pid_created"))
+    return process_alive(status.pid, status.pid_created)
 
 
 def is_active(run: Run) -> bool:
-    return job_state(run).get("state") in ACTIVE_STATES
+    return job_state(run).active

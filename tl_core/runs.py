@@ -1,31 +1,93 @@
 """Runs: one folder per training run under ``workspace.runs_dir``.
 
-A run folder holds ``config.json`` (enough to re-run it alone), ``status.json``, the event log
-``events.jsonl`` (one JSON event per line, appended), ``classes.json``, ``checkpoints/{best,last}.pt``
-and evaluation results. Whole-file writes are atomic, and the event log is only ever appended
-with complete lines, so a page polling from another process always sees a consistent state.
+A run folder holds ``config.json`` (enough to re-run it alone), ``status.json`` (a ``RunStatus``),
+the event log ``events.jsonl`` (one JSON event per line, appended), ``classes.json``,
+``checkpoints/{best,last}.pt``, ``metrics.json`` and one ``eval_<split>.json`` per evaluated split.
+Only ``Run`` knows these names: writers and readers go through its methods. Whole-file writes are
+atomic, and the event log is only ever appended with complete lines, so a page polling from
+another process always sees a consistent state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import atomic
 from .config import RunConfig
 from .errors import RunNotFound
-from .events import Event, from_dict, to_dict
+from .events import TERMINAL, Event, RunFailed, from_dict, to_dict
 from .workspace import Workspace, is_safe_id
+
+if TYPE_CHECKING:
+    from .evaluation import EvalResult
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("finished", "failed", "cancelled")
+EVAL_SPLITS = ("test", "val")  # the held-back splits the trainer evaluates, most honest first
+# Keys older status.json files used for a field that now has another name.
+_RENAMED_STATUS_KEYS = {"started_at": "started"}
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``status.json`` says about a run. Change it through ``Run``'s ``mark_*``/``record_*``
+    methods; every field but ``state`` is None until something writes it."""
+
+    state: str = "unknown"  # created, queued, running, finished, failed, cancelled (unknown: no file)
+    created: float | None = None  # time.time() of the run folder's creation
+    updated: float | None = None  # time of the last status change
+    queued_at: float | None = None  # when the job entered the server-wide queue
+    started: float | None = None  # when training started (the worker, then the trainer, set it)
+    finished: float | None = None  # when training finished
+    pid: int | None = None  # the process training the run (or waiting for a device for it)
+    pid_created: float | None = None  # that process's start time, so a reused pid is not mistaken for it
+    slot: int | None = None  # the device slot the job holds (None: not queued through the slots)
+    epoch: int | None = None  # the last epoch completed
+    best_epoch: int | None = None  # the epoch of the best checkpoint
+    best_val_acc: float | None = None  # validation accuracy of the best checkpoint
+    error: str | None = None  # why the run failed, written for the user
+    dataset_dir: str | None = None  # the ingested dataset the trainer read (its paths are relative to it)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
+        """Tolerant of older files: renamed keys are mapped, unknown keys are ignored."""
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            key = _RENAMED_STATUS_KEYS.get(key, key)
+            if key in _STATUS_FIELDS and not (key in values and value is None):
+                values[key] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # Dict-style reads, for code not yet moved to the attributes (training tests). Do not add uses.
+    def __getitem__(self, key: str) -> Any:
+        if key not in _STATUS_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key) if key in _STATUS_FIELDS else None
+        return default if value is None else value
+
+
+_STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(RunStatus))
 
 
 class Run:
@@ -44,25 +106,124 @@ class Run:
     def classes(self) -> list[str]:
         return list(atomic.read_json(self.dir / "classes.json", default=[]))
 
+    def write_classes(self, classes: Sequence[str]) -> None:
+        atomic.write_json(self.dir / "classes.json", list(classes))
+
     def write_json(self, name: str, obj: Any) -> None:
         atomic.write_json(self.dir / name, obj)
 
     def read_json(self, name: str, default: Any = None) -> Any:
         return atomic.read_json(self.dir / name, default=default)
 
-    # -- status --------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        return atomic.read_json(self.dir / "status.json", default={"state": "unknown"})
+    def dataset_dir(self) -> Path | None:
+        """The ingested dataset the run trained on: where the trainer found it, else the one its
+        config names. None when neither is known (the folder itself may since have been deleted)."""
+        folder = self.status().dataset_dir or self.config.data.dataset_dir
+        return Path(folder) if folder else None
 
-    def set_status(self, state: str, **info: Any) -> None:
-        status = self.status()
-        status.update(info)
-        status.update(state=state, updated=time.time())
-        self.write_json("status.json", status)
+    # -- results -------------------------------------------------------------------------
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """The trainer's result: best_epoch, history, and a summary per evaluated split."""
+        atomic.write_json(self.dir / "metrics.json", metrics)
+
+    def read_metrics(self) -> dict[str, Any]:
+        """The trainer's result (see ``write_metrics``); empty until training ended."""
+        return atomic.read_json(self.dir / "metrics.json", default=None) or {}
+
+    def write_evaluation(self, split: str, result: EvalResult) -> None:
+        atomic.write_json(self._eval_path(split), result.to_dict())
+
+    def read_evaluation(self, split: str) -> EvalResult | None:
+        """The evaluation of the best checkpoint on ``split`` ("val" or "test"), None if none yet."""
+        from .evaluation import EvalResult  # here: it imports scikit-learn, slow for runs' other users
+
+        data = atomic.read_json(self._eval_path(split), default=None)
+        return EvalResult.from_dict(data) if data else None
+
+    def evaluations(self) -> dict[str, EvalResult]:
+        """Every evaluation written so far, by split, test first (the most honest number)."""
+        found = {split: self.read_evaluation(split) for split in EVAL_SPLITS}
+        return {split: result for split, result in found.items() if result is not None}
+
+    def _eval_path(self, split: str) -> Path:
+        if split not in EVAL_SPLITS:
+            raise ValueError(f"Unknown evaluation split {split!r}; use one of {', '.join(EVAL_SPLITS)}.")
+        return self.dir / f"eval_{split}.json"
+
+    # -- status --------------------------------------------------------------------------
+    def status(self) -> RunStatus:
+        data = atomic.read_json(self.dir / "status.json", default=None)
+        return RunStatus.from_dict(data) if data else RunStatus()
 
     @property
     def state(self) -> str:
-        return self.status().get("state", "unknown")
+        return self.status().state
+
+    def _update_status(self, **changes: Any) -> RunStatus:
+        status = dataclasses.replace(self.status(), **changes, updated=time.time())
+        atomic.write_json(self.dir / "status.json", status.to_dict())
+        return status
+
+    def mark_queued(self, *, pid: int | None, pid_created: float | None = None,
+                    queued_at: float | None = None) -> RunStatus:
+        """Waiting for a device slot in process ``pid`` (None: being launched). ``queued_at`` is
+        kept from an earlier call when not given."""
+        changes: dict[str, Any] = {"pid": pid, "pid_created": pid_created}
+        if queued_at is not None:
+            changes["queued_at"] = queued_at
+        return self._update_status(state="queued", **changes)
+
+    def mark_running(self, *, pid: int, slot: int | None = None) -> RunStatus:
+        """Training started now in process ``pid`` (the slot and the pid's start time are kept
+        from ``mark_queued`` when not given); clears an earlier error."""
+        changes: dict[str, Any] = {"pid": pid, "started": time.time(), "error": None}
+        if slot is not None:
+            changes["slot"] = slot
+        return self._update_status(state="running", **changes)
+
+    def record_dataset(self, dataset_dir: str | Path) -> RunStatus:
+        """Where the trainer found the ingested dataset (evaluation paths are relative to it)."""
+        return self._update_status(dataset_dir=str(dataset_dir))
+
+    def record_epoch(self, epoch: int, best_epoch: int | None, best_val_acc: float | None) -> RunStatus:
+        return self._update_status(epoch=epoch, best_epoch=best_epoch, best_val_acc=best_val_acc)
+
+    def mark_finished(self, *, best_epoch: int | None = None, best_val_acc: float | None = None) -> RunStatus:
+        """Training ended normally now; the best results are kept from ``record_epoch`` when not given."""
+        changes: dict[str, Any] = {"finished": time.time(), "error": None}
+        if best_epoch is not None:
+            changes["best_epoch"] = best_epoch
+        if best_val_acc is not None:
+            changes["best_val_acc"] = best_val_acc
+        return self._update_status(state="finished", **changes)
+
+    def mark_cancelled(self, *, best_epoch: int | None = None, best_val_acc: float | None = None) -> RunStatus:
+        """Stopped on request (the best checkpoint so far is kept); like ``mark_finished`` otherwise."""
+        changes: dict[str, Any] = {"error": None}
+        if best_epoch is not None:
+            changes["best_epoch"] = best_epoch
+        if best_val_acc is not None:
+            changes["best_val_acc"] = best_val_acc
+        return self._update_status(state="cancelled", **changes)
+
+    def mark_failed(self, reason: str, *, error_type: str | None = None) -> RunStatus:
+        """The run failed for ``reason`` (written for the user). With ``error_type`` a ``RunFailed``
+        event is logged too, unless the log already ends the run (for callers outside the trainer,
+        whose own subscribers log it)."""
+        if error_type is not None:
+            events, _ = self.read_events()
+            if not any(isinstance(e, TERMINAL) for e in events):
+                self.append_event(RunFailed(reason=reason, error_type=error_type))
+        return self._update_status(state="failed", error=reason)
+
+    def set_status(self, state: str, **info: Any) -> None:
+        """Deprecated: use the ``mark_*``/``record_*`` methods. Sets ``state`` and the given
+        ``RunStatus`` fields; an unknown field is a TypeError."""
+        info = {_RENAMED_STATUS_KEYS.get(key, key): value for key, value in info.items()}
+        unknown = sorted(set(info) - _STATUS_FIELDS)
+        if unknown:
+            raise TypeError(f"Unknown run status field(s) {unknown}; valid: {sorted(_STATUS_FIELDS)}.")
+        self._update_status(state=state, **info)
 
     # -- events --------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:
@@ -107,10 +268,7 @@ class Run:
 
     def save_checkpoint(self, kind: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(kind)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        atomic.write_with(path, lambda handle: torch.save(state, handle))
         return path
 
     def load_checkpoint(self, kind: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -140,10 +298,9 @@ class Run:
             pretrained = cfg.model.pretrained
         except (OSError, ValueError):
             backbone, name, pretrained = "?", "", True
-        return {"id": self.id, "name": name or self.id, "state": status.get("state", "unknown"),
-                "backbone": backbone, "pretrained": pretrained, "created": status.get("created"),
-                "best_val_acc": status.get("best_val_acc"), "epoch": status.get("epoch"),
-                "error": status.get("error")}
+        return {"id": self.id, "name": name or self.id, "state": status.state,
+                "backbone": backbone, "pretrained": pretrained, "created": status.created,
+                "best_val_acc": status.best_val_acc, "epoch": status.epoch, "error": status.error}
 
 
 class RunStore:
@@ -160,8 +317,8 @@ class RunStore:
         run_dir.mkdir(parents=True)
         run = Run(run_dir)
         atomic.write_bytes(run_dir / "config.json", config.to_json().encode("utf-8"))
-        run.write_json("status.json", {"state": "created", "created": time.time(),
-                                       "updated": time.time()})
+        now = time.time()
+        atomic.write_json(run_dir / "status.json", RunStatus(state="created", created=now, updated=now).to_dict())
         return run
 
     def get(self, run_id: str) -> Run:

@@ -11,26 +11,14 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
 from .errors import TLError
-from .events import TERMINAL, Control, RunCancelled, RunFailed
+from .events import Control, RunCancelled
 from .jobs import max_jobs, process_create_time, wait_for_slot
-from .runs import ACTIVE_STATES, Run
+from .runs import Run
 from .workspace import Workspace
-
-
-def _has_terminal_event(run: Run) -> bool:
-    events, _ = run.read_events()
-    return any(isinstance(e, TERMINAL) for e in events)
-
-
-def _fail(run: Run, reason: str, error_type: str) -> None:
-    if not _has_terminal_event(run):
-        run.append_event(RunFailed(reason=reason, error_type=error_type))
-    run.set_status("failed", error=reason)
 
 
 def _cuda_devices() -> int:
@@ -42,14 +30,14 @@ def _cuda_devices() -> int:
 def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
     run = Run(run_dir)
     pid = os.getpid()
-    run.set_status("queued", pid=pid, pid_created=process_create_time(pid))
+    run.mark_queued(pid=pid, pid_created=process_create_time(pid))
     slot = None
     if ticket is not None:
         slots = max_jobs()
         slot = wait_for_slot(run, ticket, slots=slots)
         if slot is None:
             run.append_event(RunCancelled(epoch=0, best_epoch=None))
-            run.set_status("cancelled", error=None)
+            run.mark_cancelled()
             return 0
     try:
         config = run.config
@@ -58,24 +46,26 @@ def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
             # set with TL_STUDIO_MAX_JOBS, share the default device)
             config = dataclasses.replace(config, train=dataclasses.replace(
                 config.train, device=f"cuda:{slot.index}"))
-        run.set_status("running", pid=pid, started_at=time.time(),
-                       slot=None if slot is None else slot.index)
+        run.mark_running(pid=pid, slot=None if slot is None else slot.index)
         from .training import train
 
         train(config, run, Workspace(workspace_root), control=Control(poll=run.stop_requested))
     except TLError as exc:
-        _fail(run, str(exc), type(exc).__name__)
+        run.mark_failed(str(exc), error_type=type(exc).__name__)
         return 1
     except BaseException as exc:  # a bug, or KeyboardInterrupt/SystemExit: the log keeps details
         traceback.print_exc()
-        _fail(run, f"Training stopped because of an internal error ({type(exc).__name__}: {exc}). "
-              "Details are in worker.log in the run folder.", type(exc).__name__)
+        run.mark_failed(f"Training stopped because of an internal error ({type(exc).__name__}: {exc}). "
+                        "Details are in worker.log in the run folder.", error_type=type(exc).__name__)
         return 2
     finally:
         if slot is not None:
             slot.release()
-    if run.state in ACTIVE_STATES:  # train() returned without writing a final state
-        run.set_status("cancelled" if run.stop_requested() else "finished")
+    if run.status().active:  # train() returned without writing a final state
+        if run.stop_requested():
+            run.mark_cancelled()
+        else:
+            run.mark_finished()
     return 0
 
 

@@ -7,7 +7,6 @@ import streamlit as st
 from tl_core import jobs
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import TLError
-from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 
 from .state import AppState
@@ -30,7 +29,7 @@ def render(state: AppState) -> None:
         st.markdown(f":material/photo_library: Dataset: {dataset_line}")
         st.markdown(f":material/neurology: Model: **{state.backbone}**, {state.freeze.mode.replace('_', ' ')}")
         run = state.current_run()
-        active = run is not None and run.state in ACTIVE_STATES
+        active = run is not None and run.status().active
         _job_status(state, live=active)
 
 
@@ -42,10 +41,10 @@ def _job_status(state: AppState, live: bool) -> None:
             st.markdown(":material/model_training: Run: none yet")
         else:
             status = jobs.job_state(run)
-            run_state = status.get("state", "unknown")
+            run_state = status.state
             line = f"{STATE_ICONS.get(run_state, '')} Run `{run.id}`: **{run_state}**"
-            if run_state == "running" and status.get("epoch"):
-                line += f" (epoch {status['epoch']} of {run.config.train.epochs})"
+            if run_state == "running" and status.epoch:
+                line += f" (epoch {status.epoch} of {run.config.train.epochs})"
             if run_state == "queued":
                 position = jobs.queue_position(run)
                 if position:

@@ -33,8 +33,7 @@ def checkpoint_stamp(run: Run) -> float:
 
 def dataset_root(run: Run) -> Path:
     """The folder the run's evaluation paths are relative to (where the trainer read the dataset)."""
-    folder = run.status().get("dataset_dir") or run.config.data.dataset_dir or run.config.data.source
-    return Path(folder)
+    return run.dataset_dir() or Path(run.config.data.source)
 
 
 def trained_runs(state: AppState) -> list[Run]:

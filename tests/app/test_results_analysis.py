@@ -65,9 +65,9 @@ def test_results_page_error_analysis(app, trained_run):  # noqa: F811 - fixture
     no_exceptions(app)
     assert any(s.value == "Error analysis" for s in app.subheader)
     key = f"ea_{trained_run.id}"
-    evaluation = trained_run.read_json("eval_val.json")
-    frame = analysis.predictions_frame(evaluation["predictions"])
-    classes = evaluation["classes"]
+    evaluation = trained_run.read_evaluation("val")
+    frame = analysis.predictions_frame(evaluation.predictions)
+    classes = evaluation.classes
 
     # Choosing a cell (what a click does) shows exactly that cell's images, with labels and confidence.
     for true in range(len(classes)):

@@ -28,7 +28,7 @@ def test_a_full_disk_is_reported_as_such(tmp_path: Path):
     target = tmp_path / "model.safetensors"
     with pytest.raises(OSError, match="the disk is full") as caught, atomic.replacing(target):
         raise OSError(errno.ENOSPC, "No space left on device")
-    assert caught.value.errno == errno.ENOSPC
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, atomic.DiskFull)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -78,7 +78,7 @@ def test_resume_after_a_stop_from_the_app_trains_on(workspace, image_folder, cap
     assert run.state == "cancelled" and run.stop_requested()
     assert main(["--workspace", str(workspace.root), "train", "--resume", run.id]) == 0
     assert run.state == "finished" and not run.stop_requested()
-    assert [h["epoch"] for h in run.read_json("metrics.json")["history"]] == [1, 2, 3]
+    assert [h["epoch"] for h in run.read_metrics()["history"]] == [1, 2, 3]
 
 
 def test_train_options_take_choices_defaults_and_help_from_the_config():

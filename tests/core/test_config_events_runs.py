@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -75,10 +76,11 @@ def test_run_store_create_list_get_delete(workspace):
     assert run.state == "created"
     assert [r.id for r in store.list()] == [run.id]
     assert store.get(run.id).config == make_config()
-    run.set_status("running", epoch=1)
+    run.mark_running(pid=os.getpid())
+    run.record_epoch(1, best_epoch=1, best_val_acc=0.5)
     with pytest.raises(JobError, match="stop it"):
         store.delete(run.id)
-    run.set_status("finished")
+    run.mark_finished()
     store.delete(run.id)
     assert store.list() == []
     with pytest.raises(RunNotFound, match="tl_core runs"):

@@ -47,9 +47,9 @@ def exported(tmp_path_factory, real_photos):
                        model=ModelConfig(backbone=BACKBONE, pretrained=False))
     run = store.create(config)
     model = confident_model()
-    run.write_json("classes.json", CLASSES)
+    run.write_classes(CLASSES)
     run.save_checkpoint("best", {"model": model.state_dict()})
-    run.write_json("metrics.json", {"best_epoch": 3, "val": {"accuracy": 0.875, "loss": 0.4, "n": 8}})
+    run.write_metrics({"best_epoch": 3, "val": {"accuracy": 0.875, "loss": 0.4, "n": 8}})
 
     images = root / "images"
     images.mkdir()

@@ -51,17 +51,17 @@ def test_worker_trains_a_real_run_end_to_end(workspace, home, small_folder):
     session = workspace.for_session("student1")
     run_id = jobs.start_job(session, tiny_config(small_folder))
     run = RunStore(session).get(run_id)
-    assert run.status()["state"] in ("queued", "running")
-    assert run.status().get("pid")
+    assert run.status().state in ("queued", "running")
+    assert run.status().pid
 
-    status = wait_for(lambda: (s := jobs.job_state(run))["state"] in FINAL and s, timeout=180)
+    status = wait_for(lambda: (s := jobs.job_state(run)).state in FINAL and s, timeout=180)
     log = (run.dir / "worker.log").read_text()
-    assert status["state"] == "finished", log
+    assert status.state == "finished", log
     assert run.checkpoint_path("best").exists()
     events, _ = run.read_events()
     names = [type(e).__name__ for e in events]
     assert names.count("EpochEnded") == 2 and names[-1] == "RunFinished"
-    assert run.read_json("eval_val.json")["accuracy"] >= 0
+    assert run.read_evaluation("val").accuracy >= 0
     assert jobs.waiting_tickets(jobs.jobs_root(home)) == []  # the ticket left the queue
     assert jobs.running_jobs(home) == []  # and the slot was given back
 
@@ -69,13 +69,13 @@ def test_worker_trains_a_real_run_end_to_end(workspace, home, small_folder):
 def test_dead_worker_is_detected_and_the_run_marked_failed(workspace, small_folder):
     run = RunStore(workspace).create(tiny_config(small_folder))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    run.set_status("running", pid=sleeper.pid)
-    assert jobs.job_state(run)["state"] == "running"
+    run.mark_running(pid=sleeper.pid)
+    assert jobs.job_state(run).state == "running"
     sleeper.kill()
     sleeper.wait()
     status = jobs.job_state(run)
-    assert status["state"] == "failed"
-    assert "stopped unexpectedly" in status["error"]
+    assert status.state == "failed"
+    assert "stopped unexpectedly" in status.error
     events, _ = run.read_events()
     assert type(events[-1]).__name__ == "RunFailed"
 
