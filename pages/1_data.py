@@ -141,14 +141,17 @@ with user_errors("Could not open the dataset"):
     if has_val:
         st.info("Your data came with its own validation split; it is kept as given.")
     c1, c2, c3 = st.columns(3)
-    state.val_fraction = c1.slider("Validation share", 0.05, 0.5, state.val_fraction, 0.05, disabled=has_val,
-                                   help="Held back from training to measure accuracy on unseen images.")
-    state.test_fraction = c2.slider("Test share", 0.0, 0.4, state.test_fraction, 0.05,
-                                    help="Kept aside for one final check; 0 = no test set.")
-    state.split_seed = int(c3.number_input("Shuffle seed", 0, 10_000, state.split_seed,
-                                           help="The same seed gives the same split every time."))
+    chosen = state.draft.data
+    state.edit_draft(data={
+        "val_fraction": c1.slider("Validation share", 0.05, 0.5, chosen.val_fraction, 0.05, disabled=has_val,
+                                  help="Held back from training to measure accuracy on unseen images."),
+        "test_fraction": c2.slider("Test share", 0.0, 0.4, chosen.test_fraction, 0.05,
+                                   help="Kept aside for one final check; 0 = no test set."),
+        "split_seed": int(c3.number_input("Shuffle seed", 0, 10_000, chosen.split_seed,
+                                          help="The same seed gives the same split every time."))})
+    chosen = state.draft.data
     try:
-        split = tl_data.make_split(ds, state.val_fraction, state.test_fraction, state.split_seed)
+        split = tl_data.make_split(ds, chosen.val_fraction, chosen.test_fraction, chosen.split_seed)
     except DataError as exc:  # the report still says what is wrong; the split's error comes after it
         split, split_error = None, exc
     else:

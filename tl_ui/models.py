@@ -42,13 +42,7 @@ def augment_preview(dataset_dir: str, preset: str, crop: int, size: int, images:
     from tl_core.data import Dataset, decode_square, make_augment
 
     ds = Dataset.load(dataset_dir)
-    picked, seen = [], set()
-    for record in ds.records:
-        if record.label not in seen:
-            seen.add(record.label)
-            picked.append(record)
-        if len(picked) == images:
-            break
+    picked = [records[0] for records in ds.examples(1, max_classes=images).values()]
     augment = make_augment(preset, crop)
     torch.manual_seed(seed)
     out = []

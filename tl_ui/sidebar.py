@@ -19,15 +19,19 @@ STATE_ICONS = {"queued": ":material/hourglass_top:", "running": ":material/direc
 def render(state: AppState) -> None:
     with st.sidebar:
         st.caption("**TL Studio** · transfer learning on your own images")
-        dataset_line = "none yet: add one on **Data**"
+        dataset = None
         if state.dataset_id:
             try:
-                ds = DatasetCatalog(state.workspace).load(state.dataset_id)
-                dataset_line = f"**{ds.name}** · {len(ds.records)} images, {len(ds.classes)} classes"
+                dataset = DatasetCatalog(state.workspace).load(state.dataset_id)
             except TLError:
-                dataset_line = "the selected dataset is gone; pick another on **Data**"
-        st.markdown(f":material/photo_library: Dataset: {dataset_line}")
-        st.markdown(f":material/neurology: Model: **{state.backbone}**, {state.freeze.mode.replace('_', ' ')}")
+                st.markdown(":material/photo_library: Dataset: the selected dataset is gone; pick another on **Data**")
+        if dataset is not None:  # its name is the user's: shown as text, never as Markdown
+            st.markdown(":material/photo_library: Dataset:")
+            st.text(f"{dataset.name} · {len(dataset.records)} images, {len(dataset.classes)} classes")
+        elif not state.dataset_id:
+            st.markdown(":material/photo_library: Dataset: none yet: add one on **Data**")
+        draft = state.draft
+        st.markdown(f":material/neurology: Model: **{draft.model.backbone}**, {draft.freeze.mode.replace('_', ' ')}")
         run = state.current_run()
         active = run is not None and run.status().active
         _job_status(state, live=active)

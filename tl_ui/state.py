@@ -17,7 +17,7 @@ from typing import Any
 import streamlit as st
 
 from tl_core import atomic
-from tl_core.config import DataConfig, FreezePlan, RunConfig
+from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
@@ -28,12 +28,6 @@ _KEY = "tl_studio_state"
 def default_draft() -> RunConfig:
     """The config's own defaults (mobilenet_v2: bundled weights, trains offline out of the box)."""
     return RunConfig(data=DataConfig(source=""))
-
-
-def _draft_field(section: str, name: str) -> property:
-    """``state.<name>`` reads and edits ``draft.<section>.<name>`` (for pages that predate ``draft``)."""
-    return property(lambda self: getattr(getattr(self.draft, section), name),
-                    lambda self, value: self.edit_draft(**{section: {name: value}}))
 
 
 @dataclass
@@ -51,15 +45,6 @@ class AppState:
     predict_batch: dict | None = field(default=None, repr=False, compare=False)  # Predict's last table
     snapshots_seen: set[str] = field(default_factory=set, repr=False, compare=False)  # webcam file ids kept
     upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
-
-    val_fraction = _draft_field("data", "val_fraction")
-    test_fraction = _draft_field("data", "test_fraction")
-    split_seed = _draft_field("data", "split_seed")
-    backbone = _draft_field("model", "backbone")
-
-    @property
-    def freeze(self) -> FreezePlan:
-        return self.draft.freeze
 
     @property
     def workspace(self) -> Workspace:

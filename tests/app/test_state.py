@@ -33,12 +33,12 @@ def test_defaults_are_the_configs(home):
 def test_every_edit_is_saved_and_read_back(home):
     state = loaded(home)
     state.edit_draft(freeze=FreezePlan(mode="last_n", last_n=2), train={"optimizer": "sgd", "epochs": 7},
-                     model={"backbone": "resnet18"})
-    state.val_fraction = 0.3  # the pages that predate the draft edit it through these aliases
+                     model={"backbone": "resnet18"}, data={"val_fraction": 0.3})
     again = loaded(home)
     assert again.draft == state.draft
     assert again.draft.freeze.last_n == 2 and again.draft.train.optimizer == "sgd"
-    assert again.val_fraction == 0.3 and again.backbone == "resnet18" and again.freeze.mode == "last_n"
+    assert again.draft.data.val_fraction == 0.3 and again.draft.model.backbone == "resnet18"
+    assert again.draft.freeze.mode == "last_n"
     assert RunConfig.from_dict(json.loads(choices_file(home).read_text())) == state.draft  # the config's format
 
 
