@@ -16,7 +16,7 @@ AugmentPreset = Literal["none", "light", "standard"]
 FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups"]
 HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
 Pooling = Literal["avg", "flatten"]
-Optimizer = Literal["adamw", "sgd", "rmsprop"]
+Optimizer = Literal["adamw", "sgd", "rmsprop"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
@@ -30,8 +30,23 @@ HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
     "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
 POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
-OPTIMIZER_LABELS: dict[str, str] = {
-    "adamw": "AdamW, a safe default", "sgd": "SGD with Nesterov momentum 0.9", "rmsprop": "RMSprop"}
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    label: str  # what it is, in words for people
+    torch_class: str  # its class in torch.optim, built with (param groups, lr=, weight_decay=, **options)
+    options: tuple[tuple[str, Any], ...] = ()  # further keyword arguments
+
+
+# Adding an optimiser is its name in ``Optimizer`` and its line here (tests/core/test_optim.py
+# checks the two agree and that each one builds and steps).
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "adamw": OptimizerSpec("AdamW, a safe default", "AdamW"),
+    "sgd": OptimizerSpec("SGD with Nesterov momentum 0.9", "SGD", (("momentum", 0.9), ("nesterov", True))),
+    "rmsprop": OptimizerSpec("RMSprop", "RMSprop"),
+}
+OPTIMIZER_LABELS: dict[str, str] = {name: spec.label for name, spec in OPTIMIZERS.items()}
 SCHEDULE_LABELS: dict[str, str] = {
     "cosine": "cosine decay to zero", "onecycle": "one-cycle: warm up, then anneal",
     "step": "x0.1 after each third of the run", "constant": "the same learning rate throughout"}

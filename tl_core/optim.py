@@ -1,7 +1,7 @@
-"""Optimisers and learning-rate schedules by name: one registry each, keyed by the config's choices.
+"""Optimisers and learning-rate schedules by name, keyed by the config's choices.
 
-Adding an optimiser: its name in ``config.Optimizer`` (and a label in ``OPTIMIZER_LABELS``), its builder
-here; ``tests/core/test_optim.py`` checks that the two lists agree.
+Optimisers are described as data in ``config.OPTIMIZERS`` (adding one is a change there only);
+schedules need code, so their builders are here, keyed by ``config.Schedule``'s names.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import torch
 from torch.optim import Optimizer as TorchOptimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from .config import Optimizer, Schedule, check_choice
+from .config import OPTIMIZERS, Optimizer, Schedule, check_choice
 
-OptimizerBuilder = Callable[[list[dict], float, float], TorchOptimizer]  # (param groups, lr, weight decay)
 ScheduleBuilder = Callable[[TorchOptimizer, int], LRScheduler]  # (optimizer, total steps >= 1)
 
 
@@ -22,12 +21,6 @@ def _onecycle(optimizer: TorchOptimizer, total_steps: int) -> LRScheduler:
     max_lrs = [g["lr"] for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total_steps)
 
-
-OPTIMIZERS: dict[str, OptimizerBuilder] = {
-    "adamw": lambda groups, lr, wd: torch.optim.AdamW(groups, lr=lr, weight_decay=wd),
-    "sgd": lambda groups, lr, wd: torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd),
-    "rmsprop": lambda groups, lr, wd: torch.optim.RMSprop(groups, lr=lr, weight_decay=wd),
-}
 
 SCHEDULES: dict[str, ScheduleBuilder] = {
     "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
@@ -41,7 +34,8 @@ SCHEDULES: dict[str, ScheduleBuilder] = {
 def make_optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> TorchOptimizer:
     """The optimiser ``name`` over parameter groups (each may carry its own ``lr``)."""
     check_choice("optimizer", name, Optimizer)
-    return OPTIMIZERS[name](groups, lr, weight_decay)
+    spec = OPTIMIZERS[name]
+    return getattr(torch.optim, spec.torch_class)(groups, lr=lr, weight_decay=weight_decay, **dict(spec.options))
 
 
 def make_scheduler(name: str, optimizer: TorchOptimizer, total_steps: int) -> LRScheduler:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tl_core.config import Optimizer, Schedule, choices
+from tl_core.config import OPTIMIZERS, Optimizer, Schedule, choices
 from tl_core.errors import ConfigError
-from tl_core.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_scheduler
+from tl_core.optim import SCHEDULES, make_optimizer, make_scheduler
 
 
 def groups() -> list[dict]:
