@@ -101,11 +101,10 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# Strategies: how a session's model is trained
 # --------------------------------------------------------------------------------------------
 class _Stopped(Exception):
-    pass
-
+    """The control asked the run to stop; raised between batches and reported as a cancel."""
 
 
 def trainable_params(model: nn.Module) -> int:
@@ -191,7 +190,8 @@ class Strategy:
     def save(self, kind: str, epoch: int) -> None:
         s, optim = self.session, self.optim
         path = save_checkpoint(self.trainer.run, kind, epoch, s.model, self.state, s.config.train.batch_size,
-                               optim and optim.optimizer, optim and optim.scheduler)
+                               optimizer=optim.optimizer if optim else None,
+                               scheduler=optim.scheduler if optim else None)
         self.emit(ev.CheckpointSaved(epoch=epoch, kind=kind, path=str(path), metric=self.state.best_metric))
 
     def final_evaluation(self) -> dict[str, Any]:
