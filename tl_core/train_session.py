@@ -1,6 +1,7 @@
 """Setting up a training session: the dataset decoded and split, the model built and frozen, on
-the chosen device. ``open_session`` builds a ``Session`` in one go; the trainer only reads it
-(except the batch size, halved when a batch does not fit in memory)."""
+the chosen device. ``open_session`` builds a ``Session`` in one go. After that, a run changes only
+its batch size (halved when a batch does not fit in memory), its feature cache and the model's
+weights."""
 
 from __future__ import annotations
 

@@ -170,20 +170,27 @@ class Strategy:
         return feats
 
     @torch.no_grad()
-    def logits(self, indices: Sequence[int]) -> torch.Tensor:
-        """Logits of the eval view; the validation set's come from cached features when there are some."""
+    def image_logits(self, indices: Sequence[int]) -> torch.Tensor:
+        """Logits of the eval view of these images."""
         s = self.session
         s.model.eval()
-        if indices is s.data.val and s.features.val is not None:
-            return s.model.head(s.features.val.to(s.device)).float().cpu()
         out = []
         for x, _ in s.loader(indices, s.eval_view(), shuffle=False):
             with autocast(s.device, s.amp_dtype):
                 out.append(s.model(s.normalize(x)).float().cpu())
         return torch.cat(out) if out else torch.zeros(0, len(s.data.classes))
 
+    @torch.no_grad()
+    def val_logits(self) -> torch.Tensor:
+        """The validation set's logits: from its cached features when the run has them."""
+        s = self.session
+        if s.features.val is None:
+            return self.image_logits(s.data.val)
+        s.model.eval()
+        return s.model.head(s.features.val.to(s.device)).float().cpu()
+
     def validate(self) -> tuple[float, float]:
-        logits = self.logits(self.session.data.val)
+        logits = self.val_logits()
         labels = torch.tensor(self.session.data.labels_of(self.session.data.val))
         return nn.functional.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
@@ -203,7 +210,8 @@ class Strategy:
         result: dict[str, Any] = {"best_epoch": self.state.best_epoch, "history": self.state.history}
         for name, indices in {"val": s.data.val, "test": s.data.test}.items():
             if indices:
-                report = evaluate_logits(self.logits(indices), s.data.labels_of(indices), s.data.classes,
+                logits = self.val_logits() if name == "val" else self.image_logits(indices)
+                report = evaluate_logits(logits, s.data.labels_of(indices), s.data.classes,
                                          [s.data.paths[i] for i in indices])
                 self.trainer.lifecycle.evaluated(name, report.to_dict())
                 result[name] = report.summary()
