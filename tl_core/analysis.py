@@ -190,16 +190,15 @@ def embedding_map(features: np.ndarray, method: Literal["pca", "tsne"] = "pca", 
 
 def image_features(model, images_uint8, preprocess, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
     """Body features [N, D] of uint8 images [N,3,S,S] (S = ``preprocess.resize_size``), seen as at
-    evaluation (centre crop, normalised). A thin wrapper over ``tl_core.training.extract_features``."""
+    evaluation (centre crop, normalised). A thin wrapper over ``tl_core.features.extract_features``."""
     import torch
 
-    from .data import center_crop
-    from .training import Normalizer, extract_features, make_loader
+    from .features import extract_features
+    from .preprocess import Normalizer, eval_view, make_loader
 
     device = torch.device(device)
     model = model.to(device).eval()
     n = len(images_uint8)
-    loader = make_loader(images_uint8, list(range(n)), [0] * n, lambda b: center_crop(b, preprocess.crop_size),
-                         batch_size, shuffle=False)
-    features, _ = extract_features(model.body, loader, Normalizer(preprocess.mean, preprocess.std, device))
+    loader = make_loader(images_uint8, list(range(n)), [0] * n, eval_view(preprocess), batch_size, shuffle=False)
+    features, _ = extract_features(model.body, loader, Normalizer.for_preprocess(preprocess, device))
     return features.numpy()

@@ -1,8 +1,9 @@
-"""Evaluation and prediction: metrics from logits, and top-k predictions for a saved run."""
+"""Evaluation and prediction: metrics from logits, and top-k predictions for a saved run.
+
+Images become model inputs in ``tl_core.preprocess``."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,10 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from .errors import DataError
+from .preprocess import decode, load_images, model_inputs
+
+# load_images lives in tl_core.preprocess; importing it from here keeps working
+__all__ = ["EvalResult", "evaluate_logits", "load_images", "predict", "predict_tensors"]
 
 
 @dataclass
@@ -79,35 +84,13 @@ def evaluate_logits(logits: torch.Tensor, labels: Sequence[int], classes: Sequen
 def predict_tensors(model: torch.nn.Module, images_uint8: torch.Tensor, preprocess, device: str | torch.device = "cpu",
                     batch_size: int = 64) -> torch.Tensor:
     """Logits for uint8 images [N,3,S,S] already resized to ``preprocess.resize_size``."""
-    from .data import center_crop
-    from .training import Normalizer
-
     device = torch.device(device)
     model = model.to(device).eval()
-    normalize = Normalizer(preprocess.mean, preprocess.std, device)
     out = []
     for start in range(0, len(images_uint8), batch_size):
-        batch = center_crop(torch.as_tensor(images_uint8[start:start + batch_size]).clone(), preprocess.crop_size)
-        out.append(model(normalize(batch)).float().cpu())
+        batch = torch.as_tensor(images_uint8[start:start + batch_size]).clone()
+        out.append(model(model_inputs(batch, preprocess, device)).float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def load_images(images: Sequence[Image.Image | Path | str | bytes], size: int) -> torch.Tensor:
-    """Decode images exactly as training does (EXIF, RGB, shorter side to ``size``, centre crop)."""
-    from .data import decode_square
-
-    def source(image):
-        if isinstance(image, Image.Image):  # lossless round trip through the one decode path
-            buffer = io.BytesIO()
-            image.save(buffer, "PNG")
-            buffer.seek(0)
-            return buffer
-        return io.BytesIO(image) if isinstance(image, bytes) else image
-
-    try:
-        return torch.stack([torch.from_numpy(np.array(decode_square(source(image), size))) for image in images])
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"Could not read an image to predict on ({exc}); use a JPEG, PNG, BMP or WebP file.") from exc
 
 
 def predict(run, images: Sequence[Image.Image | Path | str | bytes], top_k: int = 3,
@@ -118,7 +101,7 @@ def predict(run, images: Sequence[Image.Image | Path | str | bytes], top_k: int 
     pre = get_backbone(run.config.model.backbone).preprocess
     model = model if model is not None else run.load_model("best")
     classes = run.classes
-    probs = predict_tensors(model, load_images(images, pre.resize_size), pre, device).softmax(1)
+    probs = predict_tensors(model, decode(images, pre), pre, device).softmax(1)
     k = min(top_k, len(classes))
     values, indices = probs.topk(k, dim=1)
     return [[(classes[int(i)], float(v)) for v, i in zip(vs, ids, strict=False)] for vs, ids in zip(values, indices, strict=False)]

@@ -267,12 +267,10 @@ def model_view(image: Image.Image | Path | str | bytes, preprocess) -> tuple[tor
     """An image as the app's model sees it: the normalised input [1, 3, crop, crop] and the centre
     crop as a PIL image (to draw the heatmap on). Decoded by ``tl_core.data`` like training data;
     pass uploads as bytes or a path so that their EXIF orientation is honoured."""
-    from .data import center_crop
-    from .evaluation import load_images
-    from .training import Normalizer
+    from .preprocess import decode, eval_view, normalize
 
-    crop = center_crop(load_images([image], preprocess.resize_size), preprocess.crop_size)
-    x = Normalizer(preprocess.mean, preprocess.std, torch.device("cpu"))(crop).contiguous()
+    crop = eval_view(preprocess)(decode([image], preprocess))
+    x = normalize(crop, preprocess).contiguous()
     return x, Image.fromarray(crop[0].permute(1, 2, 0).numpy())
 
 

@@ -111,12 +111,10 @@ def default_check_images() -> list[Image.Image]:
 
 
 def _engine_inputs(paths: Sequence[Path], preprocess) -> torch.Tensor:
-    """What the app's model sees for these files (tl_core.data + the trainer's normaliser)."""
-    from .data import center_crop, decode_square
-    from .training import Normalizer
+    """What the app's model sees for these files (tl_core.preprocess, as at prediction)."""
+    from .preprocess import decode, model_inputs
 
-    batch = torch.stack([torch.from_numpy(np.array(decode_square(p, preprocess.resize_size))) for p in paths])
-    return Normalizer(preprocess.mean, preprocess.std, torch.device("cpu"))(center_crop(batch, preprocess.crop_size))
+    return model_inputs(decode(paths, preprocess), preprocess)
 
 
 def _parity(fmt: str, runtime, inputs: np.ndarray, torch_probs: np.ndarray, names: list[str],

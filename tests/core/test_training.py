@@ -86,7 +86,7 @@ def test_cached_runs_compute_backbone_features_only_before_the_first_epoch(works
         raise AssertionError("a cached run must not train on images")
 
     monkeypatch.setattr(training, "extract_features", counting_extract)
-    monkeypatch.setattr(training.Trainer, "_image_epoch", no_image_epochs)
+    monkeypatch.setattr(training.EpochLoop, "_image_epoch", no_image_epochs)
     at_epoch_end: list[int] = []
     cfg = config_for(image_folder, epochs=4, augment="light")
     run = RunStore(workspace).create(cfg)

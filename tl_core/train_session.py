@@ -1,0 +1,157 @@
+"""Setting up a training session: the dataset decoded and split, the model built and frozen, on
+the chosen device. ``open_session`` builds a ``Session`` in one go. After that, a run changes only
+its batch size (halved when a batch does not fit in memory), its feature cache and the model's
+weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from . import events as ev
+from .config import CLASSICAL_HEADS, RunConfig
+from .device import autocast_dtype, seed_everything, select_device
+from .errors import ConfigError
+from .features import FeatureCache
+from .preprocess import Normalizer, View, decode_dataset, eval_view, make_loader, train_view
+from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .backbones import Preprocess
+
+
+# --------------------------------------------------------------------------------------------
+# Data preparation
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    classes: list[str]
+    paths: list[str]  # record paths, for per-image predictions
+    images: torch.Tensor  # uint8 [N,3,S,S] (S = the weights' resize size), maybe memory-mapped
+    labels: list[int]
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    dataset_dir: str
+
+    def labels_of(self, indices: Sequence[int]) -> list[int]:
+        return [self.labels[i] for i in indices]
+
+
+def load_dataset(config: RunConfig, workspace: Workspace, progress=None):
+    from .data import Dataset, ingest
+
+    if config.data.dataset_dir:
+        return Dataset.load(config.data.dataset_dir)
+    return ingest(config.data.source, dest=workspace.datasets_dir / _slug(config.data.source),
+                  progress=progress)
+
+
+def _slug(source: str) -> str:
+    import hashlib
+    from pathlib import Path
+
+    path = Path(source).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in path.stem)[:40] or "data"
+    return f"{stem}-{digest}"
+
+
+def throttled_progress(emit: Callable[[ev.Event], None], phase: str) -> Callable[..., None]:
+    """A progress callback that emits at most two ``Progress`` events a second (and the last)."""
+    last = [0.0]
+
+    def report(done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] > 0.5:
+            last[0] = now
+            emit(ev.Progress(phase, done, total, message))
+    return report
+
+
+def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess,
+                 emit: Callable[[ev.Event], None] = lambda e: None) -> PreparedData:
+    from .data import check_trainable, make_split
+
+    ds = load_dataset(config, workspace, progress=throttled_progress(emit, "ingest"))
+    check_trainable(ds)
+    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
+    if not split.val:
+        raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
+                          "or give a val/ folder.")
+    images = decode_dataset(ds, preprocess, workspace.cache_dir, progress=throttled_progress(emit, "decode"))
+    return PreparedData(classes=list(ds.classes), paths=[r.path for r in ds.records], images=images,
+                        labels=list(ds.labels), train=list(split.train), val=list(split.val),
+                        test=list(split.test), dataset_dir=str(ds.root))
+
+
+# --------------------------------------------------------------------------------------------
+# The session
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Session:
+    """What one run trains with."""
+
+    config: RunConfig  # the run's config; its batch size is halved when a batch does not fit
+    preprocess: Preprocess  # the backbone's: how images become inputs (tl_core.preprocess)
+    device: torch.device
+    amp_dtype: torch.dtype | None  # mixed precision's dtype; None: full precision
+    data: PreparedData
+    model: nn.Module  # on ``device``, frozen as the plan says for epoch 1
+    normalize: Normalizer
+    use_cache: bool  # the body stays frozen throughout: the head trains on cached features
+    features: FeatureCache = field(default_factory=FeatureCache)
+
+    @property
+    def classical(self) -> bool:
+        """A scikit-learn head fitted once on features, instead of epochs of gradient steps."""
+        return self.config.model.head.kind in CLASSICAL_HEADS
+
+    def eval_view(self) -> View:
+        return eval_view(self.preprocess)
+
+    def train_view(self) -> View:
+        return train_view(self.preprocess, self.config.data.augment)
+
+    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
+        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""
+        train = self.config.train
+        return make_loader(self.data.images, indices, self.data.labels_of(indices), view, train.batch_size,
+                           shuffle=shuffle, seed=train.seed + epoch, num_workers=train.num_workers,
+                           pin_memory=self.device.type == "cuda")
+
+    def with_batch_size(self, batch_size: int) -> None:
+        self.config = dataclasses.replace(
+            self.config, train=dataclasses.replace(self.config.train, batch_size=batch_size))
+
+
+def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Event], None],
+                 data_ready: Callable[[PreparedData], None] = lambda data: None) -> Session:
+    """Seed, pick the device, prepare the data (then call ``data_ready``), build and freeze the model."""
+    from .backbones import build_model, get_backbone
+    from .freeze import apply_freeze, body_frozen_throughout
+
+    seed_everything(config.train.seed)
+    spec = get_backbone(config.model.backbone)
+    device = select_device(config.train.device)
+    amp_dtype = autocast_dtype(device, config.train.amp)
+    data = prepare_data(config, workspace, spec.preprocess, emit)
+    data_ready(data)
+
+    model = build_model(config.model.backbone, len(data.classes), config.model.head,
+                        pretrained=config.model.pretrained, weights_dir=config.model.weights_dir)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    normalize = Normalizer.for_preprocess(spec.preprocess, device)
+    apply_freeze(model, config.freeze, epoch=1)
+    use_cache = (config.train.feature_cache or config.model.head.kind in CLASSICAL_HEADS) and \
+        body_frozen_throughout(config.freeze, model.group_names, config.train.epochs)
+    return Session(config=config, preprocess=spec.preprocess, device=device, amp_dtype=amp_dtype, data=data,
+                   model=model, normalize=normalize, use_cache=use_cache)
