@@ -31,8 +31,10 @@ from tl_core import events as ev  # noqa: E402
 from tl_core.backbones import build_model, get_backbone  # noqa: E402
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data import center_crop, decode_images, ingest  # noqa: E402
+from tl_core.device import select_device  # noqa: E402
+from tl_core.preprocess import Normalizer  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
-from tl_core.training import Normalizer, select_device, train  # noqa: E402
+from tl_core.training import train  # noqa: E402
 from tl_core.workspace import Workspace  # noqa: E402
 
 

@@ -85,8 +85,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
                                key="augment", labels=lambda p: f"{p}: {PRESET_HELP[p]}")
         with user_errors("Could not preview the augmentation"):
-            views = augment_preview(str(dataset_dir), augment, spec.preprocess.crop_size,
-                                    spec.preprocess.resize_size)
+            views = augment_preview(str(dataset_dir), augment, spec.name)
             st.image(views, width=110, caption=None)
             st.caption("Each row: one training image as the network may see it in four different epochs.")
 

@@ -113,9 +113,9 @@ def cmd_inspect(args) -> int:
 
 
 def _ingest_dest(ws, source: str) -> Path | None:
-    from .training import _slug
+    from .train_session import dataset_slug
 
-    return ws.datasets_dir / _slug(source)
+    return ws.datasets_dir / dataset_slug(source)
 
 
 def _simple_progress(desc: str):
@@ -278,7 +278,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .backbones import get_backbone
     from .data import ingest
-    from .evaluation import evaluate_logits, load_images, predict_tensors
+    from .evaluation import evaluate_logits, predict_tensors
+    from .preprocess import load_images
     from .runs import RunStore
 
     ws = _workspace(args)

@@ -15,10 +15,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from .errors import DataError
-from .preprocess import decode, load_images, model_inputs
-
-# load_images lives in tl_core.preprocess; importing it from here keeps working
-__all__ = ["EvalResult", "evaluate_logits", "load_images", "predict", "predict_tensors"]
+from .preprocess import decode, model_inputs
 
 
 @dataclass

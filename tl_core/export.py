@@ -381,14 +381,7 @@ def run_check_images(run, limit: int = 4) -> list[Path]:
     ds = _run_dataset(run)
     if ds is None:
         return []
-    picked: dict[str, Path] = {}
-    for record in ds.records:
-        path = ds.path_of(record)
-        if record.label not in picked and path.exists():
-            picked[record.label] = path
-        if len(picked) >= limit:
-            break
-    return list(picked.values())
+    return [ds.path_of(records[0]) for records in ds.examples(1, max_classes=limit, on_disk=True).values()]
 
 
 def export_bundle(run, out_dir: Path | str, formats: Sequence[str] = FORMATS, kind: str = "best") -> ExportReport:

@@ -76,15 +76,6 @@ class RunStatus:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    # Dict-style reads, for code not yet moved to the attributes (training tests). Do not add uses.
-    def __getitem__(self, key: str) -> Any:
-        if key not in _STATUS_FIELDS:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key) if key in _STATUS_FIELDS else None
-        return default if value is None else value
 
 
 _STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(RunStatus))
@@ -108,12 +99,6 @@ class Run:
 
     def write_classes(self, classes: Sequence[str]) -> None:
         atomic.write_json(self.dir / "classes.json", list(classes))
-
-    def write_json(self, name: str, obj: Any) -> None:
-        atomic.write_json(self.dir / name, obj)
-
-    def read_json(self, name: str, default: Any = None) -> Any:
-        return atomic.read_json(self.dir / name, default=default)
 
     def dataset_dir(self) -> Path | None:
         """The ingested dataset the run trained on: where the trainer found it, else the one its
@@ -216,14 +201,6 @@ class Run:
                 self.append_event(RunFailed(reason=reason, error_type=error_type))
         return self._update_status(state="failed", error=reason)
 
-    def set_status(self, state: str, **info: Any) -> None:
-        """Deprecated: use the ``mark_*``/``record_*`` methods. Sets ``state`` and the given
-        ``RunStatus`` fields; an unknown field is a TypeError."""
-        info = {_RENAMED_STATUS_KEYS.get(key, key): value for key, value in info.items()}
-        unknown = sorted(set(info) - _STATUS_FIELDS)
-        if unknown:
-            raise TypeError(f"Unknown run status field(s) {unknown}; valid: {sorted(_STATUS_FIELDS)}.")
-        self._update_status(state=state, **info)
 
     # -- events --------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:

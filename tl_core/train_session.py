@@ -49,11 +49,11 @@ def load_dataset(config: RunConfig, workspace: Workspace, progress=None):
 
     if config.data.dataset_dir:
         return Dataset.load(config.data.dataset_dir)
-    return ingest(config.data.source, dest=workspace.datasets_dir / _slug(config.data.source),
+    return ingest(config.data.source, dest=workspace.datasets_dir / dataset_slug(config.data.source),
                   progress=progress)
 
 
-def _slug(source: str) -> str:
+def dataset_slug(source: str) -> str:
     import hashlib
     from pathlib import Path
 

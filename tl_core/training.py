@@ -12,7 +12,7 @@ The pieces, in the order a run meets them:
 - ``checkpoints``: what the run has learnt so far (``TrainState``), saved and resumed;
 - ``Strategy.final_evaluation``: the best checkpoint on the validation and test images;
 - ``Trainer.fit``: the run's life, the same for both strategies: finished, cancelled or failed,
-  each written to the run folder by ``run_lifecycle.RunLifecycle``.
+  each written to the run folder through the ``Run``'s typed methods (``tl_core.runs``).
 
 How an image becomes the model's input is ``tl_core.preprocess``; device, seed and precision
 helpers are ``tl_core.device``.
@@ -21,6 +21,7 @@ helpers are ``tl_core.device``.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,20 +34,13 @@ from torch import nn
 from . import events as ev
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
-from .device import autocast, describe_device, is_out_of_memory, select_device
-from .errors import ConfigError, TLError, TrainingOutOfMemory
-from .features import MAX_FEATURE_VIEWS, extract_features, feature_views
-from .preprocess import Normalizer, make_loader
-from .run_lifecycle import RunLifecycle
+from .device import autocast, describe_device, is_out_of_memory
+from .errors import TLError, TrainingOutOfMemory
+from .features import extract_features, feature_views
+from .optim import make_optimizer, make_scheduler
 from .runs import Run
-from .train_session import PreparedData, Session, _slug, open_session, prepare_data, throttled_progress
+from .train_session import PreparedData, Session, open_session, throttled_progress
 from .workspace import Workspace
-
-__all__ = [  # the names other modules, the bench and the tests import from here
-    "MAX_FEATURE_VIEWS", "ClassicalHead", "EpochLoop", "Normalizer", "PreparedData", "Strategy", "Trainer",
-    "_slug", "extract_features", "make_loader", "make_optimizer", "make_scheduler", "prepare_data",
-    "select_device", "train", "train_step",
-]
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,12 +64,6 @@ def train_step(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
         optimizer.step()
     correct = (logits.argmax(1) == labels).sum()
     return loss.detach(), correct
-
-
-# --------------------------------------------------------------------------------------------
-# Optimiser and schedule
-# --------------------------------------------------------------------------------------------
-from .optim import make_optimizer, make_scheduler  # noqa: E402 - moved to optim.py; the trainer calls them
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +179,9 @@ class Strategy:
                 logits = self.val_logits() if name == "val" else self.image_logits(indices)
                 report = evaluate_logits(logits, s.data.labels_of(indices), s.data.classes,
                                          [s.data.paths[i] for i in indices])
-                self.trainer.lifecycle.evaluated(name, report.to_dict())
+                self.trainer.run.write_evaluation(name, report)
                 result[name] = report.summary()
-        self.trainer.lifecycle.metrics(result)
+        self.trainer.run.write_metrics(result)
         return result
 
 
@@ -232,7 +220,7 @@ class EpochLoop(Strategy):
             else:
                 epochs_without_gain += 1
             self.save("last", epoch)
-            self.trainer.lifecycle.epoch_ended(epoch, state.best_epoch, state.best_val_acc())
+            self.trainer.run.record_epoch(epoch, state.best_epoch, state.best_val_acc())
             patience = settings.early_stopping_patience
             if patience and epochs_without_gain >= patience:
                 stopped_early = True
@@ -376,9 +364,8 @@ class Trainer:
                  resume: bool = False) -> None:
         config.validate()
         self.config, self.run, self.workspace, self.resume = config, run, workspace, resume
-        self.lifecycle = RunLifecycle(run)
-        self.subscribers = [self.lifecycle.log_event, *subscribers]
-        self.control = control or ev.Control(poll=self.lifecycle.stop_requested)
+        self.subscribers = [run.append_event, *subscribers]
+        self.control = control or ev.Control(poll=run.stop_requested)
         self.state = TrainState()
 
     def emit(self, event: ev.Event) -> None:
@@ -390,18 +377,22 @@ class Trainer:
             raise _Stopped()
 
     def fit(self) -> dict[str, Any]:
-        lifecycle, state = self.lifecycle, self.state
-        lifecycle.started()
+        run, state = self.run, self.state
+        run.mark_running(pid=os.getpid())
+
+        def data_ready(data: PreparedData) -> None:
+            run.write_classes(data.classes)
+            run.record_dataset(data.dataset_dir)
         strategy: Strategy | None = None
         try:
             session = open_session(self.config, self.workspace, self.emit,
-                                   data_ready=lambda data: lifecycle.data_ready(data.classes, data.dataset_dir))
+                                   data_ready=data_ready)
             strategy = ClassicalHead(self, session) if session.classical else EpochLoop(self, session)
             result = strategy.train()
         except _Stopped:
             if strategy is not None and state.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
                 strategy.final_evaluation()
-            lifecycle.cancelled(state.best_epoch, state.best_val_acc())
+            run.mark_cancelled(best_epoch=state.best_epoch, best_val_acc=state.best_val_acc())
             self.emit(ev.RunCancelled(epoch=len(state.history), best_epoch=state.best_epoch))
             return {"state": "cancelled", "best_epoch": state.best_epoch}
         except TLError as exc:
@@ -415,13 +406,13 @@ class Trainer:
                 raise TrainingOutOfMemory(msg) from exc
             self._fail(f"Training failed unexpectedly: {type(exc).__name__}: {exc}", exc)
             raise
-        lifecycle.finished(state.best_epoch, result.get("val", {}).get("accuracy"))
+        run.mark_finished(best_epoch=state.best_epoch, best_val_acc=result.get("val", {}).get("accuracy"))
         self.emit(ev.RunFinished(best_epoch=state.best_epoch or 0, metrics=result,
                                  stopped_early=result.get("stopped_early", False)))
         return result
 
     def _fail(self, reason: str, exc: BaseException) -> None:
-        self.lifecycle.failed(reason)
+        self.run.mark_failed(reason)  # the RunFailed event goes out below, to every subscriber
         self.emit(ev.RunFailed(reason=reason, error_type=type(exc).__name__))
 
 

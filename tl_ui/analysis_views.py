@@ -271,7 +271,7 @@ def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tupl
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
     (the same backbone with its ImageNet weights)."""
     from tl_core.backbones import build_model, get_backbone
-    from tl_core.evaluation import load_images
+    from tl_core.preprocess import load_images
 
     run = Run(Path(run_dir))
     cfg = run.config

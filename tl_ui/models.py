@@ -33,21 +33,23 @@ def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: Freeze
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def augment_preview(dataset_dir: str, preset: str, crop: int, size: int, images: int = 4,
+def augment_preview(dataset_dir: str, preset: str, backbone: str, images: int = 4,
                     views: int = 4, seed: int = 0) -> list:
     """``views`` augmented versions of the first image of ``images`` classes, as HxWx3 uint8 arrays
     (row-major: one row per image). The same decoding and augmentation as training."""
     import torch
 
-    from tl_core.data import Dataset, decode_square, make_augment
+    from tl_core.backbones import get_backbone
+    from tl_core.data import Dataset
+    from tl_core.preprocess import decode, train_view
 
     ds = Dataset.load(dataset_dir)
-    picked = [records[0] for records in ds.examples(1, max_classes=images).values()]
-    augment = make_augment(preset, crop)
+    preprocess = get_backbone(backbone).preprocess
+    picked = [ds.path_of(records[0]) for records in ds.examples(1, max_classes=images).values()]
+    view = train_view(preprocess, preset)
     torch.manual_seed(seed)
     out = []
-    for record in picked:
-        square = torch.from_numpy(decode_square(ds.path_of(record), size).copy())
-        batch = augment(square.unsqueeze(0).repeat(views, 1, 1, 1))
-        out.extend(view.permute(1, 2, 0).numpy() for view in batch)
+    for square in decode(picked, preprocess):
+        batch = view(square.unsqueeze(0).repeat(views, 1, 1, 1))
+        out.extend(image.permute(1, 2, 0).numpy() for image in batch)
     return out

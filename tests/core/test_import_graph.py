@@ -71,7 +71,7 @@ def test_the_graph_sees_function_level_and_relative_imports():
     graph = import_graph()
     assert "tl_core.errors" in graph["tl_core.config"]  # module level, relative
     assert "tl_core.data" in graph["tl_core.cli"]  # inside a function
-    assert "tl_core.errors" in graph["tl_core.data.augment"]  # two dots
+    assert "tl_core.config" in graph["tl_core.data.augment"]  # two dots
 
 
 def test_find_cycle_reports_a_cycle():

@@ -69,9 +69,3 @@ def test_unknown_names_list_the_valid_ones(make, what, valid):
     with pytest.raises(ConfigError) as info:
         make()
     assert what in str(info.value) and valid in str(info.value)
-
-
-def test_training_still_exports_the_builders():
-    from tl_core import training
-
-    assert training.make_optimizer is make_optimizer and training.make_scheduler is make_scheduler

@@ -98,16 +98,6 @@ def test_a_new_start_clears_the_last_error(run):
     assert run.mark_running(pid=os.getpid()).error is None
 
 
-def test_set_status_still_works_and_rejects_unknown_fields(run):
-    run.set_status("running", pid=7, started_at=42.0, epoch=1)
-    status = run.status()
-    assert (status.state, status.pid, status.started, status.epoch) == ("running", 7, 42.0, 1)
-    assert status["epoch"] == 1 and status.get("error", "none") == "none"  # dict-style reads, for now
-    with pytest.raises(TypeError, match="gpu"):
-        run.set_status("running", gpu=0)
-    with pytest.raises(KeyError):
-        status["gpu"]
-
 
 def test_summary_reads_the_typed_status(run):
     run.record_epoch(1, best_epoch=1, best_val_acc=0.5)

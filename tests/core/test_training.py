@@ -12,6 +12,7 @@ from torch import nn
 from tl_core import events as ev
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.evaluation import predict
+from tl_core.features import MAX_FEATURE_VIEWS
 from tl_core.runs import RunStore
 from tl_core.training import train, train_step
 
@@ -62,7 +63,7 @@ def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
     assert run.state == "finished"
     assert run.checkpoint_path("best").exists() and run.checkpoint_path("last").exists()
     assert result["val"]["accuracy"] >= 0.85, result["val"]
-    assert run.read_json("eval_val.json")["confusion"]
+    assert run.read_evaluation("val").confusion
     # predict() on the saved run gives the right colour for a fresh image.
     from tests.conftest import COLOURS, synthetic_image
 
@@ -92,7 +93,7 @@ def test_cached_runs_compute_backbone_features_only_before_the_first_epoch(works
     run = RunStore(workspace).create(cfg)
     train(cfg, run, workspace, subscribers=[lambda e: isinstance(e, ev.EpochEnded) and
                                             at_epoch_end.append(len(extractions))])
-    views = min(cfg.train.epochs, training.MAX_FEATURE_VIEWS)
+    views = min(cfg.train.epochs, MAX_FEATURE_VIEWS)
     assert at_epoch_end == [views + 1] * 4  # train views + validation, all before epoch 1 ended
 
 
@@ -121,7 +122,7 @@ def test_cancel_keeps_the_best_checkpoint(workspace, image_folder):
     events, _ = run.read_events()
     assert isinstance(events[-1], ev.RunCancelled) and events[-1].best_epoch == 1
     assert run.checkpoint_path("best").exists()
-    assert run.read_json("eval_val.json") is not None
+    assert run.read_evaluation("val") is not None
 
 
 def test_stop_flag_file_cancels_from_another_process(workspace, image_folder):
@@ -182,7 +183,7 @@ def test_single_class_dataset_fails_with_a_clear_reason(workspace, tmp_path):
     run = RunStore(workspace).create(config_for(folder))
     with pytest.raises(DataError, match="two classes"):
         train(run.config, run, workspace)
-    assert run.state == "failed" and "two classes" in run.status()["error"]
+    assert run.state == "failed" and "two classes" in run.status().error
     events, _ = run.read_events()
     assert isinstance(events[-1], ev.RunFailed)
 
@@ -249,7 +250,7 @@ def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, m
     run = RunStore(workspace).create(config_for(image_folder, batch_size=2))
     with pytest.raises(TrainingOutOfMemory, match="smaller backbone"):
         train(run.config, run, workspace)
-    assert run.state == "failed" and "batch size" in run.status()["error"]
+    assert run.state == "failed" and "batch size" in run.status().error
 
 
 def test_same_seed_same_run(workspace, image_folder):

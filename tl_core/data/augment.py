@@ -8,10 +8,10 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import ConfigError
+from ..config import AugmentPreset, check_choice, choices
 
-PRESETS = ("none", "light", "standard")
-PRESET_HELP = {
+PRESETS = choices(AugmentPreset)
+PRESET_HELP = {  # what each preset does, in words (a test checks every preset has its line)
     "none": "no augmentation: the centre crop, as at evaluation",
     "light": "random crops of 70-100% of the image and left-right flips",
     "standard": "random crops of 50-100%, flips, rotations up to 15 degrees and colour jitter",
@@ -27,18 +27,17 @@ def center_crop(batch: torch.Tensor, crop: int) -> torch.Tensor:
 
 def make_augment(preset: str, crop: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable [B,3,S,S] uint8 -> [B,3,crop,crop] uint8 drawing new random parameters per image."""
+    check_choice("augmentation preset", preset, AugmentPreset)
     if preset == "none":
         return lambda batch: center_crop(batch, crop)
     if preset == "light":
         transform = v2.Compose([v2.RandomResizedCrop(crop, scale=(0.7, 1.0), antialias=True),
                                 v2.RandomHorizontalFlip()])
-    elif preset == "standard":
+    else:  # standard
         transform = v2.Compose([v2.RandomRotation(15),
                                 v2.RandomResizedCrop(crop, scale=(0.5, 1.0), antialias=True),
                                 v2.RandomHorizontalFlip(),
                                 v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)])
-    else:
-        raise ConfigError(f"Unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}.")
 
     def augment(batch: torch.Tensor) -> torch.Tensor:
         # v2 transforms draw one set of parameters per call, so a call per image varies them per image.
