@@ -4,7 +4,7 @@
     python predict.py photo.jpg more/*.png          # ONNX: needs onnxruntime, pillow, numpy
     python predict.py --model model_torchscript.pt photo.jpg   # TorchScript: torch, pillow, numpy
 
-Prints one line per image: path, label, probability (``--top-k 3`` adds the runners-up;
+Runs on Python 3.8 or newer. Prints one line per image: path, label, probability (``--top-k 3`` adds the runners-up;
 ``--json`` prints JSON). Preprocessing is the app's, from preprocess.json: EXIF-oriented RGB,
 shorter side resized (bilinear, antialiased) to resize_size, centre square, centre crop of
 crop_size, normalised with mean/std.
@@ -247,7 +247,7 @@ def predict(paths, model_path: Path, top_k: int = 1, batch_size: int = 16) -> li
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         probs = softmax(run(np.stack([model_input(p, pre) for p in chunk])))
-        for path, row in zip(chunk, probs, strict=True):
+        for path, row in zip(chunk, probs):  # noqa: B905 - zip(strict=) needs 3.10; the bundle runs on 3.8+
             order = np.argsort(-row, kind="stable")[:max(1, top_k)]
             results.append({"path": str(path), "label": labels[order[0]], "probability": float(row[order[0]]),
                             "top_k": [[labels[i], float(row[i])] for i in order]})

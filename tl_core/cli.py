@@ -354,7 +354,7 @@ def cmd_export(args) -> int:
     run = RunStore(_workspace(args)).get(args.run)
     out = Path(args.out or run.dir / "export")
     report = export_bundle(run, out, formats=tuple(args.format))
-    print(json.dumps(report.to_dict() if hasattr(report, "to_dict") else report, indent=2, default=str))
+    print(json.dumps(report.to_dict(), indent=2, default=str))
     print(f"Bundle written to {out}")
     return 0
 

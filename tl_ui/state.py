@@ -98,7 +98,7 @@ class AppState:
         try:
             data = atomic.read_json(self.workspace.root / self._CHOICES_FILE)
             if data:
-                draft = RunConfig.from_dict(data)
+                draft = RunConfig.from_dict(_from_flat_choices(data) if "backbone" in data else data)
                 draft.check_choices()
                 self.draft, self._saved_draft = draft, draft.to_dict()
         except (AttributeError, TypeError, ValueError, TLError):
@@ -126,6 +126,16 @@ class AppState:
     def take_dataset_pick(self) -> None:
         """The box's callback: the user's pick becomes current before the page is drawn again."""
         self.select_dataset(st.session_state[self.DATASET_PICK])
+
+
+def _from_flat_choices(old: dict) -> dict:
+    """The choices file TL Studio wrote before the draft was a RunConfig, as RunConfig.to_dict()
+    lays it out, so an upgrade keeps each user's choices."""
+    data = {"source": ""}
+    data.update({key: old[key] for key in ("val_fraction", "test_fraction", "split_seed", "augment") if key in old})
+    return {"data": data, "freeze": old.get("freeze", {}), "train": old.get("train", {}),
+            "model": {"backbone": old["backbone"], "head": old.get("head", {}),
+                      "pretrained": bool(old.get("pretrained", True))}}
 
 
 def _valid(value: str | None) -> str | None:

@@ -50,8 +50,7 @@ def test_edits_before_loading_are_not_written(home):
 
 @pytest.mark.parametrize("text", [
     "{not json",  # damaged
-    json.dumps({"backbone": "resnet18", "freeze": {}, "head": {}, "val_fraction": 0.2,
-                "test_fraction": 0.0, "split_seed": 0}),  # the older nine-field file
+    json.dumps({"backbone": "resnet18", "freeze": {"mode": "sideways"}, "head": {}}),  # old layout, bad value
     json.dumps({"data": {"source": ""}, "train": {"optimizer": "lion"}}),  # a choice that is gone
     json.dumps({"data": {"source": ""}, "train": {"no_such_field": 1}}),
     json.dumps(["a", "list"]),
@@ -64,3 +63,22 @@ def test_a_damaged_or_old_file_falls_back_to_the_defaults(home, text):
     assert state.draft == default_draft()
     state.edit_draft(train={"epochs": 4})  # and the next change replaces the file
     assert loaded(home).draft.train.epochs == 4
+
+
+def test_the_choices_file_of_the_previous_release_is_kept(home):
+    """Before the draft was a RunConfig the file was flat (nine fields): an upgrade keeps them."""
+    path = choices_file(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "backbone": "resnet18", "freeze": {"mode": "last_n", "last_n": 2, "groups": [], "unfreeze_every": 1,
+                                           "train_bn": False, "lr_range": [1e-5, 1e-3]},
+        "head": {"kind": "mlp", "hidden": 256, "dropout": 0.1, "pool": "avg"},
+        "val_fraction": 0.3, "test_fraction": 0.1, "split_seed": 5,
+        "train": {"epochs": 7, "optimizer": "sgd", "lr": 0.01}, "augment": "standard", "pretrained": False}))
+    draft = loaded(home).draft
+    assert (draft.model.backbone, draft.model.pretrained, draft.model.head.kind, draft.model.head.hidden) == (
+        "resnet18", False, "mlp", 256)
+    assert (draft.freeze.mode, draft.freeze.last_n, draft.freeze.lr_range) == ("last_n", 2, (1e-5, 1e-3))
+    assert (draft.data.val_fraction, draft.data.test_fraction, draft.data.split_seed, draft.data.augment) == (
+        0.3, 0.1, 5, "standard")
+    assert (draft.train.epochs, draft.train.optimizer, draft.train.lr) == (7, "sgd", 0.01)

@@ -133,6 +133,16 @@ def test_the_decoder_module_imports_neither_torch_nor_tl_core():
     assert "from tl_core" not in source and "import tl_core" not in source and "from ." not in source
 
 
+def test_predict_script_runs_on_python_3_8():
+    """The bundle goes to machines without TL Studio, often with an older Python: vermin (a
+    static minimum-version checker) finds nothing in it that needs more than 3.8."""
+    script = Path(__file__).parents[2].joinpath("tl_core", "bundle_predict.py")
+    vermin = "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())"
+    out = subprocess.run([sys.executable, "-c", vermin, "-q", "--no-tips", "--violations", "-t=3.8-", str(script)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_predict_script_without_torch_or_simplejpeg_gives_the_same_labels(exported):
     """An ONNX-only install: PIL decodes the same pixels and resizes within a grey level of torch's
     kernel, so the labels are the engine's and the probabilities barely move."""
