@@ -68,8 +68,11 @@ class RunStatus:
         """Tolerant of older files: renamed keys are mapped, unknown keys are ignored."""
         values: dict[str, Any] = {}
         for key, value in data.items():
-            key = _RENAMED_STATUS_KEYS.get(key, key)
-            if key in _STATUS_FIELDS and not (key in values and value is None):
+            if key in _RENAMED_STATUS_KEYS:
+                if _RENAMED_STATUS_KEYS[key] in data:
+                    continue  # the new name wins
+                key = _RENAMED_STATUS_KEYS[key]
+            if key in _STATUS_FIELDS:
                 values[key] = value
         return cls(**values)
 
@@ -158,12 +161,15 @@ class Run:
             changes["queued_at"] = queued_at
         return self._update_status(state="queued", **changes)
 
-    def mark_running(self, *, pid: int, slot: int | None = None) -> RunStatus:
-        """Training started now in process ``pid`` (the slot and the pid's start time are kept
-        from ``mark_queued`` when not given); clears an earlier error."""
+    def mark_running(self, *, pid: int, slot: int | None = None, pid_created: float | None = None) -> RunStatus:
+        """Training started now in process ``pid``; clears an earlier error. The slot, and the pid's
+        start time when it is the same process, are kept from ``mark_queued`` when not given (a
+        ``--resume`` from the CLI is another process: the old start time would mark it dead)."""
         changes: dict[str, Any] = {"pid": pid, "started": time.time(), "error": None}
         if slot is not None:
             changes["slot"] = slot
+        if pid_created is not None or pid != self.status().pid:
+            changes["pid_created"] = pid_created
         return self._update_status(state="running", **changes)
 
     def record_dataset(self, dataset_dir: str | Path) -> RunStatus:

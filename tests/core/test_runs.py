@@ -41,6 +41,15 @@ def test_an_old_status_file_with_started_at_and_unknown_keys_is_read(run):
     status = run.status()
     assert status == RunStatus(state="running", pid=123, started=1700.0, slot=0)
     assert status.active
+    # A file with both names (the worker wrote started_at, the trainer started later): the new name wins.
+    (run.dir / "status.json").write_text(json.dumps({"state": "running", "started": 1800.0, "started_at": 1700.0}))
+    assert run.status().started == 1800.0
+
+
+def test_a_resume_in_another_process_is_not_taken_for_the_dead_worker(run):
+    run.mark_queued(pid=999_999, pid_created=5.0)  # the app's worker, since gone
+    running = run.mark_running(pid=os.getpid())  # `python -m tl_core train --resume`
+    assert (running.pid, running.pid_created) == (os.getpid(), None)
 
 
 def test_a_missing_status_file_reads_as_unknown(run):
