@@ -6,8 +6,7 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.backbones import get_backbone
-from tl_core.config import AugmentPreset, Optimizer, Schedule, TrainConfig
-from tl_core.data import PRESET_HELP
+from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import get_state, intro, user_errors
@@ -62,11 +61,9 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
                               format_func=lambda v: f"{v:g}",
                               help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
-        optimizer = choice_input(c4.selectbox, "Optimizer", Optimizer, DEFAULTS.optimizer, key="optimizer",
-                                 help="AdamW is a safe default.")
+        optimizer = choice_input(c4.selectbox, "Optimizer", Optimizer, DEFAULTS.optimizer, key="optimizer")
         c1, c2, c3, c4 = st.columns(4)
-        schedule = choice_input(c1.selectbox, "Schedule", Schedule, DEFAULTS.schedule, key="schedule",
-                                help="How the learning rate changes during training.")
+        schedule = choice_input(c1.selectbox, "Schedule", Schedule, DEFAULTS.schedule, key="schedule")
         weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
                                         key="weight_decay", format_func=lambda v: f"{v:g}",
                                         help="A pull towards small weights, against overfitting.")
@@ -83,7 +80,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         run_name = c3.text_input("Run name (optional)", key="run_name")
 
         augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
-                               key="augment", labels=lambda p: f"{p}: {PRESET_HELP[p]}")
+                               key="augment", labels=lambda p: f"{p}: {AUGMENT_LABELS[p]}")
         with user_errors("Could not preview the augmentation"):
             views = augment_preview(str(dataset_dir), augment, spec.name)
             st.image(views, width=110, caption=None)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_ui import analysis_views, get_state, intro, user_errors
-from tl_ui.charts import comparison_figure, curves_for
+from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
 state = get_state()
 
@@ -94,8 +94,7 @@ chosen = st.multiselect("Runs to overlay", ids, default=default, format_func=_la
 if chosen:
     curves = {_label(r): curves_for(state.curves, state.runs.get(r)) for r in chosen}
     column = st.radio("Curve", ["val_acc", "val_loss", "train_loss"], horizontal=True, key="compare_metric",
-                      format_func={"val_acc": "validation accuracy", "val_loss": "validation loss",
-                                   "train_loss": "training loss"}.get)
+                      format_func=CURVE_LABELS.get)
     st.plotly_chart(comparison_figure(curves, column), key="comparison")
 table = pd.DataFrame(list(summaries.values()))
 table["created"] = pd.to_datetime(table["created"], unit="s", errors="coerce")

@@ -62,7 +62,7 @@ with st.expander("Which format should I choose?"):
 - **Training further or sharing weights?** safetensors: it cannot hide code, unlike pickled `.pt` files.
 """)
 
-out_dir = run.dir / "export"
+out_dir = run.export_dir
 if st.button("Build the bundle", type="primary", icon=":material/package_2:", key="export_go",
              disabled=not chosen, help=None if chosen else "Pick at least one format."):
     with user_errors("Could not export the model"), st.status("Exporting and checking…", expanded=True) as status:

@@ -25,6 +25,7 @@ class ProgressBar:
         self.stream = stream
         self.bar = None
         self.bar_key: Any = None
+        self.steps_per_epoch = 0  # from RunStarted: the length of each epoch's bar
 
     def _bar(self, key: Any, total: int, desc: str):
         from tqdm import tqdm
@@ -55,7 +56,7 @@ class ProgressBar:
                   file=self.stream)
             self.steps_per_epoch = event.steps_per_epoch
         elif isinstance(event, ev.BatchEnded):
-            bar = self._bar(("epoch", event.epoch), getattr(self, "steps_per_epoch", 0), f"epoch {event.epoch}")
+            bar = self._bar(("epoch", event.epoch), self.steps_per_epoch, f"epoch {event.epoch}")
             bar.update(1)
             bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_s:.0f}", refresh=False)
         elif isinstance(event, ev.EpochEnded):
@@ -279,7 +280,7 @@ def cmd_eval(args) -> int:
     from .backbones import get_backbone
     from .data import ingest
     from .evaluation import evaluate_logits, predict_tensors
-    from .preprocess import load_images
+    from .preprocess import decode
     from .runs import RunStore
 
     ws = _workspace(args)
@@ -292,7 +293,7 @@ def cmd_eval(args) -> int:
             raise TLError(f"Classes {unknown} are not among the run's classes {classes}; "
                           "evaluate on a folder with the same class names.")
         pre = get_backbone(run.config.model.backbone).preprocess
-        images = load_images([Path(ds.root) / r.path for r in ds.records], pre.resize_size)
+        images = decode([Path(ds.root) / r.path for r in ds.records], pre)
         logits = predict_tensors(run.load_model(), images, pre)
         result = evaluate_logits(logits, [classes.index(r.label) for r in ds.records], classes,
                                  [r.path for r in ds.records])
@@ -352,7 +353,7 @@ def cmd_export(args) -> int:
     from .runs import RunStore
 
     run = RunStore(_workspace(args)).get(args.run)
-    out = Path(args.out or run.dir / "export")
+    out = Path(args.out) if args.out else run.export_dir
     report = export_bundle(run, out, formats=tuple(args.format))
     print(json.dumps(report.to_dict(), indent=2, default=str))
     print(f"Bundle written to {out}")

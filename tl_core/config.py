@@ -22,7 +22,11 @@ Monitor = Literal["val_loss", "val_acc"]
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
-# choice has one. The augmentation presets are explained beside their code (tl_core.data.PRESET_HELP).
+# choice has one.
+AUGMENT_LABELS: dict[str, str] = {
+    "none": "no augmentation: the centre crop, as at evaluation",
+    "light": "random crops of 70-100% of the image and left-right flips",
+    "standard": "random crops of 50-100%, flips, rotations up to 15 degrees and colour jitter"}
 FREEZE_MODE_LABELS: dict[str, str] = {
     "feature_extractor": "Feature extractor (backbone frozen)", "last_n": "Fine-tune the top N groups",
     "full": "Full fine-tuning", "gradual": "Gradual unfreezing", "groups": "Choose groups myself"}
@@ -52,7 +56,7 @@ SCHEDULE_LABELS: dict[str, str] = {
     "step": "x0.1 after each third of the run", "constant": "the same learning rate throughout"}
 MONITOR_LABELS: dict[str, str] = {"val_loss": "validation loss (lower is better)",
                                   "val_acc": "validation accuracy (higher is better)"}
-LABELS: dict[Any, dict[str, str]] = {FreezeMode: FREEZE_MODE_LABELS, HeadKind: HEAD_LABELS, Pooling: POOLING_LABELS,
+LABELS: dict[Any, dict[str, str]] = {AugmentPreset: AUGMENT_LABELS, FreezeMode: FREEZE_MODE_LABELS, HeadKind: HEAD_LABELS, Pooling: POOLING_LABELS,
                                      Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS}
 
 

@@ -222,7 +222,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    log = open(run.dir / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(run.worker_log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tl_core.worker", str(run.dir), "--workspace",

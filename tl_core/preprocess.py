@@ -35,8 +35,9 @@ View = Callable[[torch.Tensor], torch.Tensor]
 
 
 # -- 1. decode ---------------------------------------------------------------------------------
-def load_images(images: Sequence[ImageSource], size: int) -> torch.Tensor:
-    """Decode images exactly as training does (EXIF, RGB, shorter side to ``size``, centre crop)."""
+def decode(images: Sequence[ImageSource], preprocess: Preprocess) -> torch.Tensor:
+    """Files, uploads (bytes) or PIL images as uint8 [N, 3, resize, resize], decoded exactly as
+    training does (EXIF, RGB, shorter side to ``preprocess.resize_size``, centre square)."""
     from .data import decode_square
 
     def source(image):
@@ -48,14 +49,10 @@ def load_images(images: Sequence[ImageSource], size: int) -> torch.Tensor:
         return io.BytesIO(image) if isinstance(image, bytes) else image
 
     try:
-        return torch.stack([torch.from_numpy(np.array(decode_square(source(image), size))) for image in images])
+        return torch.stack([torch.from_numpy(np.array(decode_square(source(image), preprocess.resize_size)))
+                            for image in images])
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"Could not read an image to predict on ({exc}); use a JPEG, PNG, BMP or WebP file.") from exc
-
-
-def decode(images: Sequence[ImageSource], preprocess: Preprocess) -> torch.Tensor:
-    """Files, uploads (bytes) or PIL images as uint8 [N, 3, resize, resize]."""
-    return load_images(images, preprocess.resize_size)
 
 
 def decode_dataset(dataset: Dataset, preprocess: Preprocess, cache_dir: Path,

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.json`` (enough to re-run it alone), ``status.json`` (a ``RunStatus``),
 the event log ``events.jsonl`` (one JSON event per line, appended), ``classes.json``,
-``checkpoints/{best,last}.pt``, ``metrics.json`` and one ``eval_<split>.json`` per evaluated split.
+``checkpoints/{best,last}.pt``, ``metrics.json``, one ``eval_<split>.json`` per evaluated split,
+the worker's ``worker.log``, the ``STOP`` flag and the last export in ``export/``.
 Only ``Run`` knows these names: writers and readers go through its methods. Whole-file writes are
 atomic, and the event log is only ever appended with complete lines, so a page polling from
 another process always sees a consistent state.
@@ -244,6 +245,17 @@ class Run:
 
     def stop_requested(self) -> bool:
         return (self.dir / "STOP").exists()
+
+    # -- other files ---------------------------------------------------------------------
+    @property
+    def export_dir(self) -> Path:
+        """Where the app and the CLI write the run's export bundle by default."""
+        return self.dir / "export"
+
+    @property
+    def worker_log_path(self) -> Path:
+        """The worker process's stdout and stderr (tracebacks of bugs end up here)."""
+        return self.dir / "worker.log"
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_path(self, kind: str = "best") -> Path:

@@ -271,7 +271,7 @@ def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tupl
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
     (the same backbone with its ImageNet weights)."""
     from tl_core.backbones import build_model, get_backbone
-    from tl_core.preprocess import load_images
+    from tl_core.preprocess import decode
 
     run = Run(Path(run_dir))
     cfg = run.config
@@ -280,7 +280,7 @@ def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tupl
     else:
         model = build_model(cfg.model.backbone, max(len(run.classes), 2), cfg.model.head, pretrained=True)
     preprocess = get_backbone(cfg.model.backbone).preprocess
-    images = load_images([Path(root) / p for p in paths], preprocess.resize_size)
+    images = decode([Path(root) / p for p in paths], preprocess)
     return analysis.image_features(model, images, preprocess)
 
 

@@ -135,14 +135,16 @@ def curves_for(store: dict[str, RunCurves], run: Run) -> RunCurves:
     return curves
 
 
+CURVE_LABELS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
+                "train_loss": "training loss", "train_acc": "training accuracy"}
+
+
 def comparison_figure(curves: dict[str, RunCurves], column: str = "val_acc") -> go.Figure:
     """Per-epoch ``column`` of several runs overlaid, one line per run."""
     rows = [{"run": name, **row} for name, c in curves.items() for row in c.epochs]
     frame = pd.DataFrame(rows, columns=["run", "epoch", column])
-    labels = {"val_acc": "validation accuracy", "val_loss": "validation loss",
-              "train_loss": "training loss", "train_acc": "training accuracy"}
     fig = px.line(frame, x="epoch", y=column, color="run", markers=True,
-                  labels={column: labels.get(column, column)})
+                  labels={column: CURVE_LABELS.get(column, column)})
     fig.update_layout(height=350, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from tl_core.config import choices
+from tl_core.config import LABELS, choices
 
 
 def uploads_as_zip(files: Sequence, dest: Path) -> Path:
@@ -29,8 +29,11 @@ def uploads_as_zip(files: Sequence, dest: Path) -> Path:
 def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str, *,
                  labels: dict[str, str] | Callable[[str], str] | None = None, **kwargs: Any) -> str:
     """A selectbox or radio (``widget``, e.g. ``st.radio`` or ``column.selectbox``) over the choices of a
-    config Literal alias, starting at ``value``; ``labels`` (a dict or a function) says what each means."""
+    config Literal alias, starting at ``value``. ``labels`` (a dict or a function) names the options;
+    without one the options show their config names, and the help lists what each means."""
     options = choices(alias)
+    if labels is None and "help" not in kwargs and alias in LABELS:
+        kwargs["help"] = "\n".join(f"- `{name}`: {LABELS[alias][name]}" for name in options)
     if isinstance(labels, dict):
         labels = labels.get
     return widget(label, options, index=options.index(value) if value in options else 0,

@@ -17,10 +17,10 @@ from .safety import IMAGE_EXTENSIONS, Limits
 from .split import Split, make_split
 
 if TYPE_CHECKING:
-    from .augment import PRESET_HELP, PRESETS, center_crop, make_augment
+    from .augment import center_crop, make_augment
     from .cache import cache_key, decode_images, decode_square
 
-_LAZY = {"PRESET_HELP": "augment", "PRESETS": "augment", "center_crop": "augment", "make_augment": "augment",
+_LAZY = {"center_crop": "augment", "make_augment": "augment",
          "cache_key": "cache", "decode_images": "cache", "decode_square": "cache"}
 
 
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DATASET_FILE", "IMAGES_DIR", "IMAGE_EXTENSIONS", "PRESETS", "PRESET_HELP",
+    "DATASET_FILE", "IMAGES_DIR", "IMAGE_EXTENSIONS",
     "CheckedImage", "Dataset", "HealthReport", "ImageRecord", "Limits", "ProgressFn", "Skipped", "Split", "UploadedImage",
     "cache_key", "center_crop", "check_images", "check_trainable", "create_dataset", "decode_images", "decode_square", "health_report",
     "ingest", "make_augment", "make_split",

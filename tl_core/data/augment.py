@@ -1,4 +1,6 @@
-"""Augmentation presets on uint8 image batches (torchvision.transforms.v2 works on tensors)."""
+"""Augmentation presets on uint8 image batches (torchvision.transforms.v2 works on tensors).
+
+The presets' names and what each does in words are ``config.AugmentPreset`` and ``config.AUGMENT_LABELS``."""
 
 from __future__ import annotations
 
@@ -8,14 +10,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..config import AugmentPreset, check_choice, choices
-
-PRESETS = choices(AugmentPreset)
-PRESET_HELP = {  # what each preset does, in words (a test checks every preset has its line)
-    "none": "no augmentation: the centre crop, as at evaluation",
-    "light": "random crops of 70-100% of the image and left-right flips",
-    "standard": "random crops of 50-100%, flips, rotations up to 15 degrees and colour jitter",
-}
+from ..config import AugmentPreset, check_choice
 
 
 def center_crop(batch: torch.Tensor, crop: int) -> torch.Tensor:
