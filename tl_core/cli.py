@@ -210,7 +210,7 @@ def _add_field_option(parser: argparse.ArgumentParser, flag: str, section: str, 
         kwargs["choices"] = typing.get_args(hint)
         labels = LABELS.get(hint)
         if labels:
-            help_text += " (" + "; ".join(f"{c}: {labels[c]}" for c in kwargs["choices"]) + ")"
+            help_text += " (" + "; ".join(f"{c}: {labels[c]}" for c in kwargs["choices"]).replace("%", "%%") + ")"
     elif hint in (int, float):
         kwargs["type"] = hint
     parser.add_argument(flag, help=help_text + " (default: %(default)s)", **kwargs)
