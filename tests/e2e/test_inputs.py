@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import open_app, screenshot
 
@@ -32,10 +33,24 @@ def test_upload_a_folder_of_class_folders(page, server, tmp_path):
 def take_photos(page, label: str, n: int) -> None:
     page.locator("[data-testid=stRadio]").filter(has_text="Photos go to class").get_by_text(label, exact=True).click()
     for i in range(n):
-        camera_ready(page)
-        page.get_by_role("button", name="Take Photo").click()
+        take_photo(page)
         images_of(page, label, i + 1).wait_for(timeout=30_000)
         page.get_by_role("button", name="Clear photo").click()
+
+
+def take_photo(page) -> None:
+    """Press *Take Photo* until the camera shows the still (*Clear photo*). On a loaded machine the
+    camera component can miss a press made while it is still settling (seen once in CI: the live
+    picture stayed, with no photo taken); a person presses again, and so does this."""
+    for _ in range(3):
+        camera_ready(page)
+        page.get_by_role("button", name="Take Photo").click()
+        try:
+            page.get_by_role("button", name="Clear photo").wait_for(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("the camera did not take a photo after three presses")
 
 
 def images_of(page, label: str, n: int):
