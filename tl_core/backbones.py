@@ -483,12 +483,13 @@ def _load_safely(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 def _check_keys_and_shapes(spec: BackboneSpec, state: dict[str, torch.Tensor], name: str) -> None:
     expected = expected_state_shapes(spec)
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k} is {tuple(v.shape)}, expected {expected[k]}" for k, v in state.items()
-                 if k in expected and tuple(v.shape) != expected[k]]
+    kinds = {"missing": [k for k in expected if k not in state],
+             "unexpected": [k for k in state if k not in expected],
+             "of another shape": [f"{k} is {tuple(v.shape)}, expected {expected[k]}" for k, v in state.items()
+                                  if k in expected and tuple(v.shape) != expected[k]]}
+    problems = [f"{len(items)} {kind} (e.g. {', '.join(items[:2])})" for kind, items in kinds.items() if items]
     if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        shown = "; ".join(problems)
         raise WeightsRejected("keys and shapes", f"Refused {name!r} (check: keys and shapes): it does not fit "
                                                  f"{spec.name} ({shown}). It is not {spec.name}'s ImageNet weights.")
 
