@@ -8,6 +8,7 @@ Weights are looked up, in order: torchvision's own cache (``torch.hub.get_dir()/
 folder of ``.pth`` files the user names (``weights_dir`` or ``TL_STUDIO_WEIGHTS``), files bundled
 with an installed package (MobileNetV2), and finally torchvision's normal download unless
 ``TL_STUDIO_OFFLINE=1``. Every local file is checked against the hash prefix in its name.
+``import_weights`` adds a file a user offers (the Model page's upload) after four named checks.
 """
 
 from __future__ import annotations
