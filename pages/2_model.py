@@ -6,18 +6,27 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from tl_core.backbones import get_backbone, weights_status
+from tl_core.backbones import WEIGHT_CHECKS, get_backbone, list_backbones, weights_status
 from tl_core.config import (
     CLASSICAL_HEADS,
     FREEZE_MODE_LABELS,
     HEAD_LABELS,
+    POOLING_LABELS,
     FreezeMode,
     FreezePlan,
     HeadConfig,
     HeadKind,
+    Pooling,
 )
+from tl_core.presets import PRESETS
 from tl_ui import get_state, intro, user_errors
-from tl_ui.models import backbone_table, group_report
+from tl_ui.models import (
+    backbone_table,
+    backbones_with_weights,
+    group_report,
+    import_uploaded_weights,
+    pop_import_outcome,
+)
 from tl_ui.widgets import choice_input
 
 state = get_state()
@@ -49,34 +58,97 @@ features change little while task-specific ones change more.
 (logistic regression, linear SVM, LDA) fitted on the frozen features in seconds.
 """)
 
+# The widgets a recipe sets: their remembered values are dropped so they show the new draft.
+RECIPE_WIDGETS = ("backbone_pick", "freeze_mode", "last_n", "unfreeze_every", "train_bn", "use_lr_range",
+                  "lr_ratio", "head_kind", "mlp_hidden", "mlp_dropout", "head_pool")
+
+
+def apply_recipe(key: str, backbone: str) -> None:
+    """Button callback (runs before the page, so no widget of this run has read its value yet)."""
+    recipe = PRESETS[key].apply(state.draft, backbone)
+    state.edit_draft(model=recipe.model, freeze=recipe.freeze, train=recipe.train,
+                     data={"augment": recipe.data.augment})
+    for widget in RECIPE_WIDGETS + tuple(k for k in st.session_state if str(k).startswith("group_")):
+        st.session_state.pop(widget, None)
+
+
+st.subheader("Start from a recipe")
+recipe = recipe_note = None
+with user_errors("Could not show the recipes"):
+    recipe = PRESETS[st.selectbox("Recipe", list(PRESETS), format_func=lambda k: PRESETS[k].title,
+                                  key="recipe_pick")]
+    st.markdown(recipe.description)
+    st.caption(f"From: {recipe.reference}")
+    recipe_note = st.container()  # filled at the end, from the settings this run leaves
+    c1, c2 = st.columns(2)
+    recipe_status = weights_status(recipe.backbone)
+    c1.button(f"Use this recipe ({recipe.backbone})", key="recipe_apply", on_click=apply_recipe,
+              args=(recipe.key, recipe.backbone), type="primary" if recipe_status.available else "secondary",
+              icon=":material/playlist_add_check:")
+    if not recipe_status.available:
+        spec = get_backbone(recipe.backbone)
+        st.warning(f"{recipe.backbone}'s pretrained weights ({spec.weights_filename}) are not on this server, so "
+                   f"a run with it cannot start yet. Add the file under *Add pretrained weights* below (download "
+                   f"it from {spec.weights_url}), or use the same recipe on a backbone whose weights are here.",
+                   icon=":material/cloud_off:")
+        fallback = next(iter(backbones_with_weights()), None)
+        if fallback is not None:
+            c2.button(f"Use this recipe with {fallback}", key="recipe_apply_fallback", on_click=apply_recipe,
+                      args=(recipe.key, fallback), type="primary", icon=":material/swap_horiz:")
+            note = recipe.on_other_backbone(fallback)
+            if note:
+                c2.caption(note)
+
 st.subheader("1 · Backbone")
 backbone = draft.model.backbone
 with user_errors("Could not list the backbones"):
-    table = backbone_table()
-    st.dataframe(table, hide_index=True, key="backbone_table", column_config={
-        "name": st.column_config.TextColumn("Backbone", width="small"),
-        "description": st.column_config.TextColumn("What it is", width="large"),
-        "params (M)": st.column_config.NumberColumn("Params", format="%.1f M", width="small",
-                                                    help="Parameters, in millions"),
-        "ImageNet top-1": st.column_config.NumberColumn("Top-1", format="%.1f %%", width="small",
-                                                        help="Accuracy on ImageNet"),
-        "relative speed": st.column_config.ProgressColumn(
-            "Speed", min_value=0.0, max_value=1.0, format="%.2f", width="small",
-            help="1 = the fastest here (fewer GFLOPs per image)"),
-        "weights here": st.column_config.CheckboxColumn("Weights here", width="small",
-                                                        help="Pretrained weights are on this server"),
-    })
-    names = list(table["name"])
-    backbone = st.selectbox("Backbone", names, index=names.index(draft.model.backbone)
-                            if draft.model.backbone in names else 0, key="backbone_pick")
+    table_slot, pick_slot, status_slot = st.container(), st.container(), st.container()
+    names = [spec.name for spec in list_backbones()]
+    backbone = pick_slot.selectbox("Backbone", names, index=names.index(draft.model.backbone)
+                                   if draft.model.backbone in names else 0, key="backbone_pick")
     state.edit_draft(model={"backbone": backbone})
+    spec = get_backbone(backbone)
+
+    with st.expander("Add pretrained weights (a torchvision .pth file)", icon=":material/upload_file:",
+                     expanded=not weights_status(backbone).available):
+        checks = ", ".join(WEIGHT_CHECKS)
+        st.markdown(
+            "Upload a file exactly as torchvision publishes it. It is added only when it passes four checks "
+            f"({checks}): its name is a backbone's torchvision file name (for {backbone}: "
+            f"`{spec.weights_filename}`, from {spec.weights_url}); its sha256 starts with the 8 characters after "
+            "the last '-' of that name; it opens with `torch.load(weights_only=True)` (no code inside); and its "
+            "layers and their shapes are exactly the backbone's.")
+        upload = st.file_uploader("Weights file", type=["pth"], key="weights_upload")
+        st.button("Check and add these weights", key="weights_add", on_click=import_uploaded_weights,
+                  args=(upload,), icon=":material/verified:")
+        outcome = pop_import_outcome()
+        if outcome is not None:
+            (st.success if outcome.ok else st.error)(outcome.headline)
+            if outcome.detail:
+                st.text(outcome.detail)  # holds the uploaded file's name: text, never Markdown
+
+    with table_slot:  # drawn after a possible import, so the weights column is fresh
+        table = backbone_table()
+        st.dataframe(table, hide_index=True, key="backbone_table", column_config={
+            "name": st.column_config.TextColumn("Backbone", width="small"),
+            "description": st.column_config.TextColumn("What it is", width="large"),
+            "params (M)": st.column_config.NumberColumn("Params", format="%.1f M", width="small",
+                                                        help="Parameters, in millions"),
+            "ImageNet top-1": st.column_config.NumberColumn("Top-1", format="%.1f %%", width="small",
+                                                            help="Accuracy on ImageNet"),
+            "relative speed": st.column_config.ProgressColumn(
+                "Speed", min_value=0.0, max_value=1.0, format="%.2f", width="small",
+                help="1 = the fastest here (fewer GFLOPs per image)"),
+            "weights here": st.column_config.CheckboxColumn("Weights here", width="small",
+                                                            help="Pretrained weights are on this server"),
+        })
     status = weights_status(backbone)
     if status.available:
-        st.success(f"Pretrained weights for **{backbone}** are on this server ({status.source}).",
-                   icon=":material/check_circle:")
+        status_slot.success(f"Pretrained weights for **{backbone}** are on this server ({status.source}).",
+                            icon=":material/check_circle:")
     else:
-        st.warning(f"Pretrained weights for **{backbone}** are not on this server. {status.how_to}",
-                   icon=":material/cloud_off:")
+        status_slot.warning(f"Pretrained weights for **{backbone}** are not on this server. {status.how_to} "
+                            "Or add the file under *Add pretrained weights* below.", icon=":material/cloud_off:")
 
 st.subheader("2 · Which layers train")
 plan = draft.freeze
@@ -122,7 +194,14 @@ with user_errors("Could not show the layer groups"):
     st.subheader("3 · Head")
     head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
                              key="head_kind")
-    head = HeadConfig(kind=head_kind)
+    is_vgg = get_backbone(backbone).family == "vgg"
+    pool = choice_input(st.radio, "From feature map to features", Pooling, draft.model.head.pool if is_vgg else "avg",
+                        labels=POOLING_LABELS, horizontal=True, key="head_pool", disabled=not is_vgg)
+    if not is_vgg:
+        st.caption("Flatten is VGG's: Keras flattens VGG16's 7×7×512 feature map (25,088 features) into the "
+                   f"Dense layers. {backbone} ends in a global average pool, which it was trained with.")
+        pool = "avg"
+    head = HeadConfig(kind=head_kind, pool=pool)
     if head_kind == "mlp":
         c1, c2 = st.columns(2)
         head = dataclasses.replace(head, hidden=int(c1.number_input("Hidden units", 16, 4096, draft.model.head.hidden,
@@ -154,7 +233,10 @@ with user_errors("Could not show the layer groups"):
     total = int(frame["parameters"].sum())
     st.markdown(f"**{trainable:,} of {total:,} parameters will train{epoch_note}** "
                 f"({trainable / max(total, 1):.1%}).", help="The head is always trainable.")
-    spec = get_backbone(backbone)
     st.caption(f"Images are resized to {spec.preprocess.resize_size} px and cropped to "
                f"{spec.preprocess.crop_size} px, as {backbone}'s pretrained weights expect.")
     st.page_link("pages/3_train.py", label="Next: train", icon=":material/arrow_forward:")
+
+if recipe is not None and recipe.apply(state.draft, state.draft.model.backbone) == state.draft:
+    recipe_note.success(f"Your settings follow this recipe on {state.draft.model.backbone}; the Train page shows "
+                        "its values. Change any of them below or there.", icon=":material/check_circle:")

@@ -8,6 +8,7 @@ Weights are looked up, in order: torchvision's own cache (``torch.hub.get_dir()/
 folder of ``.pth`` files the user names (``weights_dir`` or ``TL_STUDIO_WEIGHTS``), files bundled
 with an installed package (MobileNetV2), and finally torchvision's normal download unless
 ``TL_STUDIO_OFFLINE=1``. Every local file is checked against the hash prefix in its name.
+``import_weights`` adds a file a user offers (the Model page's upload) after four named checks.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import pickle
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torchvision.models as tvm
@@ -28,8 +30,9 @@ from torch import nn
 from torch.hub import HASH_REGEX
 from torchvision.models import WeightsEnum
 
+from . import atomic
 from .config import HeadConfig
-from .errors import ConfigError, WeightsUnavailable
+from .errors import ConfigError, WeightsRejected, WeightsUnavailable
 from .heads import make_head
 
 ENV_WEIGHTS = "TL_STUDIO_WEIGHTS"
@@ -401,6 +404,124 @@ def load_pretrained_state_dict(name: str, weights_dir: str | Path | None = None,
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; hash mismatch a RuntimeError
             raise WeightsUnavailable(f"Downloading failed ({exc}). " + _how_to(spec, found)) from exc
     raise WeightsUnavailable(_how_to(spec, found))
+
+
+# ----------------------------------------------------------------------------- adding weights
+
+WEIGHT_CHECKS = ("file name", "hash", "safe load", "keys and shapes")  # import_weights, in this order
+
+
+def spec_for_weights_file(file_name: str) -> BackboneSpec:
+    """The registered backbone whose torchvision weights file is called ``file_name``."""
+    name = Path(file_name).name
+    for spec in _REGISTRY.values():
+        if spec.weights_filename == name:
+            return spec
+    expected = ", ".join(f"{s.weights_filename} ({s.name})" for s in _REGISTRY.values())
+    raise WeightsRejected("file name", f"Refused {name!r} (check: file name): it is not the torchvision weights "
+                                       f"file of a backbone TL Studio knows. Keep the name torchvision gives it; "
+                                       f"expected one of: {expected}.")
+
+
+def weights_import_dir() -> Path:
+    """Where ``import_weights`` saves files: the ``TL_STUDIO_WEIGHTS`` folder when it is set and
+    writable (the teacher chose it), else torchvision's cache. The weights lookup reads both."""
+    folders = [Path(f).expanduser() for f in (os.environ.get(ENV_WEIGHTS),) if f] + [torch_cache_dir()]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise WeightsUnavailable(f"No folder to save weights in: {', '.join(map(str, folders))} cannot be written. "
+                             f"Set {ENV_WEIGHTS} to a folder this server may write to.")
+
+
+def expected_state_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the torchvision model's state dict; built on the meta device (no memory, instant)."""
+    with torch.device("meta"):
+        model = spec.builder(weights=None)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _copy_hashing(source: bytes | Path | IO[bytes], dest: Path) -> str:
+    """Write ``source`` to ``dest`` chunk by chunk (an upload is not copied again in memory); its sha256."""
+    digest = hashlib.sha256()
+    with open(dest, "wb") as out:
+        if isinstance(source, bytes | bytearray | memoryview):
+            digest.update(source)
+            out.write(source)
+            return digest.hexdigest()
+        reader = open(source, "rb") if isinstance(source, str | Path) else source  # noqa: SIM115
+        try:
+            if hasattr(reader, "seek"):
+                reader.seek(0)
+            for chunk in iter(lambda: reader.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        finally:
+            if reader is not source:
+                reader.close()
+    return digest.hexdigest()
+
+
+def _load_safely(path: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
+        raise WeightsRejected("safe load", f"Refused {name!r} (check: safe load): it holds code or objects other "
+                                           "than tensors, so torch.load(weights_only=True) will not open it. "
+                                           "Use the file exactly as torchvision publishes it.") from exc
+    except Exception as exc:  # noqa: BLE001 - any other failure: not a PyTorch file, or a truncated one
+        raise WeightsRejected("safe load", f"Refused {name!r} (check: safe load): it is not a PyTorch weights file "
+                                           f"that loads ({type(exc).__name__}). Download it again.") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsRejected("safe load", f"Refused {name!r} (check: safe load): it is not a state dict of tensors. "
+                                           "Use the file exactly as torchvision publishes it.")
+    return state
+
+
+def _check_keys_and_shapes(spec: BackboneSpec, state: dict[str, torch.Tensor], name: str) -> None:
+    expected = expected_state_shapes(spec)
+    kinds = {"missing": [k for k in expected if k not in state],
+             "unexpected": [k for k in state if k not in expected],
+             "of another shape": [f"{k} is {tuple(v.shape)}, expected {expected[k]}" for k, v in state.items()
+                                  if k in expected and tuple(v.shape) != expected[k]]}
+    problems = [f"{len(items)} {kind} (e.g. {', '.join(items[:2])})" for kind, items in kinds.items() if items]
+    if problems:
+        shown = "; ".join(problems)
+        raise WeightsRejected("keys and shapes", f"Refused {name!r} (check: keys and shapes): it does not fit "
+                                                 f"{spec.name} ({shown}). It is not {spec.name}'s ImageNet weights.")
+
+
+def import_weights(source: bytes | Path | IO[bytes], file_name: str | None = None,
+                   dest_dir: Path | None = None) -> Path:
+    """Add a torchvision ``.pth`` file (bytes, a path or a binary file object such as an upload) to
+    the weights this machine has, after four checks (``WEIGHT_CHECKS``): its name is a registered
+    backbone's torchvision file name; its sha256 starts with the hash in that name (torchvision's
+    rule); it loads with ``torch.load(weights_only=True)``; its keys and shapes are the backbone's.
+
+    Saved atomically in ``dest_dir`` (default ``weights_import_dir()``); returns the saved path.
+    A failed check raises ``WeightsRejected`` naming it, and nothing is saved.
+    """
+    name = Path(file_name if file_name is not None else str(source)).name
+    spec = spec_for_weights_file(name)
+    dest = Path(dest_dir) if dest_dir is not None else weights_import_dir()
+    target = dest / spec.weights_filename
+    try:
+        with atomic.replacing(target) as tmp:
+            digest = _copy_hashing(source, tmp)
+            expected_hash = HASH_REGEX.search(spec.weights_filename).group(1)
+            if not digest.startswith(expected_hash):
+                raise WeightsRejected("hash", f"Refused {name!r} (check: hash): its sha256 starts with "
+                                              f"{digest[:len(expected_hash)]}, not {expected_hash} as its name says. "
+                                              f"It is damaged or a different file; download {spec.weights_url} again.")
+            _check_keys_and_shapes(spec, _load_safely(tmp, name), name)
+    except PermissionError as exc:
+        raise WeightsUnavailable(f"Could not save {spec.weights_filename} in {dest}: permission denied. "
+                                 f"Set {ENV_WEIGHTS} to a folder this server may write to.") from exc
+    return target
 
 
 def build_model(name: str, num_classes: int, head: HeadConfig | None = None, *, pretrained: bool = True,

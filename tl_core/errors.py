@@ -23,6 +23,15 @@ class WeightsUnavailable(TLError):
     """Pretrained weights for a backbone are not on this machine and cannot be downloaded."""
 
 
+class WeightsRejected(WeightsUnavailable):
+    """A weights file offered to ``backbones.import_weights`` failed one of its checks (``check``
+    names which: "file name", "hash", "safe load" or "keys and shapes")."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
 class RunNotFound(TLError):
     """A run id does not exist in the workspace."""
 

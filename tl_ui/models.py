@@ -1,12 +1,15 @@
-"""Cached, read-only views of the backbone registry for the Model page."""
+"""Cached, read-only views of the backbone registry for the Model page, and adding weights."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 
-from tl_core.backbones import build_model, list_backbones, weights_status
+from tl_core.backbones import build_model, import_weights, list_backbones, weights_status
 from tl_core.config import FreezePlan, HeadConfig
+from tl_core.errors import TLError, WeightsRejected
 from tl_core.freeze import GroupInfo, freeze_report
 
 
@@ -23,8 +26,50 @@ def backbone_table() -> pd.DataFrame:
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
 def skeleton_model(backbone: str, head: HeadConfig, num_classes: int):
-    """An untrained model, only to count parameters per group. Read-only: never trained."""
-    return build_model(backbone, num_classes, head, pretrained=False)
+    """An untrained model, only to count parameters per group. Read-only: never trained. Built on
+    the meta device: shapes without memory, so even VGG16 with a Flatten head appears at once."""
+    import torch
+
+    with torch.device("meta"):
+        return build_model(backbone, num_classes, head, pretrained=False)
+
+
+def backbones_with_weights() -> list[str]:
+    """Backbones whose pretrained weights are here, mobilenet_v2 (bundled) first."""
+    table = backbone_table()
+    names = list(table.loc[table["weights here"], "name"])
+    return sorted(names, key=lambda name: name != "mobilenet_v2")
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    ok: bool
+    headline: str  # no user text in it: shown through st.success / st.error (Markdown)
+    detail: str  # may hold the uploaded file's name: shown with st.text
+
+
+_IMPORT_OUTCOME = "model_weights_import_outcome"  # this page's one session key besides its widgets
+
+
+def import_uploaded_weights(upload) -> None:
+    """Button callback: check and save an uploaded ``.pth`` (streamed from the upload to a temp file
+    beside its destination), refresh the weights column, keep the outcome for ``pop_import_outcome``."""
+    if upload is None:
+        outcome = ImportOutcome(False, "Choose a .pth file first.", "")
+    else:
+        try:
+            path = import_weights(upload, upload.name)
+            backbone_table.clear()  # the "weights here" column changes now, not in a minute
+            outcome = ImportOutcome(True, "Weights added: all four checks passed.", f"Saved as {path}")
+        except WeightsRejected as exc:
+            outcome = ImportOutcome(False, f"Weights not added: the **{exc.check}** check failed.", str(exc))
+        except TLError as exc:
+            outcome = ImportOutcome(False, "Weights not added.", str(exc))
+    st.session_state[_IMPORT_OUTCOME] = outcome
+
+
+def pop_import_outcome() -> ImportOutcome | None:
+    return st.session_state.pop(_IMPORT_OUTCOME, None)
 
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,

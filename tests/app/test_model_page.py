@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
+
+import pytest
 
 from tests.app.conftest import no_exceptions
 
@@ -70,3 +73,121 @@ def test_option_lists_are_the_configs_choices(app):
     no_exceptions(app)
     assert list(app.radio(key="freeze_mode").options) == [FREEZE_MODE_LABELS[m] for m in choices(FreezeMode)]
     assert list(app.selectbox(key="head_kind").options) == [HEAD_LABELS[k] for k in choices(HeadKind)]
+
+
+# ----------------------------------------------------------------------------- recipes and weights
+@pytest.fixture
+def no_vgg_weights(tmp_path, monkeypatch):
+    """An empty torch hub cache and no weights folder: only the bundled mobilenet_v2 is here."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("TL_STUDIO_WEIGHTS", raising=False)
+    monkeypatch.setenv("TL_STUDIO_OFFLINE", "1")
+    from tl_ui.models import backbone_table
+
+    backbone_table.clear()
+    yield tmp_path / "torch_home" / "hub" / "checkpoints"
+    backbone_table.clear()
+
+
+def test_classic_recipe_sets_the_model_and_the_train_page(app, tiny_dataset, no_vgg_weights):
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/2_model.py").run()
+    no_exceptions(app)
+    assert app.selectbox(key="recipe_pick").value == "classic"
+    assert any("vgg16-397923af.pth" in w.value and "Add pretrained weights" in w.value for w in app.warning)
+    assert not any("follow this recipe" in s.value for s in app.success)
+
+    app.button(key="recipe_apply").click().run()
+    no_exceptions(app)
+    assert app.selectbox(key="backbone_pick").value == "vgg16"
+    assert app.radio(key="freeze_mode").value == "feature_extractor"
+    assert app.selectbox(key="head_kind").value == "mlp"
+    assert app.radio(key="head_pool").value == "flatten" and not app.radio(key="head_pool").disabled
+    assert (app.number_input(key="mlp_hidden").value, app.slider(key="mlp_dropout").value) == (1024, 0.0)
+    assert any("follow this recipe on vgg16" in s.value for s in app.success)
+    trainable, _ = trainable_line(app)
+    assert trainable == 25088 * 1024 + 1024 + 1024 * 2 + 2  # Dense(1024) + Dense(2) on the flattened map
+
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert app.number_input(key="epochs").value == 10
+    assert app.select_slider(key="batch_size").value == 32
+    assert app.select_slider(key="lr").value == 1e-4
+    assert app.selectbox(key="optimizer").value == "rmsprop"
+    assert app.selectbox(key="schedule").value == "constant"
+    assert app.select_slider(key="weight_decay").value == 0.0
+    assert app.slider(key="label_smoothing").value == 0.0
+    assert app.number_input(key="patience").value == 0
+    assert app.radio(key="augment").value == "none"
+
+
+def test_recipe_on_a_backbone_whose_weights_are_here(app, no_vgg_weights):
+    app.switch_page("pages/2_model.py").run()
+    app.button(key="recipe_apply_fallback").click().run()
+    no_exceptions(app)
+    assert app.selectbox(key="backbone_pick").value == "mobilenet_v2"
+    assert app.selectbox(key="head_kind").value == "mlp"
+    pool = app.radio(key="head_pool")
+    assert pool.value == "avg" and pool.disabled
+    assert any("Flatten is VGG's" in c.value for c in app.caption)
+    assert any("average pooling instead of Flatten" in c.value for c in app.caption)
+    assert any("follow this recipe on mobilenet_v2" in s.value for s in app.success)
+
+
+class Upload(io.BytesIO):
+    """What st.file_uploader hands the page: a file object with a name."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        super().__init__(data)
+        self.name = name
+
+
+def _fake_uploader(monkeypatch, upload: Upload) -> None:
+    import streamlit as st
+
+    real_uploader = st.file_uploader
+
+    def fake_uploader(label, *args, key=None, **kwargs):
+        real_uploader(label, *args, key=key, **kwargs)  # AppTest cannot upload files
+        return upload if key == "weights_upload" else None
+
+    monkeypatch.setattr(st, "file_uploader", fake_uploader)
+
+
+def test_a_bad_weights_file_is_refused_with_the_check_named(app, no_vgg_weights, monkeypatch):
+    _fake_uploader(monkeypatch, Upload("resnet18-f37072fd.pth", b"not resnet18's weights"))
+    app.switch_page("pages/2_model.py").run()
+    app.button(key="weights_add").click().run()
+    no_exceptions(app)
+    assert any("the **hash** check failed" in e.value for e in app.error)
+    assert any("resnet18-f37072fd.pth" in t.value and "sha256" in t.value for t in app.text)
+    assert not no_vgg_weights.exists() or not any(no_vgg_weights.iterdir())
+    table = app.dataframe[0].value.set_index("name")
+    assert not bool(table.loc["resnet18", "weights here"])
+
+
+def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, monkeypatch, tmp_path):
+    """Through a backbone whose expected name carries the fake file's hash (a real one cannot be forged)."""
+    import copy
+    import hashlib
+
+    import torch
+    import torchvision.models as tvm
+
+    from tl_core import backbones
+
+    data = io.BytesIO()
+    torch.save(tvm.mobilenet_v3_small(weights=None).state_dict(), data)
+    name = f"mobilenet_v3_small-{hashlib.sha256(data.getvalue()).hexdigest()[:8]}.pth"
+    spec = copy.copy(backbones.get_backbone("mobilenet_v3_small"))
+    object.__setattr__(spec, "weights_filename", name)
+    monkeypatch.setitem(backbones._REGISTRY, "mobilenet_v3_small", spec)
+    _fake_uploader(monkeypatch, Upload(name, data.getvalue()))
+
+    app.switch_page("pages/2_model.py").run()
+    assert not bool(app.dataframe[0].value.set_index("name").loc["mobilenet_v3_small", "weights here"])
+    app.button(key="weights_add").click().run()
+    no_exceptions(app)
+    assert any("all four checks passed" in s.value for s in app.success)
+    assert (no_vgg_weights / name).is_file()
+    assert bool(app.dataframe[0].value.set_index("name").loc["mobilenet_v3_small", "weights here"])

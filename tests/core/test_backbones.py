@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import urllib.error
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -252,3 +253,126 @@ def test_bundled_mobilenet_v2_recognises_real_photos(no_local_weights, real_phot
     cats = spec.categories
     assert "Egyptian cat" in [cats[i] for i in top5[0]]
     assert "espresso" in [cats[i] for i in top5[1]]
+
+
+# ----------------------------------------------------------------------------- adding weights
+# A file with a correct torchvision hash cannot be forged, so the accept path imports the bundled
+# mobilenet_v2 file; the later checks are reached through a backbone whose expected file name
+# carries the fake file's own hash (the real mobilenet_v3_small builder under a patched name).
+
+
+def _saved(tmp_path, obj, name="weights.pth") -> Path:
+    path = tmp_path / name
+    torch.save(obj, path)
+    return path
+
+
+def _named_after_own_hash(monkeypatch, path: Path, backbone: str = "mobilenet_v3_small") -> str:
+    """Make ``backbone``'s expected file name carry ``path``'s sha256 prefix; returns that name."""
+    import copy
+    import hashlib
+
+    spec = copy.copy(get_backbone(backbone))
+    name = f"{backbone}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
+    object.__setattr__(spec, "weights_filename", name)
+    monkeypatch.setitem(backbones._REGISTRY, backbone, spec)
+    return name
+
+
+def _refused(check: str, source, name: str, dest: Path) -> str:
+    from tl_core.errors import WeightsRejected
+
+    with pytest.raises(WeightsRejected) as info:
+        backbones.import_weights(source, name, dest_dir=dest)
+    assert info.value.check == check and f"check: {check}" in str(info.value)
+    assert not dest.exists() or not any(dest.iterdir()), "a refused file must leave nothing behind"
+    return str(info.value)
+
+
+def test_import_accepts_torchvisions_own_file_and_the_lookup_finds_it(no_local_weights, tmp_path, monkeypatch):
+    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    source = tmp_path / "upload" / BUNDLED_FILE
+    source.parent.mkdir()
+    shutil.copy(bundled, source)
+    dest = tmp_path / "weights"
+    with open(source, "rb") as upload:  # a file object, as an upload is
+        saved = backbones.import_weights(upload, BUNDLED_FILE, dest_dir=dest)
+    assert saved == dest / BUNDLED_FILE and saved.read_bytes() == bundled.read_bytes()
+    assert [p.name for p in dest.iterdir()] == [BUNDLED_FILE]  # no temporary file left
+    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(dest))
+    assert weights_status("mobilenet_v2").source == "weights_dir"
+
+
+def test_import_goes_where_the_lookup_reads(no_local_weights, tmp_path, monkeypatch):
+    assert backbones.weights_import_dir() == no_local_weights  # torchvision's cache
+    folder = tmp_path / "teacher"
+    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(folder))
+    assert backbones.weights_import_dir() == folder  # the folder the teacher named
+    saved = backbones.import_weights(backbones.bundled_weights_path(BUNDLED_FILE))
+    assert saved == folder / BUNDLED_FILE
+    assert weights_status("mobilenet_v2").path == saved
+
+
+def test_import_refuses_a_name_torchvision_does_not_give(tmp_path):
+    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    for name in ("mobilenet_v2.pth", "my_weights-b0353104.pth", "resnet18-00000000.pth"):
+        message = _refused("file name", bundled, name, tmp_path / "dest")
+        assert "resnet18-f37072fd.pth" in message  # says which names are expected
+
+
+def test_import_refuses_a_random_init_state_dict_by_hash(tmp_path):
+    import torchvision.models as tvm
+
+    name = get_backbone("mobilenet_v3_small").weights_filename
+    fake = _saved(tmp_path, tvm.mobilenet_v3_small(weights=None).state_dict(), name)
+    message = _refused("hash", fake, name, tmp_path / "dest")
+    assert name.split("-")[-1][:8] in message and "download" in message
+
+
+def test_import_refuses_a_file_that_is_not_torch(tmp_path, monkeypatch):
+    path = tmp_path / "notes.pth"
+    path.write_bytes(b"these are not weights " * 100)
+    name = _named_after_own_hash(monkeypatch, path)
+    _refused("safe load", path, name, tmp_path / "dest")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_import_refuses_a_pickle_with_code(tmp_path, monkeypatch, capsys):
+    path = _saved(tmp_path, {"features.0.0.weight": _Payload()})
+    name = _named_after_own_hash(monkeypatch, path)
+    message = _refused("safe load", path, name, tmp_path / "dest")
+    assert "weights_only=True" in message
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_import_refuses_other_keys_or_shapes(tmp_path, monkeypatch):
+    import torchvision.models as tvm
+
+    wrong_model = _saved(tmp_path, tvm.resnet18(weights=None).state_dict(), "a.pth")
+    name = _named_after_own_hash(monkeypatch, wrong_model)
+    message = _refused("keys and shapes", wrong_model, name, tmp_path / "dest")
+    assert "missing" in message and "unexpected" in message
+
+    ten_classes = _saved(tmp_path, tvm.mobilenet_v3_small(weights=None, num_classes=10).state_dict(), "b.pth")
+    name = _named_after_own_hash(monkeypatch, ten_classes)
+    message = _refused("keys and shapes", ten_classes, name, tmp_path / "dest")
+    assert "classifier.3.weight is (10, 1024), expected (1000, 1024)" in message
+
+
+def test_import_accepts_a_file_that_passes_every_check(tmp_path, monkeypatch):
+    """The control for the refusals above: the same route with the right keys and shapes succeeds."""
+    import torchvision.models as tvm
+
+    path = _saved(tmp_path, tvm.mobilenet_v3_small(weights=None).state_dict())
+    name = _named_after_own_hash(monkeypatch, path)
+    assert backbones.import_weights(path.read_bytes(), name, dest_dir=tmp_path / "dest").name == name
+
+
+def test_every_backbone_has_a_weights_name_with_a_hash_and_its_shapes():
+    for spec in backbones.list_backbones():
+        assert backbones.spec_for_weights_file(spec.weights_filename) is spec
+        assert backbones.expected_state_shapes(spec)
