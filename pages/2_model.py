@@ -25,7 +25,6 @@ from tl_ui.models import (
     backbones_with_weights,
     group_report,
     import_uploaded_weights,
-    pop_import_outcome,
 )
 from tl_ui.widgets import choice_input
 
@@ -120,8 +119,8 @@ with user_errors("Could not list the backbones"):
             "layers and their shapes are exactly the backbone's.")
         upload = st.file_uploader("Weights file", type=["pth"], key="weights_upload")
         st.button("Check and add these weights", key="weights_add", on_click=import_uploaded_weights,
-                  args=(upload,), icon=":material/verified:")
-        outcome = pop_import_outcome()
+                  args=(state, upload), icon=":material/verified:")
+        outcome, state.weights_import_outcome = state.weights_import_outcome, None
         if outcome is not None:
             (st.success if outcome.ok else st.error)(outcome.headline)
             if outcome.detail:

@@ -48,12 +48,9 @@ class ImportOutcome:
     detail: str  # may hold the uploaded file's name: shown with st.text
 
 
-_IMPORT_OUTCOME = "model_weights_import_outcome"  # this page's one session key besides its widgets
-
-
-def import_uploaded_weights(upload) -> None:
+def import_uploaded_weights(state, upload) -> None:
     """Button callback: check and save an uploaded ``.pth`` (streamed from the upload to a temp file
-    beside its destination), refresh the weights column, keep the outcome for ``pop_import_outcome``."""
+    beside its destination), refresh the weights column, keep the outcome in ``state`` for the page."""
     if upload is None:
         outcome = ImportOutcome(False, "Choose a .pth file first.", "")
     else:
@@ -65,11 +62,7 @@ def import_uploaded_weights(upload) -> None:
             outcome = ImportOutcome(False, f"Weights not added: the **{exc.check}** check failed.", str(exc))
         except TLError as exc:
             outcome = ImportOutcome(False, "Weights not added.", str(exc))
-    st.session_state[_IMPORT_OUTCOME] = outcome
-
-
-def pop_import_outcome() -> ImportOutcome | None:
-    return st.session_state.pop(_IMPORT_OUTCOME, None)
+    state.weights_import_outcome = outcome
 
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,

@@ -45,6 +45,7 @@ class AppState:
     predict_batch: dict | None = field(default=None, repr=False, compare=False)  # Predict's last table
     snapshots_seen: set[str] = field(default_factory=set, repr=False, compare=False)  # webcam file ids kept
     upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
+    weights_import_outcome: Any = field(default=None, repr=False, compare=False)  # the Model page's last import
 
     @property
     def workspace(self) -> Workspace:
