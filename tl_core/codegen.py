@@ -16,6 +16,8 @@ User-typed text (run and class names) only ever enters the script through ``repr
 from __future__ import annotations
 
 import functools
+import json
+import re
 import shlex
 import textwrap
 import typing
@@ -91,12 +93,11 @@ def _layer_groups(backbone: str, head_kind: str, pool: str) -> tuple[tuple[str, 
 
 def _names_code(paths: tuple[str, ...]) -> str:
     """A list of module paths as code; ``features.7`` ... ``features.13`` as one comprehension."""
-    prefixes = {p.rsplit(".", 1)[0] for p in paths}
-    tails = [p.rsplit(".", 1)[-1] for p in paths]
-    if len(paths) > 3 and len(prefixes) == 1 and all(t.isdigit() for t in tails):
-        numbers = [int(t) for t in tails]
+    numbered = [re.fullmatch(r"(.*?)(\d+)", p) for p in paths]
+    if len(paths) > 3 and all(numbered) and len({m.group(1) for m in numbered}) == 1:
+        numbers = [int(m.group(2)) for m in numbered]
         if numbers == list(range(numbers[0], numbers[-1] + 1)):
-            return f'[f"{prefixes.pop()}.{{i}}" for i in range({numbers[0]}, {numbers[-1] + 1})]'
+            return f'[f"{numbered[0].group(1)}{{i}}" for i in range({numbers[0]}, {numbers[-1] + 1})]'
     return "[" + ", ".join(f'"{p}"' for p in paths) + "]"
 
 
@@ -288,7 +289,7 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                    "groups": "the groups chosen in the app and the head learn"}[plan.mode]
             freezing += textwrap.dedent(f'''
 
-                TRAINABLE = {trainable!r}  # {why}
+                TRAINABLE = {json.dumps(trainable)}  # {why}
 
 
                 def trainable_groups(epoch):
@@ -417,21 +418,13 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
         extra_imports = []
 
     header = _header(config, spec, classical)
-    imports = textwrap.dedent('''
-        import argparse
-        import json
-        import math
-        import random
-        from collections import OrderedDict
-
-        import numpy as np
-        import torch
-        from PIL import Image, ImageOps
-        from torch import nn
-        from torch.utils.data import DataLoader, Subset
-        from torchvision import datasets, models
-        from torchvision.transforms import v2
-        ''').lstrip("\n") + "".join(line + "\n" for line in sorted(extra_imports))
+    from_imports = sorted([*extra_imports, "from PIL import Image, ImageOps", "from torch import nn",
+                           "from torch.utils.data import DataLoader, Subset",
+                           "from torchvision import datasets, models", "from torchvision.transforms import v2"],
+                          key=lambda line: line.split()[1].lower())
+    imports = ("import argparse\nimport json\nimport math\nimport random\n"
+               + ("" if spec.family == "vit" else "from collections import OrderedDict\n")
+               + "\nimport numpy as np\nimport torch\n" + "".join(line + "\n" for line in from_imports))
     sections = [header, imports, "\n".join(recipe) + "\n"]
     if freezing:
         sections.append(freezing)
@@ -458,11 +451,17 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
         how = (f"{optimizer}, learning rate {train.lr:g}, {train.schedule} schedule, {train.epochs} epochs of "
                f"batch {train.batch_size}")
     freezing = FREEZE_MODE_LABELS[plan.mode].lower()
+    caveat = textwrap.fill(
+        "The script prints one JSON line with the model's parameter counts and the settings, then "
+        + ("the accuracy of the fitted classifier" if classical else "one line per epoch")
+        + ". It reproduces the recipe, not the exact numbers: random draws differ from the app's"
+        + ("" if classical else ", which may train the head on cached features and in mixed precision")
+        + ", and the app decodes images with its own (equivalent) code.", 96).replace("\n", "\n" + " " * 8)
+    recipe = textwrap.fill(f"Recipe: {spec.name} {start}; {freezing}; {head_words}; {how}.", 96).replace("\n", "\n" + " " * 8)
     return textwrap.dedent(f'''\
         """Transfer learning on your own images, in plain PyTorch: the recipe of a TL Studio run.
 
-        Recipe: {spec.name} {start}; {freezing}; {head_words};
-        {how}.
+        {recipe}
 
         Usage:
             python train.py path/to/images
@@ -470,10 +469,8 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
         where path/to/images holds one folder per class (torchvision's ImageFolder layout):
             path/to/images/cat/001.jpg, path/to/images/dog/002.jpg, ...
 
-        The script prints one JSON line with the model's parameter counts and the hyperparameters,
-        then one line per epoch. It reproduces the recipe, not the exact numbers: random draws differ
-        from the app's{"" if classical else ", and the app may train the head on cached features and in mixed precision"}.
-        Written by TL Studio; needs torch, torchvision, numpy and Pillow{" and scikit-learn" if classical else ""}.
+        {caveat}
+        Written by TL Studio; needs torch, torchvision, numpy{", Pillow and scikit-learn" if classical else " and Pillow"}.
         """
         ''')
 

@@ -277,16 +277,19 @@ def app_counts(config: RunConfig, num_classes: int) -> tuple[int, int]:
             sum(p.numel() for p in model.parameters()))
 
 
-def test_the_script_and_the_command_train_the_same_model(tmp_path, workspace):
-    from tl_core.events import RunStarted
-    from tl_core.runs import RunStore
-
+def fine_tune_config(data: Path) -> RunConfig:
+    """MobileNetV2 (pretrained when its bundled weights are installed), its top group fine-tuned
+    with discriminative learning rates, SGD + one-cycle, one epoch."""
     pretrained = bundled_weights_path("mobilenet_v2-b0353104.pth") is not None
+    return _config(data=DataConfig(source=str(data), augment="standard"), model=ModelConfig(pretrained=pretrained),
+                   freeze=FreezePlan(mode="last_n", last_n=1, lr_range=(1e-4, 1e-3)),
+                   train=TrainConfig(epochs=1, batch_size=4, optimizer="sgd", schedule="onecycle",
+                                     label_smoothing=0.1, feature_cache=False))
+
+
+def test_the_script_trains_the_apps_model_without_tl_core(tmp_path):
     data = tiny_folder(tmp_path / "images")
-    config = _config(data=DataConfig(source=str(data), augment="standard"), model=ModelConfig(pretrained=pretrained),
-                     freeze=FreezePlan(mode="last_n", last_n=1, lr_range=(1e-4, 1e-3)),
-                     train=TrainConfig(epochs=1, batch_size=4, optimizer="sgd", schedule="onecycle",
-                                       label_smoothing=0.1, feature_cache=False))
+    config = fine_tune_config(data)
     summary, output = run_script(standalone_script(config, ["blue", "red"]), data, tmp_path / "script")
     trainable, total = app_counts(config, 2)
     assert (summary["trainable_params"], summary["total_params"]) == (trainable, total)
@@ -296,15 +299,23 @@ def test_the_script_and_the_command_train_the_same_model(tmp_path, workspace):
     assert summary["classes"] == ["blue", "red"] and "note:" not in output
     assert "epoch 1: train loss" in output and (tmp_path / "script" / "best.pt").is_file()
 
-    # the command, through the CLI, trains a run that reports the same counts
+
+@pytest.mark.slow
+def test_the_command_trains_a_run_with_the_scripts_counts(tmp_path, workspace):
+    from tl_core.events import RunStarted
+    from tl_core.runs import RunStore
+
+    data = tiny_folder(tmp_path / "images")
+    config = fine_tune_config(data)
     argv = shlex.split(cli_command(config).replace("\\\n", ""))[3:]
     assert cli.main(["--workspace", str(workspace.root), *argv]) == 0
     (run,) = RunStore(workspace).list()
     assert run.config == config
     started = next(e for e in run.read_events()[0] if isinstance(e, RunStarted))
-    assert (started.trainable_params, started.total_params) == (trainable, total)
+    assert (started.trainable_params, started.total_params) == app_counts(config, 2)
 
 
+@pytest.mark.slow
 def test_the_classical_script_fits_scikit_learn_on_frozen_features(tmp_path):
     data = tiny_folder(tmp_path / "images")
     config = _config(data=DataConfig(source=str(data)), model=ModelConfig(head=HeadConfig(kind="logreg"),
@@ -317,3 +328,16 @@ def test_the_classical_script_fits_scikit_learn_on_frozen_features(tmp_path):
     assert summary["trainable_params"] == 0 and summary["total_params"] == body
     assert summary["classifier"] == "LogisticRegression(max_iter=2000, random_state=0)"
     assert "val acc" in output
+
+
+def test_every_generated_script_is_clean_python(tmp_path):
+    """pyflakes (through ruff) also reads the branches a test run does not take."""
+    pytest.importorskip("ruff")
+    scripts = {name: standalone_script(config, ["a"]) for name, config in CONFIGS.items()}
+    scripts.update({spec.name: standalone_script(_config(model=ModelConfig(backbone=spec.name)))
+                    for spec in list_backbones()})
+    for name, script in scripts.items():
+        (tmp_path / f"{name}.py").write_text(script, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F,E9,I",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
