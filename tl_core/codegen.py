@@ -298,11 +298,12 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                 ''')
         if plan.lr_range is not None:
             mults = lr_multipliers(plan, group_names)
-            lr_lines = "\n".join(f'    "{name}": LR * {_fmt(m)},' for name, m in zip(group_names, mults, strict=True))
-            freezing += ("\n# Discriminative learning rates: from "
-                         f"{_fmt(plan.lr_range[0])} to {_fmt(plan.lr_range[1])} (relative to LR) spread "
-                         "geometrically over the\n# groups that train, lowest at the stem: early layers "
-                         "need the smallest changes.\nGROUP_LR = {\n" + lr_lines + "\n}\n")
+            lr_lines = "\n".join(f'    "{name}": LR * {m:.6g},' for name, m in zip(group_names, mults, strict=True))
+            low, high = plan.lr_range
+            freezing += ("\n\n# Discriminative learning rates: the range " f"{low:g} .. {high:g} scaled so the head "
+                         "gets LR, spread geometrically\n# over the groups that train, lowest at the stem: early "
+                         "layers need the smallest changes.\n# (Groups that never train get the lowest; they "
+                         "have no gradient, so it is unused.)\nGROUP_LR = {\n" + lr_lines + "\n}\n")
 
     # -- the model ----------------------------------------------------------------------------------
     body_code = _BODY_CODE[spec.family]
