@@ -9,7 +9,7 @@ from tl_core.backbones import get_backbone
 from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import get_state, intro, user_errors
+from tl_ui import code_views, get_state, intro, user_errors
 from tl_ui.charts import curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input
@@ -102,6 +102,11 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                 config.validate()
                 state.select_run(jobs.start_job(state.workspace, config))
                 st.rerun()
+
+if dataset_dir is not None:
+    with st.expander("Show the code", icon=":material/code:"):  # expanders cannot nest: under "New run"
+        code_views.show_code(dataclasses.replace(state.draft, name=run_name.strip()),
+                             code_views.dataset_classes(dataset_dir), key="train_code", data_path=str(dataset_dir))
 
 if run is None:
     st.stop()

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
-from tl_ui import analysis_views, get_state, intro, user_errors
+from tl_ui import analysis_views, code_views, get_state, intro, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
 state = get_state()
@@ -87,6 +87,9 @@ with user_errors("Could not read the run's results"):
         })
 
         analysis_views.render(run, result, split)
+
+with st.expander("Show the code", icon=":material/code:"), user_errors("Could not read the run's settings"):
+    code_views.show_code(run.config, run.classes or None, key="results_code")
 
 st.subheader("Compare runs")
 default = [r for r in ids if summaries[r]["state"] in ("finished", "cancelled", "running")][:5]
