@@ -318,39 +318,60 @@ def stop(run: Run, *, wait_s: float = STOP_WAIT_S, poll_s: float = 0.2) -> RunSt
     deadline = time.monotonic() + wait_s
     while True:
         status = job_state(run)
-        if not status.active and not worker_alive(run):
-            return status
-        if time.monotonic() >= deadline:
+        if not status.active or time.monotonic() >= deadline:
             return status
         time.sleep(poll_s)
 
 
 def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
-    """Delete ``run``; one still queued or training is stopped first: asked to stop, and its
-    worker ended after ``grace_s`` seconds if it has not stopped by then (nothing of the run is
-    kept, so nothing is lost)."""
-    if job_state(run).active or worker_alive(run):
-        status = stop(run, wait_s=grace_s)
-        if status.active or worker_alive(run):
-            _end_worker(run)
-            if job_state(run).active:  # ended by us: say so, so the delete below is allowed
-                run.mark_cancelled()
+    """Delete ``run``; one still queued or training is stopped first: asked to stop, given
+    ``grace_s`` seconds, then its worker is ended (nothing of the run is kept, so nothing is lost),
+    and the folder goes only once the worker has exited, so it never writes into a half-deleted
+    folder. JobError when a run trained by another program (the CLI) does not stop in time: only
+    workers started by ``start_job`` are ever ended from here."""
+    if job_state(run).active:
+        stop(run, wait_s=grace_s)
+    worker = _recorded_worker(run)
+    if worker is not None:
+        _end_process(worker, exit_wait_s=min(grace_s, 5.0))
+    if job_state(run).active:
+        if worker is None:
+            raise JobError(f"Run '{run.display_name()}' is still stopping (it stops after its current "
+                           "batch); try again in a moment.")
+        run.mark_cancelled()  # ended by us: say so, so that the store lets it go
     store.delete(run.id)
 
 
-def _end_worker(run: Run, wait_s: float = 5.0) -> None:
-    """Terminate the run's worker (then kill it if it ignores that); only the process recorded
-    for this run, checked by its start time, never another that reused the pid."""
+def _recorded_worker(run: Run) -> psutil.Process | None:
+    """The live worker process of ``run``: only one whose start time the run recorded (a worker of
+    ``start_job``), so neither a process that reused the pid nor this process (a run trained
+    in-process by the CLI or a test) is ever taken for it."""
     status = run.status()
+    if status.pid_created is None or status.pid == os.getpid():
+        return None
     if not process_alive(status.pid, status.pid_created):
+        return None
+    try:
+        return psutil.Process(int(status.pid))
+    except psutil.Error:
+        return None
+
+
+def _end_process(proc: psutil.Process, exit_wait_s: float, kill_wait_s: float = 5.0) -> None:
+    """Give ``proc`` ``exit_wait_s`` seconds to exit by itself, then terminate it, then kill it."""
+    try:
+        proc.wait(timeout=exit_wait_s)
         return
-    proc = psutil.Process(int(status.pid))
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.NoSuchProcess:
+        return
     try:
         proc.terminate()
-        proc.wait(timeout=wait_s)
+        proc.wait(timeout=kill_wait_s)
     except psutil.TimeoutExpired:
         proc.kill()
-        proc.wait(timeout=wait_s)
+        proc.wait(timeout=kill_wait_s)
     except psutil.NoSuchProcess:
         pass
 

@@ -153,3 +153,20 @@ def test_cli_train_config_reproduces_a_saved_run_and_flags_override_only_what_is
     assert listing.splitlines()[0].split()[:2] == ["run", "state"]  # names first, ids as a column
     assert main([*ws, "train", "--config", str(workspace.root / "nope.json")]) == 2
     assert "Cannot read the config" in capsys.readouterr().err
+
+
+def test_delete_never_ends_a_process_the_run_did_not_start_as_its_worker(workspace, small_folder):
+    """A run trained in this process (CLI, tests) records this pid without a start time: deleting
+    it once finished removes the folder and leaves every process alone; a live one is refused."""
+    store = RunStore(workspace)
+    done = store.create(tiny_config(small_folder))
+    done.mark_running(pid=os.getpid())
+    done.mark_finished()
+    jobs.delete_run(store, done, grace_s=0.1)
+    assert not done.dir.exists()
+
+    live = store.create(tiny_config(small_folder))
+    live.mark_running(pid=os.getpid())  # no start time recorded: not ours to end
+    with pytest.raises(JobError, match="still stopping"):
+        jobs.delete_run(store, live, grace_s=0.2)
+    assert live.dir.exists() and live.stop_requested()
