@@ -16,6 +16,7 @@ from tl_core.catalog import DatasetCatalog
 from tl_core.errors import TLError
 from tl_core.runs import Run, auto_label, unique_labels
 
+from .feedback import log
 from .state import AppState
 
 TRAIN_PAGE = "pages/3_train.py"
@@ -33,6 +34,10 @@ def text_errors(what: str) -> Iterator[None]:
     except TLError as exc:
         st.error(what, icon=":material/error:")
         st.text(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug: said as one line, as feedback.user_errors does
+        log.exception("unexpected error on the Runs page")
+        st.error(f"{what}: something went wrong inside TL Studio ({type(exc).__name__}). This is a bug, "
+                 "not something you did; the server log has the details.", icon=":material/bug_report:")
 
 
 def load_into_draft(state: AppState, run: Run) -> None:
