@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/4_results.py", title="4 · Results", icon=":material/insights:", url_path="results"),
     st.Page("pages/5_predict.py", title="5 · Predict", icon=":material/image_search:", url_path="predict"),
     st.Page("pages/6_export.py", title="6 · Export", icon=":material/package_2:", url_path="export"),
+    st.Page("pages/7_runs.py", title="Runs", icon=":material/folder_managed:", url_path="runs"),
 ]
 
 page = st.navigation(PAGES)

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
+from tl_core.runs import best_epoch_note, unique_labels
 from tl_ui import analysis_views, code_views, get_state, intro, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
@@ -34,13 +35,13 @@ if not runs:
 
 summaries = {r.id: r.summary() for r in runs}
 ids = list(summaries)
+names = unique_labels(runs)  # the legend's and the table's names; the pickers add state and accuracy
 
 
 def _label(run_id: str) -> str:
     s = summaries[run_id]
-    acc = f", val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
-    pre = "" if s.get("pretrained", True) else ", random init"
-    return f"{s['name']} · {s['backbone']}{pre} · {s['state']}{acc}"
+    acc = f" · val acc {s['best_val_acc']:.1%}" if s.get("best_val_acc") is not None else ""
+    return f"{names[run_id]} · {s['state']}{acc}"
 
 
 current = ids.index(state.run_id) if state.run_id in ids else 0
@@ -48,12 +49,13 @@ picked = st.selectbox("Run", ids, index=current, format_func=_label, key="result
 if picked != state.run_id:
     state.select_run(picked)
 run = state.runs.get(picked)
+st.page_link("pages/7_runs.py", label="Re-run, resume, rename or delete runs", icon=":material/folder_managed:")
 
 with user_errors("Could not read the run's results"):
     split_names = {"test": "test", "val": "validation"}
     evals = {split_names[split]: result for split, result in run.evaluations().items()}
     if not evals:
-        st.info(f"Run `{run.id}` is {summaries[picked]['state']} and has no evaluation yet "
+        st.info(f"This run is {summaries[picked]['state']} and has no evaluation yet "
                 "(it is written when training ends).")
         error = run.status().error
         if error:
@@ -75,7 +77,12 @@ with user_errors("Could not read the run's results"):
         c1.metric("Accuracy", f"{result.accuracy:.1%}")
         c2.metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each class counts the same")
         c3.metric(f"Top-{result.top_k} accuracy", f"{result.top_k_accuracy:.1%}")
-        c4.metric("Best epoch", metrics.get("best_epoch") or "—")
+        c4.metric("Best epoch", metrics.get("best_epoch") or "—",
+                  help=f"The epoch whose checkpoint is evaluated here, chosen by "
+                       f"{CURVE_LABELS[run.config.train.monitor]} (the run's monitor).")
+        note = best_epoch_note(metrics, run.config.train.monitor)
+        if note:
+            st.caption(f":material/info: {note}")
 
         st.markdown("**Per class**")
         st.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={
@@ -95,13 +102,14 @@ st.subheader("Compare runs")
 default = [r for r in ids if summaries[r]["state"] in ("finished", "cancelled", "running")][:5]
 chosen = st.multiselect("Runs to overlay", ids, default=default, format_func=_label, key="compare_runs")
 if chosen:
-    curves = {_label(r): curves_for(state.curves, state.runs.get(r)) for r in chosen}
+    curves = {names[r]: curves_for(state.curves, state.runs.get(r)) for r in chosen}
     column = st.radio("Curve", ["val_acc", "val_loss", "train_loss"], horizontal=True, key="compare_metric",
                       format_func=CURVE_LABELS.get)
     st.plotly_chart(comparison_figure(curves, column), key="comparison")
-table = pd.DataFrame(list(summaries.values()))
+table = pd.DataFrame([{**s, "name": names[run_id]} for run_id, s in summaries.items()])
 table["created"] = pd.to_datetime(table["created"], unit="s", errors="coerce")
 st.dataframe(table, hide_index=True, key="runs_table", column_config={
+    "name": "Run", "lr": st.column_config.NumberColumn("lr", format="%.0e"),
     "best_val_acc": st.column_config.NumberColumn("best val acc", format="percent"),
     "created": st.column_config.DatetimeColumn("created", format="distance"),
 })

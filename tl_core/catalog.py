@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .runs import Run, RunStore
 from .workspace import Workspace, is_safe_id
 
 
@@ -26,6 +27,7 @@ class DatasetEntry:
 
 class DatasetCatalog:
     def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
         self.root = workspace.datasets_dir
 
     def new_dir(self, name: str) -> Path:
@@ -56,5 +58,27 @@ class DatasetCatalog:
 
         return Dataset.load(self.path(dataset_id))
 
+    def runs_using(self, dataset_id: str) -> list[Run]:
+        """The workspace's runs that trained (or train) on this dataset, newest first."""
+        folder = self.path(dataset_id).resolve()
+        found = []
+        for run in RunStore(self.workspace).list():
+            try:
+                used = run.dataset_dir()
+            except (OSError, ValueError):
+                continue  # a run whose config cannot be read uses nothing we can tell
+            if used is not None and used.resolve() == folder:
+                found.append(run)
+        return found
+
     def delete(self, dataset_id: str) -> None:
+        """Remove the dataset. Refused (DataError) while a run queued or training on it is alive:
+        stop that run first. Finished runs keep their results, but cannot show its images again."""
+        from .jobs import job_state  # here: jobs starts processes; listing datasets needs none of it
+
+        active = [run for run in self.runs_using(dataset_id) if job_state(run).active]
+        if active:
+            names = ", ".join(f"'{run.display_name()}'" for run in active)
+            raise DataError(f"Runs {names} still train on this dataset; stop them first (Stop on the "
+                            f"Train page, or `python -m tl_core stop RUN`), then delete it.")
         shutil.rmtree(self.path(dataset_id))

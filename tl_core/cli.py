@@ -252,9 +252,9 @@ def cmd_train(args) -> int:
         run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
         config = run.config
     else:
-        if not Path(args.data).exists():
+        if args.data and not Path(args.data).exists():
             raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
-        config = build_config(args)
+        config = saved_config(args) if args.config else build_config(args)
         from .backbones import get_backbone
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
@@ -273,6 +273,82 @@ def cmd_train(args) -> int:
         print(f"Best epoch {result.get('best_epoch')}: val accuracy {val['accuracy']:.3f}, "
               f"loss {val['loss']:.4f}")
     print(run.id)
+    return 0
+
+
+def saved_config(args):
+    """The config of ``--config FILE`` (a run's config.json, or its run folder), with the options
+    given on the command line (only those) put over it; DATA replaces the dataset it trained on."""
+    import dataclasses
+
+    from .config import RunConfig
+    from .errors import ConfigError
+
+    path = Path(args.config)
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        config = RunConfig.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config {path} ({exc.strerror}); give a run's config.json "
+                          "(in <workspace>/runs/<run id>/) or its run folder.") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a run configuration (not valid JSON: {exc}).") from exc
+    given = set(args.given_options)
+    if not given and not args.data:
+        return config
+    flags = build_config(argparse.Namespace(**{**vars(args), "data": args.data or config.data.source}))
+    sections = {section: dict(dataclasses.asdict(getattr(config, section))) for section in ("data", "freeze", "train")}
+    model = dataclasses.asdict(config.model)
+    head = model.pop("head")
+    for flag, (section, name) in _FIELD_OPTIONS.items():
+        if _dest(flag) in given:
+            part = flags.model.head if section == "head" else getattr(flags, section)
+            value = getattr(part, name)
+            (head if section == "head" else model if section == "model" else sections[section])[name] = value
+    if "seed" in given:
+        sections["data"]["split_seed"] = args.seed  # as build_config does: --seed also seeds the split
+    for dest, field_name in (("groups", "groups"), ("lr_range", "lr_range")):
+        if dest in given:
+            sections["freeze"][field_name] = getattr(flags.freeze, field_name)
+    if args.data:
+        sections["data"].update(source=str(args.data), dataset_dir="")
+    return RunConfig.from_dict({**sections, "model": {**model, "head": head},
+                                "name": args.name if "name" in given else config.name})
+
+
+def _given_options(argv: list[str]) -> set[str]:
+    """The ``train`` options typed on the command line (abbreviations included), as argparse dests:
+    ``--config`` keeps the saved value of every option not given, even one equal to its default."""
+    probe = make_parser()
+    for action in _all_actions(probe):
+        action.default = argparse.SUPPRESS  # an option not given then leaves no attribute
+    args, _ = probe.parse_known_args(argv)
+    return set(vars(args)) - {"command", "func", "workspace", "data"}
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    # argparse has no public walk over sub-commands' options; _actions has been stable since 3.2
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_actions(sub)
+
+
+def cmd_stop(args) -> int:
+    from .jobs import stop
+    from .runs import RunStore
+
+    run = RunStore(_workspace(args)).get(args.run)
+    if not run.status().active:
+        print(f"Run '{run.display_name()}' ({run.id}) is {run.state}; nothing to stop.")
+        return 0
+    status = stop(run, wait_s=args.wait)
+    if status.active:
+        print(f"Asked run '{run.display_name()}' ({run.id}) to stop; it is still {status.state} after "
+              f"{args.wait:g}s and stops after its current batch. Check with `python -m tl_core runs`.")
+    else:
+        print(f"Run '{run.display_name()}' ({run.id}) is {status.state}; its best checkpoint is kept.")
     return 0
 
 
@@ -341,10 +417,13 @@ def cmd_runs(args) -> int:
         return 0
     if not rows:
         print("No runs yet. Start one with `python -m tl_core train DATA`.")
-    for r in rows:
-        acc = f"{r['best_val_acc']:.3f}" if isinstance(r.get("best_val_acc"), float) else "-"
-        note = "" if r.get("pretrained", True) else " (random init)"
-        print(f"{r['id']}  {r['state']:<10} {r['backbone']:<20} val acc {acc}{note}  {r.get('name') or ''}")
+    table = [(r["name"], r["state"], f"{r['best_val_acc']:.3f}" if isinstance(r.get("best_val_acc"), float) else "-",
+              r["id"]) for r in rows]
+    if table:
+        header = ("run", "state", "val acc", "id")
+        widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+        for row in [header, *table]:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
@@ -395,10 +474,14 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_backbones)
 
-    s = sub.add_parser("train", help="train a run on DATA")
+    s = sub.add_parser("train", help="train a run on DATA (or again from a saved --config)")
     s.add_argument("data", nargs="?", default="", help="folder of class folders, a zip of them, or a path,label csv")
     s.add_argument("--name", default="")
     s.add_argument("--resume", metavar="RUN", help="resume RUN from its last checkpoint (DATA not needed)")
+    s.add_argument("--config", metavar="FILE",
+                   help="train a saved run's config.json (or run folder) again as a new run: exactly, "
+                        "except for the options given on this command line, which override it (DATA "
+                        "replaces its dataset)")
     for flag, (section, name) in _FIELD_OPTIONS.items():
         _add_field_option(s, flag, section, name)
     s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
@@ -417,7 +500,13 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=3)
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("runs", help="list runs (or delete one)")
+    s = sub.add_parser("stop", help="stop RUN (queued or training) after its current batch; the best checkpoint is kept")
+    s.add_argument("run")
+    s.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="how long to wait for the run to stop (default: %(default)s)")
+    s.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("runs", help="list runs by name (or delete one that is not training)")
     s.add_argument("--delete", metavar="RUN")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_runs)
@@ -441,10 +530,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = make_parser().parse_args(argv)
-    if args.command == "train" and not args.data and not args.resume:
-        print("error: give a DATA folder, zip or csv to train on (or --resume RUN)", file=sys.stderr)
-        return 2
+    if args.command == "train":
+        if not args.data and not args.resume and not args.config:
+            print("error: give a DATA folder, zip or csv to train on (or --config FILE, or --resume RUN)",
+                  file=sys.stderr)
+            return 2
+        if args.resume and args.config:
+            print("error: --resume trains a run on with its own config; leave out --config", file=sys.stderr)
+            return 2
+        args.given_options = _given_options(argv) if args.config else set()
     try:
         return args.func(args)
     except TLError as exc:

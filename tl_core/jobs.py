@@ -1,6 +1,8 @@
 """Training jobs: each run trains in its own worker process, one job per device at a time.
 
-``start_job`` creates the run folder and starts ``python -m tl_core.worker``; the worker waits
+``start_job`` creates the run folder and starts ``python -m tl_core.worker`` (``resume_job`` starts
+one for an existing run, from its last checkpoint; ``rerun`` trains a run's saved config again as a
+new run; ``stop`` and ``delete_run`` end and remove one); the worker waits
 its turn in a queue shared by every session of the server, trains, and writes the run folder.
 A page (any tab, any refresh) follows the job by reading that folder; closing the page never
 stops it. The queue lives below the *server-wide* workspace root (``Workspace.default()``),
@@ -30,7 +32,7 @@ import psutil
 
 from . import atomic
 from .config import RunConfig
-from .errors import JobError
+from .errors import DataError, JobError
 from .runs import Run, RunStatus, RunStore
 from .workspace import Workspace
 
@@ -212,6 +214,36 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     server-wide root holding the queue (default: ``Workspace.default().root``).
     """
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
+    _launch(workspace, run, home=home, resume=False)
+    return run.id
+
+
+def rerun(workspace: Workspace, run: Run, *, home: Path | None = None) -> str:
+    """Train ``run``'s saved config again, exactly, as a new run; returns the new run's id.
+    DataError when the dataset it trained on is gone (a re-run would read nothing)."""
+    config = run.config
+    folder = config.data.dataset_dir or config.data.source
+    if not folder or not Path(folder).exists():
+        raise DataError(f"The dataset run '{run.display_name()}' trained on is gone ({folder or 'no path'}); "
+                        "add it again on the Data page, then use 'Edit and run' to train on it.")
+    return start_job(workspace, config, home=home)
+
+
+def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> None:
+    """Train a stopped or failed ``run`` on from its last checkpoint, in a new worker process
+    (the epochs done are kept; with no checkpoint yet it starts from the first epoch)."""
+    status = job_state(run)
+    if status.active:
+        raise JobError(f"Run '{run.display_name()}' is still {status.state}; it cannot be resumed while it trains.")
+    if status.state == "finished":
+        raise JobError(f"Run '{run.display_name()}' has finished all its epochs; re-run it, or use "
+                       "'Edit and run' to train longer.")
+    run.clear_stop()  # the Stop that ended it must not end the resumed run at once
+    _launch(workspace, run, home=home, resume=True)
+
+
+def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:
+    """Queue a ticket for ``run`` and start its worker process."""
     root = jobs_root(home)
     created = time.time()
     ticket = root / "queue" / f"{time.time_ns():020d}-{run.id}.json"
@@ -226,7 +258,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tl_core.worker", str(run.dir), "--workspace",
-             str(workspace.root), "--ticket", str(ticket)],
+             str(workspace.root), "--ticket", str(ticket), *(["--resume"] if resume else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
     except OSError as exc:
@@ -241,7 +273,6 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     _write_ticket(ticket, run.dir, proc.pid, created)
     if run.state == "queued":  # the worker may already have moved on; never step back
         run.mark_queued(pid=proc.pid, pid_created=pid_created)
-    return run.id
 
 
 def _reap(proc: subprocess.Popen) -> None:
@@ -274,6 +305,75 @@ def cancel(run: Run) -> None:
     """
     run.request_stop()
     job_state(run)
+
+
+STOP_WAIT_S = 30.0  # how long stop() waits for the worker to end the run by itself
+
+
+def stop(run: Run, *, wait_s: float = STOP_WAIT_S, poll_s: float = 0.2) -> RunStatus:
+    """Ask the job to stop and wait up to ``wait_s`` seconds for its final state (the best
+    checkpoint is kept). Returns the status then: still active when the worker is slow (it
+    stops after the current batch; computing cached features can take longer)."""
+    cancel(run)
+    deadline = time.monotonic() + wait_s
+    while True:
+        status = job_state(run)
+        if not status.active or time.monotonic() >= deadline:
+            return status
+        time.sleep(poll_s)
+
+
+def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
+    """Delete ``run``; one still queued or training is stopped first: asked to stop, given
+    ``grace_s`` seconds, then its worker is ended (nothing of the run is kept, so nothing is lost),
+    and the folder goes only once the worker has exited, so it never writes into a half-deleted
+    folder. JobError when a run trained by another program (the CLI) does not stop in time: only
+    workers started by ``start_job`` are ever ended from here."""
+    if job_state(run).active:
+        stop(run, wait_s=grace_s)
+    worker = _recorded_worker(run)
+    if worker is not None:
+        _end_process(worker, exit_wait_s=min(grace_s, 5.0))
+    if job_state(run).active:
+        if worker is None:
+            raise JobError(f"Run '{run.display_name()}' is still stopping (it stops after its current "
+                           "batch); try again in a moment.")
+        run.mark_cancelled()  # ended by us: say so, so that the store lets it go
+    store.delete(run.id)
+
+
+def _recorded_worker(run: Run) -> psutil.Process | None:
+    """The live worker process of ``run``: only one whose start time the run recorded (a worker of
+    ``start_job``), so neither a process that reused the pid nor this process (a run trained
+    in-process by the CLI or a test) is ever taken for it."""
+    status = run.status()
+    if status.pid_created is None or status.pid == os.getpid():
+        return None
+    if not process_alive(status.pid, status.pid_created):
+        return None
+    try:
+        return psutil.Process(int(status.pid))
+    except psutil.Error:
+        return None
+
+
+def _end_process(proc: psutil.Process, exit_wait_s: float, kill_wait_s: float = 5.0) -> None:
+    """Give ``proc`` ``exit_wait_s`` seconds to exit by itself, then terminate it, then kill it."""
+    try:
+        proc.wait(timeout=exit_wait_s)
+        return
+    except psutil.TimeoutExpired:
+        pass
+    except psutil.NoSuchProcess:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout=kill_wait_s)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=kill_wait_s)
+    except psutil.NoSuchProcess:
+        pass
 
 
 def worker_alive(run: Run) -> bool:

@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (enough to re-run it alone), ``status.json`` (a ``RunStatus``),
 the event log ``events.jsonl`` (one JSON event per line, appended), ``classes.json``,
 ``checkpoints/{best,last}.pt``, ``metrics.json``, one ``eval_<split>.json`` per evaluated split,
-the worker's ``worker.log``, the ``STOP`` flag and the last export in ``export/``.
+the worker's ``worker.log``, the ``STOP`` flag, the last export in ``export/`` and ``label.json``
+(the name the user gave the run after it started; ``config.json`` stays the recipe as trained).
 Only ``Run`` knows these names: writers and readers go through its methods. Whole-file writes are
 atomic, and the event log is only ever appended with complete lines, so a page polling from
 another process always sees a consistent state.
@@ -26,7 +27,7 @@ import torch
 
 from . import atomic
 from .config import RunConfig
-from .errors import RunNotFound
+from .errors import ConfigError, JobError, RunNotFound
 from .events import TERMINAL, Event, RunFailed, from_dict, to_dict
 from .workspace import Workspace, is_safe_id
 
@@ -38,6 +39,61 @@ FINAL_STATES = ("finished", "failed", "cancelled")
 EVAL_SPLITS = ("test", "val")  # the held-back splits the trainer evaluates, most honest first
 # Keys older status.json files used for a field that now has another name.
 _RENAMED_STATUS_KEYS = {"started_at": "started"}
+MAX_NAME_LENGTH = 120  # a run's name is a label for lists and legends, not a description
+
+# How each freezing plan reads in a run's automatic label ("last_n" and "groups" say how many).
+_STRATEGY_WORDS = {"feature_extractor": "frozen", "full": "full", "gradual": "gradual unfreezing"}
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate as people write it: 1e-3, 3e-4, 2.5e-3."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def strategy_label(config: RunConfig) -> str:
+    """The freezing plan in a few words: "frozen", "top 2 groups", "full", ..."""
+    plan = config.freeze
+    if plan.mode == "last_n":
+        words = f"top {plan.last_n} group{'s' if plan.last_n != 1 else ''}"
+    elif plan.mode == "groups":
+        words = f"{len(plan.groups)} chosen group{'s' if len(plan.groups) != 1 else ''}"
+    else:
+        words = _STRATEGY_WORDS.get(plan.mode, plan.mode.replace("_", " "))
+    if plan.lr_range is not None:
+        words += " (discriminative lr)"
+    return words
+
+
+def auto_label(config: RunConfig) -> str:
+    """A run's label when the user gave it no name: backbone, strategy, head and learning rate,
+    e.g. "mobilenet_v2 · frozen · linear · lr 1e-3". Random initialisation is said, a Flatten
+    head too; scikit-learn heads have no learning rate."""
+    from .config import CLASSICAL_HEADS
+
+    head = config.model.head
+    parts = [config.model.backbone + ("" if config.model.pretrained else " (random init)"),
+             strategy_label(config), head.kind + (" on flatten" if head.pool == "flatten" else "")]
+    if head.kind not in CLASSICAL_HEADS:
+        lr = config.freeze.lr_range
+        parts.append(f"lr {format_lr(lr[0])}–{format_lr(lr[1])}" if lr else f"lr {format_lr(config.train.lr)}")
+    return " · ".join(parts)
+
+
+def best_epoch_note(metrics: dict[str, Any], monitor: str) -> str | None:
+    """A sentence when the best epoch (chosen by ``monitor``) is not where validation accuracy
+    peaked, e.g. "Best epoch 4 (lowest validation loss); validation accuracy peaked at epoch 6.";
+    None when they agree or the history is missing. ``metrics`` is ``Run.read_metrics()``."""
+    best = metrics.get("best_epoch")
+    rows = [row for row in metrics.get("history") or [] if row.get("val_acc") is not None]
+    if best is None or not rows:
+        return None
+    peak = max(rows, key=lambda row: row["val_acc"])  # the first of equal highs
+    if peak["epoch"] == best or any(row["epoch"] == best and row["val_acc"] == peak["val_acc"] for row in rows):
+        return None
+    chosen_by = "lowest validation loss" if monitor == "val_loss" else "highest validation accuracy"
+    return f"Best epoch {best} ({chosen_by}); validation accuracy peaked at epoch {peak['epoch']}."
 
 
 @dataclass(frozen=True)
@@ -200,11 +256,12 @@ class Run:
 
     def mark_failed(self, reason: str, *, error_type: str | None = None) -> RunStatus:
         """The run failed for ``reason`` (written for the user). With ``error_type`` a ``RunFailed``
-        event is logged too, unless the log already ends the run (for callers outside the trainer,
+        event is logged too, unless the log's last event already ends the run (for callers outside the trainer,
         whose own subscribers log it)."""
         if error_type is not None:
             events, _ = self.read_events()
-            if not any(isinstance(e, TERMINAL) for e in events):
+            # the last event, not any: a resumed run's log holds the ending it was resumed from
+            if not (events and isinstance(events[-1], TERMINAL)):
                 self.append_event(RunFailed(reason=reason, error_type=error_type))
         return self._update_status(state="failed", error=reason)
 
@@ -246,6 +303,33 @@ class Run:
     def stop_requested(self) -> bool:
         return (self.dir / "STOP").exists()
 
+    # -- name ----------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """The name given with ``rename``; "" when none."""
+        data = atomic.read_json(self.dir / "label.json", default=None)
+        return str(data.get("name", "")) if isinstance(data, dict) else ""
+
+    def rename(self, name: str) -> None:
+        """Give the run a name every list, legend and the CLI show; "" goes back to the config's
+        name or the automatic label. ``config.json`` is not touched: it stays the recipe."""
+        name = " ".join(name.split())  # one line: newlines or tabs would break tables and legends
+        if len(name) > MAX_NAME_LENGTH:
+            raise ConfigError(f"A run name can have at most {MAX_NAME_LENGTH} characters; "
+                              f"this one has {len(name)}. Shorten it.")
+        atomic.write_json(self.dir / "label.json", {"name": name})
+
+    def display_name(self) -> str:
+        """What to call the run: its new name, else the name it started with, else its automatic
+        label (backbone · strategy · head · lr). The id only when the config cannot be read."""
+        if self.label:
+            return self.label
+        try:
+            config = self.config
+        except (OSError, ValueError):
+            return f"run {self.id}"
+        return config.name or auto_label(config)
+
     # -- other files ---------------------------------------------------------------------
     @property
     def export_dir(self) -> Path:
@@ -285,17 +369,19 @@ class Run:
         return model.eval()
 
     def summary(self) -> dict[str, Any]:
-        """One row for run lists: id, name, state, backbone, best metrics, created time."""
+        """One row for run lists: name (``display_name``), state, backbone, strategy, head, lr,
+        best metrics, created time, and the id last."""
         status = self.status()
         try:
             cfg = self.config
-            backbone, name = cfg.model.backbone, cfg.name
-            pretrained = cfg.model.pretrained
+            backbone, pretrained, strategy = cfg.model.backbone, cfg.model.pretrained, strategy_label(cfg)
+            head, lr = cfg.model.head.kind, cfg.train.lr
         except (OSError, ValueError):
-            backbone, name, pretrained = "?", "", True
-        return {"id": self.id, "name": name or self.id, "state": status.state,
-                "backbone": backbone, "pretrained": pretrained, "created": status.created,
-                "best_val_acc": status.best_val_acc, "epoch": status.epoch, "error": status.error}
+            backbone, pretrained, strategy, head, lr = "?", True, "?", "?", None
+        return {"name": self.display_name(), "state": status.state, "backbone": backbone,
+                "pretrained": pretrained, "strategy": strategy, "head": head, "lr": lr,
+                "created": status.created, "best_val_acc": status.best_val_acc, "epoch": status.epoch,
+                "error": status.error, "id": self.id}
 
 
 class RunStore:
@@ -328,9 +414,29 @@ class RunStore:
         return sorted(runs, key=lambda r: r.id, reverse=True)
 
     def delete(self, run_id: str) -> None:
+        """Remove a run that is not queued or running (``jobs.delete_run`` stops one first)."""
         run = self.get(run_id)
         if run.state in ACTIVE_STATES:
-            from .errors import JobError
-
-            raise JobError(f"Run {run_id} is still {run.state}; stop it before deleting it.")
+            raise JobError(f"Run '{run.display_name()}' ({run_id}) is still {run.state}; stop it first "
+                           f"(`python -m tl_core stop {run_id}`, or Delete in the app, which stops it).")
         shutil.rmtree(run.dir)
+
+
+def unique_labels(runs: Sequence[Run]) -> dict[str, str]:
+    """Run id -> ``display_name``, made unique for legends and pickers: runs that share a name
+    get their start time (and, if that is shared too, their id) added."""
+    names = {run.id: run.display_name() for run in runs}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    labels: dict[str, str] = {}
+    for run in runs:
+        name = names[run.id]
+        if counts[name] > 1:
+            created = run.status().created
+            name += time.strftime(" (%d %b %H:%M:%S)", time.localtime(created)) if created else f" ({run.id})"
+        labels[run.id] = name
+    taken: dict[str, int] = {}
+    for label in labels.values():
+        taken[label] = taken.get(label, 0) + 1
+    return {run_id: (f"{label} [{run_id}]" if taken[label] > 1 else label) for run_id, label in labels.items()}

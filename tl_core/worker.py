@@ -1,6 +1,7 @@
 """The worker process of one training job: ``python -m tl_core.worker RUN_DIR --workspace ROOT``.
 
-Started by ``tl_core.jobs.start_job``. It waits for a device slot in the server-wide queue,
+Started by ``tl_core.jobs.start_job`` (and by ``jobs.resume_job`` with ``--resume``: train on from
+the run's last checkpoint). It waits for a device slot in the server-wide queue,
 trains with ``tl_core.training.train`` and leaves the outcome in the run folder. The stop flag
 file (``Run.request_stop``) ends it cooperatively, keeping the best checkpoint.
 """
@@ -27,7 +28,7 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
+def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bool = False) -> int:
     run = Run(run_dir)
     pid = os.getpid()
     run.mark_queued(pid=pid, pid_created=process_create_time(pid))
@@ -49,7 +50,7 @@ def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None) -> int:
         run.mark_running(pid=pid, slot=None if slot is None else slot.index)
         from .training import train
 
-        train(config, run, Workspace(workspace_root), control=Control(poll=run.stop_requested))
+        train(config, run, Workspace(workspace_root), control=Control(poll=run.stop_requested), resume=resume)
     except TLError as exc:
         run.mark_failed(str(exc), error_type=type(exc).__name__)
         return 1
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--workspace", type=Path, required=True, help="workspace root of the run")
     parser.add_argument("--ticket", type=Path, default=None, help="queue ticket (omit: no queue)")
+    parser.add_argument("--resume", action="store_true", help="train on from the run's last checkpoint")
     args = parser.parse_args(argv)
-    return run_job(args.run_dir, args.workspace, args.ticket)
+    return run_job(args.run_dir, args.workspace, args.ticket, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def _job_status(state: AppState, live: bool) -> None:
         else:
             status = jobs.job_state(run)
             run_state = status.state
-            line = f"{STATE_ICONS.get(run_state, '')} Run `{run.id}`: **{run_state}**"
+            st.markdown(":material/model_training: Run:")
+            st.text(run.display_name())  # the user's name: text, never Markdown
+            line = f"{STATE_ICONS.get(run_state, '')} **{run_state}**"
             if run_state == "running" and status.epoch:
                 line += f" (epoch {status.epoch} of {run.config.train.epochs})"
             if run_state == "queued":

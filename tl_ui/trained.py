@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from tl_core.runs import Run
+from tl_core.runs import Run, unique_labels
 
 from .state import AppState
 
@@ -52,11 +52,12 @@ def pick_trained_run(state: AppState, key: str, label: str = "Trained run") -> R
         return None
     by_id = {run.id: run for run in runs}
     ids = list(by_id)
+    names = unique_labels(runs)
 
     def describe(run_id: str) -> str:
         s = by_id[run_id].summary()
         acc = f" · val acc {s['best_val_acc']:.0%}" if s.get("best_val_acc") is not None else ""
-        return f"{s['name']} · {s['backbone']} · {s['state']}{acc}"
+        return f"{names[run_id]} · {s['state']}{acc}"
 
     index = ids.index(state.run_id) if state.run_id in by_id else 0
     picked = st.selectbox(label, ids, index=index, format_func=describe, key=key)

@@ -117,7 +117,7 @@ def test_an_unknown_choice_is_refused_with_the_valid_names(capsys):
     assert "'adamw', 'sgd', 'rmsprop'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "inspect", "predict", "export", "runs", "eval", "sample", "backbones", "fetch-weights"])
+@pytest.mark.parametrize("command", ["train", "inspect", "predict", "export", "runs", "stop", "eval", "sample", "backbones", "fetch-weights"])
 def test_every_commands_help_prints(command, capsys):
     """Help text comes from the config (labels with a '%' in them, too): it must format."""
     with pytest.raises(SystemExit) as info:

@@ -1,0 +1,26 @@
+"""Runs: re-run, edit and run, resume, stop, rename and delete runs; delete datasets."""
+
+import streamlit as st
+
+from tl_ui import get_state, intro, run_manager
+
+state = get_state()
+
+intro(
+    "Runs",
+    "Every run you trained, by name. Train one again with the same settings, change a few of them "
+    "first, train a stopped run on, give it a clearer name, or delete what you no longer need.",
+    """
+**Re-run** trains the exact saved settings again, as a new run: with the same seed it should land
+close to the first one; how close tells you how much of a difference between two runs is chance.
+**Edit and run** loads the settings into the Model and Train pages, so you change *one* thing and
+compare. **Resume** continues a stopped or failed run from its last saved epoch.
+
+A run without a name is labelled by what it is: backbone · strategy · head · learning rate.
+From a terminal: `python -m tl_core runs`, `python -m tl_core train --config RUN_FOLDER`,
+`python -m tl_core stop RUN`.
+""")
+
+run_manager.render_runs(state)
+st.subheader("Datasets")
+run_manager.render_datasets(state)
