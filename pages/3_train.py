@@ -123,8 +123,8 @@ def live_view(run_id: str, was_active: bool) -> None:
         # cannot be overtaken by this rerun, which would keep the user here.
         st.rerun()
     curves = curves_for(state.curves, current)
-    name = current.config.name or current.id
-    st.subheader(f"Run {name}")
+    st.subheader("Run")
+    st.text(current.display_name())  # the user's name for it: text, never Markdown
 
     if run_state == "queued":
         position = jobs.queue_position(current)

@@ -1,5 +1,7 @@
 """Export: the trained model as files that work without TL Studio, each checked against PyTorch."""
 
+import re
+
 import streamlit as st
 
 from tl_core.export import FORMATS, export_bundle
@@ -82,7 +84,7 @@ st.subheader("Checks")
 show_checks(report)
 
 st.subheader("Download")
-name = (run.config.name or run.id).replace(" ", "_")
+name = re.sub(r"[^\w.-]+", "_", run.display_name()).strip("_") or run.id  # a safe file name
 st.download_button("Download the bundle (.zip)", bundle_zip(str(out_dir), report["stamp"]),
                    file_name=f"{name}_model.zip", mime="application/zip", type="primary",
                    icon=":material/download:", key="export_download")
