@@ -10,7 +10,7 @@ from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, T
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import code_views, get_state, intro, user_errors
-from tl_ui.charts import curves_for, format_seconds
+from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input
 
@@ -135,8 +135,13 @@ def live_view(run_id: str, was_active: bool) -> None:
         total = curves.started.epochs if curves.started else current.config.train.epochs
         epoch_now = curves.epochs[-1]["epoch"] if curves.epochs else 0
         st.progress(curves.progress(), text=f"Epoch {epoch_now} of {total} done")
-        if curves.phase and not curves.batches:
+        extraction = curves.extraction()
+        if extraction is not None:
+            st.progress(extraction.done / max(extraction.total, 1), text=curves.extraction_text())
+        elif curves.phase and not curves.batches:
             st.caption(f"{curves.phase.message or curves.phase.phase}: {curves.phase.done} of {curves.phase.total}")
+        if curves.features_cached():
+            st.caption(FEATURES_EXPLAINED)
     elif run_state == "finished":
         st.success("Training finished. The best checkpoint is saved; see **Results**.", icon=":material/check_circle:")
     elif run_state == "cancelled":

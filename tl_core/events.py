@@ -23,6 +23,9 @@ class RunStarted:
     total_params: int
     feature_cache: bool  # True: the frozen backbone's features are computed once
     time: float = field(default_factory=time.time)
+    # Augmented views whose features a cached run needs (epoch e computes view (e - 1) % n the
+    # first time); 0 when not a cached run or in logs written before views were lazy.
+    feature_views: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,13 @@ class Progress:
     """Long work before or between epochs (decoding images, extracting features)."""
 
     phase: str  # "decode" | "features" | "evaluate"
-    done: int
+    done: int  # of the whole phase (for "features": every image this epoch runs through the backbone)
     total: int
     message: str = ""
     time: float = field(default_factory=time.time)
+    # Over the last few seconds (tl_core.progress.RateWindow); None while unknown and in old logs.
+    images_per_s: float | None = None
+    seconds_left: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """Setting up a training session: the dataset decoded and split, the model built and frozen, on
 the chosen device. ``open_session`` builds a ``Session`` in one go. After that, a run changes only
 its batch size (halved when a batch does not fit in memory), its feature cache and the model's
-weights."""
+weights.
+
+A session that trains on frozen features has a ``FeatureStore`` in the workspace's cache folder,
+shared by every run there: ``Session.feature_key`` names what a view's features depend on."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from . import events as ev
 from .config import CLASSICAL_HEADS, RunConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
-from .features import FeatureCache
+from .features import FeatureCache, FeatureStore, FeatureView, feature_key, feature_views, model_fingerprint
 from .preprocess import Normalizer, View, decode_dataset, eval_view, make_loader, train_view
 from .workspace import Workspace
 
@@ -39,6 +42,7 @@ class PreparedData:
     val: list[int]
     test: list[int]
     dataset_dir: str
+    image_ids: list[str] = field(default_factory=list)  # each record's content hash; keys the feature store
 
     def labels_of(self, indices: Sequence[int]) -> list[int]:
         return [self.labels[i] for i in indices]
@@ -88,7 +92,8 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
     images = decode_dataset(ds, preprocess, workspace.cache_dir, progress=throttled_progress(emit, "decode"))
     return PreparedData(classes=list(ds.classes), paths=[r.path for r in ds.records], images=images,
                         labels=list(ds.labels), train=list(split.train), val=list(split.val),
-                        test=list(split.test), dataset_dir=str(ds.root))
+                        test=list(split.test), dataset_dir=str(ds.root),
+                        image_ids=[r.sha256 for r in ds.records])
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,6 +112,8 @@ class Session:
     normalize: Normalizer
     use_cache: bool  # the body stays frozen throughout: the head trains on cached features
     features: FeatureCache = field(default_factory=FeatureCache)
+    feature_store: FeatureStore | None = None  # features shared with other runs on disk; None: memory only
+    model_fingerprint: str = ""  # of the frozen body (features.model_fingerprint), for ``feature_key``
 
     @property
     def classical(self) -> bool:
@@ -118,6 +125,19 @@ class Session:
 
     def train_view(self) -> View:
         return train_view(self.preprocess, self.config.data.augment)
+
+    def view_for(self, view: FeatureView) -> View:
+        return self.eval_view() if view.is_eval else train_view(self.preprocess, view.augment)
+
+    def feature_key(self, indices: Sequence[int], view: FeatureView) -> str:
+        """What the features of these images in this view depend on (see ``features.feature_key``)."""
+        train = self.config.train
+        loader = f"workers={train.num_workers}"
+        if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
+            loader += f",batch={train.batch_size}"
+        numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
+        return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
+                           view, numerics)
 
     def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
         """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""
@@ -153,5 +173,10 @@ def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Eve
     apply_freeze(model, config.freeze, epoch=1)
     use_cache = (config.train.feature_cache or config.model.head.kind in CLASSICAL_HEADS) and \
         body_frozen_throughout(config.freeze, model.group_names, config.train.epochs)
-    return Session(config=config, preprocess=spec.preprocess, device=device, amp_dtype=amp_dtype, data=data,
-                   model=model, normalize=normalize, use_cache=use_cache)
+    session = Session(config=config, preprocess=spec.preprocess, device=device, amp_dtype=amp_dtype, data=data,
+                      model=model, normalize=normalize, use_cache=use_cache,
+                      features=FeatureCache(n_views=feature_views(config.data.augment, config.train.epochs)))
+    if (use_cache or session.classical) and data.image_ids and all(data.image_ids):
+        session.feature_store = FeatureStore(workspace.cache_dir / "features")
+        session.model_fingerprint = model_fingerprint(config.model.backbone, config.model.pretrained, model.body)
+    return session

@@ -36,10 +36,11 @@ from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoin
 from .config import RunConfig
 from .device import autocast, describe_device, is_out_of_memory
 from .errors import TLError, TrainingOutOfMemory
-from .features import extract_features, feature_views
+from .features import EVAL_VIEW, FeatureView, extract_features, train_feature_view
 from .optim import make_optimizer, make_scheduler
+from .progress import PhaseProgress, RateWindow
 from .runs import Run
-from .train_session import PreparedData, Session, open_session, throttled_progress
+from .train_session import PreparedData, Session, open_session
 from .workspace import Workspace
 
 
@@ -111,28 +112,63 @@ class Strategy:
         self.trainer, self.session, self.optim = trainer, session, optim
         self.state: TrainState = trainer.state
         self.emit, self.check_stop = trainer.emit, trainer.check_stop
+        self._said_loaded = self._said_unstored = False  # each note about the feature store once a run
 
     def train(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def started(self, epochs: int, steps_per_epoch: int, trainable: int, feature_cache: bool) -> None:
+    def started(self, epochs: int, steps_per_epoch: int, trainable: int, feature_cache: bool,
+                feature_views: int = 0) -> None:
         s = self.session
         self.emit(ev.RunStarted(
             run_id=self.trainer.run.id, device=describe_device(s.device), classes=s.data.classes,
             num_train=len(s.data.train), num_val=len(s.data.val), epochs=epochs, steps_per_epoch=steps_per_epoch,
             trainable_params=trainable, total_params=sum(p.numel() for p in s.model.parameters()),
-            feature_cache=feature_cache))
+            feature_cache=feature_cache, feature_views=feature_views))
 
-    def features(self, indices: Sequence[int], view=None, phase: str = "features") -> torch.Tensor:
-        """The body's features of these images (the eval view unless ``view``), at the current batch size."""
+    def features(self, requests: Sequence[tuple[Sequence[int], FeatureView]]) -> list[torch.Tensor]:
+        """The body's features of each (images, view) asked for: from the workspace's feature store
+        when a run with the same images, body, preprocessing and view computed them, else computed
+        here (one progress bar over all of them, images/s and time left over a sliding window) and
+        stored for the next run."""
         s = self.session
-        loader = s.loader(indices, view or s.eval_view(), shuffle=False)
-        report = throttled_progress(self.emit, phase)
+        store = s.feature_store
+        keys = [s.feature_key(indices, view) if store else "" for indices, view in requests]
+        out = [store.load(key, len(indices)) if store else None
+               for key, (indices, _) in zip(keys, requests, strict=True)]
+        if any(f is not None for f in out) and not self._said_loaded:
+            self._said_loaded = True
+            self.emit(ev.Note("Backbone features loaded from the cache: an earlier run computed them for the "
+                              "same images, backbone, preprocessing and view."))
+        todo = [i for i, f in enumerate(out) if f is None]
+        if todo:
+            progress = PhaseProgress(self.emit, "features", sum(len(requests[i][0]) for i in todo),
+                                     "computing backbone features")
+            progress.start()
+            for i in todo:
+                out[i] = self._extract(*requests[i], progress)
+                if store and not store.save(keys[i], out[i]) and not self._said_unstored:
+                    self._said_unstored = True
+                    self.emit(ev.Note("Could not store the backbone features for later runs (is the disk "
+                                      "full?); this run carries on without."))
+        return out
 
-        def progress(done: int, total: int) -> None:
-            report(done, total, "computing backbone features")
+    def _extract(self, indices: Sequence[int], view: FeatureView, progress: PhaseProgress) -> torch.Tensor:
+        """One view's features at the current batch size. The view's crops are drawn from its own
+        seed in a forked random state: the same whenever they are computed, and whether or not
+        they are (the run's random numbers after this do not depend on a cache hit)."""
+        s = self.session
+        batch, counted = s.config.train.batch_size, [0]
+
+        def on_batch(done_batches: int, _total: int) -> None:
+            done = min(done_batches * batch, len(indices))
+            progress.advance(done - counted[0])
+            counted[0] = done
             self.check_stop()
-        feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, progress)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view.torch_seed())
+            loader = s.loader(indices, s.view_for(view), shuffle=False, epoch=view.index)
+            feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
         return feats
 
     @torch.no_grad()
@@ -201,7 +237,7 @@ class EpochLoop(Strategy):
         if start_epoch > 1:
             self.emit(ev.Note(f"Resumed after epoch {start_epoch - 1}."))
         self.started(settings.epochs, math.ceil(len(s.data.train) / settings.batch_size),
-                     trainable_params(s.model), s.use_cache)
+                     trainable_params(s.model), s.use_cache, s.features.n_views if s.use_cache else 0)
         stopped_early, epochs_without_gain = False, 0
         for epoch in range(start_epoch, settings.epochs + 1):
             self.check_stop()
@@ -273,9 +309,8 @@ class EpochLoop(Strategy):
         from .freeze import set_train_mode
 
         s = self.session
-        self._ensure_feature_cache()
+        feats = self._train_features(epoch).to(s.device)
         set_train_mode(s.model, s.config.freeze, epoch=epoch)
-        feats = s.features.train_features(epoch).to(s.device)
         labels = torch.tensor(s.data.labels_of(s.data.train), device=s.device)
         g = torch.Generator().manual_seed(s.config.train.seed + epoch)
         order = torch.randperm(len(labels), generator=g).to(s.device)
@@ -283,22 +318,31 @@ class EpochLoop(Strategy):
         batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
         return self._run_batches(epoch, batches, math.ceil(len(order) / bs), s.model.head)
 
-    def _ensure_feature_cache(self) -> None:
-        """Before the first cached epoch: the training views' features, then the validation set's."""
-        s = self.session
-        if s.features.train_views is not None:
-            return
-        torch.manual_seed(s.config.train.seed)
-        n_views = feature_views(s.config.data.augment, s.config.train.epochs)
-        s.features.train_views = [self.features(s.data.train, s.train_view()) for _ in range(n_views)]
-        s.features.val = self.features(s.data.val)
+    def _train_features(self, epoch: int) -> torch.Tensor:
+        """The training view epoch ``epoch`` trains on, computed (or loaded) the first time an
+        epoch needs it, with the validation set's features the first time: epoch 1 waits for one
+        pass of the backbone, not one per view."""
+        s, cache = self.session, self.session.features
+        view = cache.view_of(epoch)
+        wanted: dict[str, tuple[Sequence[int], FeatureView]] = {}
+        if view not in cache.train_views:
+            wanted["train"] = (s.data.train, train_feature_view(s.config.data.augment, view, s.config.train.seed))
+        if cache.val is None:
+            wanted["val"] = (s.data.val, EVAL_VIEW)
+        for name, feats in zip(wanted, self.features(list(wanted.values())), strict=True):
+            if name == "train":
+                cache.train_views[view] = feats
+            else:
+                cache.val = feats
+        return cache.train_views[view]
 
     def _run_batches(self, epoch: int, batches: Iterable, steps: int, model: nn.Module) -> tuple[float, float]:
         s, optim, state = self.session, self.optim, self.state
         total_loss = torch.zeros((), device=s.device)
         total_correct = torch.zeros((), device=s.device)
         seen = 0
-        t_last = time.perf_counter()
+        rate = RateWindow()  # images/s over the last seconds: per batch it swings with every hiccup
+        rate.add(0)
         for step, (x, y) in enumerate(batches, start=1):
             y = torch.as_tensor(y).to(s.device, non_blocking=True)
             loss, correct = train_step(model, x, y, optim.optimizer, optim.loss_fn,
@@ -310,12 +354,11 @@ class EpochLoop(Strategy):
             seen += n
             total_loss += loss * n
             total_correct += correct
-            now = time.perf_counter()
+            rate.add(seen)
             self.emit(ev.BatchEnded(epoch=epoch, step=step, steps=steps, global_step=state.global_step,
                                     loss=float(loss), accuracy=float(correct) / n,
                                     lr=optim.optimizer.param_groups[-1]["lr"],
-                                    images_per_s=n / max(now - t_last, 1e-9)))
-            t_last = now
+                                    images_per_s=rate.rate() or 0.0))
             self.check_stop()
         return float(total_loss) / max(seen, 1), float(total_correct) / max(seen, 1)
 
@@ -330,8 +373,7 @@ class ClassicalHead(Strategy):
         s, state = self.session, self.state
         self.started(epochs=1, steps_per_epoch=1, trainable=0, feature_cache=True)
         t0 = time.perf_counter()
-        train_feats = self.features(s.data.train)
-        s.features.val = self.features(s.data.val)
+        train_feats, s.features.val = self.features([(s.data.train, EVAL_VIEW), (s.data.val, EVAL_VIEW)])
         y = s.data.labels_of(s.data.train)
         linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
                                len(s.data.classes), seed=s.config.train.seed)

@@ -29,6 +29,8 @@ from tl_core.events import (
 from tl_core.runs import Run
 
 METRICS = {"loss": "Loss", "accuracy": "Accuracy", "lr": "Learning rate"}
+FEATURES_EXPLAINED = ("Why the epochs now fly: the backbone ran once over your images; now only the head trains "
+                      "on the stored features.")
 
 
 @dataclass
@@ -42,6 +44,10 @@ class RunCurves:
     best_epoch: int | None = None
     phase: Progress | None = None  # latest long preparation step (decoding, features)
     outcome: RunFinished | RunFailed | RunCancelled | None = None
+    extract_rate: float | None = None  # images/s of the backbone in the latest feature extraction
+    _phase_epoch: int = 0  # the epoch whose feature extraction ``phase`` reports
+    _phase_t0: float | None = None
+    _extract_s: float = 0.0  # seconds of feature extraction in the epoch under way
 
     def update(self, run: Run) -> bool:
         """Read new events; True when something changed."""
@@ -64,19 +70,45 @@ class RunCurves:
         elif isinstance(event, EpochEnded):
             self.epochs.append({"epoch": event.epoch, "train_loss": event.train_loss,
                                 "train_acc": event.train_acc, "val_loss": event.val_loss,
-                                "val_acc": event.val_acc, "lr": event.lr, "seconds": event.seconds})
+                                "val_acc": event.val_acc, "lr": event.lr, "seconds": event.seconds,
+                                "head_seconds": max(0.0, event.seconds - self._extract_s)})
+            self._extract_s = 0.0
         elif isinstance(event, CheckpointSaved) and event.kind == "best":
             self.best_epoch = event.epoch
         elif isinstance(event, Progress):
             self.phase = event
+            if event.phase == "features":
+                self._phase_epoch = len(self.epochs) + 1
+                if event.images_per_s:
+                    self.extract_rate = event.images_per_s
+                if event.done == 0:
+                    self._phase_t0 = event.time
+                elif event.done >= event.total and self._phase_t0 is not None:
+                    self._extract_s += event.time - self._phase_t0
+                    self._phase_t0 = None
         elif isinstance(event, Note):
             self.notes.append(event.message)
         elif isinstance(event, (RunFinished, RunFailed, RunCancelled)):
             self.outcome = event
 
     # -- numbers for the status line --------------------------------------------------------
+    def extraction(self) -> Progress | None:
+        """The backbone feature extraction under way, if one is."""
+        phase = self.phase
+        if phase is None or phase.phase != "features" or phase.done >= phase.total or self.outcome is not None:
+            return None
+        return phase if self._phase_epoch == len(self.epochs) + 1 else None
+
+    def features_cached(self) -> bool:
+        """A cached run with epochs done and no extraction under way: the epochs train only the head."""
+        return bool(self.started and self.started.feature_cache and self.epochs and self.extraction() is None)
+
     @property
     def images_per_s(self) -> float | None:
+        """The backbone's images/s while it extracts features, else the latest batch's."""
+        extraction = self.extraction()
+        if extraction is not None:
+            return extraction.images_per_s
         return self.batches[-1]["images_per_s"] if self.batches else None
 
     def progress(self) -> float:
@@ -89,6 +121,9 @@ class RunCurves:
 
         Once two epochs are done, from the typical later epoch: the first one also decodes
         images or computes cached features, and would make the estimate far too long."""
+        cached = self._cached_eta_seconds()
+        if cached is not None:
+            return cached
         done = self.progress()
         if not self.started or done <= 0 or done >= 1:
             return None
@@ -98,6 +133,39 @@ class RunCurves:
             return max(0.0, per_epoch * (self.started.epochs - self.batches[-1]["epoch"]))
         elapsed = self.batches[-1]["time"] - self.started.time
         return max(0.0, elapsed / done * (1 - done))
+
+    def _cached_eta_seconds(self) -> float | None:
+        """Seconds left of a run whose epochs add backbone views lazily: the extraction under way,
+        the views later epochs still compute (at the backbone's latest images/s), and the head's
+        epochs. None when this is not such a run or the backbone's speed is not known yet."""
+        started, rate = self.started, self.extract_rate
+        if not started or not started.feature_views or not rate or self.outcome is not None:
+            return None
+        epoch_now = len(self.epochs) + 1
+        if epoch_now > started.epochs:
+            return None
+        extraction = self.extraction()
+        left = 0.0
+        if extraction is not None:
+            left = extraction.seconds_left if extraction.seconds_left is not None else \
+                (extraction.total - extraction.done) / rate
+        views_from_now = max(0, min(started.feature_views, started.epochs) - epoch_now + 1)
+        if self._phase_epoch == epoch_now:  # this epoch's view is under way or done: counted above
+            views_from_now = max(0, views_from_now - 1)
+        left += views_from_now * started.num_train / rate
+        heads = sorted(e["head_seconds"] for e in self.epochs)
+        head_s = heads[len(heads) // 2] if heads else 0.0
+        return max(0.0, left + head_s * (started.epochs - len(self.epochs)))
+
+    def extraction_text(self) -> str:
+        """The feature extraction progress bar's text (the page shows it under the bar)."""
+        extraction = self.extraction()
+        if extraction is None:
+            return ""
+        rate = f"{extraction.images_per_s:.0f} images/s" if extraction.images_per_s else "measuring speed"
+        left = format_seconds(extraction.seconds_left) if extraction.seconds_left is not None else "—"
+        return (f"Epoch {len(self.epochs) + 1}: the backbone computes features of {extraction.total} images "
+                f"({extraction.done} done), {rate}, {left} left")
 
     # -- figures -----------------------------------------------------------------------------
     def figure(self, metric: str) -> go.Figure:

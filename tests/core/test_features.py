@@ -5,7 +5,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tl_core.features import MAX_FEATURE_VIEWS, FeatureCache, extract_features, feature_views
+from tl_core.features import (
+    EVAL_VIEW,
+    MAX_FEATURE_VIEWS,
+    FeatureCache,
+    FeatureStore,
+    FeatureView,
+    extract_features,
+    feature_key,
+    feature_views,
+    model_fingerprint,
+    train_feature_view,
+)
 from tl_core.preprocess import Normalizer
 
 
@@ -24,6 +35,74 @@ def test_extract_features_runs_the_body_on_normalised_images_in_eval_mode():
 def test_epochs_cycle_through_the_cached_views():
     assert feature_views("none", 10) == 1
     assert feature_views("light", 2) == 2 and feature_views("standard", 50) == MAX_FEATURE_VIEWS
-    views = [torch.full((1, 1), float(i)) for i in range(3)]
-    cache = FeatureCache(train_views=views)
+    cache = FeatureCache(n_views=3)
+    assert [cache.view_of(epoch) for epoch in range(1, 8)] == [0, 1, 2, 0, 1, 2, 0]
+    cache.train_views = {i: torch.full((1, 1), float(i)) for i in range(3)}
     assert [float(cache.train_features(epoch)) for epoch in range(1, 6)] == [0, 1, 2, 0, 1]
+
+
+def test_each_view_has_its_own_seed_and_view_zero_keeps_the_runs_seed():
+    assert train_feature_view("none", 3, seed=5) == EVAL_VIEW
+    views = [train_feature_view("light", i, seed=5) for i in range(MAX_FEATURE_VIEWS)]
+    assert views[0].torch_seed() == 5
+    assert len({v.torch_seed() for v in views}) == MAX_FEATURE_VIEWS
+    assert FeatureView("light", 1, 6).torch_seed() != views[1].torch_seed()
+    assert views[1].torch_seed() == FeatureView("light", 1, 5).torch_seed()  # the same whenever asked
+
+
+def test_the_feature_key_changes_with_everything_that_changes_the_features():
+    import dataclasses
+
+    from tl_core.backbones import get_backbone
+
+    pre = get_backbone("mobilenet_v2").preprocess
+    other_pre = dataclasses.replace(pre, crop_size=pre.crop_size - 32)
+    base = dict(model="m", preprocess=pre, image_ids=["a", "b", "c"], view=FeatureView("light", 0, 0), numerics="cpu")
+    key = feature_key(**base)
+    assert key == feature_key(**base)
+    for change in [dict(model="m2"), dict(preprocess=other_pre), dict(image_ids=["a", "c", "b"]),
+                   dict(image_ids=["a", "b"]), dict(view=FeatureView("light", 1, 0)),
+                   dict(view=FeatureView("light", 0, 1)), dict(view=FeatureView("standard", 0, 0)),
+                   dict(view=EVAL_VIEW), dict(numerics="cuda")]:
+        assert feature_key(**{**base, **change}) != key, change
+
+
+def test_the_model_fingerprint_tells_weights_pooling_and_pretraining_apart():
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1))
+    same = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1))
+    same.load_state_dict(body.state_dict())
+    fp = model_fingerprint("net", True, body)
+    assert fp == model_fingerprint("net", True, same)
+    assert fp != model_fingerprint("net", False, same)
+    assert fp != model_fingerprint("net", True, nn.Sequential(same[0], nn.AdaptiveMaxPool2d(1)))
+    with torch.no_grad():
+        same[0].weight[0, 0, 0, 0] += 1e-6
+    assert fp != model_fingerprint("net", True, same)
+
+
+def test_the_feature_store_round_trips_and_drops_damaged_files(tmp_path):
+    store = FeatureStore(tmp_path / "features")
+    feats = torch.randn(5, 7)
+    assert store.load("k", 5) is None
+    assert store.save("k", feats)
+    assert torch.equal(store.load("k", 5), feats)
+    assert store.load("k", 6) is None and not store.path("k").exists()  # wrong shape: dropped
+    store.save("k", feats)
+    store.path("k").write_bytes(store.path("k").read_bytes()[:-8])  # cut short
+    assert store.load("k", 5) is None and not store.path("k").exists()
+    assert list(store.folder.iterdir()) == []  # no temporary files left behind
+
+
+def test_a_full_disk_does_not_fail_the_store(tmp_path, monkeypatch):
+    import errno
+
+    import numpy as np
+
+    def no_space(*args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", no_space)
+    store = FeatureStore(tmp_path / "features")
+    assert store.save("k", torch.randn(2, 3)) is False
+    assert list(store.folder.iterdir()) == []

@@ -71,9 +71,8 @@ def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
     assert top[0][0][0] == "red" and len(top[0]) == 2
 
 
-def test_cached_runs_compute_backbone_features_only_before_the_first_epoch(workspace, image_folder, monkeypatch):
-    """Behaviour, not timing (the speed itself is measured by bench/run.py): the backbone runs
-    over the images only while the cache is built, and no epoch trains on images."""
+def count_extractions(monkeypatch) -> list[int]:
+    """Each call of the backbone over a set of images (one view) appends to the returned list."""
     import tl_core.training as training
 
     extractions: list[int] = []
@@ -83,18 +82,92 @@ def test_cached_runs_compute_backbone_features_only_before_the_first_epoch(works
         extractions.append(1)
         return real_extract(*args, **kw)
 
+    monkeypatch.setattr(training, "extract_features", counting_extract)
+    return extractions
+
+
+def extractions_at_epoch_ends(workspace, cfg, extractions) -> tuple[list[int], list]:
+    at_epoch_end: list[int] = []
+    seen: list = []
+
+    def watch(event):
+        seen.append(event)
+        if isinstance(event, ev.EpochEnded):
+            at_epoch_end.append(len(extractions))
+    run = RunStore(workspace).create(cfg)
+    train(cfg, run, workspace, subscribers=[watch])
+    return at_epoch_end, seen
+
+
+def test_cached_runs_compute_one_feature_view_per_epoch_until_all_are_cached(workspace, image_folder, monkeypatch):
+    """Behaviour, not timing (the speed itself is measured by bench/run.py): epoch 1 waits for one
+    augmented view of the training images and the validation set's features, each later epoch
+    adds one view until MAX_FEATURE_VIEWS, then none; no epoch trains on images. (Replaces the
+    test of the old eager cache, which computed every view before epoch 1.)"""
+    import tl_core.training as training
+
     def no_image_epochs(self, epoch):
         raise AssertionError("a cached run must not train on images")
 
-    monkeypatch.setattr(training, "extract_features", counting_extract)
+    extractions = count_extractions(monkeypatch)
     monkeypatch.setattr(training.EpochLoop, "_image_epoch", no_image_epochs)
-    at_epoch_end: list[int] = []
-    cfg = config_for(image_folder, epochs=4, augment="light")
-    run = RunStore(workspace).create(cfg)
-    train(cfg, run, workspace, subscribers=[lambda e: isinstance(e, ev.EpochEnded) and
-                                            at_epoch_end.append(len(extractions))])
-    views = min(cfg.train.epochs, MAX_FEATURE_VIEWS)
-    assert at_epoch_end == [views + 1] * 4  # train views + validation, all before epoch 1 ended
+    cfg = config_for(image_folder, epochs=MAX_FEATURE_VIEWS + 2, augment="light")
+    at_epoch_end, seen = extractions_at_epoch_ends(workspace, cfg, extractions)
+    assert at_epoch_end == [2, 3, 4, 5, 5, 5]  # view 1 + validation, then +1 view per epoch up to 4
+    started = next(e for e in seen if isinstance(e, ev.RunStarted))
+    assert started.feature_cache and started.feature_views == MAX_FEATURE_VIEWS
+    # Each epoch's extraction is one progress bar, over images, from 0 to all of them.
+    before_first_epoch = [e for e in seen[:seen.index(next(e for e in seen if isinstance(e, ev.EpochEnded)))]
+                          if isinstance(e, ev.Progress) and e.phase == "features"]
+    n_train, n_val = started.num_train, started.num_val
+    assert before_first_epoch[0].done == 0 and {e.total for e in before_first_epoch} == {n_train + n_val}
+    assert before_first_epoch[-1].done == n_train + n_val and before_first_epoch[-1].images_per_s > 0
+    assert [e.done for e in before_first_epoch] == sorted(e.done for e in before_first_epoch)
+
+
+def test_a_second_run_on_the_same_features_reuses_them_from_disk(workspace, image_folder, monkeypatch):
+    """Another head and learning rate on the same images, backbone and views: no backbone pass at
+    all. A different augmentation, backbone or pretrained flag computes its own features."""
+    extractions = count_extractions(monkeypatch)
+    first = config_for(image_folder, epochs=3, augment="light")
+    assert extractions_at_epoch_ends(workspace, first, extractions)[0] == [2, 3, 4]
+    extractions.clear()
+
+    other_head = config_for(image_folder, epochs=3, augment="light", lr=3e-3,
+                            model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind="mlp")))
+    at_epoch_end, seen = extractions_at_epoch_ends(workspace, other_head, extractions)
+    assert at_epoch_end == [0, 0, 0]
+    assert any(isinstance(e, ev.Note) and "loaded from the cache" in e.message for e in seen)
+    assert not any(isinstance(e, ev.Progress) and e.phase == "features" for e in seen)
+
+    # Epoch 4 needs a view the first run never computed: only that one is computed.
+    assert extractions_at_epoch_ends(workspace, config_for(image_folder, epochs=4, augment="light"),
+                                     extractions)[0] == [0, 0, 0, 1]
+    extractions.clear()
+    # Another augmentation: the validation features (eval view) are shared, the training views not.
+    assert extractions_at_epoch_ends(workspace, config_for(image_folder, epochs=1, augment="standard"),
+                                     extractions)[0] == [1]
+    extractions.clear()
+    for model in (ModelConfig(backbone="mobilenet_v2", pretrained=False),
+                  ModelConfig(backbone="mobilenet_v3_small", pretrained=False)):
+        assert extractions_at_epoch_ends(workspace, config_for(image_folder, epochs=1, augment="light", model=model),
+                                         extractions)[0] == [2], model
+        extractions.clear()
+
+
+def test_a_damaged_feature_file_is_computed_again(workspace, image_folder, monkeypatch):
+    extractions = count_extractions(monkeypatch)
+    cfg = config_for(image_folder, epochs=1)
+    _, first = extractions_at_epoch_ends(workspace, cfg, extractions)
+    files = sorted((workspace.cache_dir / "features").glob("features-*.npy"))
+    assert len(files) == 2  # the training images' view and the validation set's
+    files[0].write_bytes(b"not a numpy file")
+    files[1].write_bytes(files[1].read_bytes()[:-100])  # cut short
+    extractions.clear()
+    at_epoch_end, second = extractions_at_epoch_ends(workspace, cfg, extractions)
+    assert at_epoch_end == [2] and all(f.stat().st_size > 1000 for f in files)
+    assert [e.val_loss for e in first if isinstance(e, ev.EpochEnded)] == \
+        [e.val_loss for e in second if isinstance(e, ev.EpochEnded)]
 
 
 def test_fine_tuning_trains_images_with_augmentation(workspace, image_folder):
@@ -253,10 +326,16 @@ def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, m
     assert run.state == "failed" and "batch size" in run.status().error
 
 
-def test_same_seed_same_run(workspace, image_folder):
-    cfg = config_for(image_folder, epochs=2, augment="light", seed=7)
+def test_same_seed_same_run(workspace, image_folder, tmp_path):
+    """The same run three times: features computed, features loaded from the feature store, and
+    computed again in a fresh workspace: the same numbers (views are seeded per view, and a cache
+    hit does not shift the run's random numbers)."""
+    from tl_core.workspace import Workspace
+
+    cfg = config_for(image_folder, epochs=3, augment="light", seed=7,
+                     model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind="mlp")))
     histories = []
-    for _ in range(2):
-        _, result, _ = run_training(workspace, cfg)
+    for ws in (workspace, workspace, Workspace(tmp_path / "fresh")):
+        _, result, _ = run_training(ws, cfg)
         histories.append([(h["train_loss"], h["val_loss"]) for h in result["history"]])
-    assert histories[0] == histories[1]
+    assert histories[0] == histories[1] == histories[2]
