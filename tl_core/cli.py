@@ -47,6 +47,9 @@ class ProgressBar:
         if isinstance(event, ev.Progress):
             bar = self._bar(("progress", event.phase), event.total, event.phase)
             bar.n = event.done
+            if event.images_per_s is not None:  # the engine's rate over the last seconds, not tqdm's own
+                left = "" if event.seconds_left is None else f"{event.seconds_left:.0f}s"
+                bar.set_postfix(img_s=f"{event.images_per_s:.0f}", left=left, refresh=False)
             bar.refresh()
         elif isinstance(event, ev.RunStarted):
             self.close()
