@@ -23,13 +23,18 @@ def intro(title: str, summary: str, more: str) -> None:
 
 
 @contextmanager
-def user_errors(what: str = "") -> Iterator[None]:
+def user_errors(what: str = "", *, message_as_text: bool = False) -> Iterator[None]:
     """Show a TLError as ``st.error`` with its message; any other exception is a bug, shown as
-    one line (the traceback goes to the server log, never to the page)."""
+    one line (the traceback goes to the server log, never to the page). ``message_as_text``: the
+    message goes out with ``st.text`` below ``what``, for messages that quote a name the user typed."""
     try:
         yield
     except TLError as exc:
-        st.error(f"{what}{': ' if what else ''}{exc}", icon=":material/error:")
+        if message_as_text:
+            st.error(what or "That did not work", icon=":material/error:")
+            st.text(str(exc))
+        else:
+            st.error(f"{what}{': ' if what else ''}{exc}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - the page must keep working; the log has details
         log.exception("unexpected error in the app")
         st.error(f"Something went wrong inside TL Studio ({type(exc).__name__}: {exc}). "

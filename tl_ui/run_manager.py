@@ -5,39 +5,18 @@ deleting asks for a confirmation first. Names are the user's: shown as text or w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
 from tl_core.catalog import DatasetCatalog
-from tl_core.errors import TLError
 from tl_core.runs import Run, auto_label, unique_labels
 
-from .feedback import log
+from .feedback import user_errors
 from .state import AppState
 
 TRAIN_PAGE = "pages/3_train.py"
 RESUMABLE = ("cancelled", "failed")
-_CONFIRM_RUN = "manage_confirm_run_delete"  # the run id whose deletion awaits a yes
-_CONFIRM_DATASET = "manage_confirm_dataset_delete"
-
-
-@contextmanager
-def text_errors(what: str) -> Iterator[None]:
-    """Like ``feedback.user_errors``, but the engine's message goes out as text: it may quote a run
-    or dataset name the user typed, which Markdown would render."""
-    try:
-        yield
-    except TLError as exc:
-        st.error(what, icon=":material/error:")
-        st.text(str(exc))
-    except Exception as exc:  # noqa: BLE001 - a bug: said as one line, as feedback.user_errors does
-        log.exception("unexpected error on the Runs page")
-        st.error(f"{what}: something went wrong inside TL Studio ({type(exc).__name__}). This is a bug, "
-                 "not something you did; the server log has the details.", icon=":material/bug_report:")
 
 
 def load_into_draft(state: AppState, run: Run) -> None:
@@ -83,7 +62,7 @@ def render_runs(state: AppState) -> None:
     status = jobs.job_state(run)
 
     c1, c2, c3, c4 = st.columns(4)
-    with text_errors("Could not start the run"):
+    with user_errors("Could not start the run", message_as_text=True):
         if c1.button("Re-run", icon=":material/replay:", key="manage_rerun",
                      help="Train the exact same settings again, as a new run."):
             state.select_run(jobs.rerun(state.workspace, run))
@@ -114,32 +93,43 @@ def _rename(run: Run) -> None:
                                help="Shown in every list, legend and the CLI. Empty: the name it started "
                                     "with, else the automatic label (backbone · strategy · head · lr).")
         if right.form_submit_button("Rename", icon=":material/edit_note:"):
-            with text_errors("Could not rename the run"):
+            with user_errors("Could not rename the run", message_as_text=True):
                 run.rename(name)
                 st.rerun()
 
 
 def _delete_run(state: AppState, run: Run, *, active: bool) -> None:
-    if st.session_state.get(_CONFIRM_RUN) != run.id:
+    if state.pending_delete_run != run.id:
         if st.button("Delete run…", icon=":material/delete:", key="manage_delete"):
-            st.session_state[_CONFIRM_RUN] = run.id
+            state.pending_delete_run = run.id
             st.rerun()
         return
     st.warning("Delete this run for good? Its checkpoints, evaluation and export are removed."
                + (" It is training now: it is stopped first." if active else ""), icon=":material/warning:")
     st.text(run.display_name())
-    yes, no = st.columns(2)
-    if yes.button("Delete for good", type="primary", icon=":material/delete_forever:", key="manage_delete_yes"):
-        with text_errors("Could not delete the run"), st.spinner("Stopping and deleting the run…"):
+    answer = _yes_or_cancel("manage_delete")
+    if answer == "yes":
+        with user_errors("Could not delete the run", message_as_text=True), st.spinner("Stopping and deleting the run…"):
             jobs.delete_run(state.runs, run)
-            st.session_state.pop(_CONFIRM_RUN, None)
+            state.pending_delete_run = None
             if state.run_id == run.id:
                 state.select_run(None)
             st.toast("Run deleted.", icon=":material/delete:")
             st.rerun()
-    if no.button("Cancel", key="manage_delete_no"):
-        st.session_state.pop(_CONFIRM_RUN, None)
+    elif answer == "cancel":
+        state.pending_delete_run = None
         st.rerun()
+
+
+def _yes_or_cancel(key: str, *, disabled: bool = False) -> str | None:
+    """The two buttons under a "delete for good?" question: "yes", "cancel" or None (no click)."""
+    yes, no = st.columns(2)
+    if yes.button("Delete for good", type="primary", icon=":material/delete_forever:", key=f"{key}_yes",
+                  disabled=disabled):
+        return "yes"
+    if no.button("Cancel", key=f"{key}_no"):
+        return "cancel"
+    return None
 
 
 def render_datasets(state: AppState) -> None:
@@ -154,9 +144,9 @@ def render_datasets(state: AppState) -> None:
     ids = list(by_id)
     picked = st.selectbox("Dataset", ids, index=ids.index(state.dataset_id) if state.dataset_id in by_id else 0,
                           format_func=lambda dataset_id: by_id[dataset_id].name, key="manage_dataset")
-    if st.session_state.get(_CONFIRM_DATASET) != picked:
+    if state.pending_delete_dataset != picked:
         if st.button("Delete dataset…", icon=":material/delete:", key="manage_dataset_delete"):
-            st.session_state[_CONFIRM_DATASET] = picked
+            state.pending_delete_dataset = picked
             st.rerun()
         return
     used = catalog.runs_using(picked)
@@ -168,16 +158,15 @@ def render_datasets(state: AppState) -> None:
                    + (f" {len(used)} run(s) trained on it keep their results, but cannot show its images or "
                       "be re-run." if used else ""), icon=":material/warning:")
     st.text(by_id[picked].name)
-    yes, no = st.columns(2)
-    if yes.button("Delete for good", type="primary", icon=":material/delete_forever:",
-                  key="manage_dataset_delete_yes", disabled=bool(live)):
-        with text_errors("Could not delete the dataset"):
+    answer = _yes_or_cancel("manage_dataset_delete", disabled=bool(live))
+    if answer == "yes":
+        with user_errors("Could not delete the dataset", message_as_text=True):
             catalog.delete(picked)
-            st.session_state.pop(_CONFIRM_DATASET, None)
+            state.pending_delete_dataset = None
             if state.dataset_id == picked:
                 state.select_dataset(None)
             st.toast("Dataset deleted.", icon=":material/delete:")
             st.rerun()
-    if no.button("Cancel", key="manage_dataset_delete_no"):
-        st.session_state.pop(_CONFIRM_DATASET, None)
+    elif answer == "cancel":
+        state.pending_delete_dataset = None
         st.rerun()
