@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import machine, make_photos  # noqa: E402  (bench/run.py: the photo maker, the machine line)
+from run import machine, make_photos, publish  # noqa: E402  (bench/run.py: the photo maker, the machine line)
 
 from tl_core import events as ev  # noqa: E402
 from tl_core.backbones import get_backbone  # noqa: E402
@@ -111,10 +111,7 @@ def main() -> int:
               f"default path: frozen mobilenet_v2, cached features, light augmentation, 10 epochs, batch 32; "
               f"{n_images} photos 512x384 (val 20%), {args.rounds} eager/lazy pair(s), median\n\n"
               + "\n".join(lines) + "\n")
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as handle:
-            handle.write(report)
+    publish(report, args.out)
     return 0
 
 

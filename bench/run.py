@@ -216,11 +216,16 @@ def main() -> int:
     stamp = time.strftime("%Y-%m-%d")
     report = f"\n## {stamp} — {machine()}\nbackbone for (1): {args.backbone}, random init, full fine-tune, batch 16" \
              f"{' (quick run)' if args.quick else ''}\n\n{table}\n"
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as handle:
-            handle.write(report)
+    publish(report, args.out)
     return 0
+
+
+def publish(report: str, out: str | None) -> None:
+    """Print a result section and append it to ``out`` (docs/benchmarks.md) when asked."""
+    print(report)
+    if out:
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(report)
 
 
 if __name__ == "__main__":
