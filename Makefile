@@ -48,8 +48,10 @@ test-fast: setup-dev
 test-e2e: setup-dev browser
 	$(PY) -m pytest -m e2e
 
+## Speed benchmarks (ratios against a baseline in the same run; see docs/benchmarks.md).
 bench: setup-dev
 	$(PY) bench/run.py
+	$(PY) bench/live.py
 
 lint: setup-dev
 	$(VENV)/bin/ruff check tl_core tl_ui pages app.py tests bench
