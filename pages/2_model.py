@@ -71,9 +71,9 @@ def apply_recipe(key: str, backbone: str) -> None:
         st.session_state.pop(widget, None)
 
 
-st.subheader("Start from a recipe")
 recipe = recipe_note = None
-with user_errors("Could not show the recipes"):
+with st.expander("Start from a recipe: the classic VGG16 one (Keras style), or deep features + SVM / LDA",
+                 icon=":material/menu_book:"), user_errors("Could not show the recipes"):
     recipe = PRESETS[st.selectbox("Recipe", list(PRESETS), format_func=lambda k: PRESETS[k].title,
                                   key="recipe_pick")]
     st.markdown(recipe.description)
