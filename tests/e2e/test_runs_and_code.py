@@ -1,0 +1,64 @@
+"""The code behind a run and the runs you can manage, in a real browser: show the command and the
+script for the current settings, train, rename the run with a name full of Markdown (shown as
+typed), re-run it (the stored backbone features make the second run quick) and delete one."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.test_walkthrough import go_to
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE_NAME = "**bold** [x](http://e.com)"
+
+
+def train_two_epochs(page) -> None:
+    epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
+    epochs.fill("2")
+    epochs.press("Enter")
+    time.sleep(0.5)  # the rerun that takes the new value
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Training finished").wait_for(timeout=240_000)
+
+
+def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server):
+    open_app(page, server, "?s=e2eruns")
+    page.get_by_role("button", name="Use the sample dataset").click()
+    page.get_by_text("2 · Health report").wait_for(timeout=60_000)
+
+    go_to(page, "train")
+    page.get_by_text("Show the code").click()
+    page.get_by_text(re.compile(r"python -m tl_core train")).first.wait_for()
+    page.get_by_text("in plain PyTorch").first.wait_for()  # the standalone script's first line
+    page.get_by_role("button", name="Download train.py").wait_for()
+    screenshot(page, "15_train_show_the_code")
+    page.get_by_text("Show the code").click()  # fold it again
+    train_two_epochs(page)
+
+    go_to(page, "runs")
+    page.get_by_role("textbox", name="Name", exact=True).fill(HOSTILE_NAME)
+    page.get_by_role("button", name="Rename").click()
+    page.get_by_text(HOSTILE_NAME, exact=True).first.wait_for()  # the name as typed, not rendered
+    assert page.locator("a[href='http://e.com']").count() == 0
+    assert page.locator("strong", has_text="bold").count() == 0
+
+    page.get_by_role("button", name="Re-run").click()
+    page.wait_for_url(re.compile(r"/train(\?|$)"))
+    page.get_by_text("Training finished").wait_for(timeout=240_000)
+
+    go_to(page, "runs")
+    table = page.locator("[data-testid=stDataFrame]").first
+    table.wait_for()
+    page.get_by_role("button", name="Delete run…").click()
+    page.get_by_role("button", name="Delete for good").click()
+    page.get_by_text("Run deleted.").wait_for()
+    # One run is left: the renamed one, still listed by its name.
+    page.get_by_text(HOSTILE_NAME).first.wait_for()
+    page.get_by_role("button", name="Delete run…").wait_for()
+    time.sleep(1.0)
+    screenshot(page, "16_runs_page")
