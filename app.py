@@ -3,6 +3,7 @@
 import streamlit as st
 
 from tl_ui import get_state, sidebar
+from tl_ui.feedback import PageEnd
 
 st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
 
@@ -22,5 +23,7 @@ page = st.navigation(PAGES)
 state = get_state()
 try:
     page.run()
-finally:  # drawn after the page, so it shows what the page just changed (even after st.stop())
+except PageEnd:  # the page had nothing more to show (pages end early with end_page(), not st.stop())
+    pass
+finally:  # drawn after the page, so it shows what the page just changed
     sidebar.render(state)

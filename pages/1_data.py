@@ -13,7 +13,7 @@ from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
-from tl_ui import class_builder, get_state, intro, user_errors
+from tl_ui import class_builder, end_page, get_state, intro, user_errors
 from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
 
 state = get_state()
@@ -128,7 +128,7 @@ if entries:
 
 if not state.dataset_dir():
     st.info("No dataset yet. Click **Use the sample dataset** above to try TL Studio in two clicks.")
-    st.stop()
+    end_page()
 
 with user_errors("Could not open the dataset"):
     ds = catalog.load(state.dataset_id)

@@ -9,7 +9,7 @@ from tl_core.backbones import get_backbone
 from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, get_state, intro, user_errors
+from tl_ui import code_views, end_page, get_state, intro, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input
@@ -109,7 +109,7 @@ if dataset_dir is not None:
                              code_views.dataset_classes(dataset_dir), key="train_code", data_path=str(dataset_dir))
 
 if run is None:
-    st.stop()
+    end_page()
 
 
 @st.fragment(run_every=1.0 if run_active else None)

@@ -5,7 +5,7 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.runs import best_epoch_note, unique_labels
-from tl_ui import analysis_views, code_views, get_state, intro, user_errors
+from tl_ui import analysis_views, code_views, end_page, get_state, intro, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
 state = get_state()
@@ -31,7 +31,7 @@ runs = state.runs.list()
 if not runs:
     st.info("No runs yet. Train one on the **Train** page.")
     st.page_link("pages/3_train.py", label="Go to Train", icon=":material/model_training:")
-    st.stop()
+    end_page()
 
 summaries = {r.id: r.summary() for r in runs}
 ids = list(summaries)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tl_ui import get_state, intro, user_errors
+from tl_ui import end_page, get_state, intro, user_errors
 from tl_ui.predict_views import (
     collect_images,
     explain_uploads,
@@ -38,7 +38,7 @@ table as a CSV file (opens in any spreadsheet).
 
 run = pick_trained_run(state, key="predict_run")
 if run is None:
-    st.stop()
+    end_page()
 
 classes = run.classes
 c1, c2 = st.columns([1, 2])

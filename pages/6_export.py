@@ -5,7 +5,7 @@ import re
 import streamlit as st
 
 from tl_core.export import FORMATS, export_bundle
-from tl_ui import get_state, intro, user_errors
+from tl_ui import end_page, get_state, intro, user_errors
 from tl_ui.export_views import FORMAT_NAMES, bundle_zip, card_preview, last_report, show_checks
 from tl_ui.trained import pick_trained_run
 
@@ -46,7 +46,7 @@ so you need the network's code (TL Studio's) to use it, but it is the safest fil
 
 run = pick_trained_run(state, key="export_run")
 if run is None:
-    st.stop()
+    end_page()
 
 st.markdown("**Formats**")
 chosen = []
@@ -78,7 +78,7 @@ if st.button("Build the bundle", type="primary", icon=":material/package_2:", ke
 report = last_report(out_dir)
 if report is None:
     st.caption("No export yet for this run: pick the formats and build the bundle.")
-    st.stop()
+    end_page()
 
 st.subheader("Checks")
 show_checks(report)

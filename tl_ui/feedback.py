@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import streamlit as st
 
@@ -40,3 +41,13 @@ def user_errors(what: str = "", *, message_as_text: bool = False) -> Iterator[No
         st.error(f"Something went wrong inside TL Studio ({type(exc).__name__}: {exc}). "
                  "This is a bug, not something you did; the server log has the details.",
                  icon=":material/bug_report:")
+
+
+class PageEnd(BaseException):  # noqa: N818 - a signal, like st.stop()'s StopException, not an error
+    """Raised by ``end_page``; app.py catches it. A BaseException, so ``user_errors`` lets it pass."""
+
+
+def end_page() -> NoReturn:
+    """Stop drawing this page here (nothing more to show yet). Unlike ``st.stop()``, after which
+    Streamlit drops what app.py draws next, the sidebar is still drawn."""
+    raise PageEnd
