@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from . import atomic
-from .config import FreezePlan, HeadConfig, RunConfig
+from .config import FreezePlan, RunConfig
 from .errors import ConfigError, ExperimentNotFound, RunNotFound, TLError
 from .events import BatchEnded, EpochEnded, Progress, RunStarted
 from .runs import MAX_NAME_LENGTH, RunStore
