@@ -63,10 +63,13 @@ def _member(base: RunConfig, *, freeze: FreezePlan, head: str = "linear", pretra
 
     Every gradient-trained strategy gets a linear head, so between them only what trains differs
     (an MLP head in the base would make the "linear probe" something else). BatchNorm handling is
-    the base's."""
+    the base's, except in a frozen backbone: a probe keeps the pretrained network exactly as it is
+    (its BatchNorm statistics too), which is also what lets its features be computed once and
+    shared by every frozen member."""
     model = dataclasses.replace(base.model, head=dataclasses.replace(base.model.head, kind=head),
                                 pretrained=base.model.pretrained if pretrained is None else pretrained)
-    return dataclasses.replace(base, model=model, freeze=dataclasses.replace(freeze, train_bn=base.freeze.train_bn))
+    train_bn = base.freeze.train_bn and freeze.mode != "feature_extractor"
+    return dataclasses.replace(base, model=model, freeze=dataclasses.replace(freeze, train_bn=train_bn))
 
 
 def _probe_epochs(epochs: int) -> int:

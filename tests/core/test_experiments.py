@@ -69,12 +69,14 @@ def test_engine_module_has_no_streamlit():
 
 
 # What each strategy changes in a base config with an MLP head, the feature-extractor plan (last_n=1,
-# probe_epochs=1, no lr_range) and pretrained weights; everything else must be the base's.
+# probe_epochs=1, no lr_range, BatchNorm statistics updated) and pretrained weights; everything else
+# must be the base's. A probe keeps the backbone as pretrained, BatchNorm statistics too.
+PROBE = {"model.head.kind", "freeze.train_bn"}
 EXPECTED_CHANGES = {
-    "linear_probe": {"model.head.kind"},
-    "logreg": {"model.head.kind"},
-    "linear_svm": {"model.head.kind"},
-    "lda": {"model.head.kind"},
+    "linear_probe": PROBE,
+    "logreg": PROBE,
+    "linear_svm": PROBE,
+    "lda": PROBE,
     "top_n": {"model.head.kind", "freeze.mode", "freeze.last_n"},
     "top_n_discriminative": {"model.head.kind", "freeze.mode", "freeze.last_n", "freeze.lr_range"},
     "lp_ft": {"model.head.kind", "freeze.mode", "freeze.probe_epochs"},
@@ -105,7 +107,8 @@ def test_each_member_differs_from_the_base_only_where_its_strategy_says(tmp_path
     assert by_key["lp_ft"].freeze.probe_epochs == 2  # a quarter of 8 epochs
     assert by_key["linear_probe"].model.head.kind == "linear" and by_key["logreg"].model.head.kind == "logreg"
     assert by_key["random_init"].model.pretrained is False and by_key["random_init"].freeze.mode == "full"
-    assert all(c.freeze.train_bn for c in by_key.values())  # the base's BatchNorm handling is kept
+    frozen = {"linear_probe", "logreg", "linear_svm", "lda"}
+    assert all(c.freeze.train_bn is (k not in frozen) for k, c in by_key.items())  # the base's, but in probes
 
 
 def test_every_member_trains_on_the_same_split_seed_backbone_and_budget(workspace, image_folder):
