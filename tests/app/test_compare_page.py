@@ -34,8 +34,9 @@ def short_draft(session_workspace):
 
 
 def chart_traces(app) -> dict[str, list[str]]:
-    """Chart key -> the names of its lines."""
-    return {c.proto.id: [t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in app.get("plotly_chart")}
+    """Chart key (the user key, without Streamlit's id prefix) -> the names of its lines."""
+    return {c.proto.id.rsplit("-", 1)[-1]: [t.get("name") for t in json.loads(c.proto.spec)["data"]]
+            for c in app.get("plotly_chart")}
 
 
 def test_without_a_dataset_compare_is_disabled(app):
