@@ -13,6 +13,8 @@ PAGES = [
             default=True),
     st.Page("pages/2_model.py", title="2 · Model", icon=":material/neurology:", url_path="model"),
     st.Page("pages/3_train.py", title="3 · Train", icon=":material/model_training:", url_path="train"),
+    st.Page("pages/8_compare.py", title="Compare strategies", icon=":material/compare_arrows:",
+            url_path="compare"),
     st.Page("pages/4_results.py", title="4 · Results", icon=":material/insights:", url_path="results"),
     st.Page("pages/5_predict.py", title="5 · Predict", icon=":material/image_search:", url_path="predict"),
     st.Page("pages/6_export.py", title="6 · Export", icon=":material/package_2:", url_path="export"),

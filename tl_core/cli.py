@@ -166,7 +166,7 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--head": ("head", "kind"), "--hidden": ("head", "hidden"), "--dropout": ("head", "dropout"),
     "--pool": ("head", "pool"),
     "--freeze": ("freeze", "mode"), "--last-n": ("freeze", "last_n"), "--unfreeze-every": ("freeze", "unfreeze_every"),
-    "--train-bn": ("freeze", "train_bn"),
+    "--probe-epochs": ("freeze", "probe_epochs"), "--train-bn": ("freeze", "train_bn"),
     "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),
     "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
     "--schedule": ("train", "schedule"), "--label-smoothing": ("train", "label_smoothing"),

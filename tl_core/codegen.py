@@ -280,6 +280,19 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                     k = min(len(body), (epoch - 1) // UNFREEZE_EVERY)
                     return body[len(body) - k:] + ["head"]
                 ''')
+        elif plan.mode == "lp_ft":
+            freezing += textwrap.dedent(f'''
+
+                PROBE_EPOCHS = {plan.probe_epochs}
+
+
+                def trainable_groups(epoch):
+                    """LP-FT: a linear probe first (only the head learns for PROBE_EPOCHS epochs), then
+                    every group learns (epochs count from 1)."""
+                    if epoch <= PROBE_EPOCHS:
+                        return ["head"]
+                    return list(LAYER_GROUPS)
+                ''')
         else:
             flags = trainable_groups(plan, group_names)
             trainable = [name for name, flag in zip(group_names, flags, strict=True) if flag]

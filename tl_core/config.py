@@ -13,7 +13,7 @@ from .errors import ConfigError
 # The one list of each choice. The CLI's --choices, the pages' option lists and the error messages
 # read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
 AugmentPreset = Literal["none", "light", "standard"]
-FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups"]
+FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups", "lp_ft"]
 HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
 Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop"]  # each one described in OPTIMIZERS below
@@ -29,7 +29,8 @@ AUGMENT_LABELS: dict[str, str] = {
     "standard": "random crops of 50-100%, flips, rotations up to 15 degrees and colour jitter"}
 FREEZE_MODE_LABELS: dict[str, str] = {
     "feature_extractor": "Feature extractor (backbone frozen)", "last_n": "Fine-tune the top N groups",
-    "full": "Full fine-tuning", "gradual": "Gradual unfreezing", "groups": "Choose groups myself"}
+    "full": "Full fine-tuning", "gradual": "Gradual unfreezing", "groups": "Choose groups myself",
+    "lp_ft": "Linear probe, then fine-tune everything (LP-FT)"}
 HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
     "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
@@ -123,6 +124,8 @@ class FreezePlan:
     groups: tuple[str, ...] = field(default=(), metadata=_help("groups: names of the body groups that train"))
     unfreeze_every: int = field(default=1, metadata=_help(
         "gradual: one more group becomes trainable every K epochs"))
+    probe_epochs: int = field(default=1, metadata=_help(
+        "lp_ft: the first K epochs train the head alone (a linear probe), then every group trains"))
     train_bn: bool = field(default=False, metadata=_help(
         "BatchNorm in frozen groups still updates its statistics"))
     lr_range: tuple[float, float] | None = field(default=None, metadata=_help(
@@ -220,6 +223,9 @@ class RunConfig:
             raise ConfigError("last_n must be 0 or more.")
         if f.unfreeze_every < 1:
             raise ConfigError("Gradual unfreezing needs unfreeze_every >= 1 epoch.")
+        if f.mode == "lp_ft" and f.probe_epochs < 1:
+            raise ConfigError("LP-FT needs probe_epochs >= 1 (the head's epochs before everything trains); "
+                              "for no probe at all, choose full fine-tuning.")
         if self.model.head.kind in CLASSICAL_HEADS and f.mode != "feature_extractor":
             raise ConfigError(f"Classical heads ({', '.join(CLASSICAL_HEADS)}) train on frozen features: "
                               "use the feature-extractor freezing plan.")

@@ -36,6 +36,10 @@ class RunNotFound(TLError):
     """A run id does not exist in the workspace."""
 
 
+class ExperimentNotFound(TLError):
+    """An experiment id does not exist in the workspace."""
+
+
 class TrainingOutOfMemory(TLError):
     """The device ran out of memory even at the smallest batch size we tried."""
 

@@ -10,6 +10,8 @@ Modes (``FreezePlan.mode``):
 - ``full``: everything.
 - ``gradual``: starts as a feature extractor; every ``plan.unfreeze_every`` epochs one more body
   group, from the top down, becomes trainable (epochs are 1-based).
+- ``lp_ft``: a linear probe, then full fine-tuning (Kumar et al. 2022): only the head trains in
+  epochs 1..``plan.probe_epochs``, every group after that.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import FreezePlan
+from .config import FreezeMode, FreezePlan, choices, one_of
 from .errors import ConfigError
 
 
@@ -52,15 +54,16 @@ def trainable_groups(plan: FreezePlan, group_names: list[str], epoch: int = 1) -
         every = max(1, plan.unfreeze_every)
         k = min(n, max(0, (epoch - 1) // every))
         flags = [i >= n - k for i in range(n)]
+    elif plan.mode == "lp_ft":
+        flags = [epoch > plan.probe_epochs] * n
     else:
-        raise ConfigError(f"Unknown freezing mode {plan.mode!r}. "
-                          "Choose one of: feature_extractor, last_n, groups, full, gradual.")
+        raise ConfigError(f"Unknown freezing mode {plan.mode!r}. Choose {one_of(choices(FreezeMode))}.")
     return flags + [True]
 
 
 def _ever_trainable(plan: FreezePlan, group_names: list[str]) -> list[bool]:
     """Groups that train at some epoch: they share the discriminative learning rates."""
-    if plan.mode == "gradual":
+    if plan.mode in ("gradual", "lp_ft"):
         return [True] * len(group_names)
     return trainable_groups(plan, group_names)
 

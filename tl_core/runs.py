@@ -42,7 +42,7 @@ _RENAMED_STATUS_KEYS = {"started_at": "started"}
 MAX_NAME_LENGTH = 120  # a run's name is a label for lists and legends, not a description
 
 # How each freezing plan reads in a run's automatic label ("last_n" and "groups" say how many).
-_STRATEGY_WORDS = {"feature_extractor": "frozen", "full": "full", "gradual": "gradual unfreezing"}
+_STRATEGY_WORDS = {"feature_extractor": "frozen", "full": "full", "gradual": "gradual unfreezing", "lp_ft": "LP-FT"}
 
 
 def format_lr(lr: float) -> str:

@@ -43,6 +43,11 @@ class Workspace:
         return self._ensure(self.root / "runs")
 
     @property
+    def experiments_dir(self) -> Path:
+        """Experiments (several runs compared); each lists its runs, which stay in runs/."""
+        return self._ensure(self.root / "experiments")
+
+    @property
     def cache_dir(self) -> Path:
         """Decoded-image and feature caches; safe to delete at any time."""
         return self._ensure(self.root / "cache")

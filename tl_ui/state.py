@@ -2,8 +2,8 @@
 
 Every browser session works in its own sub-workspace (``Workspace.default().for_session(id)``),
 so on a shared classroom server one student's uploads and runs are not listed to another. The
-session id, the current dataset and the current run live in ``st.query_params`` (``s``,
-``dataset``, ``run``): a refresh or a shared link comes back to the same place, while a new
+session id, the current dataset, run and experiment live in ``st.query_params`` (``s``,
+``dataset``, ``run``, ``experiment``): a refresh or a shared link comes back to the same place, while a new
 tab without them starts a fresh workspace.
 """
 
@@ -35,6 +35,7 @@ class AppState:
     session_id: str
     dataset_id: str | None = None
     run_id: str | None = None
+    experiment_id: str | None = None  # the Compare page's experiment (tl_core.experiments)
     # The choices carried from page to page until a run is started: the data, model, freeze and train
     # settings of the next run (its data.source is filled in at the start). Change it with edit_draft().
     draft: RunConfig = field(default_factory=default_draft)
@@ -117,6 +118,10 @@ class AppState:
         self.run_id = run_id
         sync_query_params(self)
 
+    def select_experiment(self, experiment_id: str | None) -> None:
+        self.experiment_id = experiment_id
+        sync_query_params(self)
+
     # -- widgets bound to the state ----------------------------------------------------------
     DATASET_PICK = "dataset_pick"  # the Data page's dataset box (a widget key lives in st.session_state)
 
@@ -151,7 +156,8 @@ def get_state() -> AppState:
     if state is None:
         params = st.query_params
         state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(8),
-                         dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")))
+                         dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")),
+                         experiment_id=_valid(params.get("experiment")))
         state.load_choices()
         st.session_state[_KEY] = state
     sync_query_params(state)
@@ -160,7 +166,8 @@ def get_state() -> AppState:
 
 def sync_query_params(state: AppState) -> None:
     """Write the ids into the URL (page switches clear it; writing only what changed)."""
-    wanted = {"s": state.session_id, "dataset": state.dataset_id, "run": state.run_id}
+    wanted = {"s": state.session_id, "dataset": state.dataset_id, "run": state.run_id,
+              "experiment": state.experiment_id}
     for key, value in wanted.items():
         if value is None:
             if key in st.query_params:

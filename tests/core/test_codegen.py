@@ -45,6 +45,7 @@ CONFIGS = {
                                                   split_seed=7),
                                   train=TrainConfig(seed=7, weight_decay=0.0, schedule="step")),
     "named": _config(name="Cats vs dogs; it's 'mine' $(rm -rf ~)", freeze=FreezePlan(mode="gradual", unfreeze_every=2)),
+    "lp_ft": _config(freeze=FreezePlan(mode="lp_ft", probe_epochs=3, lr_range=(1e-5, 1e-3)), train=TrainConfig(epochs=6)),
 }
 
 
@@ -127,8 +128,9 @@ def test_the_script_freezes_the_parameters_the_app_freezes(name):
     assert shapes(script_model(script_namespace(config))) == shapes(app_model(config))
 
 
-def test_gradual_unfreezing_follows_the_engine_epoch_by_epoch():
-    config = CONFIGS["named"]
+@pytest.mark.parametrize("name", ["named", "lp_ft"])
+def test_epoch_dependent_freezing_follows_the_engine_epoch_by_epoch(name):
+    config = CONFIGS[name]
     namespace = script_namespace(config)
     names = app_model(config).group_names
     for epoch in range(1, 12):

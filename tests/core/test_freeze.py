@@ -81,6 +81,21 @@ def test_gradual_unfreezes_one_group_from_the_top_every_k_epochs():
     assert trainable_groups(plan, NAMES, 3) == [False] * 4 + [True, True]  # layer4 first
 
 
+def test_lp_ft_trains_the_head_alone_for_the_probe_epochs_then_every_group():
+    plan = FreezePlan("lp_ft", probe_epochs=2)
+    assert [trainable_groups(plan, NAMES, epoch) for epoch in (1, 2)] == [[False] * 5 + [True]] * 2
+    assert [trainable_groups(plan, NAMES, epoch) for epoch in (3, 4, 10)] == [[True] * 6] * 3
+    assert body_frozen_throughout(plan, NAMES, epochs=2)  # a budget within the probe is a linear probe
+    assert not body_frozen_throughout(plan, NAMES, epochs=3)
+
+
+def test_lp_ft_needs_a_probe_of_at_least_one_epoch():
+    from tl_core.config import DataConfig, RunConfig
+
+    with pytest.raises(ConfigError, match="probe_epochs"):
+        RunConfig(data=DataConfig(source="x"), freeze=FreezePlan("lp_ft", probe_epochs=0)).validate()
+
+
 def test_body_frozen_throughout_allows_the_feature_cache():
     assert body_frozen_throughout(FreezePlan(), NAMES, epochs=30)
     assert not body_frozen_throughout(FreezePlan(train_bn=True), NAMES, epochs=30)
@@ -138,6 +153,8 @@ def test_discriminative_lrs_spread_geometrically_over_trainable_groups(model):
     # Gradual: every body group will train at some point, so all share the spread from the start.
     gradual = param_groups(model, FreezePlan("gradual", lr_range=(1e-6, 1e-2)), 0.01)
     assert [g["lr"] for g in gradual] == pytest.approx(values)
+    lp_ft = param_groups(model, FreezePlan("lp_ft", lr_range=(1e-6, 1e-2)), 0.01)  # so does LP-FT's
+    assert [g["lr"] for g in lp_ft] == pytest.approx(values)
 
 
 def test_gradual_unfreezing_works_without_rebuilding_the_optimizer(model):

@@ -1,0 +1,113 @@
+"""Compare page: pick strategies, one click queues one run each; the view overlays their curves,
+tables them and explains them once they have finished."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.app.conftest import no_exceptions
+
+PICKED = ["linear_probe", "logreg", "full_finetune"]
+LABELS = ["linear probe", "logistic regression on features", "full fine-tune"]
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """jobs.start_job creates the run but starts no worker process (the test trains it itself)."""
+    from tl_core import jobs
+    from tl_core.runs import RunStore
+
+    monkeypatch.setattr(jobs, "start_job", lambda workspace, config, **kw: RunStore(workspace).create(config).id)
+
+
+@pytest.fixture
+def short_draft(session_workspace):
+    """The session's saved settings: 2 short epochs, so the members train in seconds."""
+    from tl_core import atomic
+    from tl_core.config import DataConfig, RunConfig, TrainConfig
+
+    draft = RunConfig(data=DataConfig(source="", val_fraction=0.25, augment="none"),
+                      train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, schedule="constant"))
+    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+
+
+def chart_traces(app) -> dict[str, list[str]]:
+    """Chart key (the user key, without Streamlit's id prefix) -> the names of its lines."""
+    return {c.proto.id.rsplit("-", 1)[-1]: [t.get("name") for t in json.loads(c.proto.spec)["data"]]
+            for c in app.get("plotly_chart")}
+
+
+def test_without_a_dataset_compare_is_disabled(app):
+    app.switch_page("pages/8_compare.py").run()
+    no_exceptions(app)
+    assert any("choose a dataset" in i.value for i in app.info)
+    assert app.button(key="compare").disabled
+
+
+def test_compare_starts_one_run_per_strategy_with_its_config(app, tiny_dataset, session_workspace, no_workers,
+                                                             short_draft):
+    from tl_core.experiments import ExperimentStore
+    from tl_core.runs import RunStore
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    no_exceptions(app)
+    app.multiselect(key="strategies").set_value(PICKED).run()
+    app.text_input(key="experiment_name").set_value("Colours <b>bold</b>").run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+
+    experiment_id = app.query_params["experiment"]
+    experiment = ExperimentStore(session_workspace).get(experiment_id)
+    runs = {r.id: r for r in RunStore(session_workspace).list()}
+    assert len(runs) == 3 and set(runs) == {m.run_id for m in experiment.members}
+    configs = {m.key: runs[m.run_id].config for m in experiment.members}
+    assert configs["linear_probe"].freeze.mode == "feature_extractor"
+    assert configs["linear_probe"].model.head.kind == "linear"
+    assert configs["logreg"].model.head.kind == "logreg"
+    assert configs["full_finetune"].freeze.mode == "full"
+    assert {c.data.dataset_dir for c in configs.values()} == {str(session_workspace.datasets_dir / tiny_dataset)}
+    assert {(c.train.epochs, c.train.seed, c.model.backbone) for c in configs.values()} == {(2, 0, "mobilenet_v2")}
+    assert sorted(r.display_name() for r in runs.values()) == sorted(f"Colours <b>bold</b> · {label}"
+                                                                      for label in LABELS)
+    # The name is shown as text, never through Markdown.
+    assert "Colours <b>bold</b>" in [t.value for t in app.text]
+    assert not any("<b>" in m.value for m in app.markdown)
+    table = app.dataframe[0].value
+    assert list(table["strategy"]) == LABELS and set(table["state"]) == {"created"}
+
+
+@pytest.mark.slow
+def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
+        app, tiny_dataset, session_workspace, no_workers, short_draft):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO, SESSION
+    from tl_core.runs import RunStore
+    from tl_core.training import train
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.multiselect(key="strategies").set_value(PICKED).run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    experiment_id = app.query_params["experiment"]
+    for run in RunStore(session_workspace).list():
+        train(run.config, run, session_workspace)  # in this process, as a worker would
+
+    # A fresh session (a refresh) comes back to the experiment from the URL.
+    fresh = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    fresh.query_params["s"] = SESSION
+    fresh.query_params["experiment"] = experiment_id
+    fresh.switch_page("pages/8_compare.py").run()
+    no_exceptions(fresh)
+    traces = chart_traces(fresh)
+    assert sorted(traces) == sorted(f"experiment_{c}" for c in ("val_acc", "val_loss", "train_loss"))
+    assert sorted(traces["experiment_val_acc"]) == sorted(LABELS)
+    table = fresh.dataframe[0].value
+    assert list(table["strategy"]) == LABELS and set(table["state"]) == {"finished"}
+    assert table["best val acc"].notna().all()
+    assert any(h.value == "What this shows" for h in fresh.subheader)
+    assert any("On your images" in m.value for m in fresh.markdown)

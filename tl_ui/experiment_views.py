@@ -1,0 +1,130 @@
+"""The Compare page's widgets: pick strategies and start an experiment, pick a past one, and its
+live view (overlaid curves, the table, the explanation) read from the member runs' folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pandas as pd
+import streamlit as st
+
+from tl_core import experiments
+from tl_core.errors import TLError
+from tl_core.experiments import STRATEGIES, Experiment, ExperimentStore, StrategyOptions
+from tl_core.runs import ACTIVE_STATES, RunStore
+from tl_ui.charts import comparison_figure, curves_for
+from tl_ui.feedback import user_errors
+from tl_ui.state import AppState
+
+MIN_FINISHED_FOR_EXPLANATION = 2
+CURVE_TABS = {"Validation accuracy": "val_acc", "Validation loss": "val_loss", "Training loss": "train_loss"}
+
+
+def strategy_form(state: AppState) -> None:
+    """The strategies with their one-line explanations, N for the top-N ones, a name, and one
+    button (disabled without a dataset) that queues the experiment and makes it current."""
+    dataset_dir = state.dataset_dir()
+    base = state.draft
+    if dataset_dir is None:
+        st.info("First choose a dataset (one click: the built-in sample).")
+        st.page_link("pages/1_data.py", label="Go to Data", icon=":material/photo_library:")
+    else:
+        st.caption(f"Every member trains {base.model.backbone} for {base.train.epochs} epochs, batch "
+                   f"{base.train.batch_size}, learning rate {base.train.lr:g}, seed {base.train.seed}, on the "
+                   f"same split ({base.data.val_fraction:.0%} held out for validation, split seed "
+                   f"{base.data.split_seed}). Change these on the Model and Train pages. Dataset:")
+        st.text(state.dataset_id)  # its id may carry the name the user typed: text, never Markdown
+    top_n = st.number_input("N: backbone groups the top-N strategies fine-tune", 1, 12, 2, key="top_n",
+                            help="Counted from the head: 1 = only the last group of the backbone.")
+    options = StrategyOptions(top_n=int(top_n))
+    keys = st.multiselect("Strategies", list(STRATEGIES), default=list(experiments.DEFAULT_STRATEGIES),
+                          format_func=lambda k: STRATEGIES[k].label_for(options), key="strategies")
+    st.markdown("\n".join(f"- **{STRATEGIES[k].label_for(options)}**: {STRATEGIES[k].explanation}"
+                          for k in STRATEGIES))
+    name = st.text_input("Experiment name (optional)", key="experiment_name", max_chars=80)
+    if st.button("Compare", type="primary", icon=":material/compare_arrows:", key="compare",
+                 disabled=dataset_dir is None or not keys):
+        with user_errors("Could not start the comparison"):
+            config = dataclasses.replace(base, data=dataclasses.replace(
+                base.data, source=str(dataset_dir), dataset_dir=str(dataset_dir)))
+            experiment = experiments.start_experiment(state.workspace, config, keys, name, top_n=int(top_n))
+            state.select_experiment(experiment.id)
+            st.rerun()
+
+
+def experiment_picker(state: AppState) -> Experiment | None:
+    """A box of the workspace's experiments (newest first); the one chosen becomes current (and
+    goes into the URL). Returns the current experiment, or None when there is none."""
+    found = ExperimentStore(state.workspace).list()
+    if not found:
+        return None
+    ids = [e.id for e in found]
+    if state.experiment_id not in ids:
+        state.select_experiment(ids[0])
+    by_id = {e.id: e for e in found}
+    chosen = st.selectbox("Experiment", ids, index=ids.index(state.experiment_id),
+                          format_func=lambda i: f"{by_id[i].name} ({time.strftime('%d %b %H:%M', time.localtime(by_id[i].created))})")
+    if chosen != state.experiment_id:
+        state.select_experiment(chosen)
+    return by_id[chosen]
+
+
+def _table_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.drop(columns=["key", "run"]).copy()
+    for column in ("final val acc", "best val acc"):
+        shown[column] = shown[column].map(lambda v: None if pd.isna(v) else f"{v:.1%}")
+    return shown
+
+
+def _any_active(state: AppState, experiment: Experiment) -> bool:
+    runs = RunStore(state.workspace)
+    for member in experiment.members:
+        try:
+            if member.run_id and runs.get(member.run_id).state in ACTIVE_STATES:
+                return True
+        except TLError:
+            continue
+    return False
+
+
+def experiment_view(state: AppState, experiment: Experiment) -> None:
+    """The experiment, live while its members train (a fragment that polls the run folders)."""
+    active = _any_active(state, experiment)
+
+    @st.fragment(run_every=2.0 if active else None)
+    def live(was_active: bool) -> None:
+        table = experiments.experiment_table(state.workspace, experiment)
+        if was_active and not table["state"].isin(ACTIVE_STATES).any():
+            st.rerun()  # the last member ended: redraw once, with no timer
+        st.subheader("Experiment")
+        st.text(experiment.name)  # typed by the user: text, never Markdown
+        counts = table["state"].value_counts()
+        st.caption(" · ".join(f"{n} {s}" for s, n in counts.items()) +
+                   ". Members train one after another; each is also a normal run on the Results and Runs pages.")
+        runs = RunStore(state.workspace)
+        curves = {}
+        for member in experiment.members:
+            try:
+                curves[member.label] = curves_for(state.curves, runs.get(member.run_id))
+            except TLError:
+                continue  # deleted on the Runs page
+        for tab, column in zip(st.tabs(list(CURVE_TABS)), CURVE_TABS.values(), strict=True):
+            with tab:
+                st.plotly_chart(comparison_figure(curves, column), key=f"experiment_{column}")
+        st.dataframe(_table_for_people(table), hide_index=True, key="experiment_table", column_config={
+            "wall time (s)": st.column_config.NumberColumn(format="%.0f"),
+            "images/s": st.column_config.NumberColumn(format="%.0f"),
+            "trainable params": st.column_config.NumberColumn(format="%d")})
+        st.caption("Best val acc: the highest validation accuracy of any epoch. Images/s: the backbone's "
+                   "feature extraction for frozen members (empty when their features came from the shared "
+                   "store), else the median over training steps.")
+        sentences = experiments.explain(table)
+        if sentences:
+            st.subheader("What this shows")
+            st.markdown("\n".join(f"- {s}" for s in sentences))  # our sentences: labels and numbers only
+        elif (table["state"] == "finished").sum() < MIN_FINISHED_FOR_EXPLANATION:
+            st.caption("The explanation appears once two members have finished.")
+
+    with user_errors("Could not show the experiment"):
+        live(active)
