@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tl_ui import experiment_views, get_state, intro
+from tl_ui import end_page, experiment_views, get_state, intro
 
 state = get_state()
 
@@ -28,5 +28,5 @@ with st.expander("New comparison", expanded=state.experiment_id is None, icon=":
 
 experiment = experiment_views.experiment_picker(state)
 if experiment is None:
-    st.stop()
+    end_page()
 experiment_views.experiment_view(state, experiment)

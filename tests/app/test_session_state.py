@@ -29,3 +29,9 @@ def test_the_state_object_holds_the_pages_session_data(app):
     state = app.session_state[_KEY]
     assert state.curves == {} and state.predict_batch is None
     assert state.snapshots_seen == set() and state.upload_generation == {}
+
+
+def test_no_page_calls_st_stop():
+    """st.stop() makes Streamlit drop what app.py draws after the page (the sidebar): pages end
+    early with tl_ui.end_page() instead."""
+    assert {path for path in MOVED if "st.stop()" in (REPO / path).read_text(encoding="utf-8")} == set()
