@@ -3,7 +3,7 @@
 import streamlit as st
 
 from tl_ui import get_state, sidebar
-from tl_ui.feedback import PageEnd
+from tl_ui.feedback import page_area
 
 st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
 
@@ -24,8 +24,7 @@ PAGES = [
 page = st.navigation(PAGES)
 state = get_state()
 try:
-    page.run()
-except PageEnd:  # the page had nothing more to show (pages end early with end_page(), not st.stop())
-    pass
+    with page_area():  # a page ends early with end_page(): st.stop() would drop the sidebar below
+        page.run()
 finally:  # drawn after the page, so it shows what the page just changed
     sidebar.render(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import NoReturn
 
 import streamlit as st
@@ -44,10 +45,30 @@ def user_errors(what: str = "", *, message_as_text: bool = False) -> Iterator[No
 
 
 class PageEnd(BaseException):  # noqa: N818 - a signal, like st.stop()'s StopException, not an error
-    """Raised by ``end_page``; app.py catches it. A BaseException, so ``user_errors`` lets it pass."""
+    """Raised by ``end_page`` inside ``page_area``. A BaseException, so ``user_errors`` lets it pass."""
+
+
+_IN_PAGE_AREA: ContextVar[bool] = ContextVar("tl_studio_in_page_area", default=False)
+
+
+@contextmanager
+def page_area() -> Iterator[None]:
+    """Where app.py runs the current page: an ``end_page()`` in it ends the page, and app.py goes on
+    (to draw the sidebar)."""
+    token = _IN_PAGE_AREA.set(True)
+    try:
+        yield
+    except PageEnd:
+        pass
+    finally:
+        _IN_PAGE_AREA.reset(token)
 
 
 def end_page() -> NoReturn:
     """Stop drawing this page here (nothing more to show yet). Unlike ``st.stop()``, after which
-    Streamlit drops what app.py draws next, the sidebar is still drawn."""
-    raise PageEnd
+    Streamlit drops what app.py draws next, the sidebar is still drawn. When Streamlit runs a page
+    without app.py (its own pages/ mode, e.g. the first deep link after a server start) this is
+    ``st.stop()``: there is nothing after the page to keep."""
+    if _IN_PAGE_AREA.get():
+        raise PageEnd
+    st.stop()
