@@ -13,6 +13,7 @@ with an installed package (MobileNetV2), and finally torchvision's normal downlo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -591,3 +592,17 @@ for _spec in (
 ):
     register(_spec)
 del _spec
+
+
+def body_group_names(name: str) -> tuple[str, ...]:
+    """The body's layer groups of a registered backbone, stem first, the head left out: what a
+    freezing plan counts. The model is built on the meta device (no weights, a fraction of a second)."""
+    return _body_group_names(get_backbone(name).name)
+
+
+@functools.lru_cache(maxsize=64)
+def _body_group_names(name: str) -> tuple[str, ...]:
+    spec = get_backbone(name)
+    with torch.device("meta"):
+        model = transfer_model_from(spec, spec.builder(weights=None), 2, HeadConfig(), pretrained=False)
+    return tuple(model.group_names[:-1])

@@ -172,6 +172,7 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--schedule": ("train", "schedule"), "--label-smoothing": ("train", "label_smoothing"),
     "--patience": ("train", "early_stopping_patience"), "--monitor": ("train", "monitor"),
     "--augment": ("data", "augment"), "--val": ("data", "val_fraction"), "--test": ("data", "test_fraction"),
+    "--train-fraction": ("data", "train_fraction"),
     "--seed": ("train", "seed"),  # build_config also gives it to the split
     "--device": ("train", "device"), "--workers": ("train", "num_workers"),
     # switches that turn a default-on field off

@@ -243,6 +243,8 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                f"VAL_FRACTION = {_fmt(data.val_fraction)}",
                f"TEST_FRACTION = {_fmt(data.test_fraction)}",
                f"SPLIT_SEED = {data.split_seed}",
+               f"TRAIN_FRACTION = {_fmt(data.train_fraction)}  # share of each class's training images used "
+               "(validation and test stay whole)",
                "", "# Training",
                f"SEED = {train.seed}",
                f"BATCH_SIZE = {train.batch_size}",
@@ -419,6 +421,21 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                 val += order[n_test:n_test + n_val]
                 train += order[n_test + n_val:]
             return sorted(train), sorted(val), sorted(test)
+
+
+        def subset_per_class(train, labels, fraction, seed):
+            """The first max(1, round(n * fraction)) of each class's n training images, in an order
+            shuffled per class by seed whatever the fraction (so a 5% subset lies inside the 10% one),
+            as TL Studio's data-size sweep takes them. Validation and test images are not touched."""
+            if fraction >= 1:
+                return list(train)
+            rng = np.random.default_rng(seed)
+            kept = []
+            for label in sorted({labels[i] for i in train}):
+                members = sorted(i for i in train if labels[i] == label)
+                order = [members[j] for j in rng.permutation(len(members))]
+                kept += order[:max(1, math.floor(len(order) * fraction + 0.5))]
+            return sorted(kept)
         ''')
 
     # -- training / fitting ---------------------------------------------------------------------------
@@ -498,6 +515,7 @@ def make_loaders(folder, augment=True):
     if CLASSES is not None and dataset.classes != CLASSES:
         print(f"note: the folder's classes {dataset.classes} are not the app's {CLASSES}")
     train_idx, val_idx, test_idx = split_per_class(dataset.targets, VAL_FRACTION, TEST_FRACTION, SPLIT_SEED)
+    train_idx = subset_per_class(train_idx, dataset.targets, TRAIN_FRACTION, SPLIT_SEED)
     train_images = datasets.ImageFolder(folder, transform=train_transform() if augment else eval_transform(),
                                         loader=load_image)
     eval_images = datasets.ImageFolder(folder, transform=eval_transform(), loader=load_image)

@@ -93,6 +93,8 @@ class DataConfig:
     test_fraction: float = field(default=0.0, metadata=_help(
         "share of each class held out for a final test (if no test/)"))
     split_seed: int = field(default=0, metadata=_help("seed of the stratified split"))
+    train_fraction: float = field(default=1.0, metadata=_help(
+        "share of each class's training images used (the validation and test sets stay whole)"))
     augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))
 
 
@@ -216,6 +218,9 @@ class RunConfig:
         d = self.data
         if not (0 <= d.val_fraction < 1 and 0 <= d.test_fraction < 1 and d.val_fraction + d.test_fraction < 1):
             raise ConfigError("Validation and test fractions must each be in [0, 1) and sum to less than 1.")
+        if not (0 < d.train_fraction <= 1):
+            raise ConfigError(f"The share of training images used must be above 0 and at most 1 (1 = all); "
+                              f"got {d.train_fraction}.")
         f = self.freeze
         if f.lr_range is not None and not (0 < f.lr_range[0] <= f.lr_range[1]):
             raise ConfigError("Discriminative learning rates need 0 < low <= high.")

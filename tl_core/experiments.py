@@ -6,10 +6,12 @@ saved as ``<workspace>/experiments/<id>/experiment.json``; the runs keep their o
 the experiment file only lists their ids.
 
 Kinds (``KINDS``): "strategies" compares transfer strategies (``STRATEGIES``) on the same data,
-split, seed, backbone and epoch budget. Later kinds ("data_size": the same strategies on a share of
-the training images; "freeze_depth": one run per number of frozen groups) plan their members with
-their own ``plan_*`` function and reuse the rest: the file, ``launch_members``, the table and the
-view.
+split, seed, backbone and epoch budget; "data_size" trains chosen strategies on 5 ... 100% of each
+class's training images (``DataConfig.train_fraction``; validation stays whole); "freeze_depth"
+freezes the lowest k body groups of one backbone and fine-tunes the rest, for k = 0 (full
+fine-tune) ... all (a probe). Each kind plans its members with its own ``plan_*`` function and
+reuses the rest: the file, ``launch_members``, the table and the view. Members of a sweep carry
+the line they belong to (``Member.series``) and, where the plan fixes it, their x (frozen groups).
 
 ``experiment_table`` reads each member's run folder (status and event log) into one row;
 ``explain`` turns a table into short sentences, the user's numbers first, then the literature
@@ -35,7 +37,8 @@ from .events import BatchEnded, EpochEnded, Progress, RunStarted
 from .runs import MAX_NAME_LENGTH, RunStore
 from .workspace import Workspace, is_safe_id
 
-KINDS: dict[str, str] = {"strategies": "Transfer strategies compared"}  # later: data_size, freeze_depth
+KINDS: dict[str, str] = {"strategies": "Compare strategies", "data_size": "How much data is enough",
+                         "freeze_depth": "Freeze depth"}
 EXPERIMENT_FILE = "experiment.json"
 
 
@@ -127,16 +130,20 @@ class Member:
     label: str  # for people: legends and tables
     run_id: str = ""  # "" until its run exists
     config: RunConfig | None = None
+    series: str = ""  # sweeps: the line it belongs to (a strategy, a learning-rate rule); "" otherwise
+    x: float | None = None  # sweeps: its x when the plan fixes it (freeze depth: frozen body groups)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "run_id": self.run_id,
-                "config": self.config.to_dict() if self.config else None}
+                "config": self.config.to_dict() if self.config else None, "series": self.series, "x": self.x}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Member:
         config = data.get("config")
+        x = data.get("x")
         return cls(key=data["key"], label=data["label"], run_id=data.get("run_id", ""),
-                   config=RunConfig.from_dict(config) if config else None)
+                   config=RunConfig.from_dict(config) if config else None, series=data.get("series", ""),
+                   x=None if x is None else float(x))
 
 
 @dataclass(frozen=True)
@@ -251,27 +258,108 @@ def launch_members(workspace: Workspace, experiment: Experiment, launch: Launche
     return experiment
 
 
+DATA_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)  # the data-size sweep's shares of each class's training images
+DEFAULT_SWEEP_STRATEGIES = ("linear_probe", "full_finetune", "random_init")  # why transfer learning matters
+
+
+def plan_data_size(base: RunConfig, keys: Sequence[str], options: StrategyOptions, name: str,
+                   fractions: Sequence[float] = DATA_FRACTIONS) -> list[Member]:
+    """The members of a data-size sweep: each strategy (in ``STRATEGIES`` order) on each share of
+    the training images (smallest first). Members differ from the strategy comparison's only in
+    ``data.train_fraction``; the validation set is the full run's. ConfigError for no share or one
+    outside (0, 1]."""
+    shares = sorted({float(f) for f in fractions})
+    if not shares:
+        raise ConfigError("Choose at least one share of the training images.")
+    if not all(0 < f <= 1 for f in shares):
+        raise ConfigError("Shares of the training images must be above 0% and at most 100%.")
+    members = []
+    for strategy_member in plan_strategies(base, keys, options, name):
+        for share in shares:
+            label = f"{strategy_member.label}, {share:.0%} of the images"
+            config = strategy_member.config
+            config = dataclasses.replace(config, name=member_name(name, label),
+                                         data=dataclasses.replace(config.data, train_fraction=share))
+            config.validate()
+            members.append(Member(key=f"{strategy_member.key}@{share:g}", label=label, config=config,
+                                  series=strategy_member.label))
+    return members
+
+
+FREEZE_SERIES = {"one_lr": "one learning rate", "discriminative": "discriminative learning rates"}
+
+
+def plan_freeze_depth(base: RunConfig, name: str, discriminative: bool = True) -> list[Member]:
+    """The members of a freeze-depth sweep on ``base``'s backbone with G body groups: for k = 0 ... G,
+    the lowest k groups frozen and the rest fine-tuned with the head (``last_n = G - k``; k = 0 is a
+    full fine-tune, k = G a probe), with a linear head and everything else the base's. With
+    ``discriminative``, a second line spreads (lr / 100, lr) over the groups that train; it stops
+    at k = G - 1, since with every group frozen both lines are the same run."""
+    from .backbones import body_group_names
+
+    groups = len(body_group_names(base.model.backbone))
+    members = []
+    for series, spread in (("one_lr", False), ("discriminative", True)):
+        if spread and not discriminative:
+            continue
+        for frozen in range(groups if spread else groups + 1):
+            freeze = FreezePlan(mode="last_n", last_n=groups - frozen, train_bn=base.freeze.train_bn,
+                                lr_range=(base.train.lr / DISCRIMINATIVE_SPREAD, base.train.lr) if spread else None)
+            label = f"{frozen} of {groups} groups frozen" + (", discriminative lrs" if spread else "")
+            config = dataclasses.replace(_member(base, freeze=freeze), name=member_name(name, label))
+            config.validate()
+            members.append(Member(key=f"{series}@{frozen}", label=label, config=config,
+                                  series=FREEZE_SERIES[series], x=float(frozen)))
+    return members
+
+
+DEFAULT_NAMES = {"strategies": "Comparison", "data_size": "Data sweep", "freeze_depth": "Freeze depth"}
+
+
+def _start(workspace: Workspace, base: RunConfig, kind: str, name: str, plan: Callable[[str], list[Member]],
+           options: dict[str, Any], launch: Launcher | None) -> Experiment:
+    if not (base.data.dataset_dir or base.data.source):
+        raise ConfigError("Choose a dataset before starting an experiment.")
+    store = ExperimentStore(workspace)
+    name = " ".join(name.split()) or time.strftime(f"{DEFAULT_NAMES[kind]} %d %b %H:%M")
+    experiment = Experiment(id=store.new_id(), name=name, kind=kind, base=base, members=tuple(plan(name)),
+                            options=options, created=time.time())
+    return launch_members(workspace, experiment, launch)
+
+
 def start_experiment(workspace: Workspace, base: RunConfig, strategy_keys: Sequence[str], name: str = "", *,
                      top_n: int = 2, launch: Launcher | None = None) -> Experiment:
     """Plan a strategy comparison on ``base`` (its data, split, seed, backbone, epochs and batch
     size are every member's), save it and queue its runs (they train one after another on a
     one-device machine). ``launch`` defaults to ``jobs.start_job``."""
-    if not (base.data.dataset_dir or base.data.source):
-        raise ConfigError("Choose a dataset before comparing strategies.")
-    store = ExperimentStore(workspace)
-    name = " ".join(name.split()) or time.strftime("Comparison %d %b %H:%M")
     options = StrategyOptions(top_n=top_n)
-    members = plan_strategies(base, strategy_keys, options, name)
-    experiment = Experiment(id=store.new_id(), name=name, kind="strategies", base=base, members=tuple(members),
-                            options=dataclasses.asdict(options), created=time.time())
-    return launch_members(workspace, experiment, launch)
+    return _start(workspace, base, "strategies", name, lambda n: plan_strategies(base, strategy_keys, options, n),
+                  dataclasses.asdict(options), launch)
+
+
+def start_data_size(workspace: Workspace, base: RunConfig, strategy_keys: Sequence[str] = DEFAULT_SWEEP_STRATEGIES,
+                    name: str = "", *, fractions: Sequence[float] = DATA_FRACTIONS, top_n: int = 2,
+                    launch: Launcher | None = None) -> Experiment:
+    """Plan, save and queue a data-size sweep (``plan_data_size``)."""
+    options = StrategyOptions(top_n=top_n)
+    return _start(workspace, base, "data_size", name,
+                  lambda n: plan_data_size(base, strategy_keys, options, n, fractions),
+                  {**dataclasses.asdict(options), "fractions": sorted(float(f) for f in fractions)}, launch)
+
+
+def start_freeze_depth(workspace: Workspace, base: RunConfig, name: str = "", *, discriminative: bool = True,
+                       launch: Launcher | None = None) -> Experiment:
+    """Plan, save and queue a freeze-depth sweep (``plan_freeze_depth``)."""
+    return _start(workspace, base, "freeze_depth", name, lambda n: plan_freeze_depth(base, n, discriminative),
+                  {"discriminative": discriminative}, launch)
 
 
 # ----------------------------------------------------------------------------------------------
 # The table
 # ----------------------------------------------------------------------------------------------
 TABLE_COLUMNS = ["strategy", "state", "final val acc", "best val acc", "best epoch", "wall time (s)",
-                 "trainable params", "images/s", "images/s of", "val images", "key", "run"]
+                 "trainable params", "images/s", "images/s of", "val images", "train images", "images per class",
+                 "key", "run", "series", "x"]
 RATE_OF_FEATURES = "backbone feature extraction"  # frozen members: the body's pass over the images
 RATE_OF_TRAINING = "training steps"  # the others: forward and backward passes, median over batches
 
@@ -281,7 +369,7 @@ def member_row(workspace: Workspace, member: Member, now: float | None = None) -
     from .jobs import job_state
 
     row: dict[str, Any] = dict.fromkeys(TABLE_COLUMNS)
-    row.update(strategy=member.label, key=member.key, run=member.run_id)
+    row.update(strategy=member.label, key=member.key, run=member.run_id, series=member.series, x=member.x)
     try:
         run = RunStore(workspace).get(member.run_id)
     except RunNotFound:
@@ -301,6 +389,8 @@ def member_row(workspace: Workspace, member: Member, now: float | None = None) -
     row["trainable params"] = max(trainable) if trainable else None  # LP-FT: after the probe
     if started:
         row["val images"] = started.num_val
+        row["train images"] = started.num_train
+        row["images per class"] = started.num_train / max(1, len(started.classes))  # the mean, for the x axis
     if status.started:
         end = status.finished if status.finished else (now or time.time()) if status.active else status.updated
         row["wall time (s)"] = max(0.0, float(end or status.started) - float(status.started))
@@ -341,11 +431,25 @@ def _compare(a: float, b: float, margin: float) -> int:
     return 0 if abs(a - b) <= margin else (1 if a > b else -1)
 
 
-def explain(table: pd.DataFrame) -> list[str]:
-    """Short sentences about a strategy comparison: first what the user's finished members show,
-    then what studies found (author, year). Empty until two members have finished. A difference
-    of one validation image or less counts as "about the same"."""
-    done = table[(table["state"] == "finished") & table["best val acc"].notna()]
+def _finished(table: pd.DataFrame) -> pd.DataFrame:
+    return table[(table["state"] == "finished") & table["best val acc"].notna()]
+
+
+def _margin(done: pd.DataFrame) -> float:
+    """One validation image (at least half a point): smaller differences count as "about the same"."""
+    n_val = min(int(v) for v in done["val images"].dropna()) if done["val images"].notna().any() else 0
+    return max(1.0 / n_val if n_val else 0.0, 0.005)
+
+
+def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
+    """Short sentences about an experiment of ``kind``: first what the user's finished members
+    show, then what studies found (author, year). Empty until two members have finished. A
+    difference of one validation image or less counts as "about the same"."""
+    if kind == "data_size":
+        return explain_data_size(table)
+    if kind == "freeze_depth":
+        return explain_freeze_depth(table)
+    done = _finished(table)
     if len(done) < 2:
         return []
     acc = {row["key"]: float(row["best val acc"]) for _, row in done.iterrows()}
@@ -438,6 +542,93 @@ def explain(table: pd.DataFrame) -> list[str]:
     return out
 
 
-__all__ = ["DEFAULT_STRATEGIES", "KINDS", "STRATEGIES", "Experiment", "ExperimentNotFound", "ExperimentStore",
-           "Member", "Strategy", "StrategyOptions", "experiment_table", "explain", "launch_members",
-           "member_name", "member_row", "plan_strategies", "start_experiment"]
+def explain_data_size(table: pd.DataFrame) -> list[str]:
+    """The data-size sweep: where pretrained weights beat random initialisation most, and how the
+    probe and fine-tuning compare at the smallest and largest share (member keys "<strategy>@<share>")."""
+    done = _finished(table)
+    done = done[done["images per class"].notna()]
+    if len(done) < 2:
+        return []
+    margin = _margin(done)
+    acc: dict[tuple[str, float], float] = {}
+    per_class: dict[float, float] = {}
+    label: dict[str, str] = {}
+    for _, row in done.iterrows():
+        strategy, _, share = str(row["key"]).rpartition("@")
+        acc[(strategy, float(share))] = float(row["best val acc"])
+        per_class[float(share)] = float(row["images per class"])
+        label[strategy] = row["series"] or strategy
+    out: list[str] = []
+    shares = sorted(per_class)
+    small, large = shares[0], shares[-1]
+    for strategy in (k for k in STRATEGIES if k in label):
+        if (strategy, small) in acc and (strategy, large) in acc and small != large:
+            out.append(f"{label[strategy].capitalize()}: {_pct(acc[(strategy, small)])} with about "
+                       f"{per_class[small]:.0f} images per class, {_pct(acc[(strategy, large)])} with "
+                       f"{per_class[large]:.0f}.")
+    gaps = {}
+    for share in shares:
+        pretrained = {k: a for (k, sh), a in acc.items() if sh == share and k != "random_init"}
+        if ("random_init", share) in acc and pretrained:
+            best = max(pretrained, key=pretrained.get)
+            gaps[share] = (pretrained[best] - acc[("random_init", share)], best)
+    if gaps:
+        widest = max(gaps, key=lambda sh: gaps[sh][0])
+        gap, best = gaps[widest]
+        if gap > margin:
+            out.append(f"Pretrained weights helped most with about {per_class[widest]:.0f} images per class: "
+                       f"{label[best]} {_pct(acc[(best, widest)])} against random initialisation "
+                       f"{_pct(acc[('random_init', widest)])}, {_points(gap)} apart.")
+        else:
+            out.append("At no size did pretrained weights beat random initialisation by more than one "
+                       "validation image.")
+        if len(gaps) >= 2 and widest != max(gaps):
+            last_gap, _ = gaps[max(gaps)]
+            out.append(f"With the most images (about {per_class[max(gaps)]:.0f} per class) the gap was "
+                       f"{_points(last_gap)}.")
+        out.append("Studies found the same shape: transfer matters most when data is small; with enough "
+                   "data and training, networks trained from scratch catch up, though pretrained ones "
+                   "converge much faster (He et al. 2019; Kornblith et al. 2019; Raghu et al. 2019).")
+    if ("linear_probe", small) in acc and ("full_finetune", small) in acc:
+        a, b = acc[("full_finetune", small)], acc[("linear_probe", small)]
+        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        out.append(f"With the fewest images, fine-tuning everything ({_pct(a)}) {word} the linear probe "
+                   f"({_pct(b)}): with few images, a probe has far fewer weights to overfit.")
+    return out
+
+
+def explain_freeze_depth(table: pd.DataFrame) -> list[str]:
+    """The freeze-depth sweep: which number of frozen groups did best, the two ends, and Yosinski
+    et al. 2014 (member keys "<series>@<frozen groups>")."""
+    done = _finished(table)
+    done = done[done["x"].notna()]
+    if len(done) < 2:
+        return []
+    margin = _margin(done)
+    acc = {(str(r["key"]).rpartition("@")[0], int(r["x"])): float(r["best val acc"]) for _, r in done.iterrows()}
+    one = {k: a for (series, k), a in acc.items() if series == "one_lr"}
+    out: list[str] = []
+    if len(one) >= 2:
+        best = max(one, key=lambda k: (one[k], k))
+        lo, hi = min(one), max(one)
+        out.append(f"On your images, with {best} group{'s' if best != 1 else ''} frozen the network reached the "
+                   f"highest validation accuracy ({_pct(one[best])}); with {lo} frozen {_pct(one[lo])}, with "
+                   f"{hi} frozen {_pct(one[hi])}.")
+    spread = {k: a for (series, k), a in acc.items() if series == "discriminative"}
+    both = sorted(set(one) & set(spread))
+    if both:
+        diff = statistics.mean(spread[k] - one[k] for k in both)
+        word = "about the same as" if abs(diff) <= margin else ("better than" if diff > 0 else "worse than")
+        out.append(f"Discriminative learning rates did {word} one learning rate on average "
+                   f"({_points(diff)} over {len(both)} depth{'s' if len(both) != 1 else ''}).")
+    out.append("Yosinski et al. 2014 found the first layers general (edges, colour blobs) and the later ones "
+               "specific to the original task: freezing the lowest groups costs little, while the top groups "
+               "gain most from fine-tuning, the more so the further your images are from ImageNet.")
+    return out
+
+
+__all__ = ["DATA_FRACTIONS", "DEFAULT_STRATEGIES", "DEFAULT_SWEEP_STRATEGIES", "FREEZE_SERIES", "KINDS", "STRATEGIES",
+           "Experiment", "ExperimentNotFound", "ExperimentStore", "Member", "Strategy", "StrategyOptions",
+           "experiment_table", "explain", "explain_data_size", "explain_freeze_depth", "launch_members",
+           "member_name", "member_row", "plan_data_size", "plan_freeze_depth", "plan_strategies", "start_data_size",
+           "start_experiment", "start_freeze_depth"]

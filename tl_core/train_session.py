@@ -81,7 +81,7 @@ def throttled_progress(emit: Callable[[ev.Event], None], phase: str) -> Callable
 
 def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess,
                  emit: Callable[[ev.Event], None] = lambda e: None) -> PreparedData:
-    from .data import check_trainable, make_split
+    from .data import check_trainable, make_split, subset_per_class
 
     ds = load_dataset(config, workspace, progress=throttled_progress(emit, "ingest"))
     check_trainable(ds)
@@ -90,8 +90,11 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
         raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
                           "or give a val/ folder.")
     images = decode_dataset(ds, preprocess, workspace.cache_dir, progress=throttled_progress(emit, "decode"))
+    labels = list(ds.labels)
+    # After the split, so the validation and test images are the full run's whatever the share.
+    train = subset_per_class(split.train, labels, config.data.train_fraction, config.data.split_seed)
     return PreparedData(classes=list(ds.classes), paths=[r.path for r in ds.records], images=images,
-                        labels=list(ds.labels), train=list(split.train), val=list(split.val),
+                        labels=labels, train=train, val=list(split.val),
                         test=list(split.test), dataset_dir=str(ds.root),
                         image_ids=[r.sha256 for r in ds.records])
 

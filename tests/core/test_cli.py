@@ -108,6 +108,8 @@ def test_train_options_take_choices_defaults_and_help_from_the_config():
     switched = cli.build_config(cli.make_parser().parse_args(["train", "x", "--no-amp", "--train-bn", "--random-init"]))
     assert (switched.train.amp, switched.freeze.train_bn, switched.model.pretrained) == (False, True, False)
     assert dataclasses.replace(switched.train, amp=True) == RunConfig(data=DataConfig(source="x")).train
+    subset = cli.build_config(cli.make_parser().parse_args(["train", "x", "--train-fraction", "0.1"]))
+    assert subset.data == DataConfig(source="x", train_fraction=0.1)
 
 
 def test_an_unknown_choice_is_refused_with_the_valid_names(capsys):

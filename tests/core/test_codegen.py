@@ -46,6 +46,7 @@ CONFIGS = {
                                   train=TrainConfig(seed=7, weight_decay=0.0, schedule="step")),
     "named": _config(name="Cats vs dogs; it's 'mine' $(rm -rf ~)", freeze=FreezePlan(mode="gradual", unfreeze_every=2)),
     "lp_ft": _config(freeze=FreezePlan(mode="lp_ft", probe_epochs=3, lr_range=(1e-5, 1e-3)), train=TrainConfig(epochs=6)),
+    "train_subset": _config(data=DataConfig(source=DATA, train_fraction=0.25)),
 }
 
 
@@ -216,7 +217,7 @@ def test_images_are_prepared_as_the_backbone_wants():
 
 def test_the_split_is_the_apps(tmp_path):
     from tl_core.data import ingest
-    from tl_core.data.split import make_split
+    from tl_core.data.split import make_split, subset_per_class
 
     folder = write_image_folder(tmp_path / "images", {"red": 7, "green": 12, "blue": 5})
     ds = ingest(folder, dest=tmp_path / "ds")
@@ -232,6 +233,14 @@ def test_the_split_is_the_apps(tmp_path):
         assert sorted(paths[i] for i in our_part) == sorted(
             f"{ds.records[i].label}/{Path(ds.records[i].path).name}" for i in app_part)
     assert len(ours[1]) == len(app.val) > 3
+    # The data-size sweep's subset of the training images, too.
+    assert namespace["TRAIN_FRACTION"] == 1.0
+    for fraction in (0.05, 0.5):
+        our_subset = namespace["subset_per_class"](ours[0], image_folder.targets, fraction, 5)
+        app_subset = subset_per_class(app.train, ds.labels, fraction, 5)
+        assert sorted(paths[i] for i in our_subset) == sorted(
+            f"{ds.records[i].label}/{Path(ds.records[i].path).name}" for i in app_subset)
+        assert len(our_subset) < len(ours[0])
 
 
 def test_names_typed_by_the_user_stay_data():

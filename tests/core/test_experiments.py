@@ -279,3 +279,108 @@ def test_member_names_fit_a_run_name(tmp_path):
     [member] = plan_strategies(base, ["random_init"], StrategyOptions(), "n" * 300)
     assert len(member.config.name) <= MAX_NAME_LENGTH and member.config.name.endswith("· random init (no transfer)")
     assert dataclasses.replace(member.config, name="").to_dict()["name"] == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data-size sweep and freeze depth
+# ----------------------------------------------------------------------------------------------
+def test_the_training_subset_is_stratified_nested_and_keeps_validation(workspace, tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core.backbones import get_backbone
+    from tl_core.train_session import prepare_data
+
+    folder = write_image_folder(tmp_path / "uneven", {"red": 30, "green": 12, "blue": 5})
+    base = base_config(folder)
+    preprocess = get_backbone("mobilenet_v2").preprocess
+    data = {f: prepare_data(dataclasses.replace(base, data=dataclasses.replace(base.data, train_fraction=f)),
+                            workspace, preprocess) for f in (0.05, 0.1, 0.25, 0.5, 1.0)}
+    full = data[1.0]
+    previous: set[int] = set()
+    for fraction, d in data.items():
+        assert (d.val, d.test) == (full.val, full.test)  # validation unchanged
+        assert set(d.train) <= set(full.train) and previous <= set(d.train)  # nested
+        previous = set(d.train)
+        per_class = {c: sum(1 for i in d.train if d.labels[i] == c) for c in range(3)}
+        whole = {c: sum(1 for i in full.train if full.labels[i] == c) for c in range(3)}
+        for c in range(3):  # stratified: each class keeps its share, and at least one image
+            assert per_class[c] == max(1, int(whole[c] * fraction + 0.5))
+    assert len(data[0.05].train) == 3  # one image per class
+
+
+def test_a_fraction_outside_zero_to_one_is_refused(tmp_path):
+    for bad in (0.0, -0.1, 1.5):
+        config = base_config(tmp_path)
+        with pytest.raises(ConfigError, match="above 0 and at most 1"):
+            dataclasses.replace(config, data=dataclasses.replace(config.data, train_fraction=bad)).validate()
+
+
+def test_sweep_members_differ_only_in_train_fraction_and_strategy(tmp_path):
+    from tl_core.experiments import DATA_FRACTIONS, DEFAULT_SWEEP_STRATEGIES, plan_data_size
+
+    base = base_config(tmp_path)
+    members = plan_data_size(base, DEFAULT_SWEEP_STRATEGIES, StrategyOptions(), "Sweep")
+    assert len(members) == 3 * len(DATA_FRACTIONS)
+    strategies = {m.key: m for m in plan_strategies(base, DEFAULT_SWEEP_STRATEGIES, StrategyOptions(), "Sweep")}
+    for member in members:
+        key, _, share = member.key.rpartition("@")
+        assert member.series == strategies[key].label
+        assert member.config.data.train_fraction == float(share)
+        expected = dataclasses.replace(strategies[key].config, name=member.config.name,
+                                       data=dataclasses.replace(base.data, train_fraction=float(share)))
+        assert member.config == expected
+    assert [m.config.data.train_fraction for m in members[:5]] == list(DATA_FRACTIONS)
+    with pytest.raises(ConfigError, match="at most 100%"):
+        plan_data_size(base, ["linear_probe"], StrategyOptions(), "x", fractions=[0.5, 2.0])
+
+
+def test_freeze_depth_members_go_from_full_fine_tune_to_probe(tmp_path):
+    from tl_core.backbones import body_group_names
+    from tl_core.experiments import plan_freeze_depth
+
+    base = base_config(tmp_path)
+    groups = len(body_group_names("mobilenet_v2"))
+    members = plan_freeze_depth(base, "Depth")
+    one = [m for m in members if m.key.startswith("one_lr@")]
+    spread = [m for m in members if m.key.startswith("discriminative@")]
+    assert [m.config.freeze.last_n for m in one] == list(range(groups, -1, -1))
+    assert [m.x for m in one] == [float(k) for k in range(groups + 1)]
+    assert [m.config.freeze.last_n for m in spread] == list(range(groups, 0, -1))
+    assert all(m.config.freeze.lr_range == pytest.approx((1e-4, 1e-2)) for m in spread)
+    before = flat(base.to_dict())
+    for m in members:
+        changed = {k for k, v in flat(m.config.to_dict()).items() if before[k] != v} - {"name"}
+        assert changed <= {"model.head.kind", "freeze.mode", "freeze.last_n", "freeze.lr_range"}, m.key
+    assert len(plan_freeze_depth(base, "Depth", discriminative=False)) == groups + 1
+
+
+def test_sweep_explanations_follow_the_numbers():
+    from tl_core.experiments import explain
+
+    def row(key, series, acc, per_class=None, x=None):
+        return {"strategy": key, "state": "finished", "final val acc": acc, "best val acc": acc, "best epoch": 1,
+                "val images": 100, "images per class": per_class, "key": key, "series": series, "x": x}
+
+    sweep = pd.DataFrame([row("linear_probe@0.05", "linear probe", 0.80, 2), row("random_init@0.05", "random", 0.30, 2),
+                          row("linear_probe@1", "linear probe", 0.95, 40), row("random_init@1", "random", 0.85, 40)],
+                         columns=TABLE_COLUMNS)
+    text = " ".join(explain(sweep, "data_size"))
+    assert "helped most with about 2 images per class" in text and "50.0 percentage points" in text
+    assert "He et al. 2019" in text
+    depth = pd.DataFrame([row("one_lr@0", "one", 0.90, x=0), row("one_lr@3", "one", 0.95, x=3),
+                          row("one_lr@5", "one", 0.80, x=5)], columns=TABLE_COLUMNS)
+    text = " ".join(explain(depth, "freeze_depth"))
+    assert "with 3 groups frozen" in text and "(95.0%)" in text and "Yosinski et al. 2014" in text
+
+
+@pytest.mark.slow
+def test_a_two_member_sweep_trains_on_its_share_of_the_images(workspace, image_folder):
+    from tl_core.experiments import start_data_size
+
+    base = base_config(image_folder, epochs=1)
+    experiment = start_data_size(workspace, base, ["linear_probe"], "Tiny", fractions=[0.25, 1.0], launch=train_here)
+    assert ExperimentStore(workspace).get(experiment.id) == experiment
+    table = experiment_table(workspace, experiment)
+    assert list(table["state"]) == ["finished", "finished"]
+    assert list(table["train images"]) == [6, 27] and list(table["images per class"]) == [2, 9]
+    assert (table["val images"] == 9).all() and table["best val acc"].between(0, 1).all()
+    assert explain(table, "data_size")

@@ -14,7 +14,7 @@ from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, Up
 from .health import HealthReport, check_trainable, health_report
 from .ingest import IMAGES_DIR, CheckedImage, check_images, create_dataset, ingest
 from .safety import IMAGE_EXTENSIONS, Limits
-from .split import Split, make_split
+from .split import Split, make_split, subset_per_class
 
 if TYPE_CHECKING:
     from .augment import center_crop, make_augment
@@ -34,5 +34,5 @@ __all__ = [
     "DATASET_FILE", "IMAGES_DIR", "IMAGE_EXTENSIONS",
     "CheckedImage", "Dataset", "HealthReport", "ImageRecord", "Limits", "ProgressFn", "Skipped", "Split", "UploadedImage",
     "cache_key", "center_crop", "check_images", "check_trainable", "create_dataset", "decode_images", "decode_square", "health_report",
-    "ingest", "make_augment", "make_split",
+    "ingest", "make_augment", "make_split", "subset_per_class",
 ]

@@ -71,3 +71,22 @@ def make_split(ds: Dataset, val_fraction: float = 0.2, test_fraction: float = 0.
         val += order[n_test:n_test + n_val]
         train += order[n_test + n_val:]
     return Split(train=sorted(train), val=sorted(val), test=sorted(test))
+
+
+def subset_per_class(train: list[int], labels: list[int], fraction: float, seed: int) -> list[int]:
+    """The first ``max(1, round(n * fraction))`` of each class's training images (``n`` of them), in
+    an order shuffled per class by ``seed``, whatever the fraction: so the 5% subset lies inside the
+    10% one, and the data-size sweep's curve grows by adding images, never by swapping them. The
+    validation and test images are not touched. ``fraction`` 1 returns ``train`` itself."""
+    if fraction >= 1:
+        return list(train)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i in sorted(train):
+        by_class[labels[i]].append(i)
+    rng = np.random.default_rng(seed)
+    kept: list[int] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = [members[j] for j in rng.permutation(len(members))]
+        kept += order[:max(1, math.floor(len(order) * fraction + 0.5))]
+    return sorted(kept)
