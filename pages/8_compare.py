@@ -19,8 +19,12 @@ too, with one learning rate or with lower ones for lower groups. *LP-FT*: a line
 everything fine-tunes. *Full fine-tune*: everything learns from the start. *Random init*: the same
 network from random weights, which shows what the pretrained weights are worth.
 
+*How much data is enough* trains the chosen strategies on 5 to 100% of each class's training images
+(the validation images stay the same) and draws accuracy against images per class. *Freeze depth*
+freezes the lowest k layer groups and fine-tunes the rest, from everything (k = 0) to nothing.
+
 The runs wait in the queue and train one after another; frozen members share one pass of the
-backbone over the images.
+backbone over the images (each share of the images computes its own once).
 """)
 
 with st.expander("New comparison", expanded=state.experiment_id is None, icon=":material/tune:"):

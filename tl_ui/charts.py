@@ -222,3 +222,14 @@ def format_seconds(seconds: float | None) -> str:
         return "—"
     seconds = int(seconds)
     return time.strftime("%H:%M:%S" if seconds >= 3600 else "%M:%S", time.gmtime(seconds))
+
+
+def sweep_figure(table: pd.DataFrame, x: str, x_label: str, log_x: bool = False) -> go.Figure:
+    """Best validation accuracy against ``x`` (a column of an experiment table), one line per
+    ``series``; members without a number yet are left out."""
+    frame = table[table["best val acc"].notna() & table[x].notna()].sort_values(x)
+    fig = px.line(frame, x=x, y="best val acc", color="series", markers=True, log_x=log_x,
+                  labels={x: x_label, "best val acc": "best validation accuracy", "series": ""},
+                  hover_name="strategy")
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_tickformat=".0%")
+    return fig

@@ -10,20 +10,26 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import experiments
+from tl_core.backbones import body_group_names
 from tl_core.errors import TLError
 from tl_core.experiments import STRATEGIES, Experiment, ExperimentStore, StrategyOptions
 from tl_core.runs import ACTIVE_STATES, RunStore
-from tl_ui.charts import comparison_figure, curves_for
+from tl_ui.charts import comparison_figure, curves_for, sweep_figure
 from tl_ui.feedback import user_errors
 from tl_ui.state import AppState
 
 MIN_FINISHED_FOR_EXPLANATION = 2
+SWEEP_AXES = {"data_size": ("images per class", "training images per class (mean, log scale)", True),
+              "freeze_depth": ("x", "frozen body groups (0 = fine-tune all)", False)}
 CURVE_TABS = {"Validation accuracy": "val_acc", "Validation loss": "val_loss", "Training loss": "train_loss"}
 
 
 def strategy_form(state: AppState) -> None:
-    """The strategies with their one-line explanations, N for the top-N ones, a name, and one
-    button (disabled without a dataset) that queues the experiment and makes it current."""
+    """The experiment's kind, then its choices (strategies with their one-line explanations, N for
+    the top-N ones, shares of the images, discriminative learning rates), a name, and one button
+    (disabled without a dataset) that queues the experiment and makes it current."""
+    kind = st.radio("Experiment", list(experiments.KINDS), format_func=experiments.KINDS.get, horizontal=True,
+                    key="experiment_kind")
     dataset_dir = state.dataset_dir()
     base = state.draft
     if dataset_dir is None:
@@ -35,20 +41,51 @@ def strategy_form(state: AppState) -> None:
                    f"same split ({base.data.val_fraction:.0%} held out for validation, split seed "
                    f"{base.data.split_seed}). Change these on the Model and Train pages. Dataset:")
         st.text(state.dataset_id)  # its id may carry the name the user typed: text, never Markdown
-    top_n = st.number_input("N: backbone groups the top-N strategies fine-tune", 1, 12, 2, key="top_n",
-                            help="Counted from the head: 1 = only the last group of the backbone.")
-    options = StrategyOptions(top_n=int(top_n))
-    keys = st.multiselect("Strategies", list(STRATEGIES), default=list(experiments.DEFAULT_STRATEGIES),
-                          format_func=lambda k: STRATEGIES[k].label_for(options), key="strategies")
-    st.markdown("\n".join(f"- **{STRATEGIES[k].label_for(options)}**: {STRATEGIES[k].explanation}"
-                          for k in STRATEGIES))
+    keys: list[str] = []
+    fractions: list[float] = []
+    top_n, discriminative = 2, True
+    if kind == "freeze_depth":
+        groups = len(body_group_names(base.model.backbone))
+        st.caption(f"{base.model.backbone} has {groups} layer groups below the head. For k = 0 … {groups}, the "
+                   f"lowest k groups stay frozen and the rest fine-tunes with a new linear head: from a full "
+                   f"fine-tune (k = 0) to a linear probe (k = {groups}).")
+        discriminative = st.checkbox("Also with discriminative learning rates (a second line)", value=True,
+                                     key="discriminative",
+                                     help="Lower groups learn more slowly, down to 1/100 of the head's rate.")
+        runs = groups + 1 + (groups if discriminative else 0)
+    else:
+        top_n = int(st.number_input("N: backbone groups the top-N strategies fine-tune", 1, 12, 2, key="top_n",
+                                    help="Counted from the head: 1 = only the last group of the backbone."))
+        options = StrategyOptions(top_n=top_n)
+        sweep = kind == "data_size"
+        keys = st.multiselect("Strategies", list(STRATEGIES), format_func=lambda k: STRATEGIES[k].label_for(options),
+                              default=list(experiments.DEFAULT_SWEEP_STRATEGIES if sweep else
+                                           experiments.DEFAULT_STRATEGIES),
+                              key="sweep_strategies" if sweep else "strategies")
+        if sweep:
+            fractions = st.multiselect("Shares of each class's training images", list(experiments.DATA_FRACTIONS),
+                                       default=list(experiments.DATA_FRACTIONS), format_func="{:.0%}".format,
+                                       key="fractions",
+                                       help="The validation images stay the same for every member.")
+        st.markdown("\n".join(f"- **{STRATEGIES[k].label_for(options)}**: {STRATEGIES[k].explanation}"
+                              for k in STRATEGIES))
+        runs = len(keys) * (len(fractions) if sweep else 1)
+    st.caption(f"{runs} runs, one after another.")
     name = st.text_input("Experiment name (optional)", key="experiment_name", max_chars=80)
-    if st.button("Compare", type="primary", icon=":material/compare_arrows:", key="compare",
-                 disabled=dataset_dir is None or not keys):
-        with user_errors("Could not start the comparison"):
+    if st.button("Compare" if kind == "strategies" else "Start the sweep", type="primary",
+                 icon=":material/compare_arrows:", key="compare",
+                 disabled=dataset_dir is None or runs == 0):
+        with user_errors("Could not start the experiment"):
             config = dataclasses.replace(base, data=dataclasses.replace(
                 base.data, source=str(dataset_dir), dataset_dir=str(dataset_dir)))
-            experiment = experiments.start_experiment(state.workspace, config, keys, name, top_n=int(top_n))
+            if kind == "data_size":
+                experiment = experiments.start_data_size(state.workspace, config, keys, name, fractions=fractions,
+                                                         top_n=top_n)
+            elif kind == "freeze_depth":
+                experiment = experiments.start_freeze_depth(state.workspace, config, name,
+                                                            discriminative=discriminative)
+            else:
+                experiment = experiments.start_experiment(state.workspace, config, keys, name, top_n=top_n)
             state.select_experiment(experiment.id)
             st.rerun()
 
@@ -70,8 +107,13 @@ def experiment_picker(state: AppState) -> Experiment | None:
     return by_id[chosen]
 
 
-def _table_for_people(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table.drop(columns=["key", "run"]).copy()
+def _table_for_people(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    hidden = ["key", "run", "series", "x"]
+    if kind != "data_size":
+        hidden += ["train images", "images per class"]
+    shown = table.drop(columns=hidden).copy()
+    if kind == "freeze_depth":
+        shown.insert(1, "frozen groups", table["x"])
     for column in ("final val acc", "best val acc"):
         shown[column] = shown[column].map(lambda v: None if pd.isna(v) else f"{v:.1%}")
     return shown
@@ -109,17 +151,22 @@ def experiment_view(state: AppState, experiment: Experiment) -> None:
                 curves[member.label] = curves_for(state.curves, runs.get(member.run_id))
             except TLError:
                 continue  # deleted on the Runs page
+        if experiment.kind in SWEEP_AXES:
+            x, x_label, log_x = SWEEP_AXES[experiment.kind]
+            st.plotly_chart(sweep_figure(table, x, x_label, log_x), key="experiment_sweep")
+            st.caption("Each point is one member's best validation accuracy; points appear as members finish "
+                       "epochs. The curves of each member, epoch by epoch, are below.")
         for tab, column in zip(st.tabs(list(CURVE_TABS)), CURVE_TABS.values(), strict=True):
             with tab:
                 st.plotly_chart(comparison_figure(curves, column), key=f"experiment_{column}")
-        st.dataframe(_table_for_people(table), hide_index=True, key="experiment_table", column_config={
+        st.dataframe(_table_for_people(table, experiment.kind), hide_index=True, key="experiment_table", column_config={
             "wall time (s)": st.column_config.NumberColumn(format="%.0f"),
             "images/s": st.column_config.NumberColumn(format="%.0f"),
             "trainable params": st.column_config.NumberColumn(format="%d")})
         st.caption("Best val acc: the highest validation accuracy of any epoch. Images/s: the backbone's "
                    "feature extraction for frozen members (empty when their features came from the shared "
                    "store), else the median over training steps.")
-        sentences = experiments.explain(table)
+        sentences = experiments.explain(table, experiment.kind)
         if sentences:
             st.subheader("What this shows")
             st.markdown("\n".join(f"- {s}" for s in sentences))  # our sentences: labels and numbers only

@@ -111,3 +111,49 @@ def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
     assert table["best val acc"].notna().all()
     assert any(h.value == "What this shows" for h in fresh.subheader)
     assert any("On your images" in m.value for m in fresh.markdown)
+
+
+def test_the_data_size_sweep_starts_one_run_per_strategy_and_share(app, tiny_dataset, session_workspace, no_workers,
+                                                                   short_draft):
+    from tl_core.experiments import ExperimentStore
+    from tl_core.runs import RunStore
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.radio(key="experiment_kind").set_value("data_size").run()
+    no_exceptions(app)
+    app.multiselect(key="sweep_strategies").set_value(["linear_probe", "random_init"]).run()
+    app.multiselect(key="fractions").set_value([0.1, 1.0]).run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    experiment = ExperimentStore(session_workspace).get(app.query_params["experiment"])
+    assert experiment.kind == "data_size"
+    runs = {r.id: r for r in RunStore(session_workspace).list()}
+    got = sorted((m.key, runs[m.run_id].config.data.train_fraction) for m in experiment.members)
+    assert got == [("linear_probe@0.1", 0.1), ("linear_probe@1", 1.0), ("random_init@0.1", 0.1),
+                   ("random_init@1", 1.0)]
+
+
+@pytest.mark.slow
+def test_the_sweep_view_draws_accuracy_against_images_per_class(app, tiny_dataset, session_workspace, no_workers,
+                                                                short_draft):
+    from tl_core.runs import RunStore
+    from tl_core.training import train
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.radio(key="experiment_kind").set_value("data_size").run()
+    app.multiselect(key="sweep_strategies").set_value(["linear_probe"]).run()
+    app.multiselect(key="fractions").set_value([0.5, 1.0]).run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    for run in RunStore(session_workspace).list():
+        train(run.config, run, session_workspace)
+    app.run()
+    no_exceptions(app)
+    [chart] = [c for c in app.get("plotly_chart") if c.proto.id.endswith("experiment_sweep")]
+    spec = json.loads(chart.proto.spec)
+    assert [t["name"] for t in spec["data"]] == ["linear probe"] and len(spec["data"][0]["x"]) == 2
+    assert spec["layout"]["xaxis"]["type"] == "log"
+    table = app.dataframe[0].value
+    assert "images per class" in table.columns and set(table["state"]) == {"finished"}
