@@ -157,3 +157,27 @@ def test_the_sweep_view_draws_accuracy_against_images_per_class(app, tiny_datase
     assert spec["layout"]["xaxis"]["type"] == "log"
     table = app.dataframe[0].value
     assert "images per class" in table.columns and set(table["state"]) == {"finished"}
+
+
+def test_freeze_depth_starts_one_run_per_number_of_frozen_groups(app, tiny_dataset, session_workspace, no_workers,
+                                                                  short_draft):
+    from tl_core.backbones import body_group_names
+    from tl_core.experiments import ExperimentStore
+    from tl_core.runs import RunStore
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.radio(key="experiment_kind").set_value("freeze_depth").run()
+    no_exceptions(app)
+    app.checkbox(key="discriminative").uncheck().run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    experiment = ExperimentStore(session_workspace).get(app.query_params["experiment"])
+    assert experiment.kind == "freeze_depth"
+    groups = len(body_group_names("mobilenet_v2"))
+    runs = {r.id: r for r in RunStore(session_workspace).list()}
+    plans = sorted((runs[m.run_id].config.freeze.mode, runs[m.run_id].config.freeze.last_n, m.x)
+                   for m in experiment.members)
+    # k frozen groups, 0 (a full fine-tune) ... all (a linear probe): the top G - k train.
+    assert plans == sorted(("last_n", groups - k, k) for k in range(groups + 1))
+    assert {runs[m.run_id].config.freeze.lr_range for m in experiment.members} == {None}
