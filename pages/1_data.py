@@ -14,6 +14,7 @@ from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
 from tl_ui import class_builder, end_page, get_state, intro, user_errors
+from tl_ui.feedback import notice
 from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
 
 state = get_state()
@@ -63,7 +64,7 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
     finally:
         bar.empty()
     state.select_dataset(ds.root.name)
-    st.toast(f"Added **{ds.name}**: {len(ds.records)} images in {len(ds.classes)} classes.")
+    st.toast(f"Dataset added: {len(ds.records)} images in {len(ds.classes)} classes.")  # its name: in the sidebar, as text
 
 
 st.subheader("1 · Choose images")
@@ -130,7 +131,7 @@ if not state.dataset_dir():
     st.info("No dataset yet. Click **Use the sample dataset** above to try TL Studio in two clicks.")
     end_page()
 
-with user_errors("Could not open the dataset"):
+with user_errors("Could not open the dataset", message_as_text=True):  # messages quote class names
     ds = catalog.load(state.dataset_id)
     st.subheader("2 · Health report")
     # Drawn once the split below is chosen: the report looks for duplicates leaking across it.
@@ -160,9 +161,9 @@ with user_errors("Could not open the dataset"):
 
     with report_area:
         for message in report.errors:
-            st.error(message, icon=":material/error:")
+            notice("error", message)  # it may quote class or file names: shown as text
         for message in report.warnings:
-            st.warning(message, icon=":material/warning:")
+            notice("warning", message)
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Images", report.num_images)
         c2.metric("Classes", len(report.class_counts))
@@ -182,7 +183,7 @@ with user_errors("Could not open the dataset"):
         examples = ds.examples(per_class=8)
         for label in ds.classes:
             thumbs = [t for t in (thumbnail_of(ds.path_of(r)) for r in examples.get(label, [])) if t]
-            st.caption(f"{label} ({report.class_counts.get(label, 0)})")
+            st.text(f"{label} ({report.class_counts.get(label, 0)})")  # a class name: text, never Markdown
             if thumbs:
                 st.image(thumbs, width=96)
 

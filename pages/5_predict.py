@@ -46,7 +46,8 @@ top_k = c1.slider("Top choices shown", 1, min(5, len(classes)), min(3, len(class
                   help="How many of the model's best guesses to show per image.")
 with c2:
     cam = gradcam_controls(run, key="predict_cam", default_on=True)
-st.caption(f"Classes this model knows: {', '.join(f'**{c}**' for c in classes)}")
+st.caption("Classes this model knows:")
+st.text(", ".join(classes))  # class names: text, never Markdown
 
 photos_tab, webcam_tab, batch_tab = st.tabs([":material/image: Photos", ":material/photo_camera: Webcam",
                                              ":material/folder_zip: A folder or a zip"])

@@ -414,8 +414,8 @@ def render(run: Run, result: EvalResult, split: str, key: str | None = None) -> 
         with right:
             rows = analysis.cell_images(frame, t, p)
             verdict = "correct" if t == p else "mistaken"
-            st.markdown(f"**{len(rows)} image(s)** of class **{classes[t]}** predicted as **{classes[p]}** "
-                        f"({verdict})")
+            st.markdown(f"**{len(rows)} image(s)**, {verdict}: true class → predicted class")
+            st.text(f"{classes[t]} → {classes[p]}")  # class names: text, never Markdown
             gallery(rows, run, cam, key=f"{key}_cell")
 
     with panes["Hardest images"]:
@@ -427,9 +427,9 @@ def render(run: Run, result: EvalResult, split: str, key: str | None = None) -> 
         metrics = analysis.per_class_metrics(frame["true"], frame["pred"], classes)
         st.plotly_chart(per_class_figure(metrics), key=f"{key}_per_class")
         weakest = metrics.sort_values("f1").iloc[0]
-        st.caption(f"Weakest class: **{weakest['class']}** (F1 {weakest['f1']:.2f}, {weakest['support']} "
-                   "images). Precision: of the images called this class, the share that were. Recall: of "
-                   "this class's images, the share found.")
+        st.text(f"Weakest class: {weakest['class']} (F1 {weakest['f1']:.2f}, {weakest['support']} images)")
+        st.caption("Precision: of the images called this class, the share that were. Recall: of this class's "
+                   "images, the share found.")
 
     with panes["Calibration"]:
         rel = analysis.reliability(np.stack(frame["probs"].to_numpy()), frame["true"].to_numpy())

@@ -87,7 +87,7 @@ def _camera(state: AppState, tray: SnapshotTray, classes: list[str]) -> Snapshot
         state.snapshots_seen.add(shot.file_id)
         with user_errors("Could not keep the photo"):
             kept = tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg")
-            st.toast(f"Photo kept in **{label}**")
+            st.toast("Photo kept.")  # the class's card shows its new count (the name is not Markdown-safe)
             return kept
     return None
 
@@ -96,14 +96,14 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
     count = len(images)
     with st.container(border=True):
         head, undo = st.columns([4, 1])
-        head.markdown(f"**{label}** · {count} image{'s' if count != 1 else ''}")
+        head.text(f"{label} · {count} image{'s' if count != 1 else ''}")  # a class name: text, never Markdown
         if undo.button("Undo last", key=f"undo_{label}", disabled=not count, icon=":material/undo:",
-                       help=f"Remove the newest image of {label}"):
+                       help="Remove the newest image of this class"):
             tray.remove_last(label)
             st.rerun()
         # A fresh (empty) uploader after each drop: the files now live in the tray, shown below.
         generations = state.upload_generation
-        files = st.file_uploader(f"Add images of **{label}**", type=[s[1:] for s in IMAGE_SUFFIXES],
+        files = st.file_uploader("Add images of this class", type=[s[1:] for s in IMAGE_SUFFIXES],
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")
         if files:

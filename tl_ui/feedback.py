@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import streamlit as st
 
@@ -72,3 +72,15 @@ def end_page() -> NoReturn:
     if _IN_PAGE_AREA.get():
         raise PageEnd
     st.stop()
+
+
+_NOTICE = {"error": (":red[:material/error:]", "Problem"), "warning": (":orange[:material/warning:]", "Check")}
+
+
+def notice(kind: Literal["error", "warning"], message: str) -> None:
+    """An engine message that may quote a name the user typed (a class, a file): a bordered box
+    with a fixed headline, the message itself as text (``st.warning`` would render it as Markdown)."""
+    icon, headline = _NOTICE[kind]
+    with st.container(border=True):
+        st.markdown(f"{icon} **{headline}**")
+        st.text(message)

@@ -129,7 +129,7 @@ def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]],
                     explained: tuple | str | None, key: str) -> None:
     """Photo, Grad-CAM overlay (``explain_uploads``' entry; None when off) and the top-k bars of one image."""
     label, prob = top[0]
-    st.markdown(f"**{image.name}** → **{label}** ({prob:.0%})")
+    st.text(f"{image.name} → {label} ({prob:.0%})")  # a file and a class name: text, never Markdown
     left, middle, right = st.columns([1, 1, 2])
     left.image(image.data, caption="your image", width="stretch")
     if isinstance(explained, str):

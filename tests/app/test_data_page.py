@@ -108,8 +108,8 @@ def test_class_by_class_keeps_every_image_through_a_refresh(app, session_workspa
     app.run()
     app.text_input(key="class_names").set_value("cat, dog").run()
     no_exceptions(app)
-    text = " ".join(m.value for m in app.markdown)
-    assert "**cat** · 3 images" in text and "**dog** · 3 images" in text
+    text = [t.value for t in app.text]  # class names are shown as text, never through Markdown
+    assert "cat · 3 images" in text and "dog · 3 images" in text
 
     # The webcam: one photo per shot, however often the page reruns with it still on screen.
     monkeypatch.setattr(st, "camera_input", fake_camera)
@@ -129,8 +129,8 @@ def test_class_by_class_keeps_every_image_through_a_refresh(app, session_workspa
     again.query_params["s"] = SESSION
     again.run()
     no_exceptions(again)
-    text = " ".join(m.value for m in again.markdown)
-    assert "**cat** · 3 images" in text and "**dog** · 4 images" in text
+    text = [t.value for t in again.text]
+    assert "cat · 3 images" in text and "dog · 4 images" in text
     again.button(key="undo_dog").click().run()
     assert SnapshotTray(session_workspace).counts() == {"cat": 3, "dog": 3}
 
@@ -149,7 +149,7 @@ def test_throwing_the_collected_images_away_asks_first(app, session_workspace):
     tray.add_many("cat", [(_jpeg((220, 60, 40), i), ".jpg") for i in range(2)])
     app.run()
     no_exceptions(app)
-    assert "**cat** · 2 images" in " ".join(m.value for m in app.markdown)
+    assert "cat · 2 images" in [t.value for t in app.text]
     assert tray.counts() == {"cat": 2}  # drawing the page (and its closed confirmation) deletes nothing
     app.button(key="tray_clear").click().run()
     no_exceptions(app)
@@ -173,8 +173,8 @@ def test_a_duplicate_split_between_train_and_validation_is_flagged_as_a_leak(app
     app.query_params["dataset"] = dest.name
     app.run()
     no_exceptions(app)
-    warnings = " ".join(w.value for w in app.warning)
-    assert "1 image(s) appear in more than one of train/val/test" in warnings
+    notices = " ".join(t.value for t in app.text)  # the report quotes file names: shown as text
+    assert "1 image(s) appear in more than one of train/val/test" in notices
     assert {m.label: m.value for m in app.metric}["Duplicate groups"] == "1"
     split_chart = next(c for c in app.get("plotly_chart") if "Images per class and split" in c.proto.spec)
     assert '"validation"' in split_chart.proto.spec
@@ -191,6 +191,31 @@ def test_a_class_too_small_to_split_still_gets_its_health_report(app, session_wo
     app.run()
     no_exceptions(app)
     assert {m.label: m.value for m in app.metric}["Images"] == "5"
-    errors = [e.value for e in app.error]
-    assert any("'red' has only 1 image(s)" in e for e in errors)  # the report
-    assert any("needs at least 2 to be split" in e for e in errors)  # the split, after it
+    notices = [t.value for t in app.text]  # the report quotes class names: shown as text
+    assert any("'red' has only 1 image(s)" in e for e in notices)  # the report
+    assert any("needs at least 2 to be split" in e.value for e in [*app.error, *app.text])  # the split, after it
+
+
+HOSTILE_CLASSES = ["![t](http://host.invalid/pixel.png)", "[Log in again](http://host.invalid/phish)"]
+
+
+def test_hostile_class_and_dataset_names_are_shown_as_text(app, session_workspace, tmp_path):
+    """A class or dataset name is the user's text: it reaches the page as text (never Markdown, so
+    no image is fetched and no link is drawn), on the Data page and in the sidebar."""
+    from tl_core.catalog import DatasetCatalog
+    from tl_core.data import UploadedImage, ingest
+
+    uploads = [UploadedImage(f"{i}.jpg", _jpeg(colour, i), label)
+               for label, colour in zip(HOSTILE_CLASSES, [(220, 60, 40), (40, 60, 220)], strict=True)
+               for i in range(6)]
+    dest = DatasetCatalog(session_workspace).new_dir("**bold** <b>x</b>")
+    ds = ingest(uploads, dest, name="**bold** <b>x</b>")
+    assert sorted(ds.classes) == sorted(HOSTILE_CLASSES)
+    app.query_params["dataset"] = dest.name
+    app.run()
+    no_exceptions(app)
+    rendered = [e.value for kind in ("markdown", "caption", "info", "warning", "error", "success", "subheader")
+                for e in app.get(kind)]
+    assert not any("host.invalid" in value for value in rendered), [v for v in rendered if "host.invalid" in v]
+    texts = " ".join(t.value for t in app.text)
+    assert all(name in texts for name in HOSTILE_CLASSES)

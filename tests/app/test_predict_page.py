@@ -69,9 +69,9 @@ def test_predict_shows_the_right_label_and_survives_a_corrupt_upload(app, traine
     monkeypatch.setattr(st, "file_uploader", fake_uploader)
     _open_predict(app)
     assert app.selectbox(key="predict_run").value == trained_run.id
-    text = " ".join(m.value for m in app.markdown)
-    assert "**my_red.jpg** → **red**" in text
-    assert "**my_blue.jpg** → **blue**" in text
+    text = " ".join(t.value for t in app.text)  # file and class names: text, never Markdown
+    assert "my_red.jpg → red" in text
+    assert "my_blue.jpg → blue" in text
     errors = [e.value for e in app.error]
     assert len(errors) == 1 and "broken.jpg" in errors[0] and "could not be used" in errors[0]
     # Grad-CAM is on by default: each good photo has its overlay.
@@ -117,7 +117,7 @@ def test_a_webcam_photo_is_classified(app, trained_run, monkeypatch):  # noqa: F
 
     monkeypatch.setattr(st, "camera_input", fake_camera)
     _open_predict(app)
-    assert "**camera.jpg** → **blue**" in " ".join(m.value for m in app.markdown)
+    assert "camera.jpg → blue" in " ".join(t.value for t in app.text)
     assert any("where it looked for 'blue'" in c for el in app.get("image") for c in el.captions)
 
 
