@@ -281,20 +281,24 @@ def cmd_train(args) -> int:
 
 
 def saved_config(args):
-    """The config of ``--config FILE`` (a run's config.json, or its run folder), with the options
-    given on the command line (only those) put over it; DATA replaces the dataset it trained on."""
+    """The config of ``--config`` (a run id of this workspace, a run folder, or a run's config.json),
+    with the options given on the command line (only those) put over it; DATA replaces the dataset
+    it trained on."""
     import dataclasses
 
     from .config import RunConfig
     from .errors import ConfigError
+    from .workspace import is_safe_id
 
     path = Path(args.config)
+    if not path.exists() and is_safe_id(args.config):  # a run id, as `runs` lists them
+        path = _workspace(args).runs_dir / args.config
     path = path / "config.json" if path.is_dir() else path
     try:
         config = RunConfig.from_json(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"Cannot read the config {path} ({exc.strerror}); give a run's config.json "
-                          "(in <workspace>/runs/<run id>/) or its run folder.") from exc
+        raise ConfigError(f"Cannot read the config {path} ({exc.strerror}); give a run id (see "
+                          "`python -m tl_core runs`), a run folder or a run's config.json.") from exc
     except ValueError as exc:
         raise ConfigError(f"{path} is not a run configuration (not valid JSON: {exc}).") from exc
     given = set(args.given_options)
@@ -482,8 +486,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("data", nargs="?", default="", help="folder of class folders, a zip of them, or a path,label csv")
     s.add_argument("--name", default="")
     s.add_argument("--resume", metavar="RUN", help="resume RUN from its last checkpoint (DATA not needed)")
-    s.add_argument("--config", metavar="FILE",
-                   help="train a saved run's config.json (or run folder) again as a new run: exactly, "
+    s.add_argument("--config", metavar="RUN",
+                   help="train a saved run (its id, run folder or config.json) again as a new run: exactly, "
                         "except for the options given on this command line, which override it (DATA "
                         "replaces its dataset)")
     for flag, (section, name) in _FIELD_OPTIONS.items():

@@ -139,6 +139,9 @@ def test_cli_train_config_reproduces_a_saved_run_and_flags_override_only_what_is
     assert main([*ws, "train", "--config", str(first.dir / "config.json")]) == 0
     again = RunStore(workspace).get(capsys.readouterr().out.strip().splitlines()[-1])
     assert again.id != first.id and again.config == first.config and again.state == "finished"
+    assert main([*ws, "train", "--config", first.id]) == 0  # the id, as README and `runs` give it
+    by_id = RunStore(workspace).get(capsys.readouterr().out.strip().splitlines()[-1])
+    assert by_id.id not in (first.id, again.id) and by_id.config == first.config
 
     # an option given overrides, even at its default value; the others stay as saved
     assert main([*ws, "train", "--config", str(first.dir), "--lr", "0.001", "--name", "lower lr"]) == 0
