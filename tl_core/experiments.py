@@ -171,10 +171,6 @@ class Experiment:
             raise ConfigError(f"This experiment file is damaged ({exc}); its runs are still on the Runs page. "
                               "Start the comparison again to get a new one.") from exc
 
-    def member_labels(self) -> dict[str, str]:
-        """Run id -> member label, for legends."""
-        return {m.run_id: m.label for m in self.members if m.run_id}
-
 
 class ExperimentStore:
     """The experiments of one workspace, in ``<workspace>/experiments/<id>/experiment.json``."""
