@@ -51,3 +51,13 @@ class JobError(TLError):
 class DiskFull(TLError, OSError):
     """A file could not be written because the disk (or the user's quota) is full. Also an OSError,
     so code that handles failed writes in general handles this one too."""
+
+
+class LimitReached(TLError):
+    """A limit the server's settings set (``tl_core.settings``) would be passed: too many jobs,
+    datasets, runs or sessions, or too much disk. ``setting`` names the limit; the message says
+    what to do (delete something, wait, or ask the teacher)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
