@@ -16,7 +16,7 @@ AugmentPreset = Literal["none", "light", "standard"]
 FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups", "lp_ft"]
 HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
 Pooling = Literal["avg", "flatten"]
-Optimizer = Literal["adamw", "sgd", "rmsprop"]  # each one described in OPTIMIZERS below
+Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
@@ -49,7 +49,12 @@ class OptimizerSpec:
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "adamw": OptimizerSpec("AdamW, a safe default", "AdamW"),
     "sgd": OptimizerSpec("SGD with Nesterov momentum 0.9", "SGD", (("momentum", 0.9), ("nesterov", True))),
-    "rmsprop": OptimizerSpec("RMSprop", "RMSprop"),
+    "rmsprop": OptimizerSpec("RMSprop (PyTorch defaults: alpha 0.99, eps 1e-8)", "RMSprop"),
+    # Keras 2's RMSprop (the classic recipe's): rho 0.9, epsilon K.epsilon() = 1e-7, added to sqrt(v)
+    # as PyTorch does, so torch's RMSprop with these two values is the same update. (Keras 3 and
+    # tf.keras' optimizer_v2 add epsilon inside the square root, sqrt(v + eps): a different update.)
+    "rmsprop_keras": OptimizerSpec("RMSprop (Keras defaults: rho 0.9, epsilon 1e-7)", "RMSprop",
+                                   (("alpha", 0.9), ("eps", 1e-7))),
 }
 OPTIMIZER_LABELS: dict[str, str] = {name: spec.label for name, spec in OPTIMIZERS.items()}
 SCHEDULE_LABELS: dict[str, str] = {

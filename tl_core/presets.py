@@ -50,11 +50,11 @@ def _frozen_model(base: RunConfig, backbone: str, head: HeadConfig) -> dict:
 
 
 def classic_recipe(base: RunConfig, backbone: str = "vgg16") -> RunConfig:
-    """VGG16 frozen, Flatten, Dense(1024, relu), Dense(N) + softmax (in the loss), RMSprop at a
-    constant 1e-4, 10 epochs of 32 images, no dropout, weight decay, label smoothing, augmentation
+    """VGG16 frozen, Flatten, Dense(1024, relu), Dense(N) + softmax (in the loss), RMSprop with Keras'
+    defaults (rho 0.9, epsilon 1e-7) at a constant 1e-4, 10 epochs of 32 images, no dropout, weight decay, label smoothing, augmentation
     or early stopping."""
     head = HeadConfig(kind="mlp", hidden=1024, dropout=0.0, pool=_pool_for(backbone))
-    train = dataclasses.replace(base.train, epochs=10, batch_size=32, lr=1e-4, optimizer="rmsprop",
+    train = dataclasses.replace(base.train, epochs=10, batch_size=32, lr=1e-4, optimizer="rmsprop_keras",
                                 weight_decay=0.0, schedule="constant", label_smoothing=0.0,
                                 early_stopping_patience=0)
     return dataclasses.replace(base, train=train, **_frozen_model(base, backbone, head))
@@ -78,8 +78,8 @@ _FEATURES_REFERENCE = ("A. S. Razavian, H. Azizpour, J. Sullivan and S. Carlsson
 
 PRESETS: dict[str, Preset] = {p.key: p for p in (
     Preset("classic", "The classic recipe (VGG16, Keras style)",
-           "VGG16 frozen as a feature extractor, Flatten, Dense(1024, relu), Dense(N, softmax); RMSprop at a "
-           "constant learning rate of 1e-4, 10 epochs, batch 32; no dropout, weight decay, label smoothing, "
+           "VGG16 frozen as a feature extractor, Flatten, Dense(1024, relu), Dense(N, softmax); RMSprop with Keras' "
+           "defaults (rho 0.9, epsilon 1e-7) at a constant learning rate of 1e-4, 10 epochs, batch 32; no dropout, weight decay, label smoothing, "
            "augmentation or early stopping.",
            _CLASSIC_REFERENCE, "vgg16", classic_recipe),
     Preset("features_svm", "Deep features + linear SVM (VGG16)",

@@ -113,7 +113,7 @@ def test_classic_recipe_sets_the_model_and_the_train_page(app, tiny_dataset, no_
     assert app.number_input(key="epochs").value == 10
     assert app.select_slider(key="batch_size").value == 32
     assert app.select_slider(key="lr").value == 1e-4
-    assert app.selectbox(key="optimizer").value == "rmsprop"
+    assert app.selectbox(key="optimizer").value == "rmsprop_keras"
     assert app.selectbox(key="schedule").value == "constant"
     assert app.select_slider(key="weight_decay").value == 0.0
     assert app.slider(key="label_smoothing").value == 0.0

@@ -47,6 +47,8 @@ CONFIGS = {
     "named": _config(name="Cats vs dogs; it's 'mine' $(rm -rf ~)", freeze=FreezePlan(mode="gradual", unfreeze_every=2)),
     "lp_ft": _config(freeze=FreezePlan(mode="lp_ft", probe_epochs=3, lr_range=(1e-5, 1e-3)), train=TrainConfig(epochs=6)),
     "train_subset": _config(data=DataConfig(source=DATA, train_fraction=0.25)),
+    "rmsprop_keras": _config(train=TrainConfig(optimizer="rmsprop_keras", lr=1e-4, weight_decay=0.0,
+                                               schedule="constant")),
 }
 
 
@@ -61,6 +63,13 @@ def parse_command(command: str) -> RunConfig:
 def test_the_command_gives_back_the_same_config(name):
     config = CONFIGS[name]
     assert parse_command(cli_command(config)) == config
+
+
+def test_keras_rmsprop_reaches_the_script_and_the_command():
+    config = CONFIGS["rmsprop_keras"]
+    assert "--optimizer rmsprop_keras" in cli_command(config)
+    optimizer = script_namespace(config)["make_optimizer"](torch.nn.Linear(2, 2))
+    assert (optimizer.defaults["alpha"], optimizer.defaults["eps"]) == (0.9, 1e-7)
 
 
 def test_the_command_writes_only_what_differs_and_names_the_data():
@@ -158,7 +167,7 @@ def test_discriminative_learning_rates_are_the_engines():
     assert [len(g["params"]) for g in ours.param_groups] == [len(g["params"]) for g in app.param_groups]
 
 
-@pytest.mark.parametrize("name", ["defaults", "sgd_onecycle", "groups_gradual_vgg"])
+@pytest.mark.parametrize("name", ["defaults", "sgd_onecycle", "groups_gradual_vgg", "rmsprop_keras"])
 def test_optimizer_and_schedule_are_the_engines(name):
     from tl_core.optim import make_optimizer, make_scheduler
 
@@ -168,8 +177,7 @@ def test_optimizer_and_schedule_are_the_engines(name):
     ours = namespace["make_optimizer"](torch.nn.Linear(2, 2))
     app = make_optimizer(config.train.optimizer, [{"params": params}], config.train.lr, config.train.weight_decay)
     assert type(ours) is type(app)
-    keep = ("lr", "weight_decay", "momentum", "nesterov")
-    assert {k: v for k, v in ours.defaults.items() if k in keep} == {k: v for k, v in app.defaults.items() if k in keep}
+    assert ours.defaults == app.defaults  # every hyperparameter: lr, weight decay, momentum, alpha, eps...
     lrs = []
     for optimizer, make in ((ours, lambda o: namespace["make_scheduler"](o, 30)),
                             (app, lambda o: make_scheduler(config.train.schedule, o, 30))):

@@ -35,6 +35,29 @@ def test_sgd_uses_nesterov_momentum():
     assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["nesterov"]
 
 
+@pytest.mark.parametrize(("name", "alpha", "eps"), [("rmsprop", 0.99, 1e-8), ("rmsprop_keras", 0.9, 1e-7)])
+def test_rmsprop_with_pytorchs_or_keras_defaults(name, alpha, eps):
+    opt = make_optimizer(name, groups(), lr=1e-4, weight_decay=0.0)
+    assert isinstance(opt, torch.optim.RMSprop)
+    assert all((g["alpha"], g["eps"], g["momentum"], g["centered"]) == (alpha, eps, 0, False)
+               for g in opt.param_groups)
+
+
+def test_keras_rmsprop_step_is_keras_2s_update():
+    """Keras 2: v = rho*v + (1-rho)*g^2; p -= lr*g / (sqrt(v) + eps), with rho 0.9, eps 1e-7."""
+    param = torch.nn.Parameter(torch.tensor([1.0, -2.0, 1e-4]))
+    opt = make_optimizer("rmsprop_keras", [{"params": [param]}], lr=1e-2, weight_decay=0.0)
+    expected, v = param.detach().clone(), torch.zeros(3)
+    for step in range(3):
+        opt.zero_grad()
+        (param ** 2 * (step + 1)).sum().backward()
+        g = param.grad.detach().clone()
+        v = 0.9 * v + 0.1 * g ** 2
+        expected = expected - 1e-2 * g / (v.sqrt() + 1e-7)
+        opt.step()
+        assert torch.allclose(param.detach(), expected, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", choices(Schedule))
 def test_every_schedule_steps_once_per_batch(name):
     opt = make_optimizer("sgd", groups(), lr=0.1, weight_decay=0.0)
@@ -61,7 +84,7 @@ def test_schedule_shapes():
 
 
 @pytest.mark.parametrize("make, what, valid", [
-    (lambda: make_optimizer("lion", groups(), 0.1, 0.0), "optimizer 'lion'", "adamw, sgd or rmsprop"),
+    (lambda: make_optimizer("lion", groups(), 0.1, 0.0), "optimizer 'lion'", "adamw, sgd, rmsprop or rmsprop_keras"),
     (lambda: make_scheduler("warmup", make_optimizer("sgd", groups(), 0.1, 0.0), 5), "schedule 'warmup'",
      "cosine, onecycle, step or constant"),
 ])

@@ -38,7 +38,12 @@ def test_classic_recipe_sets_each_listed_value():
     head = cfg.model.head
     assert (head.kind, head.pool, head.hidden, head.dropout) == ("mlp", "flatten", 1024, 0.0)
     t = cfg.train
-    assert (t.optimizer, t.schedule, t.epochs, t.batch_size) == ("rmsprop", "constant", 10, 32)
+    assert (t.optimizer, t.schedule, t.epochs, t.batch_size, t.lr) == ("rmsprop_keras", "constant", 10, 32, 1e-4)
+    # Keras' RMSprop defaults (rho 0.9, epsilon 1e-7), not PyTorch's (alpha 0.99, eps 1e-8).
+    from tl_core.optim import make_optimizer
+    optimizer = make_optimizer(t.optimizer, [{"params": [nn.Parameter(torch.zeros(1))]}], t.lr, t.weight_decay)
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    assert (optimizer.defaults["alpha"], optimizer.defaults["eps"], optimizer.defaults["momentum"]) == (0.9, 1e-7, 0)
     assert (t.weight_decay, t.label_smoothing, t.early_stopping_patience) == (0.0, 0.0, 0)
     assert cfg.data.augment == "none"
     # How and where to run stays the user's.
