@@ -24,6 +24,7 @@ from tl_ui.models import (
     backbone_table,
     backbones_with_weights,
     group_report,
+    import_folder_weights,
     import_uploaded_weights,
 )
 from tl_ui.widgets import choice_input
@@ -87,8 +88,8 @@ with st.expander("Start from a recipe: the classic VGG16 one (Keras style), or d
     if not recipe_status.available:
         spec = get_backbone(recipe.backbone)
         st.warning(f"{recipe.backbone}'s pretrained weights ({spec.weights_filename}) are not on this server, so "
-                   f"a run with it cannot start yet. Add the file under *Add pretrained weights* below (download "
-                   f"it from {spec.weights_url}), or use the same recipe on a backbone whose weights are here.",
+                   f"a run with it cannot start yet. Add the file under *Add pretrained weights* below: upload it, "
+                   f"or name a folder on this server that holds it (download it from {spec.weights_url}); or use the same recipe on a backbone whose weights are here.",
                    icon=":material/cloud_off:")
         fallback = next(iter(backbones_with_weights()), None)
         if fallback is not None:
@@ -108,7 +109,7 @@ with user_errors("Could not list the backbones"):
     state.edit_draft(model={"backbone": backbone})
     spec = get_backbone(backbone)
 
-    with st.expander("Add pretrained weights (a torchvision .pth file)", icon=":material/upload_file:",
+    with st.expander("Add pretrained weights (torchvision .pth files: an upload or a folder)", icon=":material/upload_file:",
                      expanded=not weights_status(backbone).available):
         checks = ", ".join(WEIGHT_CHECKS)
         st.markdown(
@@ -120,11 +121,20 @@ with user_errors("Could not list the backbones"):
         upload = st.file_uploader("Weights file", type=["pth"], key="weights_upload")
         st.button("Check and add these weights", key="weights_add", on_click=import_uploaded_weights,
                   args=(state, upload), icon=":material/verified:")
+        folder = st.text_input("Or a folder on this server holding .pth files (e.g. copied from a USB stick)",
+                               key="weights_folder", placeholder="/home/teacher/weights",
+                               help="Every .pth file in it is checked as an upload is, and added if it passes.")
+        # Not a callback: its args would be the folder typed before this run, not the one just typed.
+        if st.button("Check and add every .pth file in this folder", key="weights_add_folder",
+                     icon=":material/folder_open:"):
+            import_folder_weights(state, folder)
         outcome, state.weights_import_outcome = state.weights_import_outcome, None
         if outcome is not None:
             (st.success if outcome.ok else st.error)(outcome.headline)
             if outcome.detail:
                 st.text(outcome.detail)  # holds the uploaded file's name: text, never Markdown
+            for line in outcome.lines:
+                st.text(line)  # one per file of the folder, named as the teacher named it: text
 
     with table_slot:  # drawn after a possible import, so the weights column is fresh
         table = backbone_table()

@@ -8,7 +8,8 @@ Weights are looked up, in order: torchvision's own cache (``torch.hub.get_dir()/
 folder of ``.pth`` files the user names (``weights_dir`` or ``TL_STUDIO_WEIGHTS``), files bundled
 with an installed package (MobileNetV2), and finally torchvision's normal download unless
 ``TL_STUDIO_OFFLINE=1``. Every local file is checked against the hash prefix in its name.
-``import_weights`` adds a file a user offers (the Model page's upload) after four named checks.
+``import_weights`` adds a file a user offers (the Model page's upload) after four named checks;
+``import_weights_folder`` does so for each ``.pth`` file of a folder on the server.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torchvision.models import WeightsEnum
 
 from . import atomic
 from .config import HeadConfig
-from .errors import ConfigError, WeightsRejected, WeightsUnavailable
+from .errors import ConfigError, TLError, WeightsRejected, WeightsUnavailable
 from .heads import make_head
 
 ENV_WEIGHTS = "TL_STUDIO_WEIGHTS"
@@ -523,6 +524,50 @@ def import_weights(source: bytes | Path | IO[bytes], file_name: str | None = Non
         raise WeightsUnavailable(f"Could not save {spec.weights_filename} in {dest}: permission denied. "
                                  f"Set {ENV_WEIGHTS} to a folder this server may write to.") from exc
     return target
+
+
+@dataclass(frozen=True)
+class WeightsImportResult:
+    """What ``import_weights_folder`` did with one file of the folder."""
+    file: str  # the file's name in the folder
+    outcome: str  # "added", "refused" (a check failed, or it could not be saved) or "skipped" (not a .pth)
+    message: str  # where it was saved, or why not: a full sentence, holding the file's name
+    check: str | None = None  # the WEIGHT_CHECKS item that failed, when one did
+    saved: Path | None = None  # where it was saved, when added
+
+
+def import_weights_folder(folder: str | Path, dest_dir: Path | None = None) -> list[WeightsImportResult]:
+    """``import_weights`` for each ``.pth`` file directly in ``folder`` (a folder on this server the
+    teacher names), one result per file, sorted by name; other files are listed as skipped. A file
+    refused does not stop the others."""
+    source = Path(folder).expanduser()
+    if not source.is_dir():
+        raise WeightsUnavailable(f"There is no folder {source} on this server. Name a folder that holds "
+                                 "torchvision .pth files (e.g. the one you copied them to from a USB stick).")
+    try:
+        files = sorted((p for p in source.iterdir() if p.is_file()), key=lambda p: p.name)
+    except OSError as exc:
+        raise WeightsUnavailable(f"Could not read the folder {source} ({exc.strerror or exc}). "
+                                 "Check that this server may read it.") from exc
+    return [import_weights_file(path, dest_dir) for path in files]
+
+
+def import_weights_file(path: str | Path, dest_dir: Path | None = None) -> WeightsImportResult:
+    """``import_weights`` for one file on this server, as a result rather than an exception."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return WeightsImportResult(path.name, "refused", f"{path.name}: not added. There is no file {path} on this "
+                                                         "server; check the path.")
+    if path.suffix.lower() != ".pth":
+        return WeightsImportResult(path.name, "skipped", f"{path.name}: skipped, not a .pth file.")
+    try:
+        saved = import_weights(path, path.name, dest_dir=dest_dir)
+    except WeightsRejected as exc:
+        return WeightsImportResult(path.name, "refused", str(exc), check=exc.check)
+    except (TLError, OSError) as exc:  # a full disk, a folder it may not write, a file it may not read
+        return WeightsImportResult(path.name, "refused", f"{path.name}: not added. {exc}")
+    return WeightsImportResult(path.name, "added", f"{path.name}: added, all four checks passed; saved as {saved}.",
+                               saved=saved)
 
 
 def build_model(name: str, num_classes: int, head: HeadConfig | None = None, *, pretrained: bool = True,

@@ -458,6 +458,18 @@ def cmd_fetch_weights(args) -> int:
     return 0
 
 
+def cmd_weights_import(args) -> int:
+    """Check and add torchvision .pth files (each PATH a file, or a folder of them), one line per file."""
+    from .backbones import import_weights_file, import_weights_folder
+
+    results = []
+    for path in map(Path, args.paths):
+        results += import_weights_folder(path) if path.is_dir() else [import_weights_file(path)]
+    for result in results:
+        print(f"{result.outcome}: {result.message}")
+    return 1 if any(r.outcome == "refused" for r in results) else 0
+
+
 def cmd_sample(args) -> int:
     from .sample import make_sample_dataset
 
@@ -529,6 +541,13 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("fetch-weights", help="download backbones' ImageNet weights for offline use later")
     s.add_argument("names", nargs="*", help="backbone names (default: all)")
     s.set_defaults(func=cmd_fetch_weights)
+
+    s = sub.add_parser("weights", help="add torchvision .pth weights files to this machine (checked first)")
+    weights = s.add_subparsers(dest="weights_command", required=True)
+    s = weights.add_parser("import", help="check each .pth file (name, sha256, safe load, keys and shapes) and add "
+                                          "those that pass where the weights lookup reads them")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="a .pth file, or a folder of them")
+    s.set_defaults(func=cmd_weights_import)
 
     s = sub.add_parser("sample", help="write the built-in sample dataset (coloured shapes) to DEST")
     s.add_argument("dest")

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from tl_core.backbones import build_model, import_weights, list_backbones, weights_status
+from tl_core.backbones import (
+    build_model,
+    import_weights,
+    import_weights_folder,
+    list_backbones,
+    weights_status,
+)
 from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.freeze import GroupInfo, freeze_report
@@ -46,6 +52,7 @@ class ImportOutcome:
     ok: bool
     headline: str  # no user text in it: shown through st.success / st.error (Markdown)
     detail: str  # may hold the uploaded file's name: shown with st.text
+    lines: tuple[str, ...] = ()  # a folder's import: one line per file (names in it: st.text)
 
 
 def import_uploaded_weights(state, upload) -> None:
@@ -63,6 +70,31 @@ def import_uploaded_weights(state, upload) -> None:
         except TLError as exc:
             outcome = ImportOutcome(False, "Weights not added.", str(exc))
     state.weights_import_outcome = outcome
+
+
+def import_folder_weights(state, folder: str) -> None:
+    """Check and add every ``.pth`` file of a folder on this server, as an upload is; keep one line
+    per file in ``state`` for the page."""
+    if not folder.strip():
+        state.weights_import_outcome = ImportOutcome(False, "Type the folder's path on this server first.", "")
+        return
+    try:
+        results = import_weights_folder(folder.strip())
+    except TLError as exc:
+        state.weights_import_outcome = ImportOutcome(False, "No weights added.", str(exc))
+        return
+    counts = {kind: sum(r.outcome == kind for r in results) for kind in ("added", "refused", "skipped")}
+    if counts["added"]:
+        backbone_table.clear()  # the "weights here" column changes now, not in a minute
+    pth = counts["added"] + counts["refused"]
+    headline = (f"{counts['added']} of {pth} .pth files added, {counts['refused']} refused"
+                + (f"; {counts['skipped']} other files skipped." if counts["skipped"] else ".")
+                if results else "The folder holds no files.")
+    lines = tuple(f"added: {r.file}" if r.outcome == "added" else
+                  f"refused ({r.check} check failed): {r.message}" if r.check else f"{r.outcome}: {r.message}"
+                  for r in results)
+    state.weights_import_outcome = ImportOutcome(counts["added"] > 0 and not counts["refused"], headline, "",
+                                                 lines)
 
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,

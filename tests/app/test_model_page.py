@@ -191,3 +191,38 @@ def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, mon
     assert any("all four checks passed" in s.value for s in app.success)
     assert (no_vgg_weights / name).is_file()
     assert bool(app.dataframe[0].value.set_index("name").loc["mobilenet_v3_small", "weights here"])
+
+
+def test_a_folder_of_weights_is_checked_file_by_file(app, no_vgg_weights, tmp_path):
+    import shutil
+
+    from tl_core.backbones import bundled_weights_path
+
+    bundled_name = "mobilenet_v2-b0353104.pth"
+    folder = tmp_path / "usb stick"
+    folder.mkdir()
+    shutil.copy(bundled_weights_path(bundled_name), folder / bundled_name)
+    shutil.copy(bundled_weights_path(bundled_name), folder / "resnet18-f37072fd.pth")  # not resnet18's
+    (folder / "notes.txt").write_text("**not markdown**")
+
+    app.switch_page("pages/2_model.py").run()
+    app.button(key="weights_add_folder").click().run()
+    no_exceptions(app)
+    assert any("Type the folder" in e.value for e in app.error)
+
+    app.text_input(key="weights_folder").input(str(folder))
+    app.button(key="weights_add_folder").click().run()
+    no_exceptions(app)
+    assert any("1 of 2 .pth files added, 1 refused; 1 other files skipped." in e.value for e in app.error)
+    lines = [t.value for t in app.text]
+    assert f"added: {bundled_name}" in lines
+    assert any(line.startswith("refused (hash check failed):") and "resnet18-f37072fd.pth" in line for line in lines)
+    assert any(line.startswith("skipped: notes.txt") for line in lines)  # file names as text, not Markdown
+    assert sorted(p.name for p in no_vgg_weights.iterdir()) == [bundled_name]  # only the good file, no temp file
+    assert not bool(app.dataframe[0].value.set_index("name").loc["resnet18", "weights here"])
+
+    app.text_input(key="weights_folder").input(str(tmp_path / "no such folder"))
+    app.button(key="weights_add_folder").click().run()
+    no_exceptions(app)
+    assert any("No weights added" in e.value for e in app.error)
+    assert any("no folder" in t.value for t in app.text)

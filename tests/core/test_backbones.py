@@ -372,6 +372,58 @@ def test_import_accepts_a_file_that_passes_every_check(tmp_path, monkeypatch):
     assert backbones.import_weights(path.read_bytes(), name, dest_dir=tmp_path / "dest").name == name
 
 
+def _teachers_folder(tmp_path: Path) -> Path:
+    """A folder as a teacher fills it: one good file, one under another file's name, one not a .pth."""
+    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    folder = tmp_path / "usb stick"
+    folder.mkdir()
+    shutil.copy(bundled, folder / BUNDLED_FILE)
+    shutil.copy(bundled, folder / "resnet18-f37072fd.pth")  # a real file, but not resnet18's: wrong hash
+    (folder / "README.txt").write_text("weights for the class")
+    return folder
+
+
+def test_import_from_a_folder_checks_each_file_as_an_upload(no_local_weights, tmp_path, monkeypatch):
+    folder = _teachers_folder(tmp_path)
+    (folder / "my_model.pth").write_bytes(b"x")  # not a torchvision name
+    dest = tmp_path / "weights"
+    results = {r.file: r for r in backbones.import_weights_folder(folder, dest_dir=dest)}
+    assert list(results) == sorted(results)  # one line per file, by name
+    assert len(results) == 4
+    good = results[BUNDLED_FILE]
+    assert (good.outcome, good.check, good.saved) == ("added", None, dest / BUNDLED_FILE)
+    assert good.saved.read_bytes() == backbones.bundled_weights_path(BUNDLED_FILE).read_bytes()
+    wrong_hash = results["resnet18-f37072fd.pth"]
+    assert (wrong_hash.outcome, wrong_hash.check, wrong_hash.saved) == ("refused", "hash", None)
+    assert "check: hash" in wrong_hash.message
+    assert (results["my_model.pth"].outcome, results["my_model.pth"].check) == ("refused", "file name")
+    assert (results["README.txt"].outcome, results["README.txt"].check) == ("skipped", None)
+    assert sorted(p.name for p in dest.iterdir()) == [BUNDLED_FILE]  # nothing else saved, no temporary file
+    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(dest))
+    assert weights_status("mobilenet_v2").source == "weights_dir"
+
+
+def test_import_from_a_folder_that_is_not_there_says_so(tmp_path):
+    with pytest.raises(WeightsUnavailable, match="no folder"):
+        backbones.import_weights_folder(tmp_path / "missing")
+
+
+def test_cli_weights_import_takes_files_and_folders(no_local_weights, tmp_path, capsys):
+    from tl_core.cli import main
+
+    folder = _teachers_folder(tmp_path)
+    assert main(["weights", "import", str(folder / BUNDLED_FILE)]) == 0
+    assert capsys.readouterr().out.startswith(f"added: {BUNDLED_FILE}: added")
+    assert (no_local_weights / BUNDLED_FILE).is_file()  # where the lookup reads: torchvision's cache
+
+    assert main(["weights", "import", str(folder)]) == 1  # one file refused
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["skipped", "added", "refused"]
+    assert "README.txt" in lines[0] and BUNDLED_FILE in lines[1] and "check: hash" in lines[2]
+    assert main(["weights", "import", str(tmp_path / "nothing.pth")]) == 1
+    assert "no file" in capsys.readouterr().out
+
+
 def test_every_backbone_has_a_weights_name_with_a_hash_and_its_shapes():
     for spec in backbones.list_backbones():
         assert backbones.spec_for_weights_file(spec.weights_filename) is spec
