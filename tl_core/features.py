@@ -9,7 +9,8 @@ comes after one pass of the backbone, not after all of them.
 Two caches: ``FeatureCache`` holds a run's features in memory; ``FeatureStore`` keeps them on disk
 under the workspace's cache folder, keyed by everything that changes them (``feature_key``), so a
 second run on the same images, backbone, preprocessing and view (another head, another learning
-rate) starts at once.
+rate) starts at once. A run on a share of the training images keys and stores the whole training
+set's features and takes its rows (``train_session.Session.feature_images``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ its batch size (halved when a batch does not fit in memory), its feature cache a
 weights.
 
 A session that trains on frozen features has a ``FeatureStore`` in the workspace's cache folder,
-shared by every run there: ``Session.feature_key`` names what a view's features depend on."""
+shared by every run there: ``Session.feature_key`` names what a view's features depend on. A run
+on a share of the training images (``DataConfig.train_fraction``, the data-size sweep) trains on
+rows of the whole training set's features (``Session.feature_images``): every share of a sweep
+is served by one backbone pass over the training images, in whichever order the members run."""
 
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ class PreparedData:
     test: list[int]
     dataset_dir: str
     image_ids: list[str] = field(default_factory=list)  # each record's content hash; keys the feature store
+    # The split's training images before ``train_fraction`` took its share (empty: ``train`` itself);
+    # a share's features are rows of theirs.
+    train_pool: list[int] = field(default_factory=list)
 
     def labels_of(self, indices: Sequence[int]) -> list[int]:
         return [self.labels[i] for i in indices]
@@ -96,7 +102,7 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
     return PreparedData(classes=list(ds.classes), paths=[r.path for r in ds.records], images=images,
                         labels=labels, train=train, val=list(split.val),
                         test=list(split.test), dataset_dir=str(ds.root),
-                        image_ids=[r.sha256 for r in ds.records])
+                        image_ids=[r.sha256 for r in ds.records], train_pool=list(split.train))
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,6 +147,18 @@ class Session:
         numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
                            view, numerics)
+
+    def feature_images(self, indices: Sequence[int]) -> tuple[Sequence[int], list[int] | None]:
+        """The images whose features are computed (or loaded) for ``indices``, and the rows of
+        ``indices`` among them (None: all of them, in order). A share of the training images gets
+        the whole training set's: the same features whether or not another share or the full run
+        stored them first (an augmented view draws its crops over the whole set), and one backbone
+        pass serves every share of a sweep. A lone run on 5% computes the other 95% too, once."""
+        pool = self.data.train_pool
+        if not pool or list(indices) != self.data.train or self.data.train == pool:
+            return indices, None
+        row_of = {image: row for row, image in enumerate(pool)}
+        return pool, [row_of[image] for image in indices]
 
     def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
         """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""

@@ -132,6 +132,8 @@ class Strategy:
         here (one progress bar over all of them, images/s and time left over a sliding window) and
         stored for the next run."""
         s = self.session
+        images = [s.feature_images(indices) for indices, _ in requests]  # a share: the whole set's rows
+        requests = [(computed, view) for (computed, _), (_, view) in zip(images, requests, strict=True)]
         store = s.feature_store
         keys = [s.feature_key(indices, view) if store else "" for indices, view in requests]
         out = [store.load(key, len(indices)) if store else None
@@ -151,7 +153,7 @@ class Strategy:
                     self._said_unstored = True
                     self.emit(ev.Note("Could not store the backbone features for later runs (is the disk "
                                       "full?); this run carries on without."))
-        return out
+        return [f if rows is None else f[rows] for f, (_, rows) in zip(out, images, strict=True)]
 
     def _extract(self, indices: Sequence[int], view: FeatureView, progress: PhaseProgress) -> torch.Tensor:
         """One view's features at the current batch size. The view's crops are drawn from its own

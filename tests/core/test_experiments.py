@@ -384,3 +384,63 @@ def test_a_two_member_sweep_trains_on_its_share_of_the_images(workspace, image_f
     assert list(table["train images"]) == [6, 27] and list(table["images per class"]) == [2, 9]
     assert (table["val images"] == 9).all() and table["best val acc"].between(0, 1).all()
     assert explain(table, "data_size")
+
+
+@pytest.mark.slow
+def test_a_sweeps_frozen_members_compute_backbone_features_once(workspace, image_folder, monkeypatch):
+    """Every share of a frozen strategy trains on rows of the full training set's stored features:
+    the backbone sees each training image once per view and each validation image once, for all
+    shares and both frozen strategies together (before, each share computed its own features)."""
+    import time
+
+    import tl_core.training as training
+    from tl_core.experiments import start_data_size
+
+    images_through_backbone: list[int] = []
+    real_extract = training.extract_features
+
+    def counting_extract(body, loader, *args, **kw):
+        feats, labels = real_extract(body, loader, *args, **kw)
+        images_through_backbone.append(len(labels))
+        return feats, labels
+
+    monkeypatch.setattr(training, "extract_features", counting_extract)
+    base = base_config(image_folder, epochs=2)
+    base = dataclasses.replace(base, data=dataclasses.replace(base.data, augment="light"))
+    started = time.perf_counter()
+    experiment = start_data_size(workspace, base, ["linear_probe", "logreg"], "Frozen", fractions=[0.25, 0.5, 1.0],
+                                 launch=train_here)
+    seconds = time.perf_counter() - started
+    table = experiment_table(workspace, experiment)
+    assert list(table["state"]) == ["finished"] * 6
+    n_train, n_val = 27, 9
+    # Per share, what computing each share's own features would cost: (2 light views + the eval view
+    # of logreg) of the share's images, plus validation once per store key (it is shared already).
+    own = sum(table["train images"]) // 2 * 3 + n_val
+    print(f"\nsweep of 6 frozen members: {sum(images_through_backbone)} images through the backbone "
+          f"(each share computing its own: {own}), {seconds:.1f} s")
+    # Two light views for the linear probe, the eval view for logreg: all over the full training set.
+    assert sum(images_through_backbone) == 3 * n_train + n_val
+    assert sorted(images_through_backbone) == sorted([n_train, n_val, n_train, n_train])
+    assert list(table["train images"]) == [6, 15, 27] * 2  # each member still trained on its share
+
+
+@pytest.mark.slow
+def test_a_share_trains_the_same_whether_or_not_the_full_run_stored_its_features(workspace, image_folder, tmp_path):
+    """A share's features are rows of the whole training set's, computed or loaded: the same run
+    alone in a fresh workspace and after the full run gives the same numbers."""
+    from tl_core.training import train
+    from tl_core.workspace import Workspace
+
+    full = base_config(image_folder, epochs=2)
+    full = dataclasses.replace(full, data=dataclasses.replace(full.data, augment="light"),
+                               freeze=FreezePlan(mode="feature_extractor"))
+    share = dataclasses.replace(full, data=dataclasses.replace(full.data, train_fraction=0.5))
+
+    def history(ws, config) -> list[tuple[float, float]]:
+        result = train(config, RunStore(ws).create(config), ws)
+        return [(h["train_loss"], h["val_loss"]) for h in result["history"]]
+
+    alone = history(Workspace(tmp_path / "fresh"), share)
+    history(workspace, full)
+    assert history(workspace, share) == alone
