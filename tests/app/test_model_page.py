@@ -122,7 +122,12 @@ def test_classic_recipe_sets_the_model_and_the_train_page(app, tiny_dataset, no_
 
 
 def test_recipe_on_a_backbone_whose_weights_are_here(app, no_vgg_weights):
+    """VGG16's weights missing: the recipe says how to add them (upload or folder) and offers itself
+    on the backbone whose weights are here."""
     app.switch_page("pages/2_model.py").run()
+    warning = next(w.value for w in app.warning if "vgg16-397923af.pth" in w.value)
+    assert "upload it" in warning and "folder on this server" in warning
+    assert app.button(key="recipe_apply_fallback").label == "Use this recipe with mobilenet_v2"
     app.button(key="recipe_apply_fallback").click().run()
     no_exceptions(app)
     assert app.selectbox(key="backbone_pick").value == "mobilenet_v2"
