@@ -54,16 +54,31 @@ def jobs_root(home: Path | None = None) -> Path:
 
 
 def max_jobs() -> int:
-    """How many jobs may train at the same time: one per CUDA device, or 1 on CPU/MPS."""
+    """How many jobs may train at the same time: ``TL_STUDIO_MAX_JOBS``, else one per CUDA device,
+    or 1 on CPU/MPS. Asks torch only in a process that has imported it already (the app's server,
+    the CLI); elsewhere it counts GPUs without torch, so a worker waiting in the queue stays light."""
     env = os.environ.get(ENV_MAX_JOBS)
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    import torch
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, torch.cuda.device_count())
+    return max(1, _count_gpus_without_torch())
 
-    return max(1, torch.cuda.device_count())
+
+def _count_gpus_without_torch() -> int:
+    """NVIDIA GPUs the driver lists (``/proc/driver/nvidia/gpus``), limited by CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return sum(1 for _ in gpus.iterdir())
+    except OSError:
+        return 0
 
 
 # -- process liveness ------------------------------------------------------------------------
@@ -258,7 +273,8 @@ def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) 
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tl_core.worker", str(run.dir), "--workspace",
-             str(workspace.root), "--ticket", str(ticket), *(["--resume"] if resume else [])],
+             str(workspace.root), "--ticket", str(ticket), "--slots", str(max_jobs()),
+             *(["--resume"] if resume else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
     except OSError as exc:
