@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import psutil
 
-from . import atomic
+from . import atomic, limits
 from .config import RunConfig
 from .errors import DataError, JobError
 from .runs import Run, RunStatus, RunStore
@@ -222,12 +222,17 @@ def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
 _children: dict[int, subprocess.Popen] = {}  # reaped by a thread, so no zombie stays behind
 
 
-def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None) -> str:
+def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None,
+              in_batch: bool = False) -> str:
     """Create a run for ``config`` in ``workspace`` and train it in a worker process.
 
     Returns the run id at once; the run is "queued" until the device is free. ``home`` is the
-    server-wide root holding the queue (default: ``Workspace.default().root``).
+    server-wide root holding the queue (default: ``Workspace.default().root``). LimitReached
+    when a limit of the server's settings would be passed (``tl_core.limits``); ``in_batch``: one
+    run of an experiment, whose caller checked the limits once for all its runs.
     """
+    limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
+                           is_active=is_active, home=home)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     _launch(workspace, run, home=home, resume=False)
     return run.id
@@ -253,6 +258,7 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
     if status.state == "finished":
         raise JobError(f"Run '{run.display_name()}' has finished all its epochs; re-run it, or use "
                        "'Edit and run' to train longer.")
+    limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
     _launch(workspace, run, home=home, resume=True)
 
