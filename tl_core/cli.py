@@ -466,6 +466,39 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_cleanup(args) -> int:
+    from .cleanup import clean
+
+    report = clean(_workspace(args).root, budget_gb=args.budget_gb, dry_run=args.dry_run)
+    for entry in report.removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {entry.path} ({entry.size / 1024**2:,.1f} MB)")
+    for path in report.temp_removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} (stale temporary file)")
+    print(report.summary())
+    return 0
+
+
+def cmd_settings(args) -> int:
+    from dataclasses import fields
+
+    from .settings import Settings, load_settings, settings_file, sources
+
+    home = _workspace(args).root
+    settings, origin = load_settings(home), sources(home)
+    rows = [(f.name, "(set)" if f.name == "teacher_password" and settings.teacher_password else
+             str(getattr(settings, f.name)), origin[f.name], f.metadata.get("help", "")) for f in fields(Settings)]
+    if args.json:
+        print(json.dumps({name: {"value": getattr(settings, name) if name != "teacher_password" else bool(
+            settings.teacher_password), "source": source} for name, _, source, _ in rows}, indent=2))
+        return 0
+    path = settings_file(home)
+    print(f"Settings file: {path if path else 'none (' + str(home / 'settings.toml') + ' is read when it exists)'}")
+    width = max(len(r[0]) for r in rows)
+    for name, value, source, help_text in rows:
+        print(f"{name:<{width}}  {value:>8}  {source:<28}  {help_text}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tl_core", description="TL Studio engine: transfer learning on your images.")
@@ -534,6 +567,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--per-class", type=int, default=40)
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("cleanup", help="delete the least recently used caches of all workspaces over the "
+                                       "cache budget (never a training job's) and stale temporary files")
+    s.add_argument("--budget-gb", type=float, default=None, help="instead of the cache_budget_gb setting")
+    s.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    s.set_defaults(func=cmd_cleanup)
+
+    s = sub.add_parser("settings", help="the server's settings (limits, cleanup) in force and where each comes from")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_settings)
     return p
 
 
