@@ -242,6 +242,7 @@ def build_config(args):
 
 def cmd_train(args) -> int:
     from .events import Control
+    from .limits import check_can_start
     from .runs import RunStore
     from .training import train
 
@@ -253,8 +254,9 @@ def cmd_train(args) -> int:
         run = store.get(args.resume)
         if is_active(run):
             raise TLError(f"Run {run.id} is still {run.state}; stop it before resuming it.")
-        run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
         config = run.config
+        check_can_start(ws, config, new_runs=0)  # free space; the limits of the server's settings
+        run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
     else:
         if args.data and not Path(args.data).exists():
             raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
@@ -262,6 +264,7 @@ def cmd_train(args) -> int:
         from .backbones import get_backbone
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
+        check_can_start(ws, config)
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
     control = Control(poll=run.stop_requested)

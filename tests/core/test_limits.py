@@ -198,3 +198,13 @@ def test_start_resume_and_experiments_obey_the_limits(session, tmp_path, monkeyp
         experiments.start_experiment(session, base, ["linear_probe", "full_finetune", "random_init"])
     experiment = experiments.start_experiment(session, base, ["linear_probe", "full_finetune"])
     assert all(m.run_id for m in experiment.members)  # one experiment over the active-jobs limit: allowed
+
+
+def test_the_cli_train_checks_the_free_space_before_making_a_run(workspace, image_folder, monkeypatch, capsys):
+    from tl_core import cli
+
+    monkeypatch.setenv("TL_STUDIO_MIN_FREE_DISK_MB", str(10**9))  # a petabyte kept free: never there
+    code = cli.main(["--workspace", str(workspace.root), "train", str(image_folder), "--epochs", "1"])
+    assert code == 2
+    assert "The server's disk is full" in capsys.readouterr().err
+    assert RunStore(workspace).list() == []
