@@ -188,11 +188,24 @@ def _check_session_disk(workspace: Workspace, adding: int, settings: Settings) -
     if limit is None:
         return
     used = session_disk_bytes(workspace)
+    if used + adding > limit * MB and _drop_own_cache(workspace):
+        used = session_disk_bytes(workspace)
     if used + adding > limit * MB:
         raise LimitReached("max_session_disk_mb", (
             f"Your workspace uses {used / MB:,.0f} MB of disk{_plus(adding)} (the limit is {_n(limit)} MB): "
             "delete runs or datasets you no longer need on the Runs page, or ask the teacher to raise "
             "max_session_disk_mb."))
+
+
+def _drop_own_cache(workspace: Workspace) -> bool:
+    """Over its disk limit, a workspace gives up its own caches first (computed again when needed),
+    unless one of its runs is queued or training and may read them. True when some were deleted."""
+    cache = workspace.root / "cache"
+    if not cache.is_dir() or any(run.status().active for run in RunStore(workspace).list()):
+        return False
+    shutil.rmtree(cache, ignore_errors=True)
+    forget_sizes()
+    return True
 
 
 def _check_server_disk(need: int, settings: Settings, home: Path | None, what: str) -> None:

@@ -94,6 +94,20 @@ def test_session_disk_is_limited(session):
         limits.check_can_add_dataset(session, 2 * limits.MB, 1, settings=replace(ROOMY, max_session_disk_mb=3))
 
 
+def test_a_session_over_its_disk_limit_gives_up_its_own_caches_first(session, tmp_path):
+    settings = replace(ROOMY, max_session_disk_mb=3)
+    cache = session.cache_dir / "decoded-x.npy"
+    cache.write_bytes(b"x" * (2 * limits.MB))
+    (session.root / "data.bin").write_bytes(b"x" * (2 * limits.MB))
+    run = queued_run(session, tmp_path)  # a job may read the cache: it stays, the limit is reached
+    with pytest.raises(LimitReached, match="max_session_disk_mb"):
+        limits.check_can_add_dataset(session, settings=settings)
+    assert cache.exists()
+    run.mark_finished()
+    limits.check_can_add_dataset(session, settings=settings)  # the cache went; the data stays
+    assert not cache.exists() and (session.root / "data.bin").exists()
+
+
 def test_free_space_is_checked_everywhere_with_a_clear_message(workspace, monkeypatch):
     monkeypatch.setattr(limits, "free_disk_bytes", lambda path=None: 500 * limits.MB)
     with pytest.raises(LimitReached, match="the server's disk is full|The server's disk is full") as caught:
