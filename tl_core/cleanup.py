@@ -6,7 +6,10 @@ Over the budget, the least recently used go first (last access or change of the 
 ``relatime`` mount the access time moves at most once a day, which is plenty for this), and never
 one of a workspace with a queued or training job, which may be reading it. Temporary files that
 a write left behind (``atomic`` writes ``.<name>.*.tmp``; a process killed mid-write leaves one)
-are removed once they are ``STALE_TEMP_S`` old, in any workspace.
+are removed once they are ``STALE_TEMP_S`` old, in any workspace. A session workspace that holds
+nothing of its user's (no dataset, run, experiment or collected image: only the choices of a visit
+that made nothing) goes once idle for ``EMPTY_SESSION_IDLE_S``, so that such visits do not fill
+``max_sessions``.
 
 The app's server runs ``clean`` every ``settings.cache_cleanup_minutes`` in a daemon thread
 (``start_schedule``, started once per process); ``python -m tl_core cleanup`` runs it by hand.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +35,8 @@ log = logging.getLogger("tl_studio.cleanup")
 
 STALE_TEMP_S = 6 * 3600.0  # no atomic write takes this long; a younger temp file may be one in progress
 RECENT_S = 120.0  # a cache file changed this recently may still be written: left alone
+EMPTY_SESSION_IDLE_S = 24 * 3600.0  # an empty session workspace untouched this long is removed
+_DISPOSABLE_FILES = frozenset({"choices.json"})  # what a visit that made nothing leaves behind
 GB = 1024**3
 
 
@@ -47,6 +53,7 @@ class CleanupReport:
     removed: list[CacheEntry] = field(default_factory=list)
     kept_in_use: int = 0  # entries over the budget left alone: a job of their workspace is active, or just written
     temp_removed: list[Path] = field(default_factory=list)
+    sessions_removed: list[Path] = field(default_factory=list)  # empty, idle session workspaces
     cache_bytes: int = 0  # all caches, before
     budget_bytes: int | None = None
 
@@ -57,7 +64,8 @@ class CleanupReport:
     def summary(self) -> str:
         budget = "no budget" if self.budget_bytes is None else f"budget {self.budget_bytes / GB:.1f} GB"
         line = (f"Caches: {self.cache_bytes / GB:.2f} GB ({budget}); removed {len(self.removed)} "
-                f"({self.freed_bytes / GB:.2f} GB), {len(self.temp_removed)} stale temporary files")
+                f"({self.freed_bytes / GB:.2f} GB), {len(self.temp_removed)} stale temporary files, "
+                f"{len(self.sessions_removed)} empty idle workspaces")
         if self.kept_in_use:
             line += f"; {self.kept_in_use} kept in use (a job of their workspace is queued or training)"
         return line + "."
@@ -109,9 +117,36 @@ def stale_temp_files(home: Path | None = None, *, older_than_s: float = STALE_TE
     return stale
 
 
+def empty_sessions(home: Path | None = None, *, idle_s: float = EMPTY_SESSION_IDLE_S) -> list[Path]:
+    """Session workspaces with nothing of their user's in them, untouched for ``idle_s`` seconds."""
+    sessions = limits.sessions_dir(home)
+    if not sessions.is_dir():
+        return []
+    cutoff = time.time() - idle_s
+    found = []
+    for folder in sorted(path for path in sessions.iterdir() if path.is_dir()):
+        try:
+            newest = folder.stat().st_mtime
+            empty = True
+            for root, dirs, names in os.walk(folder):
+                if Path(root).name == "cache" and Path(root).parent == folder:
+                    dirs.clear()  # caches alone do not make a workspace worth keeping
+                    continue
+                newest = max([newest, Path(root).stat().st_mtime] + [(Path(root) / n).stat().st_mtime for n in names])
+                if any(not (Path(root) == folder and name in _DISPOSABLE_FILES) for name in names):
+                    empty = False
+                    break
+        except OSError:
+            continue
+        if empty and newest < cutoff:
+            found.append(folder)
+    return found
+
+
 def clean(home: Path | None = None, *, budget_gb: float | None = None, dry_run: bool = False) -> CleanupReport:
     """Bring all caches within the budget (``settings.cache_budget_gb`` unless given; 0: no budget),
-    least recently used first, never a busy workspace's; remove stale temporary files."""
+    least recently used first, never a busy workspace's; remove stale temporary files and empty,
+    idle session workspaces."""
     home = Path(home or default_home())
     if budget_gb is None:
         budget_gb = load_settings(home).cache_budget_gb
@@ -143,7 +178,11 @@ def clean(home: Path | None = None, *, budget_gb: float | None = None, dry_run: 
         if not dry_run:
             path.unlink(missing_ok=True)
         report.temp_removed.append(path)
-    if report.removed or report.temp_removed:
+    for folder in empty_sessions(home):
+        if not dry_run:
+            shutil.rmtree(folder, ignore_errors=True)
+        report.sessions_removed.append(folder)
+    if report.removed or report.temp_removed or report.sessions_removed:
         limits.forget_sizes()
     return report
 
@@ -179,7 +218,7 @@ def _loop(home: Path | None) -> None:
             minutes = load_settings(home).cache_cleanup_minutes
             if minutes:
                 report = clean(home)
-                if report.removed or report.temp_removed:
+                if report.removed or report.temp_removed or report.sessions_removed:
                     log.info("%s", report.summary())
         except Exception:  # noqa: BLE001 - a bad settings file or a vanished folder must not end the thread
             log.exception("cache cleanup failed")

@@ -477,6 +477,8 @@ def cmd_cleanup(args) -> int:
         print(f"{'would remove' if args.dry_run else 'removed'} {entry.path} ({entry.size / 1024**2:,.1f} MB)")
     for path in report.temp_removed:
         print(f"{'would remove' if args.dry_run else 'removed'} {path} (stale temporary file)")
+    for path in report.sessions_removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} (an empty workspace, unused for a day)")
     print(report.summary())
     return 0
 

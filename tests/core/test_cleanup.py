@@ -123,3 +123,25 @@ def test_the_cli_cleans_and_prints_the_settings(home, capsys, monkeypatch):
     assert "7" in lines["max_runs"] and "TL_STUDIO_MAX_RUNS" in lines["max_runs"]
     assert " 3 " in lines["max_datasets"] and "settings.toml" in lines["max_datasets"]
     assert "secret" not in out
+
+
+def test_empty_idle_session_workspaces_go_and_others_stay(home):
+    def session(name: str, files: dict[str, str], age_h: float):
+        root = Workspace(home).for_session(name).root
+        for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+        when = time.time() - age_h * HOUR
+        for path in [root, *root.rglob("*")]:
+            os.utime(path, (when, when))
+        return root
+
+    visited = session("visited", {"choices.json": "{}", "cache/decoded-1.npy": "x", "runs/.keep": ""}, age_h=30)
+    (visited / "runs" / ".keep").unlink()
+    os.utime(visited / "runs", (time.time() - 30 * HOUR,) * 2)
+    recent = session("recent", {"choices.json": "{}"}, age_h=2)
+    worked = session("worked", {"choices.json": "{}", "datasets/d/dataset.json": "{}"}, age_h=300)
+    photos = session("photos", {"snapshots/cat/1.jpg": "x"}, age_h=300)
+    report = cleanup.clean(home, budget_gb=0)
+    assert report.sessions_removed == [visited]
+    assert not visited.exists() and recent.exists() and worked.exists() and photos.exists()
