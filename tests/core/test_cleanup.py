@@ -145,3 +145,11 @@ def test_empty_idle_session_workspaces_go_and_others_stay(home):
     report = cleanup.clean(home, budget_gb=0)
     assert report.sessions_removed == [visited]
     assert not visited.exists() and recent.exists() and worked.exists() and photos.exists()
+
+
+@pytest.mark.parametrize("command", ["cleanup", "settings"])
+def test_the_new_commands_help_prints(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
