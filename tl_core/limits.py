@@ -147,7 +147,23 @@ def check_can_start(workspace: Workspace, config: RunConfig | None = None, *, ne
 def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images: int = 0, *,
                           settings: Settings | None = None, home: Path | None = None) -> None:
     """Before a dataset is made from an upload of ``upload_bytes`` bytes and ``n_images`` images
-    (0 and 0 for one made on the server, such as the sample)."""
+    (0 and 0 for one made on the server, such as the sample): ``check_can_upload`` and the
+    session's dataset count."""
+    settings = settings or load_settings(home)
+    if is_session_workspace(workspace, home):
+        limit = settings.limit("max_datasets")
+        count = sum(1 for _ in workspace.datasets_dir.glob("*/dataset.json"))
+        if limit is not None and count >= limit:
+            raise LimitReached("max_datasets", (
+                f"You have {count} datasets (the limit is {_n(limit)}): delete one you no longer need on "
+                "the Runs page, or ask the teacher to raise max_datasets."))
+    check_can_upload(workspace, upload_bytes, n_images, settings=settings, home=home)
+
+
+def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
+                     settings: Settings | None = None, home: Path | None = None) -> None:
+    """Before ``upload_bytes`` bytes and ``n_images`` images a user sent are kept: the upload caps,
+    the session's disk and the server's (images collected class by class, a dataset's upload)."""
     settings = settings or load_settings(home)
     limit = settings.limit("max_upload_mb")
     if limit is not None and upload_bytes > limit * MB:
@@ -160,12 +176,6 @@ def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images:
             f"This upload has {n_images:,} images (the limit is {_n(limit)} per upload): upload them in "
             "smaller parts, or ask the teacher to raise max_upload_images."))
     if is_session_workspace(workspace, home):
-        limit = settings.limit("max_datasets")
-        count = sum(1 for _ in workspace.datasets_dir.glob("*/dataset.json"))
-        if limit is not None and count >= limit:
-            raise LimitReached("max_datasets", (
-                f"You have {count} datasets (the limit is {_n(limit)}): delete one you no longer need on "
-                "the Runs page, or ask the teacher to raise max_datasets."))
         _check_session_disk(workspace, upload_bytes, settings)
     # the upload is kept once as sent and once unpacked while it is read
     _check_server_disk(2 * upload_bytes, settings, home, "this upload")

@@ -89,3 +89,24 @@ def test_a_new_visitor_over_the_session_limit_is_told_while_links_keep_working(h
     no_exceptions(known)
     assert "No new workspace" not in errors(known)
     assert known.button(key="use_sample")
+
+
+def test_class_by_class_uploads_obey_the_upload_limits(app, session_workspace, monkeypatch):
+    import streamlit as st
+
+    from tl_core.snapshots import SnapshotTray
+
+    drop = [_File(f"cat{i}.jpg", _jpeg((220, 60, 40), i)) for i in range(3)]
+    real_uploader = st.file_uploader
+
+    def fake_uploader(label, *args, key=None, **kwargs):
+        real_uploader(label, *args, key=key, **kwargs)
+        return drop if key == "class_files_cat_0" else None
+
+    monkeypatch.setattr(st, "file_uploader", fake_uploader)
+    monkeypatch.setenv("TL_STUDIO_MAX_UPLOAD_IMAGES", "2")
+    app.run()
+    app.text_input(key="class_names").set_value("cat, dog").run()
+    no_exceptions(app)
+    assert "This upload has 3 images (the limit is 2 per upload)" in errors(app)
+    assert SnapshotTray(session_workspace).counts() == {}
