@@ -32,7 +32,7 @@ def test_max_jobs_counts_without_importing_torch():
     assert out.stdout.split() == ["True", "False"]
 
 
-def test_the_launcher_passes_the_slot_count(monkeypatch):
+def test_max_jobs_reads_the_variable_then_the_visible_gpus(monkeypatch):
     monkeypatch.setenv(jobs.ENV_MAX_JOBS, "3")
     assert jobs.max_jobs() == 3
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
@@ -62,6 +62,7 @@ def test_a_waiting_worker_stays_small_and_leaves_when_cancelled(workspace, tmp_p
         time.sleep(3.0)  # well into its waiting loop
         process = psutil.Process(pid)
         assert run.status().state == "queued"
+        assert process.cmdline()[-2:] == ["--slots", "1"]  # counted by the launcher, not by the worker
         mapped = " ".join(m.path for m in process.memory_maps())
         assert "libtorch" not in mapped
         assert process.memory_info().rss < WAITING_RSS_LIMIT
