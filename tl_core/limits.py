@@ -131,13 +131,13 @@ def check_can_start(workspace: Workspace, config: RunConfig | None = None, *, ne
             active = sum(1 for run in runs if active_now(run))
             if active >= limit:
                 raise LimitReached("max_active_jobs", (
-                    f"You have {active} jobs queued or training (the limit is {_n(limit)}): wait for one to "
+                    f"You have {_count(active, 'job')} queued or training (the limit is {_n(limit)}): wait for one to "
                     "finish or stop it on the Runs page."))
         limit = settings.limit("max_runs")
         if new_runs and limit is not None and len(runs) + new_runs > limit:
             more = f" and this makes {new_runs} more" if new_runs > 1 else ""
             raise LimitReached("max_runs", (
-                f"You have {len(runs)} runs{more} (the limit is {_n(limit)}): delete runs you no longer need "
+                f"You have {_count(len(runs), 'run')}{more} (the limit is {_n(limit)}): delete runs you no longer need "
                 "on the Runs page, or ask the teacher to raise max_runs."))
         _check_session_disk(workspace, 0, settings)
     need = estimate_run_bytes(config) * max(new_runs, 1) if config is not None else 0
@@ -155,7 +155,7 @@ def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images:
         count = sum(1 for _ in workspace.datasets_dir.glob("*/dataset.json"))
         if limit is not None and count >= limit:
             raise LimitReached("max_datasets", (
-                f"You have {count} datasets (the limit is {_n(limit)}): delete one you no longer need on "
+                f"You have {_count(count, 'dataset')} (the limit is {_n(limit)}): delete one you no longer need on "
                 "the Runs page, or ask the teacher to raise max_datasets."))
     check_can_upload(workspace, upload_bytes, n_images, settings=settings, home=home)
 
@@ -173,7 +173,7 @@ def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
     limit = settings.limit("max_upload_images")
     if limit is not None and n_images > limit:
         raise LimitReached("max_upload_images", (
-            f"This upload has {n_images:,} images (the limit is {_n(limit)} per upload): upload them in "
+            f"This upload has {_count(n_images, 'image')} (the limit is {_n(limit)} per upload): upload them in "
             "smaller parts, or ask the teacher to raise max_upload_images."))
     if is_session_workspace(workspace, home):
         _check_session_disk(workspace, upload_bytes, settings)
@@ -234,6 +234,10 @@ def _check_server_disk(need: int, settings: Settings, home: Path | None, what: s
             f"The server's disk is full: {free / MB:,.0f} MB free, {what} needs about {need / MB:,.0f} MB "
             f"and {settings.min_free_disk_mb:,} MB are kept free (min_free_disk_mb). Delete runs or "
             "datasets you no longer need, or ask the teacher."))
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _n(value: float) -> str:

@@ -25,7 +25,7 @@ def test_start_over_the_run_limit_says_which_limit(app, tiny_dataset, session_wo
     no_exceptions(app)
     message = errors(app)
     assert "Could not start training" in message
-    assert "You have 1 runs (the limit is 1)" in message and "max_runs" in message
+    assert "You have 1 run (the limit is 1)" in message and "max_runs" in message
     assert len(RunStore(session_workspace).list()) == 1  # no run was made, no worker started
 
 
@@ -65,7 +65,7 @@ def test_the_dataset_limit_stops_the_sample_too(app, tiny_dataset, monkeypatch):
     app.run()
     app.button(key="use_sample").click().run()
     no_exceptions(app)
-    assert "You have 1 datasets (the limit is 1)" in errors(app)
+    assert "You have 1 dataset (the limit is 1)" in errors(app)
 
 
 def test_a_new_visitor_over_the_session_limit_is_told_while_links_keep_working(home, session_workspace,

@@ -196,7 +196,7 @@ def test_start_resume_and_experiments_obey_the_limits(session, tmp_path, monkeyp
     monkeypatch.setattr(jobs, "_launch", launch)
     running = queued_run(session, tmp_path)
     before = {r.id for r in RunStore(session).list()}
-    with pytest.raises(LimitReached, match="1 jobs queued or training"):
+    with pytest.raises(LimitReached, match="1 job queued or training"):
         jobs.start_job(session, config(tmp_path))
     assert {r.id for r in RunStore(session).list()} == before  # no run was made
     stopped = RunStore(session).create(config(tmp_path))
