@@ -8,7 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from tl_core import data as tl_data
-from tl_core import downloads
+from tl_core import downloads, limits
 from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
@@ -47,6 +47,11 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
     With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
     which is then ingested where it is. ``on_ingested(ds)`` runs right after a successful import,
     before any Streamlit call that a click could interrupt."""
+    # the server's limits (datasets, upload size and images, disk) before a byte is written
+    if in_place:
+        limits.check_can_add_dataset(state.workspace)
+    else:
+        limits.check_dataset_source(state.workspace, source)
     bar = st.progress(0.0, text="Reading images…")
 
     def build(dest: Path) -> tl_data.Dataset:
@@ -54,7 +59,8 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
             source(dest)
             ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
         else:
-            ds = tl_data.ingest(source, dest, progress=progress_callback(bar), name=name)
+            ds = tl_data.ingest(source, dest, limits=limits.upload_limits(), progress=progress_callback(bar),
+                                name=name)
         if on_ingested is not None:
             on_ingested(ds)
         return ds
@@ -114,6 +120,7 @@ with tabs[4]:
     limit = st.number_input("Images per class to keep", 10, 1000, 50, step=10, key="download_limit")
     if st.button("Download", key="download", icon=":material/cloud_download:"):
         with user_errors("Could not download"), st.spinner(f"Downloading {choice}…"):
+            limits.check_can_add_dataset(state.workspace)
             ds = tl_data.create_dataset(catalog.new_dir(choice), lambda dest: downloads.download_dataset(
                 choice, dest, per_class=int(limit), cache_dir=Workspace.default().root / "downloads"))
             state.select_dataset(ds.root.name)

@@ -242,6 +242,7 @@ def build_config(args):
 
 def cmd_train(args) -> int:
     from .events import Control
+    from .limits import check_can_start
     from .runs import RunStore
     from .training import train
 
@@ -253,8 +254,9 @@ def cmd_train(args) -> int:
         run = store.get(args.resume)
         if is_active(run):
             raise TLError(f"Run {run.id} is still {run.state}; stop it before resuming it.")
-        run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
         config = run.config
+        check_can_start(ws, config, new_runs=0)  # free space; the limits of the server's settings
+        run.clear_stop()  # a Stop pressed earlier must not end the resumed run at once
     else:
         if args.data and not Path(args.data).exists():
             raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
@@ -262,6 +264,7 @@ def cmd_train(args) -> int:
         from .backbones import get_backbone
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
+        check_can_start(ws, config)
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
     control = Control(poll=run.stop_requested)
@@ -478,6 +481,41 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_cleanup(args) -> int:
+    from .cleanup import clean
+
+    report = clean(_workspace(args).root, budget_gb=args.budget_gb, dry_run=args.dry_run)
+    for entry in report.removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {entry.path} ({entry.size / 1024**2:,.1f} MB)")
+    for path in report.temp_removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} (stale temporary file)")
+    for path in report.sessions_removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path} (an empty workspace, unused for a day)")
+    print(report.summary())
+    return 0
+
+
+def cmd_settings(args) -> int:
+    from dataclasses import fields
+
+    from .settings import Settings, load_settings, settings_file, sources
+
+    home = _workspace(args).root
+    settings, origin = load_settings(home), sources(home)
+    rows = [(f.name, "(set)" if f.name == "teacher_password" and settings.teacher_password else
+             str(getattr(settings, f.name)), origin[f.name], f.metadata.get("help", "")) for f in fields(Settings)]
+    if args.json:
+        print(json.dumps({name: {"value": getattr(settings, name) if name != "teacher_password" else bool(
+            settings.teacher_password), "source": source} for name, _, source, _ in rows}, indent=2))
+        return 0
+    path = settings_file(home)
+    print(f"Settings file: {path if path else 'none (' + str(home / 'settings.toml') + ' is read when it exists)'}")
+    width = max(len(r[0]) for r in rows)
+    for name, value, source, help_text in rows:
+        print(f"{name:<{width}}  {value:>8}  {source:<28}  {help_text}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tl_core", description="TL Studio engine: transfer learning on your images.")
@@ -553,6 +591,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--per-class", type=int, default=40)
     s.set_defaults(func=cmd_sample)
+
+    s = sub.add_parser("cleanup", help="delete the least recently used caches of all workspaces over the "
+                                       "cache budget (never a training job's) and stale temporary files")
+    s.add_argument("--budget-gb", type=float, default=None, help="instead of the cache_budget_gb setting")
+    s.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    s.set_defaults(func=cmd_cleanup)
+
+    s = sub.add_parser("settings", help="the server's settings (limits, cleanup) in force and where each comes from")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_settings)
     return p
 
 

@@ -21,6 +21,7 @@ the line they belong to (``Member.series``) and, where the plan fixes it, their 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import statistics
 import time
@@ -240,12 +241,16 @@ Launcher = Callable[[Workspace, RunConfig], str]  # jobs.start_job's shape: conf
 def launch_members(workspace: Workspace, experiment: Experiment, launch: Launcher | None = None) -> Experiment:
     """Create and queue each member's run, saving the experiment after each one, so a failure part
     way leaves a file that lists the runs that did start. Returns the experiment with run ids."""
-    if launch is None:
-        from . import jobs
-
-        launch = jobs.start_job  # looked up now: the queue of worker processes, one run per device slot
-    store = ExperimentStore(workspace)
     members = list(experiment.members)
+    if launch is None:
+        from . import jobs, limits
+
+        # the server's limits, once for the whole experiment: it is one click and counts as one job
+        limits.check_can_start(workspace, members[0].config if members else None, new_runs=len(members),
+                               is_active=jobs.is_active)
+        # looked up now: the queue of worker processes, one run per device slot
+        launch = functools.partial(jobs.start_job, in_batch=True)
+    store = ExperimentStore(workspace)
     store.save(experiment)
     for i, member in enumerate(members):
         members[i] = dataclasses.replace(member, run_id=launch(workspace, member.config))

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import psutil
 
-from . import atomic
+from . import atomic, limits
 from .config import RunConfig
 from .errors import DataError, JobError
 from .runs import Run, RunStatus, RunStore
@@ -54,16 +54,31 @@ def jobs_root(home: Path | None = None) -> Path:
 
 
 def max_jobs() -> int:
-    """How many jobs may train at the same time: one per CUDA device, or 1 on CPU/MPS."""
+    """How many jobs may train at the same time: ``TL_STUDIO_MAX_JOBS``, else one per CUDA device,
+    or 1 on CPU/MPS. Asks torch only in a process that has imported it already (the app's server,
+    the CLI); elsewhere it counts GPUs without torch, so a worker waiting in the queue stays light."""
     env = os.environ.get(ENV_MAX_JOBS)
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    import torch
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(1, torch.cuda.device_count())
+    return max(1, _count_gpus_without_torch())
 
-    return max(1, torch.cuda.device_count())
+
+def _count_gpus_without_torch() -> int:
+    """NVIDIA GPUs the driver lists (``/proc/driver/nvidia/gpus``), limited by CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    try:
+        return sum(1 for _ in gpus.iterdir())
+    except OSError:
+        return 0
 
 
 # -- process liveness ------------------------------------------------------------------------
@@ -207,12 +222,17 @@ def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
 _children: dict[int, subprocess.Popen] = {}  # reaped by a thread, so no zombie stays behind
 
 
-def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None) -> str:
+def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None,
+              in_batch: bool = False) -> str:
     """Create a run for ``config`` in ``workspace`` and train it in a worker process.
 
     Returns the run id at once; the run is "queued" until the device is free. ``home`` is the
-    server-wide root holding the queue (default: ``Workspace.default().root``).
+    server-wide root holding the queue (default: ``Workspace.default().root``). LimitReached
+    when a limit of the server's settings would be passed (``tl_core.limits``); ``in_batch``: one
+    run of an experiment, whose caller checked the limits once for all its runs.
     """
+    limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
+                           is_active=is_active, home=home)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     _launch(workspace, run, home=home, resume=False)
     return run.id
@@ -238,6 +258,7 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
     if status.state == "finished":
         raise JobError(f"Run '{run.display_name()}' has finished all its epochs; re-run it, or use "
                        "'Edit and run' to train longer.")
+    limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
     _launch(workspace, run, home=home, resume=True)
 
@@ -258,7 +279,8 @@ def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) 
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tl_core.worker", str(run.dir), "--workspace",
-             str(workspace.root), "--ticket", str(ticket), *(["--resume"] if resume else [])],
+             str(workspace.root), "--ticket", str(ticket), "--slots", str(max_jobs()),
+             *(["--resume"] if resume else [])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
     except OSError as exc:

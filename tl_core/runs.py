@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from . import atomic
 from .config import RunConfig
 from .errors import ConfigError, JobError, RunNotFound
@@ -32,6 +30,8 @@ from .events import TERMINAL, Event, RunFailed, from_dict, to_dict
 from .workspace import Workspace, is_safe_id
 
 if TYPE_CHECKING:
+    import torch
+
     from .evaluation import EvalResult
 
 ACTIVE_STATES = ("queued", "running")
@@ -347,6 +347,8 @@ class Run:
 
     def save_checkpoint(self, kind: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(kind)
+        import torch  # here, not at the top: a worker waiting in the queue must not load torch
+
         atomic.write_with(path, lambda handle: torch.save(state, handle))
         return path
 
@@ -355,6 +357,8 @@ class Run:
         if not path.exists():
             raise RunNotFound(f"Run {self.id} has no {kind} checkpoint yet; train it first "
                               "(or wait for its first epoch to finish).")
+        import torch
+
         return torch.load(path, map_location=map_location, weights_only=True)
 
     def load_model(self, kind: str = "best", map_location: str | torch.device = "cpu"):

@@ -109,6 +109,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     try:
         if kind == "str":
             return str(value)
+        if isinstance(value, bool) or (kind == "int" and isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)  # int(True) and int(2.5) would pass silently
         number = float(value) if kind == "float" else int(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"Setting '{name}' in {where} must be a {'number' if kind == 'float' else 'whole number'}, "
@@ -120,3 +122,12 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 def replace(settings: Settings, **changes: Any) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+def readme_table() -> str:
+    """The README's table of settings, made from the fields (a test keeps the README in step)."""
+    rows = ["| Setting | Environment variable | Default | What it limits |", "|---|---|---|---|"]
+    for f in fields(Settings):
+        default = f'"{f.default}"' if isinstance(f.default, str) else f.default
+        rows.append(f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | {default} | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)

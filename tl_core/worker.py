@@ -4,6 +4,9 @@ Started by ``tl_core.jobs.start_job`` (and by ``jobs.resume_job`` with ``--resum
 the run's last checkpoint). It waits for a device slot in the server-wide queue,
 trains with ``tl_core.training.train`` and leaves the outcome in the run folder. The stop flag
 file (``Run.request_stop``) ends it cooperatively, keeping the best checkpoint.
+
+The queue is light: nothing this module imports up to ``wait_for_slot`` loads torch (the launcher
+passes ``--slots``), so a waiting job costs a few tens of MB; torch comes with its turn.
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ def _cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bool = False) -> int:
+def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bool = False,
+            slots: int | None = None) -> int:
     run = Run(run_dir)
     pid = os.getpid()
     run.mark_queued(pid=pid, pid_created=process_create_time(pid))
     slot = None
     if ticket is not None:
-        slots = max_jobs()
-        slot = wait_for_slot(run, ticket, slots=slots)
+        slot = wait_for_slot(run, ticket, slots=slots or max_jobs())
         if slot is None:
             run.append_event(RunCancelled(epoch=0, best_epoch=None))
             run.mark_cancelled()
@@ -76,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True, help="workspace root of the run")
     parser.add_argument("--ticket", type=Path, default=None, help="queue ticket (omit: no queue)")
     parser.add_argument("--resume", action="store_true", help="train on from the run's last checkpoint")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="jobs that may train at once (the launcher counts them; omit: counted here)")
     args = parser.parse_args(argv)
-    return run_job(args.run_dir, args.workspace, args.ticket, resume=args.resume)
+    return run_job(args.run_dir, args.workspace, args.ticket, resume=args.resume, slots=args.slots)
 
 
 if __name__ == "__main__":

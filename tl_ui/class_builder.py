@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from tl_core import limits
 from tl_core.data import Dataset
 from tl_core.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 
@@ -107,10 +108,15 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")
         if files:
+            kept = False
             with user_errors("Could not keep the images"):
-                tray.add_many(label, [(f.getvalue(), Path(f.name).suffix) for f in files])
+                dropped = [(f.getvalue(), Path(f.name).suffix) for f in files]
+                limits.check_can_upload(state.workspace, sum(len(data) for data, _ in dropped), len(dropped))
+                tray.add_many(label, dropped)
+                kept = True
             generations[label] = generations.get(label, 0) + 1
-            st.rerun()
+            if kept:  # a rerun would wipe the message of one refused (a limit, a full disk)
+                st.rerun()
         recent = images[-RECENT:]
         pictures = [(i, thumbnail_of(s.path, 96)) for i, s in enumerate(recent, start=count - len(recent) + 1)]
         if pictures:

@@ -4,7 +4,9 @@ Every browser session works in its own sub-workspace (``Workspace.default().for_
 so on a shared classroom server one student's uploads and runs are not listed to another. The
 session id, the current dataset, run and experiment live in ``st.query_params`` (``s``,
 ``dataset``, ``run``, ``experiment``): a refresh or a shared link comes back to the same place, while a new
-tab without them starts a fresh workspace.
+tab without them starts a fresh workspace, unless the server holds ``max_sessions`` workspaces
+already (``tl_core.limits``): then the visitor is told so, while links to existing ones keep working.
+``get_state`` also starts the server's cache cleanup (``tl_core.cleanup``), once per process.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core import atomic
+from tl_core import atomic, cleanup, limits
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
 from tl_core.workspace import Workspace, is_safe_id
+
+from .feedback import end_page
 
 _KEY = "tl_studio_state"
 
@@ -152,16 +156,31 @@ def _valid(value: str | None) -> str | None:
 
 def get_state() -> AppState:
     """The session's state, created on first use from the URL (or fresh) and mirrored back to it."""
+    cleanup.start_schedule()  # once per server process; a no-op after the first call
     state = st.session_state.get(_KEY)
     if state is None:
         params = st.query_params
-        state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(8),
+        session_id = _valid(params.get("s"))
+        if session_id is None or not Workspace.default().for_session(session_id).root.exists():
+            _check_new_session()
+        state = AppState(session_id=session_id or secrets.token_hex(8),
                          dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")),
                          experiment_id=_valid(params.get("experiment")))
         state.load_choices()
         st.session_state[_KEY] = state
     sync_query_params(state)
     return state
+
+
+def _check_new_session() -> None:
+    """A visitor without a workspace gets one only while the server has room (``max_sessions``);
+    otherwise the page says so and ends (nothing is kept, so a later visit checks again)."""
+    try:
+        limits.check_new_session()
+    except TLError as exc:  # LimitReached, or a settings file the teacher must fix (ConfigError)
+        st.error("No new workspace can be opened on this server right now.", icon=":material/block:")
+        st.text(str(exc))
+        end_page()
 
 
 def sync_query_params(state: AppState) -> None:
