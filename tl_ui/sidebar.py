@@ -1,11 +1,12 @@
-"""The sidebar: current dataset, current run, device and the job status (live while a job runs)."""
+"""The sidebar: current dataset, current run, device, the job status (live while a job runs) and the
+student's display name."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import jobs
-from tl_core.catalog import DatasetCatalog
+from tl_core import classroom, jobs
+from tl_core.data import Dataset
 from tl_core.errors import TLError
 from tl_core.system import device_info
 
@@ -22,11 +23,12 @@ def render(state: AppState) -> None:
         dataset = None
         if state.dataset_id:
             try:
-                dataset = DatasetCatalog(state.workspace).load(state.dataset_id)
+                dataset = Dataset.load(state.dataset_dir() or state.workspace.datasets_dir / state.dataset_id)
             except TLError:
                 st.markdown(":material/photo_library: Dataset: the selected dataset is gone; pick another on **Data**")
         if dataset is not None:  # its name is the user's: shown as text, never as Markdown
-            st.markdown(":material/photo_library: Dataset:")
+            st.markdown(":material/photo_library: Dataset:" + (" (shared by the teacher)" if state.dataset_is_shared()
+                                                              else ""))
             st.text(f"{dataset.name} · {len(dataset.records)} images, {len(dataset.classes)} classes")
         elif not state.dataset_id:
             st.markdown(":material/photo_library: Dataset: none yet: add one on **Data**")
@@ -35,6 +37,27 @@ def render(state: AppState) -> None:
         run = state.current_run()
         active = run is not None and run.status().active
         _job_status(state, live=active)
+        _display_name(state)
+
+
+def _display_name(state: AppState) -> None:
+    """The name the teacher and the class leaderboard show for this session (the student's text)."""
+    key = "display_name_input"
+    if key not in st.session_state:
+        st.session_state[key] = classroom.display_name(state.workspace)
+
+    def save() -> None:
+        try:
+            st.session_state[key] = classroom.set_display_name(state.workspace, st.session_state[key])
+        except TLError as exc:
+            st.session_state["display_name_error"] = str(exc)
+
+    st.text_input("Your name", key=key, on_change=save, max_chars=classroom.MAX_DISPLAY_NAME,
+                  placeholder="optional", help="Shown to the teacher and on the class leaderboard, if the "
+                  "teacher turns it on. Other students never see your work.")
+    error = st.session_state.pop("display_name_error", None)
+    if error:
+        st.error(error, icon=":material/error:")
 
 
 def _job_status(state: AppState, live: bool) -> None:

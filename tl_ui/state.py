@@ -4,7 +4,8 @@ Every browser session works in its own sub-workspace (``Workspace.default().for_
 so on a shared classroom server one student's uploads and runs are not listed to another. The
 session id, the current dataset, run and experiment live in ``st.query_params`` (``s``,
 ``dataset``, ``run``, ``experiment``): a refresh or a shared link comes back to the same place, while a new
-tab without them starts a fresh workspace.
+tab without them starts a fresh workspace. The session id is 16 random bytes: the link is the
+key to its workspace, so it must not be guessable.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core import atomic
+from tl_core import atomic, classroom
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
@@ -49,6 +50,8 @@ class AppState:
     weights_import_outcome: Any = field(default=None, repr=False, compare=False)  # the Model page's last import
     pending_delete_run: str | None = field(default=None, repr=False, compare=False)  # awaits "delete for good"
     pending_delete_dataset: str | None = field(default=None, repr=False, compare=False)
+    teacher_unlocked: bool = field(default=False, repr=False, compare=False)  # the right password was typed here
+    pending_teacher_delete: tuple[str, str] | None = field(default=None, repr=False, compare=False)  # (what, session)
 
     @property
     def workspace(self) -> Workspace:
@@ -59,11 +62,18 @@ class AppState:
         return RunStore(self.workspace)
 
     def dataset_dir(self):
-        """Folder of the current dataset, or None."""
+        """Folder of the current dataset (one of this workspace's, or one the teacher shared), or None."""
         if not self.dataset_id:
             return None
         path = self.workspace.datasets_dir / self.dataset_id
-        return path if (path / "dataset.json").exists() else None
+        if (path / "dataset.json").exists():
+            return path
+        return classroom.shared_dataset_dir(self.dataset_id)
+
+    def dataset_is_shared(self) -> bool:
+        """The current dataset is one the teacher shared: read-only here."""
+        folder = self.dataset_dir()
+        return folder is not None and classroom.is_shared_dataset(folder)
 
     def current_run(self) -> Run | None:
         if not self.run_id:
@@ -155,7 +165,7 @@ def get_state() -> AppState:
     state = st.session_state.get(_KEY)
     if state is None:
         params = st.query_params
-        state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(8),
+        state = AppState(session_id=_valid(params.get("s")) or secrets.token_hex(16),
                          dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")),
                          experiment_id=_valid(params.get("experiment")))
         state.load_choices()
