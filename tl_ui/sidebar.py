@@ -42,22 +42,12 @@ def render(state: AppState) -> None:
 
 def _display_name(state: AppState) -> None:
     """The name the teacher and the class leaderboard show for this session (the student's text)."""
-    key = "display_name_input"
-    if key not in st.session_state:
-        st.session_state[key] = classroom.display_name(state.workspace)
-
-    def save() -> None:
-        try:
-            st.session_state[key] = classroom.set_display_name(state.workspace, st.session_state[key])
-        except TLError as exc:
-            st.session_state["display_name_error"] = str(exc)
-
-    st.text_input("Your name", key=key, on_change=save, max_chars=classroom.MAX_DISPLAY_NAME,
-                  placeholder="optional", help="Shown to the teacher and on the class leaderboard, if the "
-                  "teacher turns it on. Other students never see your work.")
-    error = st.session_state.pop("display_name_error", None)
-    if error:
-        st.error(error, icon=":material/error:")
+    st.text_input("Your name", key=state.display_name_key(), on_change=state.take_display_name,
+                  max_chars=classroom.MAX_DISPLAY_NAME, placeholder="optional",
+                  help="Shown to the teacher and on the class leaderboard, if the teacher turns it on. "
+                       "Other students never see your work.")
+    if state.display_name_error:
+        st.error(state.display_name_error, icon=":material/error:")
 
 
 def _job_status(state: AppState, live: bool) -> None:

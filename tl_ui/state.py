@@ -52,6 +52,7 @@ class AppState:
     pending_delete_dataset: str | None = field(default=None, repr=False, compare=False)
     teacher_unlocked: bool = field(default=False, repr=False, compare=False)  # the right password was typed here
     pending_teacher_delete: tuple[str, str] | None = field(default=None, repr=False, compare=False)  # (what, session)
+    display_name_error: str | None = field(default=None, repr=False, compare=False)  # the sidebar's last refusal
 
     @property
     def workspace(self) -> Workspace:
@@ -144,6 +145,25 @@ class AppState:
     def take_dataset_pick(self) -> None:
         """The box's callback: the user's pick becomes current before the page is drawn again."""
         self.select_dataset(st.session_state[self.DATASET_PICK])
+
+    DISPLAY_NAME = "display_name_input"  # the sidebar's "Your name" box
+
+    def display_name_key(self) -> str:
+        """Key for the display-name box, filled from the session's profile the first time; pass
+        ``on_change=state.take_display_name``."""
+        if self.DISPLAY_NAME not in st.session_state:
+            st.session_state[self.DISPLAY_NAME] = classroom.display_name(self.workspace)
+        return self.DISPLAY_NAME
+
+    def take_display_name(self) -> None:
+        """The box's callback: save the name (shown as typed, cleaned); a refused one leaves the old."""
+        try:
+            saved = classroom.set_display_name(self.workspace, st.session_state[self.DISPLAY_NAME])
+        except TLError as exc:
+            self.display_name_error = str(exc)
+        else:
+            st.session_state[self.DISPLAY_NAME] = saved
+            self.display_name_error = None
 
 
 def _from_flat_choices(old: dict) -> dict:
