@@ -33,6 +33,12 @@ def who(session: classroom.SessionInfo) -> str:
     return f"{session.display_name or classroom.NO_NAME} ({short_id(session.id)})"
 
 
+def plot_text(text: str) -> str:
+    """User text for a plotly label: plotly renders a few HTML tags (links among them) in labels,
+    so its angle brackets go as entities, which plotly shows as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 # -- the password -----------------------------------------------------------------------------
 def login(state: AppState) -> None:
     """The password prompt. The password is compared on the server and never kept: only the fact
@@ -69,7 +75,7 @@ def render_sessions(state: AppState, sessions: list[classroom.SessionInfo]) -> N
     st.dataframe(table, hide_index=True, key="teacher_sessions_table", column_config={
         "last active": st.column_config.DatetimeColumn("last active", format="distance"),
         "best val acc": st.column_config.NumberColumn("best val acc", format="percent")})
-    chart = px.bar(table.assign(who=[who(s) for s in sessions]), x="who", y="disk (MB)",
+    chart = px.bar(table.assign(who=[plot_text(who(s)) for s in sessions]), x="who", y="disk (MB)",
                    title="Disk use per session", labels={"who": "session"})
     st.plotly_chart(chart.update_layout(height=300), key="teacher_disk_chart")
 
@@ -132,7 +138,7 @@ def render_queue() -> None:
         return
     for entry in entries:
         with st.container(border=True):
-            c1, c2, c3, c4 = st.columns([4, 2, 1, 1], vertical_alignment="center")
+            c1, c2, c3, c4 = st.columns([4, 2, 1, 1.5], vertical_alignment="center")
             person = entry.display_name or classroom.NO_NAME
             c1.text(f"{entry.run_name}\n{person}" + (f" ({short_id(entry.session_id)})" if entry.session_id else ""))
             c2.text("training" if entry.state == "running" else f"waiting, place {entry.position}")

@@ -186,3 +186,11 @@ def test_a_student_sets_a_display_name_shown_as_text(app):
     no_exceptions(app)
     assert classroom.display_name(Workspace.default().for_session(SESSION)) == TRICKY
     assert "http://e.com" not in markdown_text(app)
+
+
+def test_names_in_the_disk_chart_cannot_become_links():
+    from tl_ui.teacher_views import plot_text
+
+    shown = plot_text('<a href="http://e.com">me</a> & co')
+    assert "<" not in shown and ">" not in shown
+    assert shown == '&lt;a href="http://e.com"&gt;me&lt;/a&gt; &amp; co'
