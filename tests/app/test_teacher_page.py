@@ -194,3 +194,18 @@ def test_names_in_the_disk_chart_cannot_become_links():
     shown = plot_text('<a href="http://e.com">me</a> & co')
     assert "<" not in shown and ">" not in shown
     assert shown == '&lt;a href="http://e.com"&gt;me&lt;/a&gt; &amp; co'
+
+
+def test_a_new_session_gets_an_unguessable_id(home):
+    """The link is the key to a workspace: 16 random bytes, still a valid workspace id."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO
+    from tl_core.workspace import is_safe_id
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.run()
+    no_exceptions(at)
+    session = at.query_params["s"]
+    session = session[0] if isinstance(session, list) else session
+    assert len(session) == 32 and int(session, 16) >= 0 and is_safe_id(session)
