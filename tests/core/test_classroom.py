@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,7 +156,16 @@ def test_a_worker_finds_its_ticket_after_move_to_front(home, workspace, tmp_path
 
     assert classroom.move_to_front(run.id, home)
     assert not mine.exists()
-    slot = jobs.wait_for_slot(run, mine, slots=1, poll_s=0.01)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(jobs.wait_for_slot(run, mine, slots=1, poll_s=0.01)),
+                              daemon=True)
+    waiter.start()
+    waiter.join(timeout=20)
+    if not got:  # still waiting behind "other": end the wait before failing
+        run.request_stop()
+        waiter.join(timeout=5)
+        pytest.fail("the worker did not recognise its renamed ticket")
+    (slot,) = got
     try:
         assert slot is not None
         assert [t.run_id for t in jobs.waiting_tickets(root)] == ["other"]  # the renamed ticket left
