@@ -209,3 +209,35 @@ def test_a_new_session_gets_an_unguessable_id(home):
     session = at.query_params["s"]
     session = session[0] if isinstance(session, list) else session
     assert len(session) == 32 and int(session, 16) >= 0 and is_safe_id(session)
+
+
+def test_edit_and_run_keeps_a_shared_dataset_and_the_sidebar_names_it(app, student, session_workspace):
+    from streamlit.testing.v1 import AppTest
+
+    shared_id = classroom.share_dataset(STUDENT, DatasetCatalog(student).list()[0].id)
+    folder = classroom.shared_dataset_dir(shared_id)
+    run = RunStore(session_workspace).create(_config(folder))
+    run.record_dataset(folder)
+    run.mark_finished(best_epoch=1, best_val_acc=0.5)
+    app.query_params["run"] = run.id
+    app.switch_page("pages/7_runs.py").run()
+    no_exceptions(app)
+    app.button(key="manage_edit").click().run()
+    no_exceptions(app)
+    params = app.query_params["dataset"]
+    assert (params[0] if isinstance(params, list) else params) == shared_id
+    app.switch_page("pages/2_model.py").run()
+    no_exceptions(app)
+
+    sidebar = AppTest.from_function(_sidebar_only, default_timeout=30)
+    sidebar.query_params.update(s=SESSION, dataset=shared_id)  # (app.py's sidebar is not in AppTest's tree)
+    sidebar.run()
+    no_exceptions(sidebar)
+    assert any("shared by the teacher" in m.value for m in sidebar.sidebar.markdown)
+    assert any(t.value.startswith("adas-secret-data") for t in sidebar.sidebar.text)
+
+
+def _sidebar_only():
+    from tl_ui import get_state, sidebar
+
+    sidebar.render(get_state())
