@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/5_predict.py", title="5 · Predict", icon=":material/image_search:", url_path="predict"),
     st.Page("pages/6_export.py", title="6 · Export", icon=":material/package_2:", url_path="export"),
     st.Page("pages/7_runs.py", title="Runs", icon=":material/folder_managed:", url_path="runs"),
+    st.Page("pages/9_teacher.py", title="Teacher", icon=":material/supervisor_account:", url_path="teacher"),
 ]
 
 page = st.navigation(PAGES)

@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from tl_core import classroom, downloads, limits
 from tl_core import data as tl_data
-from tl_core import downloads, limits
 from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
@@ -126,9 +126,12 @@ with tabs[4]:
             state.select_dataset(ds.root.name)
 
 entries = catalog.list()
-if entries:
-    ids = [e.id for e in entries]
+shared = classroom.shared_catalog().list()  # the teacher's, for the whole class: read-only here
+if entries or shared:
+    ids = [e.id for e in entries] + [e.id for e in shared]
     labels = {e.id: f"{e.name} · {e.num_images} images, {e.num_classes} classes ({e.id})" for e in entries}
+    labels.update({e.id: f"{e.name} · {e.num_images} images, {e.num_classes} classes (shared by the teacher, "
+                         "read-only)" for e in shared})
     if state.dataset_id not in ids:
         state.select_dataset(ids[0])
     st.selectbox("Current dataset", ids, format_func=labels.get, key=state.dataset_pick_key(),
@@ -139,7 +142,10 @@ if not state.dataset_dir():
     end_page()
 
 with user_errors("Could not open the dataset", message_as_text=True):  # messages quote class names
-    ds = catalog.load(state.dataset_id)
+    ds = tl_data.Dataset.load(state.dataset_dir())
+    if state.dataset_is_shared():
+        st.info("The teacher shared this dataset with the class: it is read-only here (train on it as it is; "
+                "to change it, add your own copy above).", icon=":material/group:")
     st.subheader("2 · Health report")
     # Drawn once the split below is chosen: the report looks for duplicates leaking across it.
     report_area = st.container()

@@ -164,10 +164,10 @@ plan = draft.freeze
 with user_errors("Could not show the layer groups"):
     num_classes = 2
     if state.dataset_id:
-        from tl_core.catalog import DatasetCatalog
+        from tl_core.data import Dataset
 
-        try:
-            num_classes = max(2, len(DatasetCatalog(state.workspace).load(state.dataset_id).classes))
+        try:  # the session's own dataset or one the teacher shared
+            num_classes = max(2, len(Dataset.load(state.dataset_dir() or state.dataset_id).classes))
         except Exception:  # noqa: BLE001 - the Data page explains a broken dataset
             pass
     mode = choice_input(st.radio, "Preset", FreezeMode, plan.mode, labels=FREEZE_MODE_LABELS, horizontal=True,

@@ -1,8 +1,10 @@
-"""Runs: re-run, edit and run, resume, stop, rename and delete runs; delete datasets."""
+"""Runs: re-run, edit and run, resume, stop, rename and delete runs; delete datasets; the class
+leaderboard when the teacher turns it on."""
 
 import streamlit as st
 
-from tl_ui import get_state, intro, run_manager
+from tl_core import classroom
+from tl_ui import get_state, intro, run_manager, teacher_views
 
 state = get_state()
 
@@ -24,3 +26,9 @@ From a terminal: `python -m tl_core runs`, `python -m tl_core train --config RUN
 run_manager.render_runs(state)
 st.subheader("Datasets")
 run_manager.render_datasets(state)
+
+if classroom.leaderboard_visible():  # the teacher turns it on (Teacher page)
+    st.subheader("Class leaderboard")
+    st.caption("Everyone's runs on a dataset the teacher shared, best validation accuracy first. "
+               "Set the name shown for you in the sidebar.")
+    teacher_views.render_leaderboard("runs")

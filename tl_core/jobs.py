@@ -207,13 +207,19 @@ def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
     while True:
         if run.stop_requested():
             ticket_path.unlink(missing_ok=True)
+            for ticket in waiting_tickets(root):
+                if ticket.run_dir == str(run.dir):
+                    ticket.path.unlink(missing_ok=True)  # renamed by "move to front"
             return None
         waiting = waiting_tickets(root)
-        first = waiting[0].path if waiting else None
-        if first is None or first == ticket_path:
+        first = waiting[0] if waiting else None
+        # The ticket is found by its run folder too: the Teacher page's "move to front" renames it.
+        if first is None or first.path == ticket_path or first.run_dir == str(run.dir):
             slot = _try_slot(root, slots, run.dir)
             if slot is not None:
                 ticket_path.unlink(missing_ok=True)
+                if first is not None:
+                    first.path.unlink(missing_ok=True)
                 return slot
         time.sleep(poll_s)
 

@@ -3,7 +3,8 @@ the chosen device. ``open_session`` builds a ``Session`` in one go. After that, 
 its batch size (halved when a batch does not fit in memory), its feature cache and the model's
 weights.
 
-A session that trains on frozen features has a ``FeatureStore`` in the workspace's cache folder,
+A session that trains on frozen features has a ``FeatureStore`` in the workspace's cache folder
+(a dataset the teacher shared: the class's shared cache, so it is decoded once for everyone),
 shared by every run there: ``Session.feature_key`` names what a view's features depend on. A run
 on a share of the training images (``DataConfig.train_fraction``, the data-size sweep) trains on
 rows of the whole training set's features (``Session.feature_images``): every share of a sweep
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from . import events as ev
+from .classroom import cache_dir_for
 from .config import CLASSICAL_HEADS, RunConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
@@ -95,7 +97,8 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
     if not split.val:
         raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
                           "or give a val/ folder.")
-    images = decode_dataset(ds, preprocess, workspace.cache_dir, progress=throttled_progress(emit, "decode"))
+    images = decode_dataset(ds, preprocess, cache_dir_for(ds.root, workspace),
+                            progress=throttled_progress(emit, "decode"))
     labels = list(ds.labels)
     # After the split, so the validation and test images are the full run's whatever the share.
     train = subset_per_class(split.train, labels, config.data.train_fraction, config.data.split_seed)
@@ -198,6 +201,6 @@ def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Eve
                       model=model, normalize=normalize, use_cache=use_cache,
                       features=FeatureCache(n_views=feature_views(config.data.augment, config.train.epochs)))
     if (use_cache or session.classical) and data.image_ids and all(data.image_ids):
-        session.feature_store = FeatureStore(workspace.cache_dir / "features")
+        session.feature_store = FeatureStore(cache_dir_for(data.dataset_dir, workspace) / "features")
         session.model_fingerprint = model_fingerprint(config.model.backbone, config.model.pretrained, model.body)
     return session

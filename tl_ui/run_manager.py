@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tl_core import jobs
+from tl_core import classroom, jobs
 from tl_core.catalog import DatasetCatalog
 from tl_core.runs import Run, auto_label, unique_labels
 
@@ -25,7 +25,9 @@ def load_into_draft(state: AppState, run: Run) -> None:
     config = run.config
     state.edit_draft(data=config.data, model=config.model, freeze=config.freeze, train=config.train)
     folder = run.dataset_dir()
-    if folder is not None and folder.parent == state.workspace.datasets_dir and (folder / "dataset.json").exists():
+    own_or_shared = folder is not None and (folder.parent == state.workspace.datasets_dir
+                                            or classroom.is_shared_dataset(folder))
+    if own_or_shared and (folder / "dataset.json").exists():
         state.select_dataset(folder.name)
 
 

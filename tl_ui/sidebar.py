@@ -1,11 +1,12 @@
-"""The sidebar: current dataset, current run, device and the job status (live while a job runs)."""
+"""The sidebar: current dataset, current run, device, the job status (live while a job runs) and the
+student's display name."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import jobs
-from tl_core.catalog import DatasetCatalog
+from tl_core import classroom, jobs
+from tl_core.data import Dataset
 from tl_core.errors import TLError
 from tl_core.system import device_info
 
@@ -22,11 +23,12 @@ def render(state: AppState) -> None:
         dataset = None
         if state.dataset_id:
             try:
-                dataset = DatasetCatalog(state.workspace).load(state.dataset_id)
+                dataset = Dataset.load(state.dataset_dir() or state.workspace.datasets_dir / state.dataset_id)
             except TLError:
                 st.markdown(":material/photo_library: Dataset: the selected dataset is gone; pick another on **Data**")
         if dataset is not None:  # its name is the user's: shown as text, never as Markdown
-            st.markdown(":material/photo_library: Dataset:")
+            st.markdown(":material/photo_library: Dataset:" + (" (shared by the teacher)" if state.dataset_is_shared()
+                                                              else ""))
             st.text(f"{dataset.name} · {len(dataset.records)} images, {len(dataset.classes)} classes")
         elif not state.dataset_id:
             st.markdown(":material/photo_library: Dataset: none yet: add one on **Data**")
@@ -35,6 +37,17 @@ def render(state: AppState) -> None:
         run = state.current_run()
         active = run is not None and run.status().active
         _job_status(state, live=active)
+        _display_name(state)
+
+
+def _display_name(state: AppState) -> None:
+    """The name the teacher and the class leaderboard show for this session (the student's text)."""
+    st.text_input("Your name", key=state.display_name_key(), on_change=state.take_display_name,
+                  max_chars=classroom.MAX_DISPLAY_NAME, placeholder="optional",
+                  help="Shown to the teacher and on the class leaderboard, if the teacher turns it on. "
+                       "Other students never see your work.")
+    if state.display_name_error:
+        st.error(state.display_name_error, icon=":material/error:")
 
 
 def _job_status(state: AppState, live: bool) -> None:

@@ -6,7 +6,8 @@ session id, the current dataset, run and experiment live in ``st.query_params`` 
 ``dataset``, ``run``, ``experiment``): a refresh or a shared link comes back to the same place, while a new
 tab without them starts a fresh workspace, unless the server holds ``max_sessions`` workspaces
 already (``tl_core.limits``): then the visitor is told so, while links to existing ones keep working.
-``get_state`` also starts the server's cache cleanup (``tl_core.cleanup``), once per process.
+The session id is 16 random bytes: the link is the key to its workspace, so it must not be
+guessable. ``get_state`` also starts the server's cache cleanup (``tl_core.cleanup``), once per process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core import atomic, cleanup, limits
+from tl_core import atomic, classroom, cleanup, limits
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
@@ -53,6 +54,9 @@ class AppState:
     weights_import_outcome: Any = field(default=None, repr=False, compare=False)  # the Model page's last import
     pending_delete_run: str | None = field(default=None, repr=False, compare=False)  # awaits "delete for good"
     pending_delete_dataset: str | None = field(default=None, repr=False, compare=False)
+    teacher_unlocked: bool = field(default=False, repr=False, compare=False)  # the right password was typed here
+    pending_teacher_delete: tuple[str, str] | None = field(default=None, repr=False, compare=False)  # (what, session)
+    display_name_error: str | None = field(default=None, repr=False, compare=False)  # the sidebar's last refusal
 
     @property
     def workspace(self) -> Workspace:
@@ -63,11 +67,18 @@ class AppState:
         return RunStore(self.workspace)
 
     def dataset_dir(self):
-        """Folder of the current dataset, or None."""
+        """Folder of the current dataset (one of this workspace's, or one the teacher shared), or None."""
         if not self.dataset_id:
             return None
         path = self.workspace.datasets_dir / self.dataset_id
-        return path if (path / "dataset.json").exists() else None
+        if (path / "dataset.json").exists():
+            return path
+        return classroom.shared_dataset_dir(self.dataset_id)
+
+    def dataset_is_shared(self) -> bool:
+        """The current dataset is one the teacher shared: read-only here."""
+        folder = self.dataset_dir()
+        return folder is not None and classroom.is_shared_dataset(folder)
 
     def current_run(self) -> Run | None:
         if not self.run_id:
@@ -139,6 +150,25 @@ class AppState:
         """The box's callback: the user's pick becomes current before the page is drawn again."""
         self.select_dataset(st.session_state[self.DATASET_PICK])
 
+    DISPLAY_NAME = "display_name_input"  # the sidebar's "Your name" box
+
+    def display_name_key(self) -> str:
+        """Key for the display-name box, filled from the session's profile the first time; pass
+        ``on_change=state.take_display_name``."""
+        if self.DISPLAY_NAME not in st.session_state:
+            st.session_state[self.DISPLAY_NAME] = classroom.display_name(self.workspace)
+        return self.DISPLAY_NAME
+
+    def take_display_name(self) -> None:
+        """The box's callback: save the name (shown as typed, cleaned); a refused one leaves the old."""
+        try:
+            saved = classroom.set_display_name(self.workspace, st.session_state[self.DISPLAY_NAME])
+        except TLError as exc:
+            self.display_name_error = str(exc)
+        else:
+            st.session_state[self.DISPLAY_NAME] = saved
+            self.display_name_error = None
+
 
 def _from_flat_choices(old: dict) -> dict:
     """The choices file TL Studio wrote before the draft was a RunConfig, as RunConfig.to_dict()
@@ -163,7 +193,7 @@ def get_state() -> AppState:
         session_id = _valid(params.get("s"))
         if session_id is None or not Workspace.default().for_session(session_id).root.exists():
             _check_new_session()
-        state = AppState(session_id=session_id or secrets.token_hex(8),
+        state = AppState(session_id=session_id or secrets.token_hex(16),
                          dataset_id=_valid(params.get("dataset")), run_id=_valid(params.get("run")),
                          experiment_id=_valid(params.get("experiment")))
         state.load_choices()

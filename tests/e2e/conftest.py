@@ -17,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
+TEACHER_PASSWORD = "e2e teacher phrase"  # opens the Teacher page of the test server
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  # A synthetic camera that needs no permission prompt, for st.camera_input.
@@ -39,7 +40,7 @@ def server(server_home):
     """Base URL of a TL Studio server in its own process group, stopped with killpg."""
     port = free_port()
     env = {**os.environ, "TL_STUDIO_HOME": str(server_home), "TL_STUDIO_OFFLINE": "1",
-           "PYTHONPATH": str(REPO)}
+           "PYTHONPATH": str(REPO), "TL_STUDIO_TEACHER_PASSWORD": TEACHER_PASSWORD}
     log = open(server_home / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
