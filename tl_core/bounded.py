@@ -1,0 +1,115 @@
+"""A bound on heavy work in the app's server process, shared by every browser session.
+
+Streamlit runs each session's script in its own thread of one process: thumbnails, Grad-CAM,
+feature maps, batch predictions and exports from 30 students would all decode images and run
+networks at once and starve each other (and the server's memory). ``heavy_task()`` lets
+``settings.server_heavy_tasks`` of them run at a time; the others wait their turn, up to a
+bound, then get a ``LimitReached`` that says to try again. Training runs in worker processes
+and is not counted here.
+
+No Streamlit here: the app shows a waiting notice around it (``tl_ui.heavy``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .errors import LimitReached
+from .settings import load_settings
+
+WAIT_SECONDS = 60.0  # how long a task waits for a free slot before the user is told to try again
+SETTING = "server_heavy_tasks"
+
+
+class Gate:
+    """At most ``size()`` tasks inside at once (0: no bound). Re-entrant per thread: a task that
+    starts another (a gallery's Grad-CAM and its thumbnails) holds one slot, so nested tasks
+    cannot deadlock each other."""
+
+    def __init__(self, size: Callable[[], int]) -> None:
+        self._size = size
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting = 0
+        self._mine = threading.local()
+
+    def running(self) -> int:
+        """Tasks inside now."""
+        return self._running
+
+    def waiting(self) -> int:
+        """Tasks waiting for a slot now."""
+        return self._waiting
+
+    def held_here(self) -> bool:
+        """Whether this thread is inside already (its nested tasks go straight in)."""
+        return getattr(self._mine, "depth", 0) > 0
+
+    def would_wait(self) -> bool:
+        """Whether a task started now from this thread would have to wait."""
+        size = self._size()
+        return not self.held_here() and bool(size) and self._running >= size
+
+    @contextmanager
+    def slot(self, timeout: float = WAIT_SECONDS) -> Iterator[None]:
+        """Hold one slot for the block; raise ``LimitReached`` after ``timeout`` seconds of waiting."""
+        if self.held_here():
+            self._mine.depth += 1
+            try:
+                yield
+            finally:
+                self._mine.depth -= 1
+            return
+        size = self._size()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._waiting += 1
+            try:
+                while size and self._running >= size:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LimitReached(SETTING, f"The server is busy: {self._running} other heavy tasks "
+                                                    f"(pictures, Grad-CAM, predictions, exports) have been running "
+                                                    f"for over {timeout:.0f} s. Try again in a minute; if this "
+                                                    f"happens often, ask the teacher to raise {SETTING}.")
+                    self._cond.wait(left)
+            finally:
+                self._waiting -= 1
+            self._running += 1
+        self._mine.depth = 1
+        try:
+            _bound_torch_threads(size)
+            yield
+        finally:
+            self._mine.depth = 0
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+
+
+_threads_bounded = False
+
+
+def _bound_torch_threads(slots: int) -> None:
+    """Once torch is in the server process, give it a share of the cores per slot, so the tasks
+    running together use the machine's cores, not each of them all of them (torch's default)."""
+    global _threads_bounded
+    if _threads_bounded or "torch" not in sys.modules:
+        return
+    _threads_bounded = True
+    torch = sys.modules["torch"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // max(slots, 1)))
+
+
+HEAVY = Gate(lambda: int(load_settings().server_heavy_tasks))
+
+
+def heavy_task(timeout: float = WAIT_SECONDS):
+    """The server-wide slot for one heavy task: ``with heavy_task(): ...``."""
+    return HEAVY.slot(timeout)
