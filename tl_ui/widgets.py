@@ -64,18 +64,10 @@ def thumbnail(path: str, mtime: float, size: int = 160, _wait: float = THUMBNAIL
         return thumbnail_jpeg(Path(path), size)
 
 
-def thumbnail_of(path: Path, size: int = 160) -> bytes | None:
-    """``thumbnail``, or None when the file cannot be shown (missing, not an image, too many
-    pixels) or the server is too busy to make it now."""
-    try:
-        return thumbnail(str(path), path.stat().st_mtime, size)
-    except (OSError, ImageRefused, LimitReached):
-        return None
-
-
 def thumbnails(paths: Sequence[Path], size: int = 160) -> list[bytes | None]:
-    """``thumbnail_of`` for a batch, with one waiting notice while the server is busy; when a
-    picture could not get a slot in time, the rest of the batch is left out too (None)."""
+    """``thumbnail`` of each file, or None for one that cannot be shown (missing, not an image, too
+    many pixels), with one waiting notice while the server is busy; when a picture could not get a
+    slot in time, the rest of the batch is left out too (None) and a caption says why."""
     out: list[bytes | None] = []
     with waiting_notice():
         for path in paths:

@@ -135,7 +135,8 @@ def too_many_pixels(width: int, height: int, limit: int) -> ImageRefused:
                                   "Resize it to a few thousand pixels a side")
 
 
-def _file_too_big(limits: Limits) -> ImageRefused:
+def file_too_big(limits: Limits) -> ImageRefused:
+    """The refusal of a file over ``limits.max_file_bytes`` (to raise before reading it)."""
     cap = limits.max_file_bytes
     shown = f"{cap // MiB} MiB" if cap % MiB == 0 else f"{cap / 1e6:.0f} MB"  # a teacher's cap is in MB
     return ImageRefused("file size", f"file is larger than {shown}; use a smaller picture")
@@ -160,7 +161,7 @@ def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
     if not size:
         raise ImageRefused("empty", "empty file (0 bytes)")
     if size > limits.max_file_bytes:
-        raise _file_too_big(limits)
+        raise file_too_big(limits)
     pil_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
