@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from .errors import LimitReached
 from .settings import load_settings
@@ -56,8 +56,9 @@ class Gate:
         return not self.held_here() and bool(size) and self._running >= size
 
     @contextmanager
-    def slot(self, timeout: float = WAIT_SECONDS) -> Iterator[None]:
-        """Hold one slot for the block; raise ``LimitReached`` after ``timeout`` seconds of waiting."""
+    def slot(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold one slot for the block; raise ``LimitReached`` after ``timeout`` seconds of waiting
+        (default ``WAIT_SECONDS``, read at each call)."""
         if self.held_here():
             self._mine.depth += 1
             try:
@@ -66,6 +67,7 @@ class Gate:
                 self._mine.depth -= 1
             return
         size = self._size()
+        timeout = WAIT_SECONDS if timeout is None else timeout
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiting += 1
@@ -110,6 +112,7 @@ def _bound_torch_threads(slots: int) -> None:
 HEAVY = Gate(lambda: int(load_settings().server_heavy_tasks))
 
 
-def heavy_task(timeout: float = WAIT_SECONDS):
-    """The server-wide slot for one heavy task: ``with heavy_task(): ...``."""
+def heavy_task(timeout: float | None = None) -> AbstractContextManager[None]:
+    """The server-wide slot for one heavy task: ``with heavy_task(): ...``, or ``@heavy_task()`` on
+    a function (each call takes the slot; under ``st.cache_data``, only a cache miss does)."""
     return HEAVY.slot(timeout)

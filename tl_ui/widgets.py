@@ -55,7 +55,7 @@ THUMBNAIL_WAIT = 5.0  # seconds a thumbnail waits for a busy server; a page with
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str, mtime: float, size: int = 160, _wait: float = THUMBNAIL_WAIT) -> bytes:
+def thumbnail(path: str, mtime: float, size: int = 160, _wait: float | None = THUMBNAIL_WAIT) -> bytes:
     """A small JPEG of an image file (cached by path and modification time), made after the image
     guard and without decoding a big photo at full size (``tl_core.data.safety.thumbnail_jpeg``),
     in one of the server's heavy-task slots. Raises ``ImageRefused``, or ``LimitReached`` when the
