@@ -356,3 +356,52 @@ def test_torch_in_the_server_gets_a_share_of_the_cores(monkeypatch):
     with Gate(lambda: 2).slot(timeout=1):  # once per process
         pass
     assert calls == [4]
+
+
+# ------------------------------------------------------------------ weights import
+def test_a_weights_file_too_big_for_its_backbone_is_refused_before_it_is_read_whole(tmp_path):
+    """A file named like torchvision's mobilenet_v2 weights but far larger than they can be: refused
+    (the hash check, early) after reading only a little past the bound, and nothing is kept."""
+    from tl_core import backbones
+    from tl_core.errors import WeightsRejected
+
+    spec = backbones.get_backbone("mobilenet_v2")
+    limit = backbones.max_weights_bytes(spec)
+    assert 14_000_000 < limit < 40_000_000  # the real file is 14 MB
+
+    class Endless(io.RawIOBase):
+        """An upload of 10 GB of zeros, counting what is read of it."""
+
+        def __init__(self) -> None:
+            self.read_bytes = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def seek(self, offset: int, whence: int = 0) -> int:
+            return 0
+
+        def read(self, n: int = -1) -> bytes:
+            n = 1 << 20 if n < 0 else n
+            n = min(n, 10 * 1024**3 - self.read_bytes)
+            self.read_bytes += n
+            return b"\0" * n
+
+    upload = Endless()
+    dest = tmp_path / "weights"
+    with pytest.raises(WeightsRejected) as info:
+        backbones.import_weights(upload, spec.weights_filename, dest_dir=dest)
+    assert info.value.check == "hash" and "larger than mobilenet_v2's weights can be" in str(info.value)
+    assert upload.read_bytes <= limit + (1 << 20)
+    assert not any(dest.iterdir())  # the temporary file is gone too
+    with pytest.raises(WeightsRejected, match="larger than"):
+        backbones.import_weights(b"\0" * (limit + 1), spec.weights_filename, dest_dir=dest)
+
+
+def test_the_bound_never_refuses_torchvisions_own_file():
+    """The bound never refuses the real file: torchvision's mobilenet_v2 weights, bundled here."""
+    from tl_core import backbones
+
+    spec = backbones.get_backbone("mobilenet_v2")
+    bundled = backbones.bundled_weights_path(spec.weights_filename)
+    assert bundled.stat().st_size < backbones.max_weights_bytes(spec)
