@@ -139,8 +139,8 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")
         if files:
-            good, state.upload_refused[label] = screen_uploads(files)
             with user_errors("Could not keep the images"):
+                good, state.upload_refused[label] = screen_uploads(files)
                 tray.add_many(label, good)
             generations[label] = generations.get(label, 0) + 1
             st.rerun()
