@@ -4,8 +4,9 @@ Streamlit runs each session's script in its own thread of one process: thumbnail
 feature maps, batch predictions and exports from 30 students would all decode images and run
 networks at once and starve each other (and the server's memory). ``heavy_task()`` lets
 ``settings.server_heavy_tasks`` of them run at a time; the others wait their turn, up to a
-bound, then get a ``LimitReached`` that says to try again. Training runs in worker processes
-and is not counted here.
+bound, then get a ``LimitReached`` that says to try again. While tasks run, torch in this
+process uses a share of the cores per slot. Training runs in worker processes and is not counted
+here.
 
 No Streamlit here: the app shows a waiting notice around it (``tl_ui.heavy``).
 """
@@ -37,6 +38,7 @@ class Gate:
         self._running = 0
         self._waiting = 0
         self._mine = threading.local()
+        self._torch_threads: int | None = None  # torch's own setting, kept while tasks run
 
     def running(self) -> int:
         """Tasks inside now."""
@@ -83,30 +85,35 @@ class Gate:
             finally:
                 self._waiting -= 1
             self._running += 1
+            if self._running == 1:
+                self._share_cores(size)
         self._mine.depth = 1
         try:
-            _bound_torch_threads(size)
             yield
         finally:
             self._mine.depth = 0
             with self._cond:
                 self._running -= 1
+                if self._running == 0:
+                    self._restore_cores()
                 self._cond.notify()
 
+    def _share_cores(self, slots: int) -> None:
+        """While heavy tasks run, torch (when the server has loaded it) uses a share of the cores per
+        slot, so the tasks together use the machine's cores, not each of them all of them (torch's
+        default). Set when the first task starts, given back when the last one ends."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._torch_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(self._torch_threads, cores // max(slots, 1))))
 
-_threads_bounded = False
-
-
-def _bound_torch_threads(slots: int) -> None:
-    """Once torch is in the server process, give it a share of the cores per slot, so the tasks
-    running together use the machine's cores, not each of them all of them (torch's default)."""
-    global _threads_bounded
-    if _threads_bounded or "torch" not in sys.modules:
-        return
-    _threads_bounded = True
-    torch = sys.modules["torch"]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // max(slots, 1)))
+    def _restore_cores(self) -> None:
+        torch = sys.modules.get("torch")
+        if torch is not None and self._torch_threads is not None:
+            torch.set_num_threads(self._torch_threads)
+        self._torch_threads = None
 
 
 HEAVY = Gate(lambda: int(load_settings().server_heavy_tasks))

@@ -338,24 +338,34 @@ def test_the_servers_gate_has_the_size_the_teacher_set(monkeypatch):
         thread.join(10)
 
 
-def test_torch_in_the_server_gets_a_share_of_the_cores(monkeypatch):
+def test_torch_in_the_server_gets_a_share_of_the_cores_while_tasks_run(monkeypatch):
     import tl_core.bounded as bounded
 
-    calls: list[int] = []
-
     class FakeTorch:
-        @staticmethod
-        def set_num_threads(n: int) -> None:
-            calls.append(n)
+        threads = 8
+        calls: list[int] = []
+
+        @classmethod
+        def get_num_threads(cls) -> int:
+            return cls.threads
+
+        @classmethod
+        def set_num_threads(cls, n: int) -> None:
+            cls.calls.append(n)
+            cls.threads = n
 
     monkeypatch.setitem(sys.modules, "torch", FakeTorch)
-    monkeypatch.setattr(bounded, "_threads_bounded", False)
     monkeypatch.setattr(bounded.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
-    with Gate(lambda: 2).slot(timeout=1):
-        pass
-    with Gate(lambda: 2).slot(timeout=1):  # once per process
-        pass
-    assert calls == [4]
+    gate = Gate(lambda: 2)
+    release, entered, errors = threading.Event(), threading.Event(), []
+    with gate.slot(timeout=1):
+        assert FakeTorch.threads == 4  # two slots on eight cores
+        thread = _hold(gate, entered, release, errors)  # a second task: no change
+        entered.wait(5)
+    assert FakeTorch.threads == 4  # the other task still runs
+    release.set()
+    thread.join(10)
+    assert FakeTorch.threads == 8 and FakeTorch.calls == [4, 8]  # torch's own setting back when idle
 
 
 # ------------------------------------------------------------------ weights import
