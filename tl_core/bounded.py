@@ -4,8 +4,8 @@ Streamlit runs each session's script in its own thread of one process: thumbnail
 feature maps, batch predictions and exports from 30 students would all decode images and run
 networks at once and starve each other (and the server's memory). ``heavy_task()`` lets
 ``settings.server_heavy_tasks`` of them run at a time; the others wait their turn, up to a
-bound, then get a ``LimitReached`` that says to try again. While tasks run, torch in this
-process uses a share of the cores per slot. Training runs in worker processes and is not counted
+bound, then get a ``LimitReached`` that says to try again. Inside a task, torch uses a share
+of the cores per slot. Training runs in worker processes and is not counted
 here.
 
 No Streamlit here: the app shows a waiting notice around it (``tl_ui.heavy``).
@@ -38,7 +38,6 @@ class Gate:
         self._running = 0
         self._waiting = 0
         self._mine = threading.local()
-        self._torch_threads: int | None = None  # torch's own setting, kept while tasks run
 
     def running(self) -> int:
         """Tasks inside now."""
@@ -85,35 +84,37 @@ class Gate:
             finally:
                 self._waiting -= 1
             self._running += 1
-            if self._running == 1:
-                self._share_cores(size)
         self._mine.depth = 1
+        own_threads = None
         try:
+            own_threads = _share_cores(size)
             yield
         finally:
+            _give_back_cores(own_threads)
             self._mine.depth = 0
             with self._cond:
                 self._running -= 1
-                if self._running == 0:
-                    self._restore_cores()
                 self._cond.notify()
 
-    def _share_cores(self, slots: int) -> None:
-        """While heavy tasks run, torch (when the server has loaded it) uses a share of the cores per
-        slot, so the tasks together use the machine's cores, not each of them all of them (torch's
-        default). Set when the first task starts, given back when the last one ends."""
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self._torch_threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, min(self._torch_threads, cores // max(slots, 1))))
 
-    def _restore_cores(self) -> None:
-        torch = sys.modules.get("torch")
-        if torch is not None and self._torch_threads is not None:
-            torch.set_num_threads(self._torch_threads)
-        self._torch_threads = None
+def _share_cores(slots: int) -> int | None:
+    """For the task starting in this thread, torch (when the server has loaded it) uses a share of
+    the cores per slot, so the tasks together use the machine's cores, not each of them all of them
+    (torch's default). Returns the setting to give back when the task ends. (With OpenMP, torch's
+    usual build on Linux, the setting is the calling thread's own.)"""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, cores // max(slots, 1))))
+    return before
+
+
+def _give_back_cores(before: int | None) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and before is not None:
+        torch.set_num_threads(before)
 
 
 HEAVY = Gate(lambda: int(load_settings().server_heavy_tasks))

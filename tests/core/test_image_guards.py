@@ -338,7 +338,7 @@ def test_the_servers_gate_has_the_size_the_teacher_set(monkeypatch):
         thread.join(10)
 
 
-def test_torch_in_the_server_gets_a_share_of_the_cores_while_tasks_run(monkeypatch):
+def test_torch_in_a_task_gets_a_share_of_the_cores_and_gives_it_back(monkeypatch):
     import tl_core.bounded as bounded
 
     class FakeTorch:
@@ -357,15 +357,11 @@ def test_torch_in_the_server_gets_a_share_of_the_cores_while_tasks_run(monkeypat
     monkeypatch.setitem(sys.modules, "torch", FakeTorch)
     monkeypatch.setattr(bounded.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
     gate = Gate(lambda: 2)
-    release, entered, errors = threading.Event(), threading.Event(), []
     with gate.slot(timeout=1):
         assert FakeTorch.threads == 4  # two slots on eight cores
-        thread = _hold(gate, entered, release, errors)  # a second task: no change
-        entered.wait(5)
-    assert FakeTorch.threads == 4  # the other task still runs
-    release.set()
-    thread.join(10)
-    assert FakeTorch.threads == 8 and FakeTorch.calls == [4, 8]  # torch's own setting back when idle
+        with gate.slot(timeout=1):  # nested: the same task, no change
+            assert FakeTorch.calls == [4]
+    assert FakeTorch.threads == 8 and FakeTorch.calls == [4, 8]  # torch's own setting back after the task
 
 
 # ------------------------------------------------------------------ weights import
