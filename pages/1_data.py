@@ -15,7 +15,7 @@ from tl_core.errors import DataError
 from tl_core.workspace import Workspace
 from tl_ui import class_builder, end_page, get_state, intro, user_errors
 from tl_ui.feedback import notice
-from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
+from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
 
 state = get_state()
 catalog = DatasetCatalog(state.workspace)
@@ -195,7 +195,7 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
         st.markdown("**A few images of each class**")
         examples = ds.examples(per_class=8)
         for label in ds.classes:
-            thumbs = [t for t in (thumbnail_of(ds.path_of(r)) for r in examples.get(label, [])) if t]
+            thumbs = [t for t in thumbnails([ds.path_of(r) for r in examples.get(label, [])]) if t]
             st.text(f"{label} ({report.class_counts.get(label, 0)})")  # a class name: text, never Markdown
             if thumbs:
                 st.image(thumbs, width=96)

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from tl_ui import end_page, get_state, intro, user_errors
+from tl_ui.heavy import heavy_work
 from tl_ui.predict_views import (
     collect_images,
     explain_uploads,
@@ -91,7 +92,8 @@ with batch_tab:
     uploads = [*(folder or []), *(archives or [])]
     if uploads and st.button("Classify them all", type="primary", icon=":material/play_arrow:",
                              key="predict_batch_go"):
-        with user_errors("Could not classify the images"):
+        # One heavy-task slot for the whole batch (checking thousands of files is heavy too).
+        with user_errors("Could not classify the images"), heavy_work():
             bar = st.progress(0.0, text="Checking the files…")
             images, rejected = collect_images(uploads)
 

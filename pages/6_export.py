@@ -4,9 +4,9 @@ import re
 
 import streamlit as st
 
-from tl_core.export import FORMATS, export_bundle
+from tl_core.export import FORMATS
 from tl_ui import end_page, get_state, intro, user_errors
-from tl_ui.export_views import FORMAT_NAMES, bundle_zip, card_preview, last_report, show_checks
+from tl_ui.export_views import FORMAT_NAMES, bundle_zip, card_preview, export, last_report, show_checks
 from tl_ui.trained import pick_trained_run
 
 state = get_state()
@@ -70,7 +70,7 @@ if st.button("Build the bundle", type="primary", icon=":material/package_2:", ke
     with user_errors("Could not export the model"), st.status("Exporting and checking…", expanded=True) as status:
         st.write(f"Writing {', '.join(chosen)}, labels, preprocessing and predict.py, then running each file on "
                  "real photos and comparing with PyTorch…")
-        report = export_bundle(run, out_dir, formats=chosen)
+        report = export(run, out_dir, chosen)  # in a bounded heavy-task slot of the server
         status.update(label=f"Exported in {report.seconds:.1f} s", state="complete" if report.ok else "error",
                       expanded=False)
 

@@ -447,11 +447,30 @@ def expected_state_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def _copy_hashing(source: bytes | Path | IO[bytes], dest: Path) -> str:
-    """Write ``source`` to ``dest`` chunk by chunk (an upload is not copied again in memory); its sha256."""
+def max_weights_bytes(spec: BackboneSpec) -> int:
+    """The most bytes a torchvision weights file of ``spec`` can sensibly hold: its parameters as
+    float32, half as much again for buffers (BatchNorm statistics) and pickle framing, plus 4 MiB."""
+    return int(spec.num_params * 4 * 1.5) + 4 * 1024**2
+
+
+def _too_big(spec: BackboneSpec, name: str) -> WeightsRejected:
+    """The hash check, early: a file larger than the backbone's weights can be is not torchvision's
+    file, and is not read to its end (nor written whole to the disk) to find that out."""
+    limit = max_weights_bytes(spec)
+    return WeightsRejected("hash", f"Refused {name!r} (check: hash): it is larger than {spec.name}'s weights "
+                                   f"can be ({limit / 1024**2:.0f} MiB at most), so it cannot be torchvision's "
+                                   f"file. Download {spec.weights_url} again.")
+
+
+def _copy_hashing(source: bytes | Path | IO[bytes], dest: Path, spec: BackboneSpec, name: str) -> str:
+    """Write ``source`` to ``dest`` chunk by chunk (an upload is not copied again in memory); its
+    sha256. Stops at the first byte past ``max_weights_bytes(spec)``."""
+    limit = max_weights_bytes(spec)
     digest = hashlib.sha256()
     with open(dest, "wb") as out:
         if isinstance(source, bytes | bytearray | memoryview):
+            if len(source) > limit:
+                raise _too_big(spec, name)
             digest.update(source)
             out.write(source)
             return digest.hexdigest()
@@ -459,7 +478,11 @@ def _copy_hashing(source: bytes | Path | IO[bytes], dest: Path) -> str:
         try:
             if hasattr(reader, "seek"):
                 reader.seek(0)
+            copied = 0
             for chunk in iter(lambda: reader.read(1 << 20), b""):
+                copied += len(chunk)
+                if copied > limit:
+                    raise _too_big(spec, name)
                 digest.update(chunk)
                 out.write(chunk)
         finally:
@@ -502,7 +525,8 @@ def import_weights(source: bytes | Path | IO[bytes], file_name: str | None = Non
     """Add a torchvision ``.pth`` file (bytes, a path or a binary file object such as an upload) to
     the weights this machine has, after four checks (``WEIGHT_CHECKS``): its name is a registered
     backbone's torchvision file name; its sha256 starts with the hash in that name (torchvision's
-    rule); it loads with ``torch.load(weights_only=True)``; its keys and shapes are the backbone's.
+    rule; a file larger than ``max_weights_bytes`` fails it before it is read to the end); it loads
+    with ``torch.load(weights_only=True)``; its keys and shapes are the backbone's.
 
     Saved atomically in ``dest_dir`` (default ``weights_import_dir()``); returns the saved path.
     A failed check raises ``WeightsRejected`` naming it, and nothing is saved.
@@ -513,7 +537,7 @@ def import_weights(source: bytes | Path | IO[bytes], file_name: str | None = Non
     target = dest / spec.weights_filename
     try:
         with atomic.replacing(target) as tmp:
-            digest = _copy_hashing(source, tmp)
+            digest = _copy_hashing(source, tmp, spec, name)
             expected_hash = HASH_REGEX.search(spec.weights_filename).group(1)
             if not digest.startswith(expected_hash):
                 raise WeightsRejected("hash", f"Refused {name!r} (check: hash): its sha256 starts with "

@@ -160,11 +160,9 @@ def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images:
     check_can_upload(workspace, upload_bytes, n_images, settings=settings, home=home)
 
 
-def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
-                     settings: Settings | None = None, home: Path | None = None) -> None:
-    """Before ``upload_bytes`` bytes and ``n_images`` images a user sent are kept: the upload caps,
-    the session's disk and the server's (images collected class by class, a dataset's upload)."""
-    settings = settings or load_settings(home)
+def check_upload_size(upload_bytes: int, n_images: int, settings: Settings) -> None:
+    """The per-upload caps alone (``max_upload_mb``, ``max_upload_images``): for what is looked at
+    but not kept (Predict), and the first check of ``check_can_upload``."""
     limit = settings.limit("max_upload_mb")
     if limit is not None and upload_bytes > limit * MB:
         raise LimitReached("max_upload_mb", (
@@ -175,6 +173,14 @@ def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
         raise LimitReached("max_upload_images", (
             f"This upload has {_count(n_images, 'image')} (the limit is {_n(limit)} per upload): upload them in "
             "smaller parts, or ask the teacher to raise max_upload_images."))
+
+
+def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
+                     settings: Settings | None = None, home: Path | None = None) -> None:
+    """Before ``upload_bytes`` bytes and ``n_images`` images a user sent are kept: the upload caps,
+    the session's disk and the server's (images collected class by class, a dataset's upload)."""
+    settings = settings or load_settings(home)
+    check_upload_size(upload_bytes, n_images, settings)
     if is_session_workspace(workspace, home):
         _check_session_disk(workspace, upload_bytes, settings)
     # the upload is kept once as sent and once unpacked while it is read
@@ -314,16 +320,19 @@ def check_dataset_source(workspace: Workspace, source: Any, *, settings: Setting
 
 
 def upload_limits(settings: Settings | None = None) -> Limits:
-    """The ingest caps for an upload, from the settings: a backstop behind ``check_dataset_source``
-    for what only unpacking shows (images compress little, so twice the upload cap is generous)."""
+    """The ingest caps for a dataset upload, from the settings: each file at most ``max_upload_mb``
+    (``safety.upload_limits``, the caps of one image), and a backstop behind ``check_dataset_source``
+    for what only unpacking shows (images compress little, so twice the upload caps is generous)."""
+    import dataclasses
+
     from .data import Limits
+    from .data.safety import upload_limits as image_limits
 
     settings = settings or load_settings()
     default = Limits()
     max_bytes = settings.limit("max_upload_mb")
     max_images = settings.limit("max_upload_images")
-    return Limits(max_total_bytes=min(default.max_total_bytes, int(2 * max_bytes * MB)) if max_bytes
-                  else default.max_total_bytes,
-                  max_files=min(default.max_files, int(2 * max_images)) if max_images else default.max_files,
-                  max_file_bytes=min(default.max_file_bytes, int(max_bytes * MB)) if max_bytes
-                  else default.max_file_bytes)
+    return dataclasses.replace(
+        image_limits(settings),
+        max_total_bytes=min(default.max_total_bytes, int(2 * max_bytes * MB)) if max_bytes else default.max_total_bytes,
+        max_files=min(default.max_files, int(2 * max_images)) if max_images else default.max_files)

@@ -4,8 +4,10 @@ Collecting photos class by class is slow work, so each image is written to the w
 moment it arrives (``<workspace>/snapshots/``): a browser refresh, a page switch or a server
 restart keeps them. Each image has its own small JSON sidecar with its class, so two browser tabs
 of the same session can add images at once without losing any (there is no shared list to
-rewrite). ``as_uploads()`` hands them to ``tl_core.data.ingest``, which checks each image as it
-checks every upload; ``remove()`` then drops exactly the ones the dataset took.
+rewrite). Every image passes the image guard before it is written (``checked_image``: a
+decompression bomb or a non-image is refused at the door). ``as_uploads()`` hands them to
+``tl_core.data.ingest``, which decodes and checks each image as it checks every upload;
+``remove()`` then drops exactly the ones the dataset took.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .data import Dataset, UploadedImage
+from .data import Dataset, Limits, UploadedImage
+from .data.safety import checked_image
 from .workspace import Workspace
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -58,15 +61,20 @@ class SnapshotTray:
     def counts(self) -> Counter[str]:
         return Counter(s.label for s in self.items())
 
-    def add(self, label: str, data: bytes, suffix: str = ".jpg") -> Snapshot:
-        return self.add_many(label, [(data, suffix)])[0]
+    def add(self, label: str, data: bytes, suffix: str = ".jpg", limits: Limits | None = None) -> Snapshot:
+        return self.add_many(label, [(data, suffix)], limits)[0]
 
-    def add_many(self, label: str, images: Iterable[tuple[bytes, str]]) -> list[Snapshot]:
-        """Keep ``(bytes, suffix)`` images as class ``label``. The image is written first and its
+    def add_many(self, label: str, images: Iterable[tuple[bytes, str]], limits: Limits | None = None) -> list[Snapshot]:
+        """Keep ``(bytes, suffix)`` images as class ``label``. Each one passes the image guard
+        (``checked_image``: file size, format, pixel count) before anything is written; one that
+        fails raises ``ImageRefused`` and none of them is kept. The image is written first and its
         sidecar last, so a reader never finds a sidecar without its image."""
         label = label.strip()
         if not label:
             raise ValueError("an image needs a class name")
+        images = list(images)
+        for data, _ in images:
+            checked_image(data, limits)
         added = []
         for data, suffix in images:
             suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else ".jpg"

@@ -3,7 +3,8 @@ the hardest images, per-class bars, calibration, a decision threshold for two cl
 of the backbone's features before and after fine-tuning.
 
 The numbers come from ``tl_core.analysis``; this module only draws them. Heavy work (Grad-CAM,
-features, t-SNE) runs behind a toggle or a button and is cached per run and checkpoint.
+features, t-SNE, thumbnails) runs behind a toggle or a button, is cached per run and checkpoint,
+and takes one of the server's bounded heavy-task slots on a cache miss (``tl_ui.heavy``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tl_core import analysis
+from tl_core.bounded import heavy_task
 from tl_core.evaluation import EvalResult
 from tl_core.runs import Run
 
 from .feedback import user_errors
+from .heavy import waiting_notice
 from .trained import checkpoint_stamp, dataset_root, gradcam_controls, gradcam_many
-from .widgets import thumbnail_of
+from .widgets import thumbnails
 
 GALLERY_MAX = 24  # thumbnails per gallery; Grad-CAM for each is a forward+backward pass
 MAP_MAX = 600  # images on the embedding map (t-SNE on a CPU is slow past this)
@@ -141,16 +144,18 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
     cams: dict[int, Any] = {}
     if cam_stage is not False and present:
         bar = st.progress(0.0, text="Explaining the images…")
-        with user_errors("Grad-CAM failed"):
+        with user_errors("Grad-CAM failed"), waiting_notice():
             explained = gradcam_many(run, [str(paths[i]) for i in present], cam_stage,
                                      [int(shown["pred"].iloc[i]) for i in present], bar)
             cams = {i: e[0] for i, e in zip(present, explained, strict=True) if not isinstance(e, str)}
         bar.empty()
     pictures, captions, missing = [], [], 0
+    thumbs = thumbnails([path for i, path in enumerate(paths) if i not in cams])
+    thumb_of = dict(zip([i for i in range(len(paths)) if i not in cams], thumbs, strict=True))
     for i, row in enumerate(shown.itertuples()):
         picture = cams.get(i)
         if picture is None:
-            picture = thumbnail_of(paths[i])
+            picture = thumb_of[i]
         if picture is None:
             missing += 1
             continue
@@ -267,6 +272,7 @@ def pictured_rows(labels: Sequence[Any], limit: int, seed: int = 0) -> list[int]
 
 # ----------------------------------------------------------------------------- embeddings
 @st.cache_data(max_entries=16, show_spinner=False)
+@heavy_task()  # under the cache: a cache miss only takes one of the server's bounded heavy-task slots
 def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tuple[str, ...]) -> np.ndarray:
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
     (the same backbone with its ImageNet weights)."""
@@ -285,6 +291,7 @@ def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tupl
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+@heavy_task()
 def map_coords(features: np.ndarray, method: str) -> np.ndarray:
     return analysis.embedding_map(features, method)
 
@@ -332,9 +339,11 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
         bar = st.progress(0.0, text="Running the backbone over the images…")
         coords = {}
         for i, which in enumerate(steps):
-            feats = body_features(str(run.dir), stamp, which, root, paths)
+            with waiting_notice():
+                feats = body_features(str(run.dir), stamp, which, root, paths)
             bar.progress((i + 0.5) / len(steps), text=f"Placing the images ({method.upper()})…")
-            coords[which] = map_coords(feats, method)
+            with waiting_notice():
+                coords[which] = map_coords(feats, method)
             bar.progress((i + 1) / len(steps))
         bar.empty()
         if frozen:
@@ -345,8 +354,9 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
         else:
             left, right = st.columns(2)
             maps = [(left, "before", "Before: ImageNet backbone"), (right, "after", "After: fine-tuned backbone")]
-        pictures = {row: thumbnail_of(Path(root) / paths[row], MAP_PICTURE_SIZE)
-                    for row in pictured_rows(list(shown["true"]), MAP_PICTURES_MAX)} if show_pictures else {}
+        rows = pictured_rows(list(shown["true"]), MAP_PICTURES_MAX) if show_pictures else []
+        pictures = dict(zip(rows, thumbnails([Path(root) / paths[row] for row in rows], MAP_PICTURE_SIZE),
+                            strict=True))
         picked: list[int] = []
         for col, which, title in maps:
             placed = labels.assign(x=coords[which][:, 0], y=coords[which][:, 1])

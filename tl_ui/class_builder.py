@@ -8,18 +8,21 @@ the images the dataset took.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import streamlit as st
 
 from tl_core import limits
 from tl_core.data import Dataset
+from tl_core.data.safety import ImageRefused, checked_image, file_too_big, upload_limits
+from tl_core.errors import LimitReached
+from tl_core.settings import load_settings
 from tl_core.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 
-from .feedback import user_errors
+from .feedback import notice, user_errors
 from .state import AppState
-from .widgets import thumbnail_of
+from .widgets import thumbnails
 
 RECENT = 8  # thumbnails shown per class
 IngestFn = Callable[..., None]  # _ingest_into_new(name, uploads, on_ingested=...)
@@ -86,11 +89,40 @@ def _camera(state: AppState, tray: SnapshotTray, classes: list[str]) -> Snapshot
                            help="After each photo, press *Clear photo* to take the next one.")
     if shot is not None and shot.file_id not in state.snapshots_seen:
         state.snapshots_seen.add(shot.file_id)
-        with user_errors("Could not keep the photo"):
-            kept = tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg")
+        with user_errors("Could not keep the photo", message_as_text=True):  # ImageRefused: the guard's reason
+            kept = tray.add(label, shot.getvalue(), Path(shot.name or "").suffix or ".jpg",
+                            upload_limits(load_settings()))
             st.toast("Photo kept.")  # the class's card shows its new count (the name is not Markdown-safe)
             return kept
     return None
+
+
+def screen_uploads(files: Sequence) -> tuple[list[tuple[bytes, str]], list[str]]:
+    """A drop of uploaded files (``.name``, ``.getvalue()``) through the image guard and the
+    server's upload limits (``max_upload_images``, ``max_upload_mb``), before any pixel is decoded:
+    the ``(bytes, suffix)`` images to keep, and one line per file refused (or for the whole drop)."""
+    settings = load_settings()
+    try:
+        limits.check_upload_size(sum(getattr(f, "size", 0) or 0 for f in files), len(files), settings)
+    except LimitReached as too_many:
+        return [], [str(too_many)]
+    caps = upload_limits(settings)
+    good: list[tuple[bytes, str]] = []
+    refused: list[str] = []
+    for file in files:
+        size = getattr(file, "size", None)  # Streamlit's UploadedFile: refuse a huge one unread
+        try:
+            if size is not None and size > caps.max_file_bytes:
+                raise file_too_big(caps)
+            data = file.getvalue()
+            checked_image(data, caps)
+        except ImageRefused as why:
+            refused.append(f"{file.name}: {why}")
+            continue
+        good.append((data, Path(file.name).suffix))
+    if refused:
+        refused.insert(0, f"{len(refused)} of {len(files)} file(s) were not kept:")
+    return good, refused
 
 
 def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Snapshot]) -> None:
@@ -110,15 +142,19 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
         if files:
             kept = False
             with user_errors("Could not keep the images"):
-                dropped = [(f.getvalue(), Path(f.name).suffix) for f in files]
-                limits.check_can_upload(state.workspace, sum(len(data) for data, _ in dropped), len(dropped))
-                tray.add_many(label, dropped)
+                good, state.upload_refused[label] = screen_uploads(files)
+                limits.check_can_upload(state.workspace, sum(len(data) for data, _ in good), len(good))
+                tray.add_many(label, good)
                 kept = True
             generations[label] = generations.get(label, 0) + 1
             if kept:  # a rerun would wipe the message of one refused (a limit, a full disk)
                 st.rerun()
+        refused = state.upload_refused.get(label)
+        if refused:  # the last drop's files that were not kept, and why (file names: text, never Markdown)
+            notice("error", "\n".join(refused))
         recent = images[-RECENT:]
-        pictures = [(i, thumbnail_of(s.path, 96)) for i, s in enumerate(recent, start=count - len(recent) + 1)]
+        pictures = list(zip(range(count - len(recent) + 1, count + 1), thumbnails([s.path for s in recent], 96),
+                            strict=True))
         if pictures:
             shown = [(i, p) for i, p in pictures if p is not None]
             if shown:

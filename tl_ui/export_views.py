@@ -1,5 +1,6 @@
-"""The Export page's pieces: the last export's report read back from disk, pass/fail badges for
-its parity checks, and the bundle as a cached zip."""
+"""The Export page's pieces: the export itself and the bundle as a cached zip (both in one of the
+server's bounded heavy-task slots), the last export's report read back from disk, and pass/fail
+badges for its parity checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from typing import Any
 import streamlit as st
 
 from tl_core import atomic
-from tl_core.export import zip_bundle
+from tl_core.bounded import heavy_task
+from tl_core.export import ExportReport, export_bundle, zip_bundle
+from tl_core.runs import Run
+
+from .heavy import heavy_work, waiting_notice
 
 FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX", "safetensors": "safetensors"}
 
@@ -24,10 +29,23 @@ def last_report(out_dir: Path) -> dict[str, Any] | None:
     return {**data["report"], "stamp": path.stat().st_mtime}
 
 
+def export(run: Run, out_dir: Path, formats: list[str]) -> ExportReport:
+    """``tl_core.export.export_bundle`` in one of the server's heavy-task slots (a spinner while
+    waiting for one); returns its report."""
+    with heavy_work():
+        return export_bundle(run, out_dir, formats=formats)
+
+
 @st.cache_data(max_entries=8, show_spinner="Packing the zip…")
+@heavy_task()  # under the cache: a cache miss only takes a heavy-task slot
+def _bundle_zip(out_dir: str, stamp: float) -> bytes:
+    return zip_bundle(out_dir)
+
+
 def bundle_zip(out_dir: str, stamp: float) -> bytes:
     """The bundle as zip bytes; ``stamp`` (export.json's mtime) makes a re-export repack it."""
-    return zip_bundle(out_dir)
+    with waiting_notice():
+        return _bundle_zip(out_dir, stamp)
 
 
 def _badge(passed: bool) -> None:

@@ -2,8 +2,10 @@
 predictions, and the per-image view (photo, Grad-CAM, top-k bars).
 
 Uploaded files are checked by the engine with the same rules as dataset imports
-(``tl_core.data.check_images``), so a corrupt file or a non-image gets a reason and the other
-files are still classified.
+(``tl_core.data.check_images``: the image guard before any pixel is decoded, then a decode), under
+the server's upload limits, so a decompression bomb, a corrupt file or a non-image gets a reason
+and the other files are still classified. Predictions and Grad-CAM run in the server's bounded
+heavy-task slots (``tl_ui.heavy``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from tl_core.bounded import heavy_task
 from tl_core.data import Limits, check_images
+from tl_core.data.safety import file_too_big, upload_limits
+from tl_core.limits import check_upload_size
 from tl_core.runs import Run
+from tl_core.settings import load_settings
 
+from .heavy import waiting_notice
 from .trained import checkpoint_stamp, gradcam_many
+from .widgets import picture_of
 
 CHUNK = 32  # images per prediction call (one progress step)
 
@@ -49,9 +57,21 @@ class Rejected:
 def collect_images(files: Sequence, limits: Limits | None = None) -> tuple[list[Incoming], list[Rejected]]:
     """Uploaded files (Streamlit ``UploadedFile`` or anything with ``.name`` and ``.getvalue()``),
     zips unpacked in memory, to readable images and rejected files with the reason
-    (``tl_core.data.check_images``: the checks and wording of a dataset import)."""
-    good, bad = check_images(((file.name, file.getvalue()) for file in files), limits)
-    return [Incoming(g.name, g.data) for g in good], [Rejected(b.path, b.reason) for b in bad]
+    (``tl_core.data.check_images``: the checks and wording of a dataset import). The server's
+    ``max_upload_images`` and ``max_upload_mb`` apply: too many files raise ``LimitReached``, a file
+    too big is rejected unread."""
+    settings = load_settings()
+    check_upload_size(sum(getattr(f, "size", 0) or 0 for f in files), len(files), settings)
+    limits = upload_limits(settings, limits)
+    readable, too_big = [], []
+    for file in files:
+        size = getattr(file, "size", None)  # Streamlit's UploadedFile knows it without a copy
+        if size is not None and size > limits.max_file_bytes:
+            too_big.append(Rejected(file.name, str(file_too_big(limits))))
+        else:
+            readable.append(file)
+    good, bad = check_images(((file.name, file.getvalue()) for file in readable), limits)
+    return [Incoming(g.name, g.data) for g in good], too_big + [Rejected(b.path, b.reason) for b in bad]
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -62,17 +82,20 @@ def _predict_chunk(run_dir: str, stamp: float, digests: tuple[str, ...], _datas:
 
     from tl_core.evaluation import predict
 
-    return predict(Run(Path(run_dir)), list(_datas), top_k=top_k)
+    with heavy_task():
+        return predict(Run(Path(run_dir)), list(_datas), top_k=top_k)
 
 
 def predict_all(run: Run, images: Sequence[Incoming], top_k: int,
                 progress: Callable[[int, int], None] | None = None) -> list[list[tuple[str, float]]]:
-    """Top-k (label, probability) per image, in chunks (cached per run checkpoint)."""
+    """Top-k (label, probability) per image, in chunks (cached per run checkpoint; each chunk not
+    in the cache takes one of the server's heavy-task slots)."""
     out: list[list[tuple[str, float]]] = []
     for start in range(0, len(images), CHUNK):
         chunk = images[start:start + CHUNK]
-        out += _predict_chunk(str(run.dir), checkpoint_stamp(run), tuple(i.digest for i in chunk),
-                              tuple(i.data for i in chunk), top_k)
+        with waiting_notice():
+            out += _predict_chunk(str(run.dir), checkpoint_stamp(run), tuple(i.digest for i in chunk),
+                                  tuple(i.data for i in chunk), top_k)
         if progress:
             progress(min(start + CHUNK, len(images)), len(images))
     return out
@@ -103,14 +126,17 @@ def topk_figure(top: Sequence[tuple[str, float]]) -> go.Figure:
 
 
 def rejected_message(rejected: Sequence[Rejected]) -> None:
-    """One error box listing every file that could not be used, and what to do."""
+    """One error box listing every file that could not be used, and what to do. File names are the
+    user's: shown as text, never through Markdown."""
     if not rejected:
         return
-    lines = "\n".join(f"- `{r.name}`: {r.reason}" for r in rejected[:20])
-    more = f"\n- … and {len(rejected) - 20} more" if len(rejected) > 20 else ""
-    st.error(f"**{len(rejected)} file(s) could not be used** (the others were classified):\n{lines}{more}\n\n"
-             "Use JPEG, PNG, BMP, GIF, TIFF or WebP pictures; re-export or re-download damaged files.",
-             icon=":material/broken_image:")
+    lines = [f"{r.name}: {r.reason}" for r in rejected[:20]]
+    if len(rejected) > 20:
+        lines.append(f"… and {len(rejected) - 20} more")
+    st.error(f"**{len(rejected)} file(s) could not be used** (the others were classified). Use JPEG, PNG, "
+             "BMP, GIF, TIFF or WebP pictures; re-export or re-download damaged files, and shrink very "
+             "large ones.", icon=":material/broken_image:")
+    st.text("\n".join(lines))
 
 
 def explain_uploads(run: Run, images: Sequence[Incoming], cam_stage: str | None | bool) -> list:
@@ -120,7 +146,8 @@ def explain_uploads(run: Run, images: Sequence[Incoming], cam_stage: str | None 
         return [None] * len(images)
     bar = st.progress(0.0, text="Explaining…")
     try:
-        return gradcam_many(run, [i.data for i in images], cam_stage, [None] * len(images), bar)
+        with waiting_notice():  # each Grad-CAM chunk not in the cache takes a heavy-task slot
+            return gradcam_many(run, [i.data for i in images], cam_stage, [None] * len(images), bar)
     finally:
         bar.empty()
 
@@ -131,7 +158,11 @@ def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]],
     label, prob = top[0]
     st.text(f"{image.name} → {label} ({prob:.0%})")  # a file and a class name: text, never Markdown
     left, middle, right = st.columns([1, 1, 2])
-    left.image(image.data, caption="your image", width="stretch")
+    picture = picture_of(image.data)  # a small copy: the browser never gets, nor the server decodes, the original
+    if picture is None:
+        left.caption("This image cannot be shown.")
+    else:
+        left.image(picture, caption="your image", width="stretch")
     if isinstance(explained, str):
         middle.caption(explained)
     elif explained is not None:

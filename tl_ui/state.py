@@ -51,6 +51,7 @@ class AppState:
     predict_batch: dict | None = field(default=None, repr=False, compare=False)  # Predict's last table
     snapshots_seen: set[str] = field(default_factory=set, repr=False, compare=False)  # webcam file ids kept
     upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
+    upload_refused: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # class -> why not kept
     weights_import_outcome: Any = field(default=None, repr=False, compare=False)  # the Model page's last import
     pending_delete_run: str | None = field(default=None, repr=False, compare=False)  # awaits "delete for good"
     pending_delete_dataset: str | None = field(default=None, repr=False, compare=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from tl_core.bounded import heavy_task
 from tl_core.runs import Run, unique_labels
 
 from .state import AppState
@@ -79,6 +80,7 @@ CAM_CHUNK = 6  # images per Grad-CAM call: one model load serves them, the progr
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
+@heavy_task()  # under the cache: a cache miss only takes one of the server's bounded heavy-task slots
 def gradcam_overlays(run_dir: str, stamp: float, images: tuple[str | bytes, ...], stage: str | None,
                      targets: tuple[int | None, ...]) -> list[tuple[np.ndarray, str] | str]:
     """Grad-CAM overlays of a few images (file paths or upload bytes), one model load for all: per

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import io
+import hashlib
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from PIL import Image
 
+from tl_core.bounded import heavy_task
 from tl_core.config import LABELS, choices
+from tl_core.data.safety import ImageRefused, thumbnail_jpeg
+from tl_core.errors import LimitReached
+
+from .heavy import waiting_notice
 
 
 def uploads_as_zip(files: Sequence, dest: Path) -> Path:
@@ -47,21 +51,48 @@ def progress_callback(bar):
     return report
 
 
+THUMBNAIL_WAIT = 5.0  # seconds a thumbnail waits for a busy server; a page without pictures beats a frozen one
+
+
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str, mtime: float, size: int = 160) -> bytes:
-    """A small JPEG of an image file (cached by path and modification time)."""
-    with Image.open(path) as image:
-        from PIL import ImageOps
-
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image.thumbnail((size, size))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+def thumbnail(path: str, mtime: float, size: int = 160, _wait: float | None = THUMBNAIL_WAIT) -> bytes:
+    """A small JPEG of an image file (cached by path and modification time), made after the image
+    guard and without decoding a big photo at full size (``tl_core.data.safety.thumbnail_jpeg``),
+    in one of the server's heavy-task slots. Raises ``ImageRefused``, or ``LimitReached`` when the
+    server stays busy for ``_wait`` seconds."""
+    with heavy_task(_wait):
+        return thumbnail_jpeg(Path(path), size)
 
 
-def thumbnail_of(path: Path, size: int = 160) -> bytes | None:
+def thumbnails(paths: Sequence[Path], size: int = 160) -> list[bytes | None]:
+    """``thumbnail`` of each file, or None for one that cannot be shown (missing, not an image, too
+    many pixels), with one waiting notice while the server is busy; when a picture could not get a
+    slot in time, the rest of the batch is left out too (None) and a caption says why."""
+    out: list[bytes | None] = []
+    with waiting_notice():
+        for path in paths:
+            try:
+                out.append(thumbnail(str(path), path.stat().st_mtime, size))
+            except (OSError, ImageRefused):
+                out.append(None)
+            except LimitReached:
+                st.caption("The server is busy: some pictures are left out for now.")
+                return out + [None] * (len(paths) - len(out))
+    return out
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _shrunk(digest: str, _data: bytes, size: int) -> bytes:
+    with heavy_task():
+        return thumbnail_jpeg(_data, size)
+
+
+def picture_of(data: bytes, size: int = 480) -> bytes | None:
+    """An uploaded image as a JPEG of at most ``size`` pixels a side for the page (the browser
+    gets a small picture, the server never holds the decoded original), or None when it cannot
+    be shown."""
     try:
-        return thumbnail(str(path), path.stat().st_mtime, size)
-    except (OSError, ValueError, Image.DecompressionBombError):
+        with waiting_notice():
+            return _shrunk(hashlib.sha256(data).hexdigest(), data, size)
+    except ImageRefused:
         return None

@@ -53,7 +53,8 @@ def test_any_class_name_reaches_the_dataset(tmp_path, label):
 def test_images_the_dataset_skips_stay_in_the_tray(tmp_path):
     tray = SnapshotTray(Workspace(tmp_path / "ws"))
     tray.add_many("cat", [(_jpeg(1), ".jpg"), (_jpeg(2), ".jpg")])
-    broken = tray.add("cat", b"this is not a photo", ".jpg")
+    whole = _jpeg(4)
+    broken = tray.add("cat", whole[: len(whole) // 2], ".jpg")  # a sound header: only the full decode fails
     tray.add("dog", _jpeg(3))
     snapshots = tray.items()
     ds = ingest(tray.as_uploads(snapshots), tmp_path / "dataset")

@@ -6,19 +6,26 @@ Every check here either returns a reason written for the user (a member is skipp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
 import unicodedata
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
 from ..bundle_predict import open_rgb, to_rgb  # noqa: F401 - public here; one copy, shipped in bundles
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 GiB = 1024**3
 MiB = 1024**2
@@ -105,41 +112,145 @@ def extension_reason(rel: str) -> str | None:
     return f"not an image file ({ext or 'no extension'})"
 
 
-def inspect_image(data: bytes, limits: Limits) -> tuple[int, int]:
-    """Decode ``data`` fully once (catches corrupt and truncated files); return (width, height) after
-    EXIF orientation. Raises Skip with the reason for the user."""
-    if not data:
-        raise Skip("empty file (0 bytes)")
-    if len(data) > limits.max_file_bytes:
-        raise Skip(f"file is larger than {limits.max_file_bytes // MiB} MiB")
+# ---------------------------------------------------------------- the one image guard
+# What PIL may decode for us: the formats our extensions name (PIL's JPEG opener also takes a
+# phone's MPO). Anything else PIL knows (EPS runs Ghostscript, ICNS, PSD, ...) is refused unread.
+ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
+
+
+class ImageRefused(Skip, DataError):
+    """An image failed ``checked_image``. ``str(exc)`` (and ``reason``) is the reason written for the
+    user; ``check`` names the guard: "empty", "file size", "format", "pixels", "corrupt" or
+    "truncated". A ``Skip`` (ingest leaves the file out) and a ``DataError`` (a page shows it)."""
+
+    def __init__(self, check: str, reason: str) -> None:
+        super().__init__(reason)
+        self.check = check
+        self.reason = reason
+
+
+def too_many_pixels(width: int, height: int, limit: int) -> ImageRefused:
+    return ImageRefused("pixels", f"image is too large: too many pixels ({width}x{height}, more than "
+                                  f"the limit of {limit:,}); it may be a decompression bomb. "
+                                  "Resize it to a few thousand pixels a side")
+
+
+def file_too_big(limits: Limits) -> ImageRefused:
+    """The refusal of a file over ``limits.max_file_bytes`` (to raise before reading it)."""
+    cap = limits.max_file_bytes
+    shown = f"{cap / MiB:,.0f} MB"  # as the settings count it (max_upload_mb: 1 MB = 1024² bytes)
+    return ImageRefused("file size", f"file is larger than {shown}; use a smaller picture")
+
+
+@contextmanager
+def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
+    """``source`` opened by PIL with only its header read, after every guard that needs no pixel:
+    file size, format, pixel count (ours and PIL's decompression-bomb check). Errors while the
+    caller decodes inside the block become ``ImageRefused`` too."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        size = len(source)
+        fp: Any = io.BytesIO(source)
+    else:
+        try:
+            size = Path(source).stat().st_size
+        except FileNotFoundError:
+            raise ImageRefused("corrupt", "file not found") from None
+        except OSError as exc:
+            raise ImageRefused("corrupt", f"file could not be read ({exc.strerror or exc})") from None
+        fp = source
+    if not size:
+        raise ImageRefused("empty", "empty file (0 bytes)")
+    if size > limits.max_file_bytes:
+        raise file_too_big(limits)
+    pil_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            # PIL's own check warns past its limit and raises past twice that; ours below (the
+            # lower of both limits) refuses with the image's size in the reason.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp, formats=ALLOWED_FORMATS) as im:
                 width, height = im.size
-                if width * height > limits.max_image_pixels:
-                    raise Skip(f"image is too large ({width}x{height} pixels); it may be a decompression bomb")
+                limit = min(limits.max_image_pixels, pil_limit or limits.max_image_pixels)
+                if width * height > limit:
+                    raise too_many_pixels(width, height, limit)
                 if width < 1 or height < 1:
-                    raise Skip("image has no pixels")
-                orientation = im.getexif().get(0x0112, 1)
-                # JPEG: decode at 1/8 scale. Every byte is still entropy-decoded, so truncation is caught,
-                # at a fraction of the cost of a full-size decode.
-                im.draft(im.mode, (max(width // 8, 1), max(height // 8, 1)))
-                im.load()
-    except Skip:
+                    raise ImageRefused("corrupt", "image has no pixels")
+                yield im
+    except ImageRefused:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise Skip("image is too large; it may be a decompression bomb") from None
+    except Image.DecompressionBombError:
+        raise ImageRefused("pixels", "image is too large: too many pixels for this server; it may be a "
+                                     "decompression bomb. Resize it to a few thousand pixels a side") from None
     except UnidentifiedImageError:
-        raise Skip("not an image (the file could not be read as a picture)") from None
+        raise ImageRefused("format", "not an image (the file could not be read as a picture in a supported "
+                                     "format: JPEG, PNG, BMP, GIF, TIFF or WebP)") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
-        text = str(exc).lower()
-        if "truncated" in text:
-            raise Skip("image file is truncated (incomplete download or copy)") from None
-        raise Skip(f"corrupt image ({exc})") from None
+        if "truncated" in str(exc).lower():
+            raise ImageRefused("truncated", "image file is truncated (incomplete download or copy)") from None
+        raise ImageRefused("corrupt", f"corrupt image ({exc})") from None
+
+
+def checked_image(data: bytes | Path, limits: Limits | None = None) -> tuple[int, int]:
+    """The guard every image a user hands the app passes before any pixel of it is decoded (uploads,
+    webcam photos, Predict, thumbnails): size of the file, a supported format, and a pixel count
+    under ``limits.max_image_pixels`` (a 13300x13300 PNG is under 1 MB). Reads the header only;
+    returns (width, height) as stored. Raises ``ImageRefused`` with the reason."""
+    with _opened(data, limits or Limits()) as im:
+        return im.size
+
+
+def inspect_image(data: bytes, limits: Limits) -> tuple[int, int]:
+    """``checked_image``, then a decode of the whole file (catches corrupt and truncated files);
+    returns (width, height) after EXIF orientation. Raises ``ImageRefused`` (a ``Skip``)."""
+    with _opened(data, limits) as im:
+        width, height = im.size
+        orientation = im.getexif().get(0x0112, 1)
+        # JPEG: decode at 1/8 scale. Every byte is still entropy-decoded, so truncation is caught,
+        # at a fraction of the cost of a full-size decode.
+        im.draft(im.mode, (max(width // 8, 1), max(height // 8, 1)))
+        im.load()
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees: width and height swap
         width, height = height, width
     return width, height
+
+
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "I", "F"})  # modes Image.reduce takes as they are
+_T = Image.Transpose
+_ORIENT = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE, 6: _T.ROTATE_270,
+           7: _T.TRANSVERSE, 8: _T.ROTATE_90}  # EXIF orientation -> the transpose that undoes it (as ImageOps)
+
+
+def thumbnail_jpeg(source: bytes | Path, size: int, limits: Limits | None = None) -> bytes:
+    """A JPEG of at most ``size`` x ``size`` pixels of an image (file or bytes), EXIF-oriented, made
+    after ``checked_image``'s guards. A big JPEG is decoded at 1/2..1/8 scale (``draft``) and other
+    formats shrunk by whole factors (``reduce``) before the final resize, so a large-but-legal photo
+    never sits decoded at full size in the server. Raises ``ImageRefused``."""
+    with _opened(source, limits or Limits()) as im:
+        orientation = im.getexif().get(0x0112, 1)
+        im.draft("RGB", (size, size))  # JPEG: the smallest DCT scale that keeps both sides >= size
+        im.load()
+        small = im if im.mode in _REDUCIBLE else to_rgb(im)
+        factor = max(1, min(small.width, small.height) // (2 * size))
+        small = small.reduce(factor) if factor > 1 else small.copy()
+    if orientation in _ORIENT:  # after the reduce: the transposed copy is a small one
+        small = small.transpose(_ORIENT[orientation])
+    small = to_rgb(small)
+    small.thumbnail((size, size))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def upload_limits(settings: Settings, limits: Limits | None = None) -> Limits:
+    """``limits`` with the teacher's caps for one upload applied (``max_upload_mb`` for each file,
+    ``max_upload_images`` for the files in a zip); a setting of 0 leaves the limit as it was."""
+    limits = limits or Limits()
+    changes: dict[str, int] = {}
+    if settings.max_upload_mb:
+        changes["max_file_bytes"] = min(limits.max_file_bytes, int(settings.max_upload_mb * MiB))
+    if settings.max_upload_images:
+        changes["max_files"] = min(limits.max_files, int(settings.max_upload_images))
+    return dataclasses.replace(limits, **changes)
 
 
 def sha256_bytes(data: bytes) -> str:
