@@ -13,10 +13,11 @@ from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
-from tl_ui import class_builder, end_page, get_state, intro, user_errors
+from tl_ui import class_builder, end_page, get_state, intro, start_page, user_errors
 from tl_ui.feedback import notice
 from tl_ui.widgets import progress_callback, thumbnail_of, uploads_as_zip
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 catalog = DatasetCatalog(state.workspace)
 

@@ -9,11 +9,12 @@ from tl_core.backbones import get_backbone
 from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, end_page, get_state, intro, user_errors
+from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 draft = state.draft  # the last settings of this session (kept across a refresh), else the defaults
 DEFAULTS = draft.train

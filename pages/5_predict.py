@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tl_ui import end_page, get_state, intro, user_errors
+from tl_ui import end_page, get_state, intro, start_page, user_errors
 from tl_ui.predict_views import (
     collect_images,
     explain_uploads,
@@ -14,6 +14,7 @@ from tl_ui.predict_views import (
 )
 from tl_ui.trained import gradcam_controls, pick_trained_run
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 DETAILED = 8  # images shown one by one with their chart; more are listed in a table
 

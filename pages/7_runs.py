@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from tl_ui import get_state, intro, run_manager
+from tl_ui import get_state, intro, run_manager, start_page
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 
 intro(
