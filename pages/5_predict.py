@@ -3,6 +3,7 @@
 import streamlit as st
 
 from tl_ui import end_page, get_state, intro, start_page, user_errors
+from tl_ui.charts import plot_label
 from tl_ui.predict_views import (
     collect_images,
     explain_uploads,
@@ -116,6 +117,7 @@ with batch_tab:
 
             counts = table["prediction"].value_counts().reindex(classes, fill_value=0).reset_index()
             counts.columns = ["class", "images"]
+            counts["class"] = counts["class"].map(plot_label)
             chart, numbers = st.columns([2, 1])
             fig = px.bar(counts, x="class", y="images", text="images", title="Predicted class of each image")
             fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})

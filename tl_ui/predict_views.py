@@ -17,8 +17,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from tl_core.data import Limits, check_images
+from tl_core.markup import code_span, escape_markdown
 from tl_core.runs import Run
 
+from .charts import plot_label
 from .trained import checkpoint_stamp, gradcam_many
 
 CHUNK = 32  # images per prediction call (one progress step)
@@ -91,7 +93,7 @@ def results_table(images: Sequence[Incoming], predictions: Sequence[Sequence[tup
 
 
 def topk_figure(top: Sequence[tuple[str, float]]) -> go.Figure:
-    labels = [label for label, _ in top][::-1]  # the best at the top
+    labels = [plot_label(label) for label, _ in top][::-1]  # the best at the top
     probs = [prob for _, prob in top][::-1]
     colours = ["#9e9e9e"] * (len(top) - 1) + ["#1565c0"]
     fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", marker_color=colours,
@@ -106,7 +108,7 @@ def rejected_message(rejected: Sequence[Rejected]) -> None:
     """One error box listing every file that could not be used, and what to do."""
     if not rejected:
         return
-    lines = "\n".join(f"- `{r.name}`: {r.reason}" for r in rejected[:20])
+    lines = "\n".join(f"- {code_span(r.name)}: {escape_markdown(r.reason)}" for r in rejected[:20])
     more = f"\n- … and {len(rejected) - 20} more" if len(rejected) > 20 else ""
     st.error(f"**{len(rejected)} file(s) could not be used** (the others were classified):\n{lines}{more}\n\n"
              "Use JPEG, PNG, BMP, GIF, TIFF or WebP pictures; re-export or re-download damaged files.",
@@ -135,8 +137,8 @@ def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]],
     if isinstance(explained, str):
         middle.caption(explained)
     elif explained is not None:
-        middle.image(explained[0], caption=f"where it looked for '{explained[1]}'", width="stretch")
+        middle.image(explained[0], caption=f"where it looked for '{escape_markdown(explained[1])}'", width="stretch")
     right.plotly_chart(topk_figure(top), key=f"{key}_topk", config={"displayModeBar": False})
     if prob < unsure_below(len(run.classes)):
         st.caption(f":material/help: The model is unsure ({prob:.0%}). It only knows the classes "
-                   f"{', '.join(run.classes)}: a picture of something else still gets one of them.")
+                   f"{escape_markdown(', '.join(run.classes))}: a picture of something else still gets one of them.")
