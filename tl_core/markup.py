@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import re
 
-# Every ASCII punctuation mark that Markdown, GitHub's HTML, Streamlit's directives (``:red[...]``,
-# ``:material/icon:``) or its LaTeX (``$``) could act on; CommonMark lets a backslash escape each one.
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&^=\"'])")
+# The marks Markdown, GitHub's HTML, Streamlit's directives (``:red[...]``, ``:material/icon:``,
+# ``:smile:``), its LaTeX (``$``) or GitHub's bare-URL links act on; CommonMark lets a backslash escape
+# each one. A colon only before a letter or "//" ("2.jpg: true" stays as it is), a list mark only at the
+# start, so that ordinary names stay readable.
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>!|~$&#]|:(?=[A-Za-z]|//)|(?<=www)\.)")  # "://", "www.": autolinks
+_BLOCK_START = re.compile(r"^(\s*)([-+=](?=\s|$)|\d+(?=[.)](?:\s|$)))")
 
 
 def escape_markdown(text: object) -> str:
     """``text`` as one line of Markdown that renders exactly as ``text`` reads."""
     one_line = re.sub(r"[\r\n\t]+", " ", str(text))  # a newline would end a table row or a list item
-    return _SPECIAL.sub(r"\\\1", one_line)
+    escaped = _SPECIAL.sub(r"\\\1", one_line)
+    return _BLOCK_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit() else "\\" + m.group(2)), escaped)
 
 
 def code_fence(text: str) -> str:
