@@ -216,6 +216,12 @@ def test_a_damaged_checkpoint_is_one_line_for_every_command_that_loads_it(worksp
     assert main([*ws, "predict", run_id, str(not_an_image)]) == 2  # an unreadable image: one line too
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "notes.jpg" in err[0], err
+    for argv in (["predict", run_id, str(image_folder)],  # a folder where an image file belongs
+                 ["export", run_id, "--format", "safetensors", "--out", str(not_an_image / "bundle")]):
+        assert main([*ws, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1, (argv, err)
+        assert "Traceback" not in err
     for damage in (whole[: len(whole) // 2], b"", b"not a checkpoint at all"):
         best.write_bytes(damage)
         for argv in (["predict", run_id, image], ["export", run_id, "--format", "safetensors",
