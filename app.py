@@ -7,7 +7,9 @@ from tl_ui.feedback import page_area
 
 st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
 
-# Every page is listed here (st.navigation turns off the automatic pages/ discovery).
+# Every page is listed here (st.navigation turns off the automatic pages/ discovery). Until it has run
+# once in a server process, Streamlit may run a deep link's page file alone: each page's first call,
+# tl_ui.start_page(), then runs this file instead, so these pages stay the only list.
 PAGES = [
     st.Page("pages/1_data.py", title="1 · Data", icon=":material/photo_library:", url_path="data",
             default=True),

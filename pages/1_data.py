@@ -13,10 +13,12 @@ from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
-from tl_ui import class_builder, end_page, get_state, intro, user_errors
+from tl_ui import class_builder, end_page, get_state, intro, start_page, user_errors
+from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
 from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 catalog = DatasetCatalog(state.workspace)
 
@@ -183,7 +185,8 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
         c3.metric("Skipped files", len(report.skipped))
         c4.metric("Duplicate groups", len(report.duplicate_groups))
 
-        counts = pd.DataFrame({"class": list(report.class_counts), "images": list(report.class_counts.values())})
+        counts = pd.DataFrame({"class": [plot_label(c) for c in report.class_counts],
+                               "images": list(report.class_counts.values())})
         left, right = st.columns(2)
         left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class", text="images")
                           .update_layout(height=320), key="class_bar")
@@ -212,7 +215,7 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
     if split_error is not None:
         raise split_error
     split_names = {"train": "train", "val": "validation", "test": "test"}
-    rows = [{"split": shown, "class": label, "images": report.split_counts.get(key, {}).get(label, 0)}
+    rows = [{"split": shown, "class": plot_label(label), "images": report.split_counts.get(key, {}).get(label, 0)}
             for key, shown in split_names.items() for label in ds.classes]
     st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group",
                            title="Images per class and split").update_layout(height=320), key="split_bar")

@@ -19,7 +19,7 @@ from tl_core.config import (
     Pooling,
 )
 from tl_core.presets import PRESETS
-from tl_ui import get_state, intro, user_errors
+from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
     backbone_table,
     backbones_with_weights,
@@ -29,6 +29,7 @@ from tl_ui.models import (
 )
 from tl_ui.widgets import choice_input
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 draft = state.draft
 

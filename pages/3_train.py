@@ -7,13 +7,15 @@ import streamlit as st
 from tl_core import jobs
 from tl_core.backbones import get_backbone
 from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
+from tl_core.markup import escape_markdown
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, end_page, get_state, intro, user_errors
+from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 draft = state.draft  # the last settings of this session (kept across a refresh), else the defaults
 DEFAULTS = draft.train
@@ -139,7 +141,8 @@ def live_view(run_id: str, was_active: bool) -> None:
         if extraction is not None:
             st.progress(extraction.done / max(extraction.total, 1), text=curves.extraction_text())
         elif curves.phase and not curves.batches:
-            st.caption(f"{curves.phase.message or curves.phase.phase}: {curves.phase.done} of {curves.phase.total}")
+            st.caption(escape_markdown(f"{curves.phase.message or curves.phase.phase}: "
+                                       f"{curves.phase.done} of {curves.phase.total}"))
         if curves.features_cached():
             st.caption(FEATURES_EXPLAINED)
     elif run_state == "finished":
@@ -167,7 +170,7 @@ def live_view(run_id: str, was_active: bool) -> None:
     for col, metric in zip(cols, ("loss", "accuracy", "lr"), strict=True):
         col.plotly_chart(curves.figure(metric), key=f"curve_{metric}")
     for note in curves.notes[-3:]:
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {escape_markdown(note)}")  # the engine's notes may quote a file
 
     if run_state in ACTIVE_STATES:
         if st.button("Stop training", icon=":material/stop:", key="stop"):

@@ -5,9 +5,10 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.runs import best_epoch_note, unique_labels
-from tl_ui import analysis_views, code_views, end_page, get_state, intro, user_errors
+from tl_ui import analysis_views, code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 
 intro(

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from tl_ui import end_page, get_state, intro, user_errors
+from tl_ui import end_page, get_state, intro, start_page, user_errors
+from tl_ui.charts import plot_label
 from tl_ui.heavy import heavy_work
 from tl_ui.predict_views import (
     collect_images,
@@ -15,6 +16,7 @@ from tl_ui.predict_views import (
 )
 from tl_ui.trained import gradcam_controls, pick_trained_run
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 DETAILED = 8  # images shown one by one with their chart; more are listed in a table
 
@@ -117,6 +119,7 @@ with batch_tab:
 
             counts = table["prediction"].value_counts().reindex(classes, fill_value=0).reset_index()
             counts.columns = ["class", "images"]
+            counts["class"] = counts["class"].map(plot_label)
             chart, numbers = st.columns([2, 1])
             fig = px.bar(counts, x="class", y="images", text="images", title="Predicted class of each image")
             fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10})

@@ -4,8 +4,9 @@ leaderboard when the teacher turns it on."""
 import streamlit as st
 
 from tl_core import classroom
-from tl_ui import get_state, intro, run_manager, teacher_views
+from tl_ui import get_state, intro, run_manager, start_page, teacher_views
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 
 intro(

@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from tl_ui import end_page, experiment_views, get_state, intro
+from tl_ui import end_page, experiment_views, get_state, intro, start_page
 
+start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
 
 intro(

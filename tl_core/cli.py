@@ -1,6 +1,7 @@
 """``python -m tl_core``: the engine from the command line.
 
-Errors a user can cause print one line (no traceback) and exit with status 2.
+Errors a user can cause print one line (no traceback) and exit with status 2. ``inspect`` exits
+with status 1 when the dataset cannot be trained on (its problems are printed).
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def cmd_inspect(args) -> int:
     dest = _ingest_dest(ws, args.data)
     ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"))
     report = health_report(ds)
+    status = 0 if report.ok else 1  # scripts can tell a dataset that cannot be trained on
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
-        return 0
+        return status
     print(f"Dataset {ds.name}: {report.num_images} images, {len(ds.classes)} classes ({ds.root})")
     for name, count in report.class_counts.items():
         print(f"  {name:<30} {count:>6}")
@@ -113,7 +115,7 @@ def cmd_inspect(args) -> int:
         print(f"warning: {w}")
     for e in report.errors:
         print(f"problem: {e}")
-    return 0
+    return status
 
 
 def _ingest_dest(ws, source: str) -> Path | None:
@@ -347,12 +349,13 @@ def _all_actions(parser: argparse.ArgumentParser):
 
 
 def cmd_stop(args) -> int:
-    from .jobs import stop
+    from .jobs import job_state, stop
     from .runs import RunStore
 
     run = RunStore(_workspace(args)).get(args.run)
-    if not run.status().active:
-        print(f"Run '{run.display_name()}' ({run.id}) is {run.state}; nothing to stop.")
+    current = job_state(run)  # a run whose worker is gone is failed, not something to stop
+    if not current.active:
+        print(f"Run '{run.display_name()}' ({run.id}) is {current.state}; nothing to stop.")
         return 0
     status = stop(run, wait_s=args.wait)
     if status.active:
@@ -415,14 +418,19 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from .jobs import job_state
     from .runs import RunStore
 
     store = RunStore(_workspace(args))
     if args.delete:
+        job_state(store.get(args.delete))  # a run whose worker is gone has failed: it can be deleted
         store.delete(args.delete)
         print(f"Deleted run {args.delete}")
         return 0
-    rows = [r.summary() for r in store.list()]
+    runs = store.list()
+    for run in runs:  # the app's rule: a queued or running run whose worker is gone has failed
+        job_state(run)
+    rows = [r.summary() for r in runs]
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -620,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path given on the command line: missing, unreadable, not a folder, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -36,6 +36,11 @@ class RunNotFound(TLError):
     """A run id does not exist in the workspace."""
 
 
+class CheckpointDamaged(TLError):
+    """A run's checkpoint file cannot be read (cut short, overwritten, not a checkpoint) or does not
+    fit the run's model."""
+
+
 class ExperimentNotFound(TLError):
     """An experiment id does not exist in the workspace."""
 

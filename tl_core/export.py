@@ -27,6 +27,7 @@ from torch import nn
 
 from . import atomic
 from .errors import ConfigError
+from .markup import code_fence, code_span, escape_markdown
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 MODEL_FILES = {"torchscript": "model_torchscript.pt", "onnx": "model.onnx", "safetensors": "model.safetensors"}
@@ -234,8 +235,10 @@ def _fmt(value: Any) -> str:
 
 
 def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report: ExportReport) -> str:
-    """MODEL_CARD.md: what the model is, what it was trained on, how well it did, its limits."""
-    name = meta.get("name") or meta.get("run_id") or "TL Studio model"
+    """MODEL_CARD.md: what the model is, what it was trained on, how well it did, its limits. Names
+    the user gave (run, classes, files, data source) are escaped: text, never a link or an image."""
+    md = escape_markdown
+    name = md(meta.get("name") or meta.get("run_id") or "TL Studio model")
     backbone = meta.get("backbone", "?")
     pretrained = meta.get("pretrained", True)
     data = meta.get("data", {})
@@ -243,7 +246,7 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
     lines = [f"# Model card: {name}", "",
              f"An image classifier for {len(classes)} classes, trained with TL Studio by transfer learning "
              f"from **{backbone}** ({'ImageNet-pretrained weights' if pretrained else 'random initialisation, not pretrained'}).",
-             "", "## Classes", "", ", ".join(f"`{c}`" for c in classes), "", "## Input", "",
+             "", "## Classes", "", ", ".join(code_span(c) for c in classes), "", "## Input", "",
              f"RGB image; EXIF orientation applied; shorter side resized to {preprocess.resize_size} px "
              f"(bilinear, antialiased), centre square, centre crop {preprocess.crop_size}x{preprocess.crop_size}; "
              f"values / 255 normalised with mean {list(preprocess.mean)} and std {list(preprocess.std)}. "
@@ -251,23 +254,25 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
     lines += ["## Training data", ""]
     counts = data.get("class_counts") or {}
     if counts:
-        lines += ["| class | images |", "|---|---|"] + [f"| {c} | {n} |" for c, n in counts.items()] + [""]
+        lines += ["| class | images |", "|---|---|"] + [f"| {md(c)} | {n} |" for c, n in counts.items()] + [""]
     for key, label in (("num_train", "Training images"), ("num_val", "Validation images"),
                        ("num_test", "Test images"), ("source", "Source")):
         if data.get(key) not in (None, ""):
-            lines.append(f"- {label}: {data[key]}")
+            lines.append(f"- {label}: {md(data[key])}")
     if not data:
         lines.append("- Not recorded.")
     lines += ["", "## Training configuration", ""]
     config = meta.get("config")
     if config:
+        config_json = json.dumps(config, indent=2, sort_keys=True)
+        fence = code_fence(config_json)  # the run's name is in it: it must not close the block
         model_cfg, freeze, train = config.get("model", {}), config.get("freeze", {}), config.get("train", {})
         lines += [f"- Head: {model_cfg.get('head', {}).get('kind', '?')}; freezing: {freeze.get('mode', '?')}",
                   f"- Epochs: {train.get('epochs')}, batch size {train.get('batch_size')}, optimizer "
                   f"{train.get('optimizer')}, learning rate {train.get('lr')}, schedule {train.get('schedule')}",
                   f"- Augmentation: {config.get('data', {}).get('augment', '?')}; seed {train.get('seed')}",
-                  "", "<details><summary>Full configuration</summary>", "", "```json",
-                  json.dumps(config, indent=2, sort_keys=True), "```", "</details>"]
+                  "", "<details><summary>Full configuration</summary>", "", f"{fence}json",
+                  config_json, fence, "</details>"]
     else:
         lines.append("- Not recorded.")
     lines += ["", "## Metrics", ""]
@@ -280,7 +285,7 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
     if per_class:
         lines += ["", f"Per class, on the {meta.get('per_class_split', 'validation')} images:", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+        lines += [f"| {md(r['class'])} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
                   for r in per_class]
     if not shown and not per_class:
         lines.append("- Not recorded.")
@@ -298,12 +303,12 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
     for check in report.checks:
         lines.append(f"- {check.format}: max |probability difference| vs PyTorch {check.max_abs_diff:.2e} "
                      f"(tolerance {check.tolerance:.0e}), same predicted class: {check.same_argmax} "
-                     f"on {', '.join(check.images)} -> {'passed' if check.passed else 'FAILED'}")
+                     f"on {', '.join(md(i) for i in check.images)} -> {'passed' if check.passed else 'FAILED'}")
     if report.preprocessing_matches_engine is not None:
         lines.append("- predict.py preprocessing identical to the app's: "
                      f"{'yes' if report.preprocessing_matches_engine else 'NO'}")
     for fmt, error in report.errors.items():
-        lines.append(f"- {fmt}: not exported ({error})")
+        lines.append(f"- {fmt}: not exported ({md(error)})")
     lines += ["", f"Exported {time.strftime('%Y-%m-%d %H:%M')} by TL Studio."]
     return "\n".join(lines) + "\n"
 
@@ -329,7 +334,7 @@ def _limits(classes: Sequence[str], meta: dict[str, Any]) -> list[str]:
     if isinstance(ece, float) and ece > 0.05:
         notes.append(f"Confidences are not well calibrated (expected calibration error {ece:.3f}); "
                      "do not read a probability as a frequency.")
-    notes += [f"{note}" for note in meta.get("notes", [])]
+    notes += [escape_markdown(note) for note in meta.get("notes", [])]  # they may quote a name
     return notes
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import secrets
 import shutil
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import atomic
 from .config import RunConfig
-from .errors import ConfigError, JobError, RunNotFound
+from .errors import CheckpointDamaged, ConfigError, JobError, RunNotFound
 from .events import TERMINAL, Event, RunFailed, from_dict, to_dict
 from .workspace import Workspace, is_safe_id
 
@@ -359,16 +360,32 @@ class Run:
                               "(or wait for its first epoch to finish).")
         import torch
 
-        return torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
+            raise self._damaged(kind, exc) from exc
+
+    def _damaged(self, kind: str, exc: BaseException) -> CheckpointDamaged:
+        return CheckpointDamaged(
+            f"The {kind} checkpoint of run '{self.display_name()}' ({self.id}) is damaged and cannot be "
+            f"used ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}). "
+            "It may have been cut short by a full disk or an interrupted copy. Train the run again "
+            f"(Re-run in the app, or `python -m tl_core train --config {self.id}`), then delete this one.")
 
     def load_model(self, kind: str = "best", map_location: str | torch.device = "cpu"):
-        """The trained TransferModel in eval mode, its weights from the ``kind`` checkpoint."""
+        """The trained TransferModel in eval mode, its weights from the ``kind`` checkpoint
+        (CheckpointDamaged when the file cannot be read or does not fit the run's model)."""
         from .backbones import build_model
 
         cfg = self.config
         state = self.load_checkpoint(kind, map_location=map_location)
         model = build_model(cfg.model.backbone, len(self.classes), cfg.model.head, pretrained=False)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise self._damaged(kind, exc) from exc
         model.pretrained = cfg.model.pretrained
         return model.eval()
 

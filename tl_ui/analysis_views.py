@@ -23,8 +23,10 @@ import streamlit as st
 from tl_core import analysis
 from tl_core.bounded import heavy_task
 from tl_core.evaluation import EvalResult
+from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
+from .charts import plot_label, plot_labels
 from .feedback import user_errors
 from .heavy import waiting_notice
 from .trained import checkpoint_stamp, dataset_root, gradcam_controls, gradcam_many
@@ -47,6 +49,7 @@ def confusion_click_figure(matrix: Sequence[Sequence[int]], classes: Sequence[st
     """
     cm = np.asarray(matrix)
     n = len(classes)
+    classes = [plot_label(c) for c in classes]  # cell_from_selection reads these back
     fig = go.Figure(go.Heatmap(z=cm, x=list(classes), y=list(classes), colorscale="Blues", text=cm,
                                texttemplate="%{text}", hoverinfo="skip", showscale=False))
     true_idx, pred_idx = np.divmod(np.arange(n * n), n)
@@ -78,7 +81,7 @@ def cell_from_selection(selection: Mapping[str, Any] | None, classes: Sequence[s
     row-major grid is the fallback.
     """
     points = ((selection or {}).get("selection") or {}).get("points") or []
-    names = list(classes)
+    names = [plot_label(c) for c in classes]  # as confusion_click_figure wrote them
     for point in points:
         x, y = point.get("x"), point.get("y")
         if x in names and y in names:
@@ -160,7 +163,7 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
             missing += 1
             continue
         pictures.append(picture)
-        captions.append(caption_of(row))
+        captions.append(escape_markdown(caption_of(row)))  # image captions are Markdown
     if pictures:
         st.image(pictures, caption=captions, width=170)
     if len(rows) > limit:
@@ -172,7 +175,7 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
 
 # ----------------------------------------------------------------------------- charts
 def per_class_figure(frame: pd.DataFrame) -> go.Figure:
-    long = frame.melt(id_vars=["class", "support"], value_vars=["precision", "recall", "f1"],
+    long = plot_labels(frame, "class").melt(id_vars=["class", "support"], value_vars=["precision", "recall", "f1"],
                       var_name="metric", value_name="value")
     long["metric"] = long["metric"].map({"precision": "precision", "recall": "recall", "f1": "F1"})
     fig = px.bar(long, x="class", y="value", color="metric", barmode="group", hover_data=["support"],
@@ -204,7 +207,7 @@ def reliability_figure(rel: analysis.Reliability) -> go.Figure:
 
 
 def threshold_figure(tc: analysis.ThresholdConfusion, negative: str, positive: str) -> go.Figure:
-    names = [negative, positive]
+    names = [plot_label(negative), plot_label(positive)]
     fig = px.imshow(tc.matrix, x=names, y=names, text_auto=True, color_continuous_scale="Blues",
                     labels={"x": "predicted", "y": "true", "color": "images"}, aspect="auto")
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, coloraxis_showscale=False)
@@ -213,6 +216,7 @@ def threshold_figure(tc: analysis.ThresholdConfusion, negative: str, positive: s
 
 def embedding_figure(frame: pd.DataFrame, colour: str, title: str) -> go.Figure:
     colours = CORRECT_COLOURS if colour == "outcome" else None
+    frame = plot_labels(frame, *(c for c in ("name", "true", "predicted") if c in frame))
     # An explicit qualitative palette: the theme's default shades of one blue hide the classes.
     fig = px.scatter(frame, x="x", y="y", color=colour, color_discrete_map=colours, title=title,
                      color_discrete_sequence=px.colors.qualitative.D3,
@@ -466,7 +470,7 @@ def threshold_section(frame: pd.DataFrame, classes: Sequence[str], key: str) -> 
     c1, c2 = st.columns([1, 2])
     positive = c1.selectbox("Positive class", [1, 0], key=f"{key}_pos", format_func=lambda i: classes[i])
     threshold = c2.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key=f"{key}_value",
-                          help=f"Call an image '{classes[positive]}' when its probability is at least this.")
+                          help=f"Call an image '{escape_markdown(classes[positive])}' when its probability is at least this.")
     probs = np.stack(frame["probs"].to_numpy())[:, positive]
     labels = (frame["true"].to_numpy() == positive).astype(int)
     tc = analysis.threshold_confusion(probs, labels, threshold)

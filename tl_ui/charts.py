@@ -7,6 +7,7 @@ start and gets the whole curve back.
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,13 +204,24 @@ def curves_for(store: dict[str, RunCurves], run: Run) -> RunCurves:
     return curves
 
 
+def plot_label(name: object) -> str:
+    """A name the user gave (class, run, file) as Plotly text: axis ticks, legends, hover labels and
+    titles read ``<b>``, ``<i>``, ``<a href>`` as HTML, so ``<`` and ``>`` go in as entities."""
+    return html.escape(str(name), quote=False)
+
+
+def plot_labels(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """``frame`` with ``plot_label`` applied to the values of ``columns``."""
+    return frame.assign(**{c: frame[c].map(plot_label) for c in columns})
+
+
 CURVE_LABELS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
                 "train_loss": "training loss", "train_acc": "training accuracy"}
 
 
 def comparison_figure(curves: dict[str, RunCurves], column: str = "val_acc") -> go.Figure:
     """Per-epoch ``column`` of several runs overlaid, one line per run."""
-    rows = [{"run": name, **row} for name, c in curves.items() for row in c.epochs]
+    rows = [{"run": plot_label(name), **row} for name, c in curves.items() for row in c.epochs]
     frame = pd.DataFrame(rows, columns=["run", "epoch", column])
     fig = px.line(frame, x="epoch", y=column, color="run", markers=True,
                   labels={column: CURVE_LABELS.get(column, column)})
@@ -228,6 +240,7 @@ def sweep_figure(table: pd.DataFrame, x: str, x_label: str, log_x: bool = False)
     """Best validation accuracy against ``x`` (a column of an experiment table), one line per
     ``series``; members without a number yet are left out."""
     frame = table[table["best val acc"].notna() & table[x].notna()].sort_values(x)
+    frame = plot_labels(frame, *(c for c in ("series", "strategy") if c in frame))
     fig = px.line(frame, x=x, y="best val acc", color="series", markers=True, log_x=log_x,
                   labels={x: x_label, "best val acc": "best validation accuracy", "series": ""},
                   hover_name="strategy")

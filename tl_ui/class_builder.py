@@ -17,6 +17,7 @@ from tl_core import limits
 from tl_core.data import Dataset
 from tl_core.data.safety import ImageRefused, checked_image, file_too_big, upload_limits
 from tl_core.errors import LimitReached
+from tl_core.markup import escape_markdown
 from tl_core.settings import load_settings
 from tl_core.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 
@@ -158,7 +159,7 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
         if pictures:
             shown = [(i, p) for i, p in pictures if p is not None]
             if shown:
-                st.image([p for _, p in shown], width=96, caption=[f"{label} {i}" for i, _ in shown])
+                st.image([p for _, p in shown], width=96, caption=[escape_markdown(f"{label} {i}") for i, _ in shown])
             if len(shown) < len(pictures):
                 st.caption(f"{len(pictures) - len(shown)} of these files cannot be shown; the health report "
                            "will say what is wrong with them.")

@@ -13,6 +13,7 @@ import streamlit as st
 from tl_core import atomic
 from tl_core.bounded import heavy_task
 from tl_core.export import ExportReport, export_bundle, zip_bundle
+from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
 from .heavy import heavy_work, waiting_notice
@@ -75,7 +76,7 @@ def show_checks(report: dict[str, Any]) -> None:
         with c3:
             st.markdown("**Same labels**")
             _badge(check["same_argmax"])
-        c4.caption(f"Checked on: {', '.join(check['images'])}")
+        c4.caption(f"Checked on: {escape_markdown(', '.join(check['images']))}")  # file names
     matches = report.get("preprocessing_matches_engine")
     if matches is not None:
         c1, c2 = st.columns([1.2, 6])
@@ -85,7 +86,8 @@ def show_checks(report: dict[str, Any]) -> None:
         c2.caption("The bundle's predict.py prepares images exactly as TL Studio does (same pixels, bit for bit)."
                    if matches else "predict.py prepares images differently from TL Studio: its answers may differ.")
     for fmt, error in report.get("errors", {}).items():
-        st.error(f"{FORMAT_NAMES.get(fmt, fmt)} could not be exported: {error}", icon=":material/error:")
+        st.error(f"{FORMAT_NAMES.get(fmt, fmt)} could not be exported: {escape_markdown(error)}",
+                 icon=":material/error:")
 
 
 def card_preview(text: str) -> str:

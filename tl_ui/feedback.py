@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import runpy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Literal, NoReturn
 
 import streamlit as st
@@ -66,12 +68,30 @@ def page_area() -> Iterator[None]:
 
 def end_page() -> NoReturn:
     """Stop drawing this page here (nothing more to show yet). Unlike ``st.stop()``, after which
-    Streamlit drops what app.py draws next, the sidebar is still drawn. When Streamlit runs a page
-    without app.py (its own pages/ mode, e.g. the first deep link after a server start) this is
-    ``st.stop()``: there is nothing after the page to keep."""
+    Streamlit drops what app.py draws next, the sidebar is still drawn. Outside ``page_area`` (a
+    page run without app.py, which ``start_page`` prevents) this is ``st.stop()``."""
     if _IN_PAGE_AREA.get():
         raise PageEnd
     st.stop()
+
+
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "app.py"
+
+
+def start_page() -> None:
+    """The first call of every page: makes a page opened without app.py look like the app.
+
+    Streamlit's automatic pages/ mode runs pages/3_train.py alone when the first request a server
+    process gets is a deep link (``/train?s=...``, what a student reopens after a restart): until
+    some run has called ``st.navigation``, a ``pages/`` folder next to app.py switches that mode on.
+    Then the menu lists the file names, the layout is narrow and there is no sidebar. Here that run
+    becomes app.py's: page config, ``st.navigation`` with app.py's pages (which also turns the
+    pages/ mode off for the rest of the process), this same page inside ``page_area`` and the
+    sidebar; then this outer run of the page ends. Inside app.py this does nothing."""
+    if _IN_PAGE_AREA.get():
+        return
+    runpy.run_path(str(APP_SCRIPT), run_name="__main__")
+    st.stop()  # the page was drawn inside app.py: nothing of this outer run is left to draw
 
 
 _NOTICE = {"error": (":red[:material/error:]", "Problem"), "warning": (":orange[:material/warning:]", "Check")}

@@ -22,9 +22,11 @@ from tl_core.bounded import heavy_task
 from tl_core.data import Limits, check_images
 from tl_core.data.safety import file_too_big, upload_limits
 from tl_core.limits import check_upload_size
+from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 from tl_core.settings import load_settings
 
+from .charts import plot_label
 from .heavy import waiting_notice
 from .trained import checkpoint_stamp, gradcam_many
 from .widgets import picture_of
@@ -114,7 +116,7 @@ def results_table(images: Sequence[Incoming], predictions: Sequence[Sequence[tup
 
 
 def topk_figure(top: Sequence[tuple[str, float]]) -> go.Figure:
-    labels = [label for label, _ in top][::-1]  # the best at the top
+    labels = [plot_label(label) for label, _ in top][::-1]  # the best at the top
     probs = [prob for _, prob in top][::-1]
     colours = ["#9e9e9e"] * (len(top) - 1) + ["#1565c0"]
     fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", marker_color=colours,
@@ -166,8 +168,8 @@ def show_prediction(run: Run, image: Incoming, top: Sequence[tuple[str, float]],
     if isinstance(explained, str):
         middle.caption(explained)
     elif explained is not None:
-        middle.image(explained[0], caption=f"where it looked for '{explained[1]}'", width="stretch")
+        middle.image(explained[0], caption=f"where it looked for '{escape_markdown(explained[1])}'", width="stretch")
     right.plotly_chart(topk_figure(top), key=f"{key}_topk", config={"displayModeBar": False})
     if prob < unsure_below(len(run.classes)):
         st.caption(f":material/help: The model is unsure ({prob:.0%}). It only knows the classes "
-                   f"{', '.join(run.classes)}: a picture of something else still gets one of them.")
+                   f"{escape_markdown(', '.join(run.classes))}: a picture of something else still gets one of them.")

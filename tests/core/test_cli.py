@@ -126,3 +126,140 @@ def test_every_commands_help_prints(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI tells the truth: run states, stop, damaged files, untrainable datasets, links
+# --------------------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _run_with_a_dead_worker(workspace, image_folder):
+    import time
+
+    from tl_core.config import DataConfig, RunConfig
+    from tl_core.runs import RunStore
+
+    run = RunStore(workspace).create(RunConfig(data=DataConfig(source=str(image_folder)), name="killed"))
+    run.mark_running(pid=_dead_pid(), pid_created=time.time() - 5)  # its worker was killed since
+    assert run.state == "running"
+    return run
+
+
+def test_runs_marks_a_run_whose_worker_is_gone_as_failed_and_can_delete_it(workspace, image_folder, capsys):
+    ws = ["--workspace", str(workspace.root)]
+    listed = _run_with_a_dead_worker(workspace, image_folder)
+    assert main([*ws, "runs", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["state"]) for r in rows] == [(listed.id, "failed")]
+    assert "unexpectedly" in rows[0]["error"]
+    assert main([*ws, "runs", "--delete", listed.id]) == 0
+    # Deleted straight away, without a listing first: the same rule applies.
+    other = _run_with_a_dead_worker(workspace, image_folder)
+    assert main([*ws, "runs", "--delete", other.id]) == 0
+    assert not other.dir.exists()
+    capsys.readouterr()
+    assert main([*ws, "runs"]) == 0
+    assert "No runs yet" in capsys.readouterr().out
+
+
+def test_stop_on_a_run_whose_worker_is_gone_says_it_failed(workspace, image_folder, capsys):
+    run = _run_with_a_dead_worker(workspace, image_folder)
+    assert main(["--workspace", str(workspace.root), "stop", run.id, "--wait", "1"]) == 0
+    assert "is failed; nothing to stop" in capsys.readouterr().out
+    assert run.state == "failed" and not run.stop_requested()
+
+
+@pytest.mark.slow
+def test_stop_stops_a_run_that_another_cli_process_trains(workspace, image_folder, capsys):
+    import time
+
+    from tl_core.runs import RunStore
+
+    proc = subprocess.Popen([sys.executable, "-m", "tl_core", "--workspace", str(workspace.root), "train",
+                             str(image_folder), "--epochs", "500", "--batch-size", "4", "--augment", "none",
+                             "--no-feature-cache", "--name", "long"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # until its first epoch is done (a best checkpoint exists)
+            runs = RunStore(workspace).list()
+            if runs and runs[0].state == "running" and runs[0].status().best_epoch is not None:
+                break
+            if proc.poll() is not None:
+                pytest.fail(proc.communicate()[1])
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.5)
+        assert main(["--workspace", str(workspace.root), "stop", runs[0].id, "--wait", "60"]) == 0
+        assert "is cancelled; its best checkpoint is kept" in capsys.readouterr().out
+        assert proc.wait(timeout=60) == 0
+        assert runs[0].state == "cancelled" and runs[0].checkpoint_path("best").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_is_one_line_for_every_command_that_loads_it(workspace, image_folder, tmp_path, capsys):
+    ws = ["--workspace", str(workspace.root)]
+    assert main([*ws, "train", str(image_folder), "--epochs", "1", "--augment", "none", "--batch-size", "8"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    best = workspace.runs_dir / run_id / "checkpoints" / "best.pt"
+    whole = best.read_bytes()
+    image = str(image_folder / "red" / "1.jpg")
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("not a picture")
+    assert main([*ws, "predict", run_id, str(not_an_image)]) == 2  # an unreadable image: one line too
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "notes.jpg" in err[0], err
+    for argv in (["predict", run_id, str(image_folder)],  # a folder where an image file belongs
+                 ["export", run_id, "--format", "safetensors", "--out", str(not_an_image / "bundle")]):
+        assert main([*ws, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1, (argv, err)
+        assert "Traceback" not in err
+    for damage in (whole[: len(whole) // 2], b"", b"not a checkpoint at all"):
+        best.write_bytes(damage)
+        for argv in (["predict", run_id, image], ["export", run_id, "--format", "safetensors",
+                                                 "--out", str(tmp_path / "bundle")],
+                     ["eval", run_id, str(image_folder)]):
+            assert main([*ws, *argv]) == 2, argv
+            err = capsys.readouterr().err
+            errors = [line for line in err.splitlines() if line.startswith("error: ")]  # not progress bars
+            assert len(errors) == 1 and "damaged" in errors[0] and "Traceback" not in err, (argv, err)
+            assert f"train --config {run_id}" in errors[0]
+
+
+def test_inspect_exits_non_zero_when_the_dataset_cannot_be_trained_on(workspace, tmp_path, capsys):
+    from tests.conftest import write_image_folder
+
+    one_class = write_image_folder(tmp_path / "only_red", {"red": 10})
+    ws = ["--workspace", str(workspace.root)]
+    assert main([*ws, "inspect", str(one_class)]) == 1
+    assert "problem: " in capsys.readouterr().out
+    assert main([*ws, "inspect", str(one_class), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["errors"]
+    two = write_image_folder(tmp_path / "two", {"red": 10, "blue": 10})
+    assert main([*ws, "inspect", str(two)]) == 0
+
+
+def test_links_out_of_the_dataset_folder_are_reported_and_skipped(workspace, tmp_path, capsys):
+    from tests.conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "data", {"red": 8, "blue": 8})
+    outside = write_image_folder(tmp_path / "private", {"green": 5})
+    (root / "red" / "secret.jpg").symlink_to(outside / "green" / "0.jpg")
+    (root / "green").symlink_to(outside / "green", target_is_directory=True)
+    (root / "blue" / "same.jpg").symlink_to(root / "blue" / "0.jpg")  # inside the folder: fine
+    assert main(["--workspace", str(workspace.root), "inspect", str(root), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_counts"] == {"blue": 9, "red": 8}
+    reasons = {item["path"]: item["reason"] for item in report["skipped"]}
+    assert "outside the dataset folder" in reasons["red/secret.jpg"]
+    assert "outside the dataset folder" in reasons["green"]
+    assert main(["--workspace", str(workspace.root), "inspect", str(root)]) == 0
+    assert "red/secret.jpg: link to a file outside the dataset folder" in capsys.readouterr().out

@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,13 +37,14 @@ def server_home(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tl_home")
 
 
-@pytest.fixture(scope="session")
-def server(server_home):
-    """Base URL of a TL Studio server in its own process group, stopped with killpg."""
+@contextmanager
+def streamlit_server(home: Path) -> Iterator[str]:
+    """A fresh `streamlit run app.py` process (its own process group, stopped with killpg) with
+    ``home`` as TL_STUDIO_HOME; yields its base URL once /_stcore/health answers (which runs no script)."""
     port = free_port()
-    env = {**os.environ, "TL_STUDIO_HOME": str(server_home), "TL_STUDIO_OFFLINE": "1",
+    env = {**os.environ, "TL_STUDIO_HOME": str(home), "TL_STUDIO_OFFLINE": "1",
            "PYTHONPATH": str(REPO), "TL_STUDIO_TEACHER_PASSWORD": TEACHER_PASSWORD}
-    log = open(server_home / "server.log", "wb")  # noqa: SIM115 - closed below
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
@@ -58,7 +61,7 @@ def server(server_home):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (server_home / "server.log").read_text())
+                raise RuntimeError("streamlit did not start:\n" + (home / "server.log").read_text())
             time.sleep(0.5)
         yield url
     finally:
@@ -71,6 +74,13 @@ def server(server_home):
             except ProcessLookupError:
                 pass
         log.close()
+
+
+@pytest.fixture(scope="session")
+def server(server_home):
+    """Base URL of the TL Studio server the e2e tests share."""
+    with streamlit_server(server_home) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -91,18 +91,44 @@ def _ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None, lim
 def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
     files: list[str] = []
     dirs: list[str] = []
+    leaving: list[Skipped] = []  # links that point out of the folder: neither followed nor imported
+    real_root = root.resolve()
     for here, subdirs, names in os.walk(root):  # does not follow directory links
         rel_here = Path(here).relative_to(root).as_posix()
         prefix = "" if rel_here == "." else rel_here + "/"
-        subdirs[:] = sorted(d for d in subdirs if not is_junk(d))
+        kept_dirs = []
+        for d in sorted(d for d in subdirs if not is_junk(d)):
+            if _leaves(root / (prefix + d), real_root):
+                leaving.append(Skipped(prefix + d, "link to a folder outside the dataset folder (not followed)"))
+            else:
+                kept_dirs.append(d)
+        subdirs[:] = kept_dirs
         dirs.extend(prefix + d for d in subdirs)
-        files.extend(prefix + n for n in sorted(names) if not (prefix == "" and n == DATASET_FILE))
-    copy = dest is not None and dest.resolve() != root.resolve()
+        for n in sorted(names):
+            if prefix == "" and n == DATASET_FILE:
+                continue
+            if _leaves(root / (prefix + n), real_root):
+                leaving.append(Skipped(prefix + n, "link to a file outside the dataset folder (not imported)"))
+            else:
+                files.append(prefix + n)
+    copy = dest is not None and dest.resolve() != real_root
     if copy:
         _check_counts(len(files), sum((root / f).stat().st_size for f in files), limits, root.name)
     entries = [_Entry(name=f, rel=f, read=_file_reader(root / f, limits),
                       in_place=None if copy else f) for f in files]
-    return _build(entries, dirs, dest if copy else root, root.name, str(root), limits, progress)
+    return _build(entries, dirs, dest if copy else root, root.name, str(root), limits, progress,
+                  pre_skipped=leaving)
+
+
+def _leaves(path: Path, real_root: Path) -> bool:
+    """Whether ``path`` is a symbolic link whose target is outside ``real_root``: a
+    dataset folder must not import, say, the server's own files through a link a student put in it."""
+    if not path.is_symlink():
+        return False
+    try:
+        return not path.resolve(strict=False).is_relative_to(real_root)
+    except (OSError, RuntimeError):  # a link loop
+        return True
 
 
 def _ingest_zip(path: Path, dest: Path, limits: Limits, progress: ProgressFn | None) -> Dataset:
