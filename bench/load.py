@@ -284,11 +284,18 @@ async def run_students(url: str, students: int, *, ramp_s: float = 30.0, wait_re
     the first ``wait_results`` of them watch their run to its end."""
     options = options or WalkOptions()
     step = ramp_s / max(students - 1, 1)
-    walks = []
-    for i in range(students):
+    done = 0
+
+    async def student(i: int) -> StudentResult:
+        nonlocal done
         mine = WalkOptions(**{**options.__dict__, "wait_for_end": options.train and i < wait_results})
-        walks.append(walk(url, mine, delay_s=i * step))
-    return list(await asyncio.gather(*walks))
+        result = await walk(url, mine, delay_s=i * step)
+        done += 1
+        print(f"student {i + 1}: done in {result.seconds:.0f} s, {len(result.renders)} renders, "
+              f"{len(result.errors)} errors ({done}/{students})", file=sys.stderr, flush=True)
+        return result
+
+    return list(await asyncio.gather(*(student(i) for i in range(students))))
 
 
 # -- the server, its memory and its queue ------------------------------------------------------------
@@ -369,24 +376,27 @@ class Server:
         self.proc = None
 
 
-class MemorySampler:
+class ServerSampler:
     """Every second: the RSS of the server process and, apart, the sum over its children (the
-    training workers, separate processes), and every ``pss_every`` samples their PSS summed; keeps
-    the peaks."""
+    training workers, separate processes); every ``pss_every`` samples their PSS summed; the CPU
+    time each used; the machine's load average and available memory. Keeps the peaks."""
 
     def __init__(self, pid: int, every_s: float = 1.0, pss_every: int = 10, min_available_mb: int = 0) -> None:
         self.pid, self.every_s, self.pss_every = pid, every_s, pss_every
         self.min_available = min_available_mb * 1024 ** 2
         self.low_memory = threading.Event()  # set once the machine's available memory fell below the minimum
         self.min_seen_available = psutil.virtual_memory().available
+        self.load_at_start = os.getloadavg()[0]  # the machine's 1-minute load before the students came
+        self.peak_load = self.load_at_start
         self.peak_server = self.peak_children = self.peak_total = 0
         self.peak_workers = 0
         self.peak_pss_total = 0
+        self.cpu_s: dict[int, float] = {}  # pid -> CPU seconds (user + system) at its last sample
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> MemorySampler:
+    def __enter__(self) -> ServerSampler:
         self._thread.start()
         return self
 
@@ -398,36 +408,47 @@ class MemorySampler:
         while not self._stop.is_set():
             try:
                 server = psutil.Process(self.pid)
-                own = server.memory_info().rss
-                children = 0
+                own = self._sample(server)
                 kids = server.children(recursive=True)
-                for child in kids:
-                    try:
-                        children += child.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-                self.peak_server = max(self.peak_server, own)
-                self.peak_children = max(self.peak_children, children)
-                self.peak_total = max(self.peak_total, own + children)
-                self.peak_workers = max(self.peak_workers, len(kids))
-                available = psutil.virtual_memory().available
-                self.min_seen_available = min(self.min_seen_available, available)
-                if available < self.min_available:
-                    self.low_memory.set()
-                if self.samples % self.pss_every == 0:
-                    self.peak_pss_total = max(self.peak_pss_total, _pss([server, *kids]))
-                self.samples += 1
             except psutil.NoSuchProcess:
                 return
+            children = 0
+            for child in kids:
+                try:
+                    children += self._sample(child)
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak_server = max(self.peak_server, own)
+            self.peak_children = max(self.peak_children, children)
+            self.peak_total = max(self.peak_total, own + children)
+            self.peak_workers = max(self.peak_workers, len(kids))
+            self.peak_load = max(self.peak_load, os.getloadavg()[0])
+            available = psutil.virtual_memory().available
+            self.min_seen_available = min(self.min_seen_available, available)
+            if available < self.min_available:
+                self.low_memory.set()
+            if self.samples % self.pss_every == 0:
+                self.peak_pss_total = max(self.peak_pss_total, _pss([server, *kids]))
+            self.samples += 1
             self._stop.wait(self.every_s)
+
+    def _sample(self, proc: psutil.Process) -> int:
+        """The process's RSS; notes its CPU time."""
+        with proc.oneshot():
+            cpu = proc.cpu_times()
+            self.cpu_s[proc.pid] = cpu.user + cpu.system
+            return proc.memory_info().rss
 
     def summary(self) -> dict[str, Any]:
         mb = 1024 ** 2
+        server_cpu = self.cpu_s.get(self.pid, 0.0)
         return {"server_peak_mb": round(self.peak_server / mb), "workers_peak_mb": round(self.peak_children / mb),
                 "total_peak_mb": round(self.peak_total / mb), "workers_peak_count": self.peak_workers,
                 "total_pss_peak_mb": round(self.peak_pss_total / mb),
                 "machine_available_min_mb": round(self.min_seen_available / mb),
                 "stopped_for_memory": self.low_memory.is_set(),
+                "server_cpu_s": round(server_cpu), "workers_cpu_s": round(sum(self.cpu_s.values()) - server_cpu),
+                "load_at_start": round(self.load_at_start, 1), "load_peak": round(self.peak_load, 1),
                 "samples": self.samples}
 
 
@@ -535,6 +556,9 @@ def format_table(result: dict) -> str:
                      f"every 10 s: {memory['total_pss_peak_mb']} MB); the machine's available memory fell "
                      f"to {memory['machine_available_min_mb']} MB"
                      + (" and the walk was stopped for it" if memory["stopped_for_memory"] else ""))
+        lines.append(f"CPU time: streamlit {memory['server_cpu_s']} s, training workers {memory['workers_cpu_s']} s "
+                     f"in {result.get('seconds', '?')} s on {os.cpu_count()} cores; machine load average "
+                     f"{memory['load_at_start']} before the students, peak {memory['load_peak']}")
     if queue:
         lines.append(f"runs: {queue['runs']} {queue['states']}; queue wait (queued -> started) of the "
                      f"{queue['started']} started: median {queue['wait_median_s']} s, max {queue['wait_max_s']} s; "
@@ -583,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         began = time.time()
         try:
-            with MemorySampler(server.proc.pid, min_available_mb=args.min_available_mb) as sampler:
+            with ServerSampler(server.proc.pid, min_available_mb=args.min_available_mb) as sampler:
                 options.abort = sampler.low_memory
                 results = asyncio.run(run_students(server.url, args.students, ramp_s=args.ramp,
                                                    wait_results=args.wait_results, options=options))
