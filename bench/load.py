@@ -2,8 +2,8 @@
 
 Each student is a websocket client that speaks Streamlit's own protocol (the BackMsg / ForwardMsg
 protobufs a browser sends and receives on ``/_stcore/stream``), not a browser: 30 Chromium pages
-on 2 cores would measure the browsers, not the server. A student, with a fresh session id, and
-starts staggered over ``--ramp`` seconds:
+on 2 cores would measure the browsers, not the server. Each student has a fresh session id;
+their starts are staggered over ``--ramp`` seconds. A student:
 
 1. opens the Data page and presses "Use the sample dataset";
 2. opens the Model page (defaults: the bundled mobilenet_v2);
@@ -18,10 +18,12 @@ starts staggered over ``--ramp`` seconds:
 
 A render time is from sending the rerun request to the server's ``script_finished`` for it (a
 rerun the page asks for itself, e.g. ``st.rerun()`` after Start, is part of the same render).
-Errors: an exception element, an ``st.error`` box, a failed run, a dropped connection or a
-render that does not finish within ``--render-timeout``. The server's memory (its own process
-and, separately, its children: the training workers) is sampled every second; queue waits are
-read from each run's status.json (queued -> started) through tl_core.runs.
+Errors: an exception element, an ``st.error`` box (a failed run shows one), a widget of the walk
+missing, a dropped connection, a render that does not finish within ``--render-timeout``, or a
+run whose config is not what the student typed. The server's memory (RSS of its own process and,
+separately, of its children: the training workers; their PSS every 10 s) and CPU time are sampled
+every second; queue waits are read from each run's status.json (queued -> started) through
+tl_core.runs. All runs still queued or training at the end are stopped.
 
 Usage: python bench/load.py --students 30 [--ramp 60] [--epochs 1] [--wait-results 3]
        [--watch 60] [--json out.json]; a smoke run: python bench/load.py --students 3
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -54,12 +57,12 @@ import websockets
 from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_BUTTON = "Use the sample dataset"  # pages/1_data.py
 START_BUTTON = "Start training"  # pages/3_train.py
 EPOCHS_BOX = "Epochs"
-PAGES = ("data", "model", "train", "results")  # app.py's url_path of each page of the walk
 _DONE = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY,
          ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
 _RUN_ENDED = {"Training finished": "finished", "Training was stopped": "cancelled"}
@@ -191,9 +194,7 @@ def _read_delta(delta: Any, render: Render) -> None:
             render.widgets[widget.label] = (kind, widget.id)
 
 
-def _widget_state(render: Render, label: str, **value: Any) -> Any:
-    from streamlit.proto.WidgetStates_pb2 import WidgetState
-
+def _widget_state(render: Render, label: str, **value: Any) -> WidgetState:
     if label not in render.widgets:
         raise LoadError(f"{render.page}: no widget labelled {label!r} (the page drew: {sorted(render.widgets)})")
     state = WidgetState(id=render.widgets[label][1])
@@ -288,7 +289,7 @@ async def run_students(url: str, students: int, *, ramp_s: float = 30.0, wait_re
 
     async def student(i: int) -> StudentResult:
         nonlocal done
-        mine = WalkOptions(**{**options.__dict__, "wait_for_end": options.train and i < wait_results})
+        mine = dataclasses.replace(options, wait_for_end=options.train and i < wait_results)
         result = await walk(url, mine, delay_s=i * step)
         done += 1
         print(f"student {i + 1}: done in {result.seconds:.0f} s, {len(result.renders)} renders, "
@@ -473,18 +474,19 @@ def queue_waits(home: Path, sessions: list[str]) -> dict[str, Any]:
     from tl_core.workspace import Workspace
 
     now = time.time()
-    waits, still_queued, states = [], [], {}
+    waits, still_queued, states, epochs = [], [], {}, {}
     for session in sessions:
         for run in RunStore(Workspace(home).for_session(session)).list():
             status = run.status()
             states[status.state] = states.get(status.state, 0) + 1
+            epochs[run.config.train.epochs] = epochs.get(run.config.train.epochs, 0) + 1
             if status.queued_at is None:
                 continue
             if status.started is not None:
                 waits.append(status.started - status.queued_at)
             elif status.state == "queued":
                 still_queued.append(now - status.queued_at)
-    return {"runs": sum(states.values()), "states": states, "started": len(waits),
+    return {"runs": sum(states.values()), "states": states, "epochs": epochs, "started": len(waits),
             "wait_median_s": _round(statistics.median(waits)) if waits else None,
             "wait_max_s": _round(max(waits)) if waits else None,
             "still_queued": len(still_queued),
@@ -532,8 +534,11 @@ def render_stats(results: list[StudentResult]) -> dict[str, dict[str, float]]:
             for name, values in by_step.items()}
 
 
-def report(results: list[StudentResult], memory: dict | None, queue: dict | None, meta: dict) -> dict:
+def report(results: list[StudentResult], memory: dict | None, queue: dict | None, meta: dict,
+           epochs: int | None = None) -> dict:
     errors = [f"{r.session}: {e}" for r in results for e in r.errors]
+    if queue and epochs is not None and set(queue["epochs"]) - {epochs}:
+        errors.append(f"runs with other epochs than the {epochs} typed in: {queue['epochs']} (epochs: runs)")
     outcomes: dict[str, int] = {}
     for r in results:
         if r.run_outcome:
@@ -619,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began)), "machine": machine(),
                 "command": "python bench/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "seconds": _round(time.time() - began)}
-        result = report(results, sampler.summary(), queue, meta)
+        result = report(results, sampler.summary(), queue, meta, epochs=args.epochs)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2), encoding="utf-8")
