@@ -11,9 +11,9 @@ their starts are staggered over ``--ramp`` seconds. A student:
    "Start training";
 4. watches the Train page: reruns its live fragment every ``run_every`` seconds (the interval the
    app asks for), each time after the previous rerun has finished, as the browser's timer does;
-   the first ``--wait-results`` students watch until their run ends (bounded by ``--timeout``),
-   the others for ``--watch`` seconds (all jobs queue on one device slot: 30 runs one after
-   the other would take far longer than a lesson's load peak);
+   the first ``--wait-results`` students to press Start watch until their run ends (bounded by
+   ``--timeout``), the others for ``--watch`` seconds (all jobs queue on one device slot: 30 runs
+   one after the other would take far longer than a lesson's load peak);
 5. opens the Results page.
 
 A render time is from sending the rerun request to the server's ``script_finished`` for it (a
@@ -204,11 +204,26 @@ def _widget_state(render: Render, label: str, **value: Any) -> WidgetState:
 
 
 # -- the walk ----------------------------------------------------------------------------------------
+class FirstStarters:
+    """The first ``count`` students to press Start watch their run until it ends, the others for
+    ``watch_s``: the queue is first come, first served, so their runs are the first to train."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+
+    def take(self) -> bool:
+        """One student has just pressed Start: True while places are left (asyncio: no lock needed)."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 @dataclass
 class WalkOptions:
     train: bool = True  # False: open the pages and make the sample only (no job)
     epochs: int = 1
-    wait_for_end: bool = False  # watch Train until the run ends (else for watch_s seconds)
+    first_starters: FirstStarters | None = None  # who of the students watches the run to its end
     watch_s: float = 60.0
     timeout_s: float = 900.0  # the longest a student waits for the run's end
     render_timeout_s: float = 120.0
@@ -250,7 +265,8 @@ async def walk(url: str, options: WalkOptions, delay_s: float = 0.0) -> StudentR
         if options.train:
             train = keep("set epochs", await client.set_numbers(train, {EPOCHS_BOX: options.epochs}))
             train = keep("start training", await client.press(train, START_BUTTON))
-            result.run_outcome = await _watch(client, train, options, keep)
+            to_the_end = options.first_starters is not None and options.first_starters.take()
+            result.run_outcome = await _watch(client, train, options, keep, to_the_end=to_the_end)
         keep("open results", await client.open("results"))
     except LoadError as exc:
         result.errors.append(str(exc))
@@ -262,9 +278,10 @@ async def walk(url: str, options: WalkOptions, delay_s: float = 0.0) -> StudentR
     return result
 
 
-async def _watch(client: StudentClient, render: Render, options: WalkOptions, keep) -> str:
-    """Rerun the Train page's live fragment at the interval it asks for; the run's end as the page says it."""
-    limit = time.monotonic() + (options.timeout_s if options.wait_for_end else options.watch_s)
+async def _watch(client: StudentClient, render: Render, options: WalkOptions, keep, *, to_the_end: bool) -> str:
+    """Rerun the Train page's live fragment at the interval it asks for, until the run ends
+    (``to_the_end``, at most ``timeout_s``) or for ``watch_s``; the run's end as the page says it."""
+    limit = time.monotonic() + (options.timeout_s if to_the_end else options.watch_s)
     timer = render.auto_rerun
     while True:
         outcome = next((word for alert in render.alerts for text, word in _RUN_ENDED.items() if text in alert), "")
@@ -282,15 +299,14 @@ async def _watch(client: StudentClient, render: Render, options: WalkOptions, ke
 async def run_students(url: str, students: int, *, ramp_s: float = 30.0, wait_results: int = 0,
                        options: WalkOptions | None = None) -> list[StudentResult]:
     """Walk ``students`` students through the app at ``url``, their starts spread over ``ramp_s``;
-    the first ``wait_results`` of them watch their run to its end."""
-    options = options or WalkOptions()
+    the first ``wait_results`` of them to press Start watch their run to its end."""
+    options = dataclasses.replace(options or WalkOptions(), first_starters=FirstStarters(wait_results))
     step = ramp_s / max(students - 1, 1)
     done = 0
 
     async def student(i: int) -> StudentResult:
         nonlocal done
-        mine = dataclasses.replace(options, wait_for_end=options.train and i < wait_results)
-        result = await walk(url, mine, delay_s=i * step)
+        result = await walk(url, options, delay_s=i * step)
         done += 1
         print(f"student {i + 1}: done in {result.seconds:.0f} s, {len(result.renders)} renders, "
               f"{len(result.errors)} errors ({done}/{students})", file=sys.stderr, flush=True)
@@ -594,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ramp", type=float, default=60.0, help="seconds over which the students start")
     p.add_argument("--epochs", type=int, default=1, help="epochs of each student's run")
     p.add_argument("--wait-results", type=int, default=3,
-                   help="how many students (the first to start) watch their run until it ends")
+                   help="how many students (the first to press Start) watch their run until it ends")
     p.add_argument("--watch", type=float, default=60.0, help="seconds the other students watch the Train page")
     p.add_argument("--timeout", type=float, default=900.0, help="the longest a student waits for a run's end")
     p.add_argument("--render-timeout", type=float, default=120.0, help="a render slower than this is an error")
