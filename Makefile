@@ -54,7 +54,7 @@ bench: setup-dev
 	$(PY) bench/live.py
 
 ## Classroom load test: 30 simulated students walk the app on one server while jobs train
-## (~10 minutes; not part of `make bench` or `make test`; see docs/benchmarks.md).
+## (6-8 minutes on 2 cores; not part of `make bench` or `make test`; see docs/benchmarks.md).
 bench-load: setup-dev
 	$(PY) bench/load.py --students 30
 
