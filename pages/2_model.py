@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from tl_core import classroom
 from tl_core.backbones import WEIGHT_CHECKS, get_backbone, list_backbones, weights_status
 from tl_core.config import (
     CLASSICAL_HEADS,
@@ -122,13 +123,18 @@ with user_errors("Could not list the backbones"):
         upload = st.file_uploader("Weights file", type=["pth"], key="weights_upload")
         st.button("Check and add these weights", key="weights_add", on_click=import_uploaded_weights,
                   args=(state, upload), icon=":material/verified:")
-        folder = st.text_input("Or a folder on this server holding .pth files (e.g. copied from a USB stick)",
-                               key="weights_folder", placeholder="/home/teacher/weights",
-                               help="Every .pth file in it is checked as an upload is, and added if it passes.")
-        # Not a callback: its args would be the folder typed before this run, not the one just typed.
-        if st.button("Check and add every .pth file in this folder", key="weights_add_folder",
-                     icon=":material/folder_open:"):
-            import_folder_weights(state, folder)
+        if classroom.teacher_enabled() and not state.teacher_unlocked:
+            # a classroom server: only the teacher reads the server's folders
+            st.caption("The teacher can also add every .pth file of a folder on this server (after "
+                       "unlocking the Teacher page).")
+        else:
+            folder = st.text_input("Or a folder on this server holding .pth files (e.g. copied from a USB stick)",
+                                   key="weights_folder", placeholder="/home/teacher/weights",
+                                   help="Every .pth file in it is checked as an upload is, and added if it passes.")
+            # Not a callback: its args would be the folder typed before this run, not the one just typed.
+            if st.button("Check and add every .pth file in this folder", key="weights_add_folder",
+                         icon=":material/folder_open:"):
+                import_folder_weights(state, folder)
         outcome, state.weights_import_outcome = state.weights_import_outcome, None
         if outcome is not None:
             (st.success if outcome.ok else st.error)(outcome.headline)

@@ -231,3 +231,19 @@ def test_a_folder_of_weights_is_checked_file_by_file(app, no_vgg_weights, tmp_pa
     no_exceptions(app)
     assert any("No weights added" in e.value for e in app.error)
     assert any("no folder" in t.value for t in app.text)
+
+
+def test_on_a_classroom_server_only_the_teacher_names_a_server_folder(app, monkeypatch):
+    """A folder path reads the server's disk: with a teacher password set, students get no folder
+    box (the upload stays); the teacher, unlocked in this browser session, gets it."""
+    monkeypatch.setenv("TL_STUDIO_TEACHER_PASSWORD", "chalk and cheese")
+    app.switch_page("pages/2_model.py").run()
+    no_exceptions(app)
+    assert not [t for t in app.text_input if t.key == "weights_folder"]
+    assert any("The teacher can also add" in c.value for c in app.caption)
+    assert [b for b in app.button if b.key == "weights_add"]  # the checked upload is everyone's
+
+    app.session_state["tl_studio_state"].teacher_unlocked = True
+    app.run()
+    no_exceptions(app)
+    assert [t for t in app.text_input if t.key == "weights_folder"]
