@@ -107,10 +107,12 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")
         if files:
+            # Only once kept: a rerun after a failure (a full disk) would wipe its message, and the
+            # uploader keeps the files for another try (add_many keeps all of them or none).
             with user_errors("Could not keep the images"):
                 tray.add_many(label, [(f.getvalue(), Path(f.name).suffix) for f in files])
-            generations[label] = generations.get(label, 0) + 1
-            st.rerun()
+                generations[label] = generations.get(label, 0) + 1
+                st.rerun()
         recent = images[-RECENT:]
         pictures = [(i, thumbnail_of(s.path, 96)) for i, s in enumerate(recent, start=count - len(recent) + 1)]
         if pictures:
