@@ -17,15 +17,16 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import DiskFull
 
 __all__ = ["DISK_FULL_MESSAGE", "DiskFull", "append_line", "disk_full", "is_disk_full", "read_json",
-           "replacing", "write_bytes", "write_json", "write_with"]
+           "replacing", "staging", "write_bytes", "write_json", "write_with"]
 
 DISK_FULL_MESSAGE = ("The server's disk is full: delete runs or datasets you no longer need (Runs page), "
                      "or ask the teacher.")
@@ -59,6 +60,31 @@ def replacing(path: Path, *, fsync: bool = True) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         _raise_if_disk_full(exc)
         raise
+
+
+@contextlib.contextmanager
+def staging(folder: Path, *, last: Sequence[str] = ()) -> Iterator[Path]:
+    """A fresh folder beside ``folder`` for a set of files written together (an export bundle);
+    when the block ends they replace their namesakes in ``folder``, each in one rename (no new
+    space needed), the files named in ``last`` after the others (the one saying the set is
+    complete). On any failure ``folder`` is left as it was and the staging folder removed; a full
+    disk raises ``DiskFull``. Files of ``folder`` the block did not write are kept."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    except OSError as exc:
+        _raise_if_disk_full(exc)
+        raise
+    try:
+        yield stage
+        for name in sorted((p.name for p in stage.iterdir()), key=lambda name: name in last):
+            os.replace(stage / name, folder / name)
+    except BaseException as exc:
+        _raise_if_disk_full(exc)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_with(path: Path, write: Callable[[IO[bytes]], object], *, fsync: bool = True) -> None:

@@ -405,6 +405,25 @@ def test_snapshots_on_a_full_disk_keep_all_or_none(workspace, disk):
     assert sorted(p.suffix for p in tray.dir.iterdir()) == [".jpg", ".json"]
 
 
+def test_an_export_on_a_full_disk_keeps_the_previous_export(workspace, disk):
+    from PIL import Image
+
+    from tl_core.backbones import build_model, get_backbone
+    from tl_core.export import export_model
+
+    model = build_model("mobilenet_v3_small", 2, pretrained=False).eval()
+    pre = get_backbone("mobilenet_v3_small").preprocess
+    out = workspace.root / "runs" / "r" / "export"
+    photo = [Image.new("RGB", (64, 48), (90, 120, 30))]
+    export_model(model, ["a", "b"], pre, out, formats=("safetensors",), check_images=photo)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    disk.fill(free=2000)  # the small files start to fit, the bundle does not
+    with pytest.raises(DiskFull, match="disk is full"):
+        export_model(model, ["cat", "dog"], pre, out, formats=("safetensors",), check_images=photo)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["export"]  # no staging folder, no *.tmp
+
+
 # -- a real training run ---------------------------------------------------------------------
 @pytest.fixture
 def tiny_folder(tmp_path: Path) -> Path:
