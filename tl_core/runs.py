@@ -319,7 +319,14 @@ class Run:
 
     # -- stop flag -----------------------------------------------------------------------
     def request_stop(self) -> None:
-        atomic.write_bytes(self.dir / "STOP", b"stop requested\n")
+        """Ask the worker to stop. An empty file: its existence is the signal, and creating it
+        needs no free space, so a run can be stopped (and deleted) when the disk is full."""
+        try:
+            (self.dir / "STOP").touch()
+        except OSError as exc:
+            if atomic.is_disk_full(exc):
+                raise atomic.disk_full(exc) from exc
+            raise
 
     def clear_stop(self) -> None:
         (self.dir / "STOP").unlink(missing_ok=True)
@@ -470,8 +477,12 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         """Remove a run that is not queued or running (``jobs.delete_run`` stops one first)."""
+        from .jobs import job_state  # here: jobs imports runs
+
         run = self.get(run_id)
-        if run.state in ACTIVE_STATES:
+        # job_state, not the file: a run whose worker died on a full disk still reads "running"
+        # there (nothing could be written), and deleting runs is how the disk is freed.
+        if job_state(run).active:
             raise JobError(f"Run '{run.display_name()}' ({run_id}) is still {run.state}; stop it first "
                            f"(`python -m tl_core stop {run_id}`, or Delete in the app, which stops it).")
         shutil.rmtree(run.dir)

@@ -259,6 +259,18 @@ def test_the_best_checkpoint_is_said_kept_only_when_it_loads(workspace):
     assert "kept" not in jobs.job_state(damaged).error
 
 
+def test_on_a_full_disk_a_run_can_still_be_stopped_and_a_dead_one_deleted(workspace, disk):
+    store = RunStore(workspace)
+    live, dead = store.create(make_config()), store.create(make_config())
+    live.mark_running(pid=os.getpid())
+    as_if_worker_died(dead)
+    disk.fill()
+    jobs.cancel(live)  # the stop flag needs no space
+    assert live.stop_requested()
+    store.delete(dead.id)  # still "running" on disk (nothing can be written), but its worker is gone
+    assert not dead.dir.exists() and [run.id for run in store.list()] == [live.id]
+
+
 def test_creating_a_run_on_a_full_disk_leaves_no_folder(workspace, disk):
     store = RunStore(workspace)
     store.create(make_config())  # the runs folder exists
