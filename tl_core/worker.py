@@ -39,7 +39,8 @@ def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bo
     try:
         return _run_job(run, workspace_root, ticket, resume)
     except OSError:  # DiskFull included: the queue or the run's status could not be written
-        traceback.print_exc()
+        with contextlib.suppress(OSError):  # worker.log is on the same full disk
+            traceback.print_exc()
         return 3
 
 
