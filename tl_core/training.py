@@ -437,10 +437,11 @@ class Trainer:
                 if strategy is not None and state.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
                     strategy.final_evaluation()
                 run.mark_cancelled(best_epoch=state.best_epoch, best_val_acc=state.best_val_acc())
-                self.emit(ev.RunCancelled(epoch=len(state.history), best_epoch=state.best_epoch))
+                self._emit_final(ev.RunCancelled(epoch=len(state.history), best_epoch=state.best_epoch))
                 return {"state": "cancelled", "best_epoch": state.best_epoch}
             run.mark_finished(best_epoch=state.best_epoch, best_val_acc=result.get("val", {}).get("accuracy"))
-            # The status says finished now; a log the disk refuses this line must not undo that.
+            # The status says finished now (or cancelled, above): a log the disk refuses this
+            # line must not undo that.
             self._emit_final(ev.RunFinished(best_epoch=state.best_epoch or 0, metrics=result,
                                             stopped_early=result.get("stopped_early", False)))
             return result
