@@ -136,17 +136,28 @@ def export_model(model: nn.Module, classes: Sequence[str], preprocess, out_dir: 
     bundle's own predict.py, and compared with PyTorch; the report says how close they came.
     ``metadata`` feeds the model card: name, backbone, pretrained, config, metrics, data, notes.
     A format that fails to export is recorded in ``report.errors``; the others still are written.
+    The bundle is written beside ``out_dir`` and moved in once complete: a full disk raises
+    ``DiskFull`` and leaves the previous export as it was.
     """
-    started = time.perf_counter()
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ConfigError(f"Unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with atomic.staging(out, last=("export.json",)) as stage:
+        report = _write_bundle(model, classes, preprocess, stage, out, formats, metadata, check_images, tolerance)
     for stale in MODEL_FILES.values():  # a re-export with fewer formats must not ship old files
-        (out / stale).unlink(missing_ok=True)
+        if stale not in report.files:
+            (out / stale).unlink(missing_ok=True)
+    return report
+
+
+def _write_bundle(model: nn.Module, classes: Sequence[str], preprocess, out: Path, final: Path,
+                  formats: Sequence[str], metadata: dict[str, Any] | None,
+                  check_images: Sequence[Image.Image | Path | str] | None, tolerance: float) -> ExportReport:
+    """``export_model``'s work, its files written to ``out`` (the staging folder of ``final``)."""
+    started = time.perf_counter()
     meta = dict(metadata or {})
-    report = ExportReport(out_dir=out)
+    report = ExportReport(out_dir=final)
     model = copy.deepcopy(model).cpu().float().eval()  # the caller's model stays where it was
     crop = preprocess.crop_size
 
@@ -166,6 +177,8 @@ def export_model(model: nn.Module, classes: Sequence[str], preprocess, out_dir: 
             _EXPORTERS[fmt](model, dummy, path, classes, meta)
             report.files.append(path.name)
         except Exception as exc:  # noqa: BLE001 - one format failing must not lose the others
+            if atomic.is_disk_full(exc):  # not this format's fault: no export fits
+                raise
             report.errors[fmt] = f"{type(exc).__name__}: {exc}"
 
     script = _load_script(out / "predict.py")

@@ -18,8 +18,10 @@ the queue, and ``job_state`` marks its run failed.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -32,7 +34,7 @@ import psutil
 
 from . import atomic, limits
 from .config import RunConfig
-from .errors import DataError, JobError
+from .errors import DataError, DiskFull, JobError
 from .runs import Run, RunStatus, RunStore
 from .workspace import Workspace
 
@@ -40,9 +42,10 @@ ENV_MAX_JOBS = "TL_STUDIO_MAX_JOBS"  # jobs that may train at once (default: one
 QUEUE_POLL_S = 0.5  # how often a waiting worker checks whether its turn has come
 STALE_TICKET_S = 120.0  # a ticket whose worker never reported a pid is dropped after this
 
-DEAD_WORKER_REASON = ("The training process stopped unexpectedly (it may have run out of memory "
-                      "or been killed). The best checkpoint so far is kept; see worker.log in "
-                      "the run folder, or start the run again.")
+# job_state adds Run.best_kept_note(): "the best checkpoint is kept" is said only when it is.
+DEAD_WORKER_REASON = ("The training process stopped unexpectedly (it may have run out of memory or "
+                      "disk space, or been killed). See worker.log in the run folder, or start the "
+                      "run again.")
 
 
 def jobs_root(home: Path | None = None) -> Path:
@@ -240,8 +243,30 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
                            is_active=is_active, home=home)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
-    _launch(workspace, run, home=home, resume=False)
+    launched = set(_children)
+    try:
+        _launch(workspace, run, home=home, resume=False)
+    except BaseException as exc:
+        _roll_back_start(run, [proc for pid, proc in list(_children.items()) if pid not in launched
+                               and str(run.dir) in map(str, proc.args)], home)
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFull) and atomic.is_disk_full(exc):
+            raise atomic.disk_full(exc) from exc
+        raise
     return run.id
+
+
+def _roll_back_start(run: Run, workers: list[subprocess.Popen], home: Path | None) -> None:
+    """Undo a Start that failed half-way (a full disk, a process that could not start): end the
+    worker it may have started, drop its ticket and remove the run folder, so no empty or
+    half-made run is listed and no ticket holds up the queue."""
+    for proc in workers:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    with contextlib.suppress(OSError):
+        for ticket in (jobs_root(home) / "queue").glob(f"*-{run.id}.json"):
+            ticket.unlink(missing_ok=True)
+    shutil.rmtree(run.dir, ignore_errors=True)
 
 
 def rerun(workspace: Workspace, run: Run, *, home: Path | None = None) -> str:
@@ -322,7 +347,7 @@ def job_state(run: Run) -> RunStatus:
     status = run.status()  # re-read: the worker may have finished in the meantime
     if not status.active:
         return status
-    return run.mark_failed(DEAD_WORKER_REASON, error_type="WorkerDied")
+    return run.mark_failed(DEAD_WORKER_REASON + run.best_kept_note(), error_type="WorkerDied")
 
 
 def cancel(run: Run) -> None:

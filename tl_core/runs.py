@@ -7,14 +7,14 @@ the worker's ``worker.log``, the ``STOP`` flag, the last export in ``export/`` a
 (the name the user gave the run after it started; ``config.json`` stays the recipe as trained).
 Only ``Run`` knows these names: writers and readers go through its methods. Whole-file writes are
 atomic, and the event log is only ever appended with complete lines, so a page polling from
-another process always sees a consistent state.
+another process always sees a consistent state. A full disk leaves the previous state and raises
+``DiskFull``; readers skip a damaged line or file rather than fail.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import secrets
 import shutil
@@ -142,6 +142,15 @@ class RunStatus:
 _STATUS_FIELDS = frozenset(f.name for f in dataclasses.fields(RunStatus))
 
 
+def _parse_event(line: str) -> Event | None:
+    """The event on one line of ``events.jsonl``; None when the line is damaged or unknown."""
+    try:
+        data = json.loads(line)
+        return from_dict(data) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Run:
     """A handle on one run folder. Cheap to create; every read goes to disk."""
 
@@ -174,7 +183,8 @@ class Run:
 
     def read_metrics(self) -> dict[str, Any]:
         """The trainer's result (see ``write_metrics``); empty until training ended."""
-        return atomic.read_json(self.dir / "metrics.json", default=None) or {}
+        metrics = atomic.read_json(self.dir / "metrics.json", default=None)
+        return metrics if isinstance(metrics, dict) else {}
 
     def write_evaluation(self, split: str, result: EvalResult) -> None:
         atomic.write_json(self._eval_path(split), result.to_dict())
@@ -184,7 +194,12 @@ class Run:
         from .evaluation import EvalResult  # here: it imports scikit-learn, slow for runs' other users
 
         data = atomic.read_json(self._eval_path(split), default=None)
-        return EvalResult.from_dict(data) if data else None
+        if not isinstance(data, dict) or not data:
+            return None
+        try:
+            return EvalResult.from_dict(data)
+        except (KeyError, TypeError, ValueError):  # damaged or foreign: as if not evaluated yet
+            return None
 
     def evaluations(self) -> dict[str, EvalResult]:
         """Every evaluation written so far, by split, test first (the most honest number)."""
@@ -199,7 +214,7 @@ class Run:
     # -- status --------------------------------------------------------------------------
     def status(self) -> RunStatus:
         data = atomic.read_json(self.dir / "status.json", default=None)
-        return RunStatus.from_dict(data) if data else RunStatus()
+        return RunStatus.from_dict(data) if isinstance(data, dict) and data else RunStatus()
 
     @property
     def state(self) -> str:
@@ -258,45 +273,61 @@ class Run:
     def mark_failed(self, reason: str, *, error_type: str | None = None) -> RunStatus:
         """The run failed for ``reason`` (written for the user). With ``error_type`` a ``RunFailed``
         event is logged too, unless the log's last event already ends the run (for callers outside the trainer,
-        whose own subscribers log it)."""
-        if error_type is not None:
-            events, _ = self.read_events()
-            # the last event, not any: a resumed run's log holds the ending it was resumed from
-            if not (events and isinstance(events[-1], TERMINAL)):
-                self.append_event(RunFailed(reason=reason, error_type=error_type))
-        return self._update_status(state="failed", error=reason)
+        whose own subscribers log it).
 
+        Never raises for a write the disk refuses: this is how failures are reported, so it must
+        not fail itself. It writes what it can and returns the failed status either way; a run
+        whose status could not be written still reads "running", and ``jobs.job_state`` marks it
+        failed once its worker has exited (and the disk has room again)."""
+        if error_type is not None:
+            try:
+                events, _ = self.read_events()
+                # the last event, not any: a resumed run's log holds the ending it was resumed from
+                if not (events and isinstance(events[-1], TERMINAL)):
+                    self.append_event(RunFailed(reason=reason, error_type=error_type))
+            except OSError:  # DiskFull included; the status below matters more
+                pass
+        try:
+            return self._update_status(state="failed", error=reason)
+        except OSError:
+            return dataclasses.replace(self.status(), state="failed", error=reason, updated=time.time())
 
     # -- events --------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:
-        line = json.dumps(to_dict(event), default=str) + "\n"
-        # One write() of a whole line on an O_APPEND file: readers never see half a line
-        # from us, and read_events() ignores a trailing partial line anyway.
-        fd = os.open(self.dir / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
+        """Log ``event`` as one whole line, or not at all (``DiskFull``); see ``atomic.append_line``."""
+        atomic.append_line(self.dir / "events.jsonl", json.dumps(to_dict(event), default=str))
 
     def read_events(self, start_line: int = 0) -> tuple[list[Event], int]:
-        """Events from line ``start_line`` on, and the line to start from next time."""
+        """Events from line ``start_line`` on, and the line to start from next time. A damaged
+        line (half-written by a process that died, edited by hand, from a newer version) is
+        skipped: the rest of the log still reads."""
         path = self.dir / "events.jsonl"
         if not path.exists():
             return [], start_line
         events: list[Event] = []
         line_no = 0
-        with path.open("r", encoding="utf-8") as handle:
+        # errors="replace": a line cut inside a UTF-8 character is a damaged line, not a crash
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line_no <= start_line:
                     continue
                 if not line.endswith("\n"):  # being written right now
                     return events, line_no - 1
-                events.append(from_dict(json.loads(line)))
+                event = _parse_event(line)
+                if event is not None:
+                    events.append(event)
         return events, max(line_no, start_line)
 
     # -- stop flag -----------------------------------------------------------------------
     def request_stop(self) -> None:
-        atomic.write_bytes(self.dir / "STOP", b"stop requested\n")
+        """Ask the worker to stop. An empty file: its existence is the signal, and creating it
+        needs no free space, so a run can be stopped (and deleted) when the disk is full."""
+        try:
+            (self.dir / "STOP").touch()
+        except OSError as exc:
+            if atomic.is_disk_full(exc):
+                raise atomic.disk_full(exc) from exc
+            raise
 
     def clear_stop(self) -> None:
         (self.dir / "STOP").unlink(missing_ok=True)
@@ -352,6 +383,26 @@ class Run:
 
         atomic.write_with(path, lambda handle: torch.save(state, handle))
         return path
+
+    def has_checkpoint(self, kind: str = "best") -> bool:
+        """True when checkpoint ``kind`` exists and loads (not a file a full disk cut short): the
+        test before any message says "the best checkpoint is kept"."""
+        path = self.checkpoint_path(kind)
+        if not path.is_file():
+            return False
+        try:  # mmap: the tensors are not read, only the archive's index and the pickled structure
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - damaged in any way means "not usable"
+            return False
+        return isinstance(checkpoint, dict) and "model" in checkpoint
+
+    def best_kept_note(self) -> str:
+        """" The best checkpoint so far (epoch N) is kept." when it is (``has_checkpoint``), else
+        "": a failure message adds it, so it is said only when true."""
+        if not self.has_checkpoint("best"):
+            return ""
+        epoch = self.status().best_epoch
+        return f" The best checkpoint so far{f' (epoch {epoch})' if epoch else ''} is kept."
 
     def load_checkpoint(self, kind: str = "best", map_location: str | torch.device = "cpu") -> dict[str, Any]:
         path = self.checkpoint_path(kind)
@@ -413,14 +464,25 @@ class RunStore:
         self.root = workspace.runs_dir
 
     def create(self, config: RunConfig) -> Run:
+        """A new run folder with ``config.json`` and a "created" status; whole or not at all (a
+        full disk raises ``DiskFull`` and leaves no folder behind)."""
         config.validate()
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         run_dir = self.root / run_id
-        run_dir.mkdir(parents=True)
+        try:
+            run_dir.mkdir(parents=True)
+        except OSError as exc:
+            if atomic.is_disk_full(exc):
+                raise atomic.disk_full(exc) from exc
+            raise
         run = Run(run_dir)
-        atomic.write_bytes(run_dir / "config.json", config.to_json().encode("utf-8"))
-        now = time.time()
-        atomic.write_json(run_dir / "status.json", RunStatus(state="created", created=now, updated=now).to_dict())
+        try:
+            atomic.write_bytes(run_dir / "config.json", config.to_json().encode("utf-8"))
+            now = time.time()
+            atomic.write_json(run_dir / "status.json", RunStatus(state="created", created=now, updated=now).to_dict())
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return run
 
     def get(self, run_id: str) -> Run:
@@ -436,8 +498,12 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         """Remove a run that is not queued or running (``jobs.delete_run`` stops one first)."""
+        from .jobs import job_state  # here: jobs imports runs
+
         run = self.get(run_id)
-        if run.state in ACTIVE_STATES:
+        # job_state, not the file: a run whose worker died on a full disk still reads "running"
+        # there (nothing could be written), and deleting runs is how the disk is freed.
+        if job_state(run).active:
             raise JobError(f"Run '{run.display_name()}' ({run_id}) is still {run.state}; stop it first "
                            f"(`python -m tl_core stop {run_id}`, or Delete in the app, which stops it).")
         shutil.rmtree(run.dir)

@@ -65,25 +65,34 @@ class SnapshotTray:
         return self.add_many(label, [(data, suffix)], limits)[0]
 
     def add_many(self, label: str, images: Iterable[tuple[bytes, str]], limits: Limits | None = None) -> list[Snapshot]:
-        """Keep ``(bytes, suffix)`` images as class ``label``. Each one passes the image guard
-        (``checked_image``: file size, format, pixel count) before anything is written; one that
-        fails raises ``ImageRefused`` and none of them is kept. The image is written first and its
-        sidecar last, so a reader never finds a sidecar without its image."""
+        """Keep ``(bytes, suffix)`` images as class ``label``, all or none. Each one passes the image
+        guard (``checked_image``: file size, format, pixel count) before anything is written; one that
+        fails raises ``ImageRefused``, and a full disk raises ``DiskFull``: then none of them is kept.
+        The image is written first and its sidecar last, so a reader never finds a sidecar without
+        its image."""
         label = label.strip()
         if not label:
             raise ValueError("an image needs a class name")
         images = list(images)
         for data, _ in images:
             checked_image(data, limits)
-        added = []
-        for data, suffix in images:
-            suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else ".jpg"
-            snapshot_id = f"{time.time_ns():019d}-{uuid.uuid4().hex[:8]}"
-            path = self.dir / f"{snapshot_id}{suffix}"
-            atomic.write_bytes(path, data, fsync=False)
-            atomic.write_bytes(self.dir / f"{snapshot_id}.json",
-                               json.dumps({"label": label, "image": path.name}).encode("utf-8"), fsync=False)
-            added.append(Snapshot(snapshot_id, path, label))
+        added: list[Snapshot] = []
+        path: Path | None = None
+        try:
+            for data, suffix in images:
+                suffix = suffix.lower() if suffix.lower() in IMAGE_SUFFIXES else ".jpg"
+                snapshot_id = f"{time.time_ns():019d}-{uuid.uuid4().hex[:8]}"
+                path = self.dir / f"{snapshot_id}{suffix}"
+                atomic.write_bytes(path, data, fsync=False)
+                atomic.write_bytes(self.dir / f"{snapshot_id}.json",
+                                   json.dumps({"label": label, "image": path.name}).encode("utf-8"), fsync=False)
+                added.append(Snapshot(snapshot_id, path, label))
+                path = None
+        except BaseException:
+            if path is not None:
+                path.unlink(missing_ok=True)  # the image whose sidecar failed
+            self.remove(added)
+            raise
         return added
 
     def remove(self, snapshots: Sequence[Snapshot]) -> None:

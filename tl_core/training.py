@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import atomic
 from . import events as ev
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
@@ -429,16 +430,23 @@ class Trainer:
             run.record_dataset(data.dataset_dir)
         strategy: Strategy | None = None
         try:
-            session = open_session(self.config, self.workspace, self.emit,
-                                   data_ready=data_ready)
-            strategy = ClassicalHead(self, session) if session.classical else EpochLoop(self, session)
-            result = strategy.train()
-        except _Stopped:
-            if strategy is not None and state.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
-                strategy.final_evaluation()
-            run.mark_cancelled(best_epoch=state.best_epoch, best_val_acc=state.best_val_acc())
-            self.emit(ev.RunCancelled(epoch=len(state.history), best_epoch=state.best_epoch))
-            return {"state": "cancelled", "best_epoch": state.best_epoch}
+            try:
+                session = open_session(self.config, self.workspace, self.emit,
+                                       data_ready=data_ready)
+                strategy = ClassicalHead(self, session) if session.classical else EpochLoop(self, session)
+                result = strategy.train()
+            except _Stopped:
+                if strategy is not None and state.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
+                    strategy.final_evaluation()
+                run.mark_cancelled(best_epoch=state.best_epoch, best_val_acc=state.best_val_acc())
+                self._emit_final(ev.RunCancelled(epoch=len(state.history), best_epoch=state.best_epoch))
+                return {"state": "cancelled", "best_epoch": state.best_epoch}
+            run.mark_finished(best_epoch=state.best_epoch, best_val_acc=result.get("val", {}).get("accuracy"))
+            # The status says finished now (or cancelled, above): a log the disk refuses this
+            # line must not undo that.
+            self._emit_final(ev.RunFinished(best_epoch=state.best_epoch or 0, metrics=result,
+                                            stopped_early=result.get("stopped_early", False)))
+            return result
         except TLError as exc:
             self._fail(str(exc), exc)
             raise
@@ -448,16 +456,34 @@ class Trainer:
                        "(e.g. mobilenet_v3_small) or freeze more layers.")
                 self._fail(msg, exc)
                 raise TrainingOutOfMemory(msg) from exc
+            if atomic.is_disk_full(exc):  # torch.save outside atomic, a library's own write, ...
+                full = atomic.disk_full(exc)
+                self._fail(str(full), full)
+                raise full from exc
             self._fail(f"Training failed unexpectedly: {type(exc).__name__}: {exc}", exc)
             raise
-        run.mark_finished(best_epoch=state.best_epoch, best_val_acc=result.get("val", {}).get("accuracy"))
-        self.emit(ev.RunFinished(best_epoch=state.best_epoch or 0, metrics=result,
-                                 stopped_early=result.get("stopped_early", False)))
-        return result
 
     def _fail(self, reason: str, exc: BaseException) -> None:
-        self.run.mark_failed(reason)  # the RunFailed event goes out below, to every subscriber
-        self.emit(ev.RunFailed(reason=reason, error_type=type(exc).__name__))
+        """Record the failure as far as the disk allows; never raises (the caller re-raises the
+        error that ended the run, not one from reporting it)."""
+        try:
+            reason += self.run.best_kept_note()
+        except OSError:
+            pass
+        self.run.mark_failed(reason)  # never raises; the RunFailed event goes out below, to every subscriber
+        try:
+            self._emit_final(ev.RunFailed(reason=reason, error_type=type(exc).__name__))
+        except Exception:  # noqa: BLE001 - a subscriber's bug must not hide the error that ended the run
+            pass
+
+    def _emit_final(self, event: ev.Event) -> None:
+        """``emit`` for the run's last event: every subscriber gets it even when the run log (first
+        in line) cannot be written on a full disk."""
+        for subscriber in self.subscribers:
+            try:
+                subscriber(event)
+            except OSError:  # DiskFull: the status, written before, is what readers go by
+                pass
 
 
 def train(config: RunConfig, run: Run, workspace: Workspace, subscribers: Sequence[ev.Subscriber] = (),

@@ -12,6 +12,7 @@ passes ``--slots``), so a waiting job costs a few tens of MB; torch comes with i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -33,7 +34,21 @@ def _cuda_devices() -> int:
 
 def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bool = False,
             slots: int | None = None) -> int:
+    """Train the run; returns the exit status (0 done or cancelled, 1 a user error, 2 a bug, 3 the
+    run's own files could not be written). Never raises: a failure that cannot even be recorded
+    (a full disk) ends the process cleanly, and ``jobs.job_state`` then marks the run failed."""
     run = Run(run_dir)
+    if not (run.dir / "config.json").is_file():  # deleted (a Start rolled back): nothing to train or write
+        return 3
+    try:
+        return _run_job(run, workspace_root, ticket, resume, slots)
+    except OSError:  # DiskFull included: the queue or the run's status could not be written
+        with contextlib.suppress(OSError):  # worker.log is on the same full disk
+            traceback.print_exc()
+        return 3
+
+
+def _run_job(run: Run, workspace_root: Path, ticket: Path | None, resume: bool, slots: int | None) -> int:
     pid = os.getpid()
     run.mark_queued(pid=pid, pid_created=process_create_time(pid))
     slot = None
@@ -55,12 +70,15 @@ def run_job(run_dir: Path, workspace_root: Path, ticket: Path | None, resume: bo
 
         train(config, run, Workspace(workspace_root), control=Control(poll=run.stop_requested), resume=resume)
     except TLError as exc:
-        run.mark_failed(str(exc), error_type=type(exc).__name__)
+        # the trainer's own reason, "best checkpoint kept" included when true (mark_failed never raises)
+        run.mark_failed(str(exc) + run.best_kept_note(), error_type=type(exc).__name__)
         return 1
     except BaseException as exc:  # a bug, or KeyboardInterrupt/SystemExit: the log keeps details
-        traceback.print_exc()
+        with contextlib.suppress(OSError):  # worker.log is on the same (maybe full) disk
+            traceback.print_exc()
         run.mark_failed(f"Training stopped because of an internal error ({type(exc).__name__}: {exc}). "
-                        "Details are in worker.log in the run folder.", error_type=type(exc).__name__)
+                        "Details are in worker.log in the run folder." + run.best_kept_note(),
+                        error_type=type(exc).__name__)
         return 2
     finally:
         if slot is not None:

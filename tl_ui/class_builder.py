@@ -141,14 +141,13 @@ def _class_card(state: AppState, tray: SnapshotTray, label: str, images: list[Sn
                                  accept_multiple_files=True, key=f"class_files_{label}_{generations.get(label, 0)}",
                                  label_visibility="collapsed")
         if files:
-            kept = False
+            # Only once kept: a rerun after a failure (a limit, a full disk) would wipe its message, and
+            # the uploader keeps the files for another try (add_many keeps all of them or none).
             with user_errors("Could not keep the images"):
                 good, state.upload_refused[label] = screen_uploads(files)
                 limits.check_can_upload(state.workspace, sum(len(data) for data, _ in good), len(good))
                 tray.add_many(label, good)
-                kept = True
-            generations[label] = generations.get(label, 0) + 1
-            if kept:  # a rerun would wipe the message of one refused (a limit, a full disk)
+                generations[label] = generations.get(label, 0) + 1
                 st.rerun()
         refused = state.upload_refused.get(label)
         if refused:  # the last drop's files that were not kept, and why (file names: text, never Markdown)

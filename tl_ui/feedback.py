@@ -12,7 +12,8 @@ from typing import Literal, NoReturn
 
 import streamlit as st
 
-from tl_core.errors import TLError
+from tl_core.atomic import disk_full, is_disk_full
+from tl_core.errors import DiskFull, TLError
 
 log = logging.getLogger("tl_studio")
 
@@ -29,10 +30,17 @@ def intro(title: str, summary: str, more: str) -> None:
 @contextmanager
 def user_errors(what: str = "", *, message_as_text: bool = False) -> Iterator[None]:
     """Show a TLError as ``st.error`` with its message; any other exception is a bug, shown as
-    one line (the traceback goes to the server log, never to the page). ``message_as_text``: the
+    one line (the traceback goes to the server log, never to the page). A full disk, whichever
+    write met it, is said as ``DiskFull``'s one message, never as a bug. ``message_as_text``: the
     message goes out with ``st.text`` below ``what``, for messages that quote a name the user typed."""
     try:
-        yield
+        try:
+            yield
+        except Exception as exc:  # the server's own writes (a zip saved, a sample drawn) meet a full disk too
+            if not isinstance(exc, DiskFull) and is_disk_full(exc):
+                log.warning("the disk is full: %s", exc)
+                raise disk_full(exc) from exc
+            raise
     except TLError as exc:
         if message_as_text:
             st.error(what or "That did not work", icon=":material/error:")

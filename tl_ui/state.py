@@ -110,7 +110,10 @@ class AppState:
         """Write the draft when it changed."""
         choices = self.choices()
         if choices != self._saved_draft:
-            atomic.write_json(self.workspace.root / self._CHOICES_FILE, choices)
+            try:
+                atomic.write_json(self.workspace.root / self._CHOICES_FILE, choices)
+            except OSError:  # a full disk: the draft lives on in the session; the next change tries again
+                return
             self._saved_draft = choices
 
     def load_choices(self) -> None:

@@ -26,7 +26,7 @@ def test_replacing_renames_on_success_and_leaves_the_old_file_on_failure(tmp_pat
 
 def test_a_full_disk_is_reported_as_such(tmp_path: Path):
     target = tmp_path / "model.safetensors"
-    with pytest.raises(OSError, match="the disk is full") as caught, atomic.replacing(target):
+    with pytest.raises(OSError, match="disk is full") as caught, atomic.replacing(target):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, atomic.DiskFull)
     assert list(tmp_path.iterdir()) == []
@@ -39,3 +39,35 @@ def test_write_bytes_and_json(tmp_path: Path):
     assert atomic.read_json(tmp_path / "b.json") == {"x": 1}
     assert atomic.read_json(tmp_path / "missing.json", default=[]) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.json"]
+
+
+def test_staging_replaces_a_set_of_files_together_or_not_at_all(tmp_path: Path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"old model")
+    (folder / "notes.txt").write_bytes(b"the user's own file")
+    with pytest.raises(OSError, match="disk is full"), atomic.staging(folder) as stage:
+        atomic.write_bytes(stage / "model.bin", b"new model")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (folder / "model.bin").read_bytes() == b"old model"
+    with atomic.staging(folder, last=("done.json",)) as stage:
+        atomic.write_bytes(stage / "model.bin", b"new model")
+        atomic.write_json(stage / "done.json", {"ok": True})
+    assert (folder / "model.bin").read_bytes() == b"new model" and atomic.read_json(folder / "done.json") == {"ok": True}
+    assert (folder / "notes.txt").read_bytes() == b"the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # the staging folder is gone
+
+
+def test_append_line_adds_whole_lines(tmp_path: Path):
+    log = tmp_path / "events.jsonl"
+    atomic.append_line(log, '{"a": 1}')
+    log.write_bytes(log.read_bytes() + b'{"half')  # a writer that died mid-line
+    atomic.append_line(log, '{"b": 2}\n')
+    assert log.read_text().splitlines() == ['{"a": 1}', '{"half', '{"b": 2}']
+
+
+def test_read_json_of_a_damaged_file_is_the_default(tmp_path: Path):
+    (tmp_path / "cut.json").write_bytes(b'{"state": "runn')
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    assert atomic.read_json(tmp_path / "cut.json", default={}) == {}
+    assert atomic.read_json(tmp_path / "binary.json") is None

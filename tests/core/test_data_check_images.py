@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import synthetic_image, write_image_folder
 from tl_core.data import Dataset, Limits, Skipped, check_images, create_dataset, ingest
-from tl_core.errors import DataError
+from tl_core.errors import DataError, DiskFull
 
 
 def jpeg(seed: int = 0, colour=(200, 60, 60)) -> bytes:
@@ -108,7 +108,7 @@ def test_create_dataset_removes_a_half_made_dataset_and_names_a_full_disk(tmp_pa
         dest.mkdir()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(DataError, match="the disk is full"):
+    with pytest.raises(DiskFull, match="disk is full"):
         create_dataset(tmp_path / "full", disk_full)
     assert not (tmp_path / "full").exists()
 

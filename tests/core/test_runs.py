@@ -179,7 +179,7 @@ def test_a_full_disk_is_reported_as_such(tmp_path):
         handle.write(b"some")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(atomic.DiskFull, match="the disk is full"):
+    with pytest.raises(atomic.DiskFull, match="disk is full"):
         atomic.write_with(tmp_path / "status.json", fill)
     assert list(tmp_path.iterdir()) == []
 

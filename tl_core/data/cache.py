@@ -6,6 +6,7 @@ decoding is paid once per dataset and size. Past the RAM budget the cache is mem
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import multiprocessing
 import os
@@ -59,21 +60,38 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
         return torch.from_numpy(cached)
 
     # A reader sees the whole cache or none. Not fsynced: a cache lost in a power cut is decoded again.
-    with atomic.replacing(path, fsync=False) as tmp:
-        if use_mmap:
+    if use_mmap:  # decoded straight into the file: a full disk (DiskFull) leaves no cache and no temporary file
+        with atomic.replacing(path, fsync=False) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        else:
-            out = np.empty(shape, dtype=np.uint8)
-        _fill(ds, indices, size, out, progress, workers)
-        if use_mmap:
+            _reserve(tmp)
+            _fill(ds, indices, size, out, progress, workers)
             out.flush()
             del out
-        else:
-            with open(tmp, "wb") as handle:
-                np.save(handle, out)
-    if use_mmap:
         return torch.from_numpy(np.load(path, mmap_mode="c"))
+    out = np.empty(shape, dtype=np.uint8)
+    _fill(ds, indices, size, out, progress, workers)
+    try:
+        with atomic.replacing(path, fsync=False) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, out)
+    except atomic.DiskFull:
+        pass  # the images are decoded in RAM: this run carries on, the next one decodes them again
     return torch.from_numpy(out)
+
+
+def _reserve(path: Path) -> None:
+    """Claim the disk blocks of the (sparse) memory-mapped file now: on a full disk, writing into
+    the map later would kill the process with SIGBUS; claimed here, it raises ENOSPC instead."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no such call
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot: as before
+            return
+        raise
+    finally:
+        os.close(fd)
 
 
 def _load(path: Path, shape: tuple[int, ...], use_mmap: bool) -> np.ndarray | None:

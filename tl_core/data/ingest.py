@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import errno
 import io
 import os
 import shutil
@@ -288,14 +287,14 @@ def _checked_image(name: str, read: Callable[[], bytes], limits: Limits,
 def create_dataset(dest: Path, build: Callable[[Path], Dataset]) -> Dataset:
     """Run ``build(dest)``, which makes a dataset in the fresh folder ``dest`` and returns it. If
     it fails or is interrupted (any exception, a page rerun included), ``dest`` is removed, so no
-    half-made dataset is ever listed; a full disk is reported as a DataError that says so."""
+    half-made dataset is ever listed; a full disk (met by ``build``'s own writes too: PIL saving a
+    sample image, a download) raises ``DiskFull``."""
     try:
         return build(dest)
     except BaseException as exc:
         shutil.rmtree(dest, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise DataError("Could not save the images: the disk is full. Free some space (delete old "
-                            "datasets or runs) and try again.") from exc
+        if not isinstance(exc, atomic.DiskFull) and atomic.is_disk_full(exc):
+            raise atomic.disk_full(exc) from exc
         raise
 
 
