@@ -390,6 +390,8 @@ class Run:
         path = self.checkpoint_path(kind)
         if not path.is_file():
             return False
+        import torch  # here, not at the top: a worker waiting in the queue never loads torch
+
         try:  # mmap: the tensors are not read, only the archive's index and the pickled structure
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception:  # noqa: BLE001 - damaged in any way means "not usable"
