@@ -406,14 +406,25 @@ def test_an_upload_on_a_full_disk_leaves_nothing(workspace, disk, tmp_path):
 
 
 def test_snapshots_on_a_full_disk_keep_all_or_none(workspace, disk):
+    import io
+
+    from PIL import Image
+
     from tl_core.snapshots import SnapshotTray
 
+    def jpeg(shade: int) -> bytes:  # real photos: the tray's image guard refuses anything else
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8), (shade, shade, shade)).save(out, "JPEG")
+        return out.getvalue()
+
     tray = SnapshotTray(workspace)
-    tray.add("cat", b"first", ".jpg")
-    disk.fill(free=30)  # the first new image fits, its sidecar does not
+    first = jpeg(10)
+    tray.add("cat", first, ".jpg")
+    new = [(jpeg(shade), ".jpg") for shade in (50, 90, 130)]
+    disk.fill(free=len(new[0][0]) + 10)  # the first new image fits, its sidecar does not
     with pytest.raises(DiskFull, match="disk is full"):
-        tray.add_many("cat", [(b"a" * 20, ".jpg"), (b"b" * 20, ".jpg"), (b"c" * 20, ".jpg")])
-    assert [s.path.read_bytes() for s in tray.items()] == [b"first"]
+        tray.add_many("cat", new)
+    assert [s.path.read_bytes() for s in tray.items()] == [first]
     assert sorted(p.suffix for p in tray.dir.iterdir()) == [".jpg", ".json"]
 
 
