@@ -418,13 +418,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .jobs import job_state
+    from .jobs import is_active, job_state
     from .runs import RunStore
 
     store = RunStore(_workspace(args))
     if args.delete:
-        job_state(store.get(args.delete))  # a run whose worker is gone has failed: it can be deleted
-        store.delete(args.delete)
+        store.delete(args.delete, is_active=is_active)  # a run whose worker is gone has failed: it can go
         print(f"Deleted run {args.delete}")
         return 0
     runs = store.list()

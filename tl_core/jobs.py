@@ -392,7 +392,7 @@ def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
             raise JobError(f"Run '{run.display_name()}' is still stopping (it stops after its current "
                            "batch); try again in a moment.")
         run.mark_cancelled()  # ended by us: say so, so that the store lets it go
-    store.delete(run.id)
+    store.delete(run.id, is_active=is_active)
 
 
 def _recorded_worker(run: Run) -> psutil.Process | None:

@@ -19,7 +19,7 @@ import pickle
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -498,14 +498,13 @@ class RunStore:
         runs = [Run(p.parent) for p in self.root.glob("*/config.json")]
         return sorted(runs, key=lambda r: r.id, reverse=True)
 
-    def delete(self, run_id: str) -> None:
-        """Remove a run that is not queued or running (``jobs.delete_run`` stops one first)."""
-        from .jobs import job_state  # here: jobs imports runs
-
+    def delete(self, run_id: str, *, is_active: Callable[[Run], bool] | None = None) -> None:
+        """Remove a run that is not queued or running (``jobs.delete_run`` stops one first).
+        Pass ``is_active=jobs.is_active``: it looks at the worker, not the file, since a run whose
+        worker died on a full disk still reads "running" there (nothing could be written), and
+        deleting runs is how the disk is freed. (runs cannot import jobs: jobs imports runs.)"""
         run = self.get(run_id)
-        # job_state, not the file: a run whose worker died on a full disk still reads "running"
-        # there (nothing could be written), and deleting runs is how the disk is freed.
-        if job_state(run).active:
+        if (is_active or (lambda r: r.status().active))(run):
             raise JobError(f"Run '{run.display_name()}' ({run_id}) is still {run.state}; stop it first "
                            f"(`python -m tl_core stop {run_id}`, or Delete in the app, which stops it).")
         shutil.rmtree(run.dir)

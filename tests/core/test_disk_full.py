@@ -267,7 +267,7 @@ def test_on_a_full_disk_a_run_can_still_be_stopped_and_a_dead_one_deleted(worksp
     disk.fill()
     jobs.cancel(live)  # the stop flag needs no space
     assert live.stop_requested()
-    store.delete(dead.id)  # still "running" on disk (nothing can be written), but its worker is gone
+    jobs.delete_run(store, dead)  # still "running" on disk (nothing can be written), but its worker is gone
     assert not dead.dir.exists() and [run.id for run in store.list()] == [live.id]
 
 
