@@ -60,6 +60,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tl_core, for the queue waits and the clean-up at the end
 SAMPLE_BUTTON = "Use the sample dataset"  # pages/1_data.py
 START_BUTTON = "Start training"  # pages/3_train.py
 EPOCHS_BOX = "Epochs"
@@ -256,7 +257,9 @@ async def walk(url: str, options: WalkOptions, delay_s: float = 0.0) -> StudentR
 
     try:
         await client.connect()
-        data = keep("open data", await client.open("data"))
+        # "" is the app's default page (Data), as the browser opens "/": Streamlit lists the default
+        # page under the url path "", so asking for "data" by name is answered "page not found"
+        data = keep("open data", await client.open(""))
         keep("make sample", await client.press(data, SAMPLE_BUTTON))
         keep("open model", await client.open("model"))
         train = keep("open train", await client.open("train"))
@@ -485,7 +488,6 @@ def queue_waits(home: Path, sessions: list[str]) -> dict[str, Any]:
     """Seconds from queued to started of every run of these sessions (status.json via tl_core.runs);
     a run still queued counts as waiting until now (a lower bound, counted apart)."""
     os.environ["TL_STUDIO_HOME"] = str(home)
-    sys.path.insert(0, str(REPO))
     from tl_core.runs import RunStore  # imports torch: only once the students are done
     from tl_core.workspace import Workspace
 

@@ -27,9 +27,18 @@ def load():
 
 
 @pytest.mark.timeout(90)
+def _in_own_loop(coroutine):
+    """asyncio.run in a thread of its own: the browser tests' Playwright (sync API) keeps an event
+    loop running in this thread for the whole session, and asyncio.run refuses to nest in it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def test_two_students_walk_the_pages(load, server):
     options = load.WalkOptions(train=False, render_timeout_s=45)
-    results = asyncio.run(load.run_students(server, 2, ramp_s=1.0, options=options))
+    results = _in_own_loop(load.run_students(server, 2, ramp_s=1.0, options=options))
     summary = load.report(results, None, None, {})
 
     assert summary["errors"] == []
