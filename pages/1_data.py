@@ -83,7 +83,8 @@ with tabs[0]:
     st.markdown("Four classes of generated shapes: works offline and trains in under a minute.")
     if st.button("Use the sample dataset", type="primary", icon=":material/bolt:", key="use_sample"):
         with user_errors("Could not make the sample"), st.spinner("Making the sample…"):
-            _ingest_into_new("shapes", tl_sample.make_sample_dataset, in_place=True)
+            _ingest_into_new("shapes", lambda dest: tl_sample.make_sample_dataset(
+                dest, cache_dir=Workspace.default().cache_dir / "samples"), in_place=True)
     package = dict(tl_sample.package_samples())
     if package:
         st.markdown("Or an image set that comes with an installed package:")

@@ -4,6 +4,8 @@ that installed packages carry (scikit-learn's digits and sample photos)."""
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +18,48 @@ SAMPLE_SIZE = 128
 _SUPERSAMPLE = 2  # draw at 2x and downscale: smooth, anti-aliased edges
 
 
-def make_sample_dataset(dest: Path, per_class: int = 40, seed: int = 0) -> Path:
+SAMPLE_VERSION = 1  # bump when the drawing changes: a server's cached copies are then made anew
+
+
+def make_sample_dataset(dest: Path, per_class: int = 40, seed: int = 0, *, cache_dir: Path | None = None) -> Path:
     """Write an ImageFolder ``dest/<shape>/<shape>_NNN.jpg`` of filled circles, squares, triangles
     and stars in random colours, sizes, positions and rotations on noisy gradient backgrounds.
-    Deterministic for a given seed; takes well under a second per hundred images."""
+    Deterministic for a given seed; takes well under a second per hundred images.
+
+    With ``cache_dir`` (a server's cache), the images are drawn once there and copied after that:
+    on a classroom server 30 students pressing "Use the sample dataset" at once would otherwise
+    draw the same 160 images 30 times in the one server process."""
     dest = Path(dest)
+    if cache_dir is not None:
+        template = _cached_template(Path(cache_dir), per_class, seed)
+        shutil.copytree(template, dest, dirs_exist_ok=True)
+        return dest
     for c, shape in enumerate(SHAPES):
         (dest / shape).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             rng = np.random.default_rng([seed, c, i])
             _shape_image(shape, rng).save(dest / shape / f"{shape}_{i:03d}.jpg", "JPEG", quality=92)
     return dest
+
+
+def _cached_template(cache_dir: Path, per_class: int, seed: int) -> Path:
+    """The drawn sample in ``cache_dir``, drawn now when missing: into a temporary folder renamed
+    into place once complete, so a reader never copies half of it (two drawing at once: one wins)."""
+    template = cache_dir / f"shapes-v{SAMPLE_VERSION}-{per_class}-{seed}"
+    if template.is_dir():
+        return template
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".shapes-", dir=cache_dir))
+    try:
+        make_sample_dataset(scratch, per_class=per_class, seed=seed)
+        try:
+            scratch.rename(template)
+        except OSError:  # another request drew it first: theirs is the same images
+            if not template.is_dir():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return template
 
 
 def _shape_image(shape: str, rng: np.random.Generator) -> Image.Image:

@@ -40,3 +40,22 @@ def test_package_samples(tmp_path: Path):
     assert len(photos.classes) == 2 and len(photos.records) == 6
     with pytest.raises(DataError, match="digits"):
         make_package_sample("mnist", tmp_path / "x")
+
+
+def test_a_cached_sample_is_drawn_once_and_copied_the_same(tmp_path, monkeypatch):
+    import tl_core.sample as sample
+
+    drawn = []
+    real = sample._shape_image
+    monkeypatch.setattr(sample, "_shape_image", lambda *a: drawn.append(a) or real(*a))
+    cache = tmp_path / "cache"
+    first = make_sample_dataset(tmp_path / "first", per_class=3, cache_dir=cache)
+    assert len(drawn) == 3 * len(SHAPES)
+    second = make_sample_dataset(tmp_path / "second", per_class=3, cache_dir=cache)
+    assert len(drawn) == 3 * len(SHAPES)  # copied, not drawn again
+    plain = make_sample_dataset(tmp_path / "plain", per_class=3)
+    for folder in (first, second):
+        files = sorted(p.relative_to(folder) for p in folder.rglob("*.jpg"))
+        assert files == sorted(p.relative_to(plain) for p in plain.rglob("*.jpg"))
+        assert all((folder / f).read_bytes() == (plain / f).read_bytes() for f in files)
+    assert [p.name for p in cache.iterdir()] == [f"shapes-v{sample.SAMPLE_VERSION}-3-0"]  # no scratch left
