@@ -91,6 +91,17 @@ def _run_job(run: Run, workspace_root: Path, ticket: Path | None, resume: bool, 
     return 0
 
 
+WORKER_NICENESS = 10  # how much a training job gives way to the app's own server process
+
+
+def _yield_to_the_app() -> None:
+    """Lower this process's CPU priority: on a classroom server the students' pages (the Streamlit
+    process) must stay responsive while jobs train on the same cores; a job on an idle machine
+    still gets every cycle. (A GPU job is not slowed: the GPU is not shared with the pages.)"""
+    with contextlib.suppress(OSError, AttributeError):  # not on this platform: train as is
+        os.nice(WORKER_NICENESS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tl_core.worker", description=__doc__)
     parser.add_argument("run_dir", type=Path)
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=None,
                         help="jobs that may train at once (the launcher counts them; omit: counted here)")
     args = parser.parse_args(argv)
+    _yield_to_the_app()
     return run_job(args.run_dir, args.workspace, args.ticket, resume=args.resume, slots=args.slots)
 
 
