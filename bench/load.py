@@ -10,7 +10,8 @@ their starts are staggered over ``--ramp`` seconds. A student:
 3. opens the Train page, sets Epochs (the same number box a user types in) and presses
    "Start training";
 4. watches the Train page: reruns its live fragment every ``run_every`` seconds (the interval the
-   app asks for), each time after the previous rerun has finished, as the browser's timer does;
+   app asks for), each time after the previous rerun has finished, as the browser's timer does
+   (the sidebar's run-status fragment has a timer of its own, not simulated);
    the first ``--wait-results`` students to press Start watch until their run ends (bounded by
    ``--timeout``), the others for ``--watch`` seconds (all jobs queue on one device slot: 30 runs
    one after the other would take far longer than a lesson's load peak);
@@ -57,6 +58,7 @@ import websockets
 from streamlit.proto.Alert_pb2 import Alert
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.proto.RootContainer_pb2 import RootContainer
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +85,17 @@ class Render:
     widgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (kind, widget id)
     alerts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    auto_rerun: tuple[str, float] | None = None  # (fragment id, interval) when a fragment asks for it
-    full_run: bool = False  # the whole page ran (not only a fragment): its auto_rerun is the page's timer
+    timers: dict[str, float] = field(default_factory=dict)  # fragment id -> interval: the run_every timers
+    fragment_roots: dict[str, int] = field(default_factory=dict)  # fragment id -> where it draws (main, sidebar)
+    full_run: bool = False  # the whole page ran (not only a fragment): its timers are the page's timers
+
+    @property
+    def auto_rerun(self) -> tuple[str, float] | None:
+        """The timer of the page's own live fragment: one drawing in the main area. The sidebar's
+        run status (tl_ui/sidebar.py, every 2 s) has a timer of its own, set after the page's; it
+        never says the run ended as an alert nor reruns the page, so watching it never sees the end."""
+        return next(((fragment_id, interval) for fragment_id, interval in self.timers.items()
+                     if self.fragment_roots.get(fragment_id) == RootContainer.MAIN), None)
 
 
 class StudentClient:
@@ -162,13 +173,18 @@ class StudentClient:
             kind = fmsg.WhichOneof("type")
             if kind == "delta":
                 _read_delta(fmsg.delta, render)
+                if fmsg.delta.fragment_id and fmsg.metadata.delta_path:
+                    render.fragment_roots.setdefault(fmsg.delta.fragment_id, fmsg.metadata.delta_path[0])
             elif kind == "navigation":
                 for page in fmsg.navigation.app_pages:
                     self.page_hashes[page.url_pathname] = page.page_script_hash
             elif kind == "page_info_changed":
                 self.query_string = fmsg.page_info_changed.query_string
-            elif kind == "auto_rerun":
-                render.auto_rerun = (fmsg.auto_rerun.fragment_id, fmsg.auto_rerun.interval)
+            elif kind == "auto_rerun":  # one per fragment with run_every: the page's and the sidebar's
+                render.timers[fmsg.auto_rerun.fragment_id] = fmsg.auto_rerun.interval
+            elif kind == "stop_auto_rerun":
+                for fragment_id in fmsg.stop_auto_rerun.fragment_ids:
+                    render.timers.pop(fragment_id, None)
             elif kind == "page_not_found":
                 render.errors.append(f"{self.page}: page not found")
             elif kind == "script_finished" and fmsg.script_finished in _DONE:

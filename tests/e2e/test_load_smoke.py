@@ -70,3 +70,79 @@ def test_an_exception_or_error_box_on_a_page_is_an_error(load):
     assert render.errors == ["data: exception ValueError: boom",
                              "data: error box: Could not make the sample: the disk is full"]
     assert render.alerts == ["Could not make the sample: the disk is full", "No dataset yet."]
+
+
+class _Replay:
+    """A websocket that answers with the given ForwardMsgs, one per recv()."""
+
+    def __init__(self, messages) -> None:
+        self.messages = [m.SerializeToString() for m in messages]
+
+    async def recv(self) -> bytes:
+        return self.messages.pop(0)
+
+
+def test_the_watch_follows_the_page_fragment_not_the_sidebar_one(load):
+    """The Train page's live view (every 1 s, main area) and the sidebar's run status (every 2 s,
+    set later) each send an auto_rerun; watching the sidebar's never sees the run end."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    def timer(fragment_id, interval):
+        msg = ForwardMsg()
+        msg.auto_rerun.fragment_id, msg.auto_rerun.interval = fragment_id, interval
+        return msg
+
+    def text(fragment_id, path):
+        msg = ForwardMsg()
+        msg.delta.fragment_id = fragment_id
+        msg.delta.new_element.text.body = "run"
+        msg.metadata.delta_path.extend(path)
+        return msg
+
+    finished = ForwardMsg()
+    finished.script_finished = ForwardMsg.FINISHED_SUCCESSFULLY
+    client = load.StudentClient("http://x", "s", 1.0)
+    client._ws = _Replay([timer("page", 1.0), text("page", [0, 5, 1]), timer("side", 2.0), text("side", [1, 4, 1]),
+                          finished])
+    render = load.Render(page="train", seconds=0.0)
+    _in_own_loop(client._read_until_finished(render))
+
+    assert render.full_run and render.timers == {"page": 1.0, "side": 2.0}
+    assert render.auto_rerun == ("page", 1.0)
+
+
+class _Ticks:
+    """A client whose fragment reruns show the run active, then (from ``ends_at``) finished."""
+
+    def __init__(self, load, ends_at: int | None) -> None:
+        self.load, self.ends_at, self.reruns = load, ends_at, 0
+
+    async def rerun_fragment(self, fragment_id):
+        self.reruns += 1
+        render = self.load.Render(page="train", seconds=0.0)
+        if self.ends_at is not None and self.reruns >= self.ends_at:  # the fragment's st.rerun: the full page
+            render.full_run = True
+            render.alerts.append("Training finished. The best checkpoint is saved; see **Results**.")
+        return render
+
+
+def test_a_watcher_sees_the_end_and_one_who_leaves_early_says_active(load):
+    start = load.Render(page="train", seconds=0.0, timers={"page": 0.01}, fragment_roots={"page": 0})
+    options = load.WalkOptions(watch_s=0.2, timeout_s=30)
+
+    to_the_end = _Ticks(load, ends_at=3)
+    assert _in_own_loop(load._watch(to_the_end, start, options, lambda name, r: r, to_the_end=True)) == "finished"
+    assert to_the_end.reruns == 3
+    leaves = _Ticks(load, ends_at=None)
+    assert _in_own_loop(load._watch(leaves, start, options, lambda name, r: r, to_the_end=False)) == "active"
+
+
+@pytest.mark.timeout(150)
+def test_a_student_who_waits_for_the_results_sees_the_run_finish(load, server):
+    """One student trains 1 epoch on the sample and watches the Train page to the end."""
+    options = load.WalkOptions(epochs=1, timeout_s=120, render_timeout_s=45)
+    results = _in_own_loop(load.run_students(server, 1, ramp_s=0.0, wait_results=1, options=options))
+
+    assert results[0].errors == []
+    assert results[0].run_outcome == "finished"
+    assert any(name == "train (live)" for name, _ in results[0].renders)
