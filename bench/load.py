@@ -63,6 +63,9 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tl_core, for the queue waits and the clean-up at the end
+
+from bench.machine_info import cpu_name  # noqa: E402 - from REPO, just put on the path
+
 SAMPLE_BUTTON = "Use the sample dataset"  # pages/1_data.py
 START_BUTTON = "Start training"  # pages/3_train.py
 EPOCHS_BOX = "Epochs"
@@ -610,14 +613,7 @@ def format_table(result: dict) -> str:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gib = psutil.virtual_memory().total / 1024 ** 3
     return f"{cpu}, {os.cpu_count()} cores, {gib:.0f} GiB; Python {platform.python_version()}"
 

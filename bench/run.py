@@ -27,6 +27,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.machine_info import cpu_name  # noqa: E402 - from the repository, just put on the path
 from tl_core import events as ev  # noqa: E402
 from tl_core.backbones import build_model, get_backbone  # noqa: E402
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
@@ -169,14 +170,7 @@ def bench_ingest(folder: Path, ws: Workspace, passes: int = 3) -> tuple[float, f
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
