@@ -13,7 +13,7 @@ from tl_core.system import device_info
 from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
-from tl_ui.widgets import choice_input
+from tl_ui.widgets import choice_input, poll_every
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -43,7 +43,8 @@ On a shared server, runs wait in a queue for the device; the place in the queue 
 """)
 
 run = state.current_run()
-run_active = run is not None and jobs.is_active(run)
+run_state_now = jobs.job_state(run).state if run is not None else None
+run_active = run_state_now in ACTIVE_STATES
 
 with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
     dataset_dir = state.dataset_dir()
@@ -114,15 +115,21 @@ if run is None:
     end_page()
 
 
-@st.fragment(run_every=1.0 if run_active else None)
-def live_view(run_id: str, was_active: bool) -> None:
+def stop_run(run_id: str) -> None:
+    jobs.cancel(state.runs.get(run_id))
+    st.toast("Stopping after the current batch; the best checkpoint is kept.")
+
+
+@st.fragment(run_every=poll_every(run_state_now, 1.0))
+def live_view(run_id: str, was_state: str | None) -> None:
     current = state.runs.get(run_id)
     status = jobs.job_state(current)
     run_state = status.state
-    if was_active and run_state not in ACTIVE_STATES:
-        # The job ended: redraw the whole page once (no timer; form and sidebar up to date) before
-        # saying so. Said only after that rerun, a click on another page made on seeing the news
-        # cannot be overtaken by this rerun, which would keep the user here.
+    if was_state in ACTIVE_STATES and run_state != was_state:
+        # The job started (poll each second from now on) or ended: redraw the whole page once
+        # (the timer, form and sidebar up to date) before saying so. Said only after that rerun,
+        # a click on another page made on seeing the news cannot be overtaken by this rerun,
+        # which would keep the user here.
         st.rerun()
     curves = curves_for(state.curves, current)
     st.subheader("Run")
@@ -173,12 +180,12 @@ def live_view(run_id: str, was_active: bool) -> None:
         st.caption(f":material/info: {escape_markdown(note)}")  # the engine's notes may quote a file
 
     if run_state in ACTIVE_STATES:
-        if st.button("Stop training", icon=":material/stop:", key="stop"):
-            jobs.cancel(current)
-            st.toast("Stopping after the current batch; the best checkpoint is kept.")
+        # a callback: it runs before the next script run, so a click is never lost to the
+        # st.rerun() above when the run starts or ends at the same moment
+        st.button("Stop training", icon=":material/stop:", key="stop", on_click=stop_run, args=(run_id,))
     if run_state in ("finished", "cancelled"):
         st.page_link("pages/4_results.py", label="See the results", icon=":material/insights:")
 
 
 with user_errors("Could not show the run"):
-    live_view(run.id, run_active)
+    live_view(run.id, run_state_now)

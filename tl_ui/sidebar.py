@@ -11,6 +11,7 @@ from tl_core.errors import TLError
 from tl_core.system import device_info
 
 from .state import AppState
+from .widgets import poll_every
 
 STATE_ICONS = {"queued": ":material/hourglass_top:", "running": ":material/directions_run:",
                "finished": ":material/check_circle:", "failed": ":material/error:",
@@ -35,8 +36,7 @@ def render(state: AppState) -> None:
         draft = state.draft
         st.markdown(f":material/neurology: Model: **{draft.model.backbone}**, {draft.freeze.mode.replace('_', ' ')}")
         run = state.current_run()
-        active = run is not None and run.status().active
-        _job_status(state, live=active)
+        _job_status(state, every=poll_every(run.status().state if run is not None else None, 2.0))
         _display_name(state)
 
 
@@ -50,8 +50,8 @@ def _display_name(state: AppState) -> None:
         st.error(state.display_name_error, icon=":material/error:")
 
 
-def _job_status(state: AppState, live: bool) -> None:
-    @st.fragment(run_every=2.0 if live else None)
+def _job_status(state: AppState, every: float | None) -> None:
+    @st.fragment(run_every=every)
     def job_status() -> None:
         run = state.current_run()
         if run is None:

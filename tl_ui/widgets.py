@@ -96,3 +96,18 @@ def picture_of(data: bytes, size: int = 480) -> bytes | None:
             return _shrunk(hashlib.sha256(data).hexdigest(), data, size)
     except ImageRefused:
         return None
+
+
+QUEUED_POLL_S = 5.0  # how often a live view rereads a run that waits in the queue
+
+
+def poll_every(run_state: str | None, running_s: float) -> float | None:
+    """How often a live view (a ``run_every`` fragment) rereads a run: every ``running_s`` seconds
+    while it trains, every ``QUEUED_POLL_S`` while it waits in the queue (its place changes slowly,
+    and a class of 30 waiting students polling each second costs the one server process more than
+    the pages it draws), never once it has ended."""
+    if run_state == "running":
+        return running_s
+    if run_state == "queued":
+        return max(running_s, QUEUED_POLL_S)
+    return None
