@@ -16,7 +16,6 @@ a student: the leaderboard names people by their display name only.
 
 from __future__ import annotations
 
-import errno
 import hmac
 import os
 import re
@@ -30,9 +29,10 @@ from pathlib import Path
 from . import atomic, jobs
 from .catalog import DatasetCatalog, DatasetEntry
 from .errors import ConfigError, DataError, DiskFull, JobError, RunNotFound
+from .limits import tree_usage
 from .runs import Run, RunStatus, RunStore, strategy_label
 from .settings import Settings, load_settings
-from .workspace import Workspace, is_safe_id
+from .workspace import Workspace, is_safe_id, sessions_dir
 
 PROFILE_FILE = "profile.json"
 CLASSROOM_FILE = "classroom.json"
@@ -113,28 +113,11 @@ class SessionInfo:
         return sum(run.state in ("queued", "running") for run in self.runs)
 
 
-def sessions_dir(home: Path | None = None) -> Path:
-    return _home(home) / "sessions"
-
-
 def session_workspace(session_id: str, home: Path | None = None) -> Workspace:
     """The workspace of an existing session. ConfigError for a malformed or unknown id."""
     if not is_safe_id(session_id) or not (sessions_dir(home) / session_id).is_dir():
         raise ConfigError(f"There is no session '{session_id}' on this server; reload the Teacher page.")
     return Workspace(_home(home)).for_session(session_id)
-
-
-def _tree_size_and_mtime(root: Path) -> tuple[int, float]:
-    total, newest = 0, 0.0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            try:
-                info = os.stat(os.path.join(folder, name), follow_symlinks=False)
-            except OSError:
-                continue  # removed while we looked
-            total += info.st_blocks * 512 if hasattr(info, "st_blocks") else info.st_size
-            newest = max(newest, info.st_mtime)
-    return total, newest
 
 
 def run_row(run: Run) -> RunRow:
@@ -154,7 +137,7 @@ def run_row(run: Run) -> RunRow:
 
 def session_info(session_id: str, home: Path | None = None) -> SessionInfo:
     workspace = session_workspace(session_id, home)
-    size, newest = _tree_size_and_mtime(workspace.root)
+    size, newest = tree_usage(workspace.root)  # the bytes the disk limits count, so the two agree
     runs = [run_row(run) for run in RunStore(workspace).list()]
     return SessionInfo(session_id, display_name(workspace), newest, size,
                        DatasetCatalog(workspace).list(), runs)
@@ -321,17 +304,11 @@ def share_dataset(session_id: str, dataset_id: str, home: Path | None = None) ->
         os.rename(partial, target)
     except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        if _disk_full(exc):
+        if atomic.is_disk_full(exc):
             raise DiskFull("Could not share the dataset: the disk is full. Free some space (delete old "
                            "runs or sessions) and try again.") from exc
         raise
     return target.name
-
-
-def _disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(exc)  # shutil.Error lists its errors in the message
 
 
 def runs_on_dataset(dataset_dir: Path, home: Path | None = None) -> list[tuple[SessionInfo, RunRow]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from . import jobs, limits
 from .runs import RunStore
 from .settings import load_settings
-from .workspace import Workspace, default_home
+from .workspace import Workspace, default_home, sessions_dir
 
 log = logging.getLogger("tl_studio.cleanup")
 
@@ -75,7 +75,7 @@ def workspaces(home: Path | None = None) -> list[Workspace]:
     """The server's default workspace (the CLI's) and every session's."""
     home = Path(home or default_home())
     found = [Workspace(home)]
-    sessions = limits.sessions_dir(home)
+    sessions = sessions_dir(home)
     if sessions.is_dir():
         found += [Workspace(path) for path in sorted(sessions.iterdir()) if path.is_dir()]
     return found
@@ -119,7 +119,7 @@ def stale_temp_files(home: Path | None = None, *, older_than_s: float = STALE_TE
 
 def empty_sessions(home: Path | None = None, *, idle_s: float = EMPTY_SESSION_IDLE_S) -> list[Path]:
     """Session workspaces with nothing of their user's in them, untouched for ``idle_s`` seconds."""
-    sessions = limits.sessions_dir(home)
+    sessions = sessions_dir(home)
     if not sessions.is_dir():
         return []
     cutoff = time.time() - idle_s

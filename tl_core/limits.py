@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import LimitReached
 from .runs import Run, RunStore
 from .settings import Settings, load_settings
-from .workspace import Workspace, default_home
+from .workspace import Workspace, default_home, sessions_dir
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -45,7 +45,7 @@ def folder_bytes(path: Path, *, max_age_s: float = DISK_CACHE_S) -> int:
         cached = _sizes.get(key)
     if cached is not None and now - cached[0] < max_age_s:
         return cached[1]
-    size = _walk_bytes(Path(key))
+    size, _ = tree_usage(Path(key))
     with _sizes_lock:
         _sizes[key] = (now, size)
     return size
@@ -57,8 +57,10 @@ def forget_sizes() -> None:
         _sizes.clear()
 
 
-def _walk_bytes(path: Path) -> int:
-    total = 0
+def tree_usage(path: Path) -> tuple[int, float]:
+    """Bytes of the files below ``path`` and the newest modification time among them (0, 0.0
+    when it does not exist); links are not followed. Uncached: ``folder_bytes`` caches the bytes."""
+    total, newest = 0, 0.0
     stack = [path]
     while stack:
         try:
@@ -68,12 +70,14 @@ def _walk_bytes(path: Path) -> int:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(Path(entry.path))
                         elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_size
+                            info = entry.stat(follow_symlinks=False)
+                            total += info.st_size
+                            newest = max(newest, info.st_mtime)
                     except OSError:  # removed while we looked
                         continue
         except OSError:
             continue
-    return total
+    return total, newest
 
 
 def session_disk_bytes(workspace: Workspace) -> int:
@@ -92,10 +96,6 @@ def free_disk_bytes(path: Path | None = None) -> int:
     while not path.exists() and path != path.parent:
         path = path.parent
     return shutil.disk_usage(path).free
-
-
-def sessions_dir(home: Path | None = None) -> Path:
-    return (home or default_home()) / "sessions"
 
 
 def is_session_workspace(workspace: Workspace, home: Path | None = None) -> bool:

@@ -32,7 +32,7 @@ class Workspace:
         """A private sub-workspace; ``session_id`` must be a short [A-Za-z0-9_-] token."""
         if not _SAFE_ID.match(session_id):
             raise ValueError(f"invalid session id {session_id!r}")
-        return Workspace(self.root / "sessions" / session_id)
+        return Workspace(sessions_dir(self.root) / session_id)
 
     @property
     def datasets_dir(self) -> Path:
@@ -56,6 +56,11 @@ class Workspace:
     def _ensure(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def sessions_dir(home: Path | None = None) -> Path:
+    """The folder holding every session's workspace on the server (not created here)."""
+    return Path(home or default_home()) / "sessions"
 
 
 def is_safe_id(value: str) -> bool:
