@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run setup setup-dev browser test test-fast test-e2e bench bench-load lint clean-workspace
+.PHONY: run setup setup-dev browser test test-fast test-e2e bench bench-gpu bench-load lint clean-workspace
 
 $(VENV)/.app-installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ test-e2e: setup-dev browser
 bench: setup-dev
 	$(PY) bench/run.py
 	$(PY) bench/live.py
+
+## The GPU path on a CUDA machine (under 5 minutes; says "skipped" and exits 0 without one).
+## `make bench-gpu BENCH_OUT=docs/benchmarks.md` also appends the table there.
+bench-gpu: setup-dev
+	$(PY) bench/gpu.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 ## Classroom load test: 30 simulated students walk the app on one server while jobs train
 ## (6-8 minutes on 2 cores; not part of `make bench` or `make test`; see docs/benchmarks.md).

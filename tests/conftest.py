@@ -57,3 +57,17 @@ def real_photos() -> dict[str, Image.Image]:
     from skimage import data
 
     return {"chelsea": Image.fromarray(data.chelsea()), "coffee": Image.fromarray(data.coffee())}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: elsewhere they skip with the reason, rather than fail."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)")
+    for item in gpu_items:
+        item.add_marker(skip)

@@ -217,9 +217,22 @@ def _add_field_option(parser: argparse.ArgumentParser, flag: str, section: str, 
         labels = LABELS.get(hint)
         if labels:
             help_text += " (" + "; ".join(f"{c}: {labels[c]}" for c in kwargs["choices"]).replace("%", "%%") + ")"
+    elif (section, name) == ("train", "batch_size"):
+        kwargs["type"] = _batch_size
+        help_text += "; 'auto': the largest that fits on a CUDA GPU (TrainConfig.auto_batch)"
     elif hint in (int, float):
         kwargs["type"] = hint
     parser.add_argument(flag, help=help_text + " (default: %(default)s)", **kwargs)
+
+
+def _batch_size(text: str) -> int | str:
+    """--batch-size: a whole number, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a whole number or 'auto', not {text!r}") from None
 
 
 def build_config(args):
@@ -230,6 +243,8 @@ def build_config(args):
         value = getattr(args, _dest(flag))
         fld, hint = _field(section, name)
         values[section][name] = (value != fld.default) if hint is bool else value  # a switch flips the default
+    if values["train"]["batch_size"] == "auto":
+        values["train"].update(batch_size=_field("train", "batch_size")[0].default, auto_batch=True)
     values["data"]["split_seed"] = args.seed
     values["freeze"]["groups"] = tuple(g for g in (args.groups or "").split(",") if g)
     values["freeze"]["lr_range"] = tuple(float(v) for v in args.lr_range.split(",")) if args.lr_range else None
@@ -318,6 +333,8 @@ def saved_config(args):
             part = flags.model.head if section == "head" else getattr(flags, section)
             value = getattr(part, name)
             (head if section == "head" else model if section == "model" else sections[section])[name] = value
+    if "batch_size" in given:  # a number turns the automatic batch size off, 'auto' on
+        sections["train"]["auto_batch"] = flags.train.auto_batch
     if "seed" in given:
         sections["data"]["split_seed"] = args.seed  # as build_config does: --seed also seeds the split
     for dest, field_name in (("groups", "groups"), ("lr_range", "lr_range")):

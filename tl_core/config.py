@@ -143,6 +143,8 @@ class FreezePlan:
 class TrainConfig:
     epochs: int = field(default=10, metadata=_help("passes over the training set"))
     batch_size: int = field(default=32, metadata=_help("images per step (halved automatically on out-of-memory)"))
+    auto_batch: bool = field(default=False, metadata=_help(
+        "CUDA: the largest power of two that fits, measured once per backbone and GPU (batch_size on CPU)"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate (the head's, with discriminative lrs)"))
     optimizer: Optimizer = field(default="adamw", metadata=_help("optimiser, see tl_core.optim"))
     weight_decay: float = field(default=1e-4, metadata=_help("L2 penalty (decoupled for AdamW)"))

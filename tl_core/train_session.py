@@ -175,6 +175,19 @@ class Session:
             self.config, train=dataclasses.replace(self.config.train, batch_size=batch_size))
 
 
+def auto_batch_config(config: RunConfig, model: nn.Module, preprocess: Preprocess, device: torch.device,
+                      amp_dtype: torch.dtype | None, n_classes: int, n_train: int, workspace: Workspace,
+                      emit: Callable[[ev.Event], None]) -> RunConfig:
+    """``config`` with the automatic batch size (``tl_core.autobatch``); the choice is a Note."""
+    from .autobatch import choose_batch_size
+
+    choice = choose_batch_size(model, backbone=config.model.backbone, device=device, amp_dtype=amp_dtype,
+                               crop_size=preprocess.crop_size, n_classes=n_classes, n_train=n_train,
+                               configured=config.train.batch_size, cache_dir=workspace.cache_dir)
+    emit(ev.Note(choice.note))
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=choice.batch_size))
+
+
 def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Event], None],
                  data_ready: Callable[[PreparedData], None] = lambda data: None) -> Session:
     """Seed, pick the device, prepare the data (then call ``data_ready``), build and freeze the model."""
@@ -195,6 +208,9 @@ def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Eve
     model = model.to(device)
     normalize = Normalizer.for_preprocess(spec.preprocess, device)
     apply_freeze(model, config.freeze, epoch=1)
+    if config.train.auto_batch:  # the model as epoch 1 trains it, before anything else takes GPU memory
+        config = auto_batch_config(config, model, spec.preprocess, device, amp_dtype, len(data.classes),
+                                   len(data.train), workspace, emit)
     use_cache = (config.train.feature_cache or config.model.head.kind in CLASSICAL_HEADS) and \
         body_frozen_throughout(config.freeze, model.group_names, config.train.epochs)
     session = Session(config=config, preprocess=spec.preprocess, device=device, amp_dtype=amp_dtype, data=data,
