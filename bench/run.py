@@ -13,6 +13,7 @@ Prints a table and appends it, with the machine, to the --out file when given.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -32,7 +33,7 @@ from tl_core import events as ev  # noqa: E402
 from tl_core.backbones import build_model, get_backbone  # noqa: E402
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data import center_crop, decode_images, ingest  # noqa: E402
-from tl_core.device import select_device  # noqa: E402
+from tl_core.device import autocast, autocast_dtype, select_device  # noqa: E402
 from tl_core.preprocess import Normalizer  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
 from tl_core.training import train  # noqa: E402
@@ -169,6 +170,189 @@ def bench_ingest(folder: Path, ws: Workspace, passes: int = 3) -> tuple[float, f
     return statistics.median(ours), statistics.median(reference), len(files)
 
 
+def bench_features(images: torch.Tensor, backbone: str, batch: int = 32, rounds: int = 4,
+                   amp: bool = False) -> dict[str, float]:
+    """Frozen-backbone feature extraction, the app's path for the eval view (``features.EvalBatches``
+    + ``features.extract_features``, as ``Session.feature_loader`` and ``Strategy._extract`` run it),
+    against a plain loop ``with torch.inference_mode(): body(normalize(center_crop(x)))`` over
+    batches of the same decoded uint8 tensors; interleaved plain, ours, plain, ..., each ours against
+    the plain runs either side (images/s). The plain loop is timed as written (contiguous) and, for
+    reference, with the body and inputs in channels-last as ours runs them."""
+    from tl_core.features import EvalBatches, extract_features
+    from tl_core.preprocess import eval_view
+
+    spec = get_backbone(backbone)
+    device = select_device("auto")
+    normalize = Normalizer(spec.preprocess.mean, spec.preprocess.std, device)
+    amp_dtype = autocast_dtype(device, amp)  # the same precision on both sides
+    torch.manual_seed(0)
+    body = build_model(backbone, 2, pretrained=False).body.to(device)  # speed does not depend on the weights
+    plain_body = copy.deepcopy(body).eval()
+    plain_body_cl = copy.deepcopy(body).eval().to(memory_format=torch.channels_last)
+    n, crop = len(images), spec.preprocess.crop_size
+
+    def plain(model: torch.nn.Module, memory_format: torch.memory_format) -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode(), autocast(device, amp_dtype):
+            for i in range(0, n, batch):
+                model(normalize(center_crop(images[i:i + batch], crop)).contiguous(memory_format=memory_format))
+        _sync(device)
+        return n / (time.perf_counter() - t0)
+
+    def ours() -> float:
+        t0 = time.perf_counter()
+        loader = EvalBatches(images, range(n), [0] * n, eval_view(spec.preprocess), batch,
+                             pin_memory=device.type == "cuda")
+        extract_features(body, loader, normalize, amp_dtype)
+        _sync(device)
+        return n / (time.perf_counter() - t0)
+
+    ours(), plain(plain_body, torch.contiguous_format)  # warm-up: first-call allocations, oneDNN primitives
+    plains = [plain(plain_body, torch.contiguous_format)]
+    mine, plains_cl = [], []
+    for _ in range(rounds):
+        mine.append(ours())
+        plains_cl.append(plain(plain_body_cl, torch.channels_last))
+        plains.append(plain(plain_body, torch.contiguous_format))
+    ratios = [o / statistics.mean(plains[i:i + 2]) for i, o in enumerate(mine)]
+    return {"ours": statistics.median(mine), "plain": statistics.median(plains),
+            "plain_cl": statistics.median(plains_cl), "ratio": statistics.median(ratios),
+            "ratio_cl": statistics.median(o / c for o, c in zip(mine, plains_cl, strict=True))}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_large_photos(root: Path, n: int, size=(4000, 3000)) -> Path:
+    """12 MP phone-like JPEGs (quality 90): scikit-image's photos resized up, with sensor-like noise
+    so that the files (~4-6 MB) cost what a real photo costs to entropy-decode."""
+    from skimage import data
+
+    rng = np.random.default_rng(1)
+    sources = {"cat": Image.fromarray(data.chelsea()), "coffee": Image.fromarray(data.coffee())}
+    for c, (name, photo) in enumerate(sources.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        big = np.asarray(photo.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+        for i in range(n // 2 + (c < n % 2)):
+            noisy = np.clip(big + rng.integers(-8, 9, size=big.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+def bench_large_decode(folder: Path, ws: Workspace, size: int = 224, passes: int = 3) -> dict[str, float]:
+    """12 MP JPEGs to ``size``: the app's decode (libjpeg-turbo at a reduced DCT scale, into the
+    cache) against PIL's usual open + convert + resize, on one core (one process, one torch thread);
+    the median of ``passes`` interleaved passes each."""
+    ds = ingest(folder, dest=ws.datasets_dir / "large-photos")
+    files = [ds.root / r.path for r in ds.records]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ours, reference = [], []
+    try:
+        for i in range(passes):
+            t0 = time.perf_counter()
+            decode_images(ds, list(range(len(files))), size, ws.cache_dir / f"large-{i}", workers=1)
+            ours.append(len(files) / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for path in files:
+                pil_reference(path, size)
+            reference.append(len(files) / (time.perf_counter() - t0))
+    finally:
+        torch.set_num_threads(threads)
+    megapixels = statistics.mean(Image.open(f).size[0] * Image.open(f).size[1] for f in files[:3]) / 1e6
+    mb = statistics.mean(f.stat().st_size for f in files) / 1e6
+    return {"ours": statistics.median(ours), "pil": statistics.median(reference), "n": len(files),
+            "mp": megapixels, "mb": mb}
+
+
+RSS_SIZES = (1_000, 5_000, 20_000)
+RSS_DECODE_SIZE = 96
+
+
+def make_small_photos(root: Path, n: int, size: int = 96) -> Path:
+    """``n`` small JPEGs (``size``²) cut from scikit-image's photos, two classes: quick to write."""
+    from skimage import data
+
+    rng = np.random.default_rng(2)
+    sources = {"cat": data.chelsea(), "coffee": data.coffee()}
+    for c, (name, photo) in enumerate(sources.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        h, w = photo.shape[:2]
+        for i in range(n // 2 + (c < n % 2)):
+            y, x = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))
+            Image.fromarray(photo[y:y + size, x:x + size]).save(root / name / f"{i}.jpg", quality=85)
+    return root
+
+
+def rss_child(dataset_dir: str, cache_dir: str, size: int) -> None:
+    """In a fresh process: decode (or load) ``dataset_dir``'s cache as training does and iterate one
+    epoch of the training loader (shuffled, random crops, batch 32); print the peak memory as JSON."""
+    import json
+    import threading
+
+    from tl_core.data import Dataset, make_augment
+    from tl_core.preprocess import make_loader
+
+    peak_anon = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak_anon[0] = max(peak_anon[0], _status_kb("RssAnon"))
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    ds = Dataset.load(dataset_dir)
+    images = decode_images(ds, list(range(len(ds.records))), size, Path(cache_dir))
+    loader = make_loader(images, range(len(ds.records)), ds.labels, make_augment("light", size - 8), 32, shuffle=True)
+    seen = sum(len(y) for _, y in loader)
+    done.set()
+    sampler.join()
+    peak_anon[0] = max(peak_anon[0], _status_kb("RssAnon"))
+    print(json.dumps({"images": seen, "seconds": time.perf_counter() - t0, "peak_rss_mb": _status_kb("VmHWM") / 1024,
+                      "peak_anon_mb": peak_anon[0] / 1024,
+                      "memory_mapped": cache_dir in Path("/proc/self/maps").read_text()}))
+
+
+def _status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (0 where there is no such file)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def bench_memory(root: Path, ws: Workspace, sizes=RSS_SIZES, size: int = RSS_DECODE_SIZE) -> list[dict]:
+    """Peak memory of a training process against the number of images: for each N, a fresh process
+    decodes the cache and iterates an epoch's loader (first run), then another one with the cache
+    on disk (every later run)."""
+    import json
+    import subprocess
+
+    folder = make_small_photos(root / "small", max(sizes))
+    rows = []
+    for n in sizes:
+        part = root / f"small-{n}"
+        for name in ("cat", "coffee"):  # the first n of the largest set, hard-linked (no copies)
+            (part / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n // 2 + (name == "cat" and n % 2)):
+                os.link(folder / name / f"{i}.jpg", part / name / f"{i}.jpg")
+        ds = ingest(part, dest=ws.datasets_dir / f"small-{n}")
+        row: dict = {"n": n, "decoded_mb": n * 3 * size * size / 2**20}
+        for phase in ("first", "cached"):
+            out = subprocess.run([sys.executable, __file__, "--rss-child", str(ds.root), str(ws.cache_dir / f"rss-{n}"),
+                                  str(size)], capture_output=True, text=True, check=True).stdout
+            row[phase] = json.loads(out.strip().splitlines()[-1])
+        rows.append(row)
+    return rows
+
+
 def machine() -> str:
     cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -180,38 +364,86 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="fewer images and epochs (a smoke run)")
     p.add_argument("--backbone", default="mobilenet_v3_small")
+    p.add_argument("--only", default="", help=f"comma-separated cases to run (default all): {', '.join(CASES)}")
     p.add_argument("--out", default=None, help="append the results to this Markdown file")
+    p.add_argument("--rss-child", nargs=3, metavar=("DATASET", "CACHE", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child[0], args.rss_child[1], int(args.rss_child[2]))
+        return 0
     os.environ.setdefault("TL_STUDIO_OFFLINE", "1")
+    cases = [c for c in args.only.split(",") if c] or list(CASES)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
     n = 40 if args.quick else 150
+    rows: list[tuple[str, str, str, str]] = []
+    notes: list[str] = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ws = Workspace(tmp / "ws")
-        folder = make_photos(tmp / "photos", n)
-        ingest_rate, pil_rate, n_ingest = bench_ingest(folder, ws)
-        ours, plain, trainer_ratio = bench_trainer_vs_plain(folder, ws, args.backbone, batch=16,
-                                                            epochs=1, rounds=2 if args.quick else 4)
-        cached, uncached = bench_feature_cache(folder, ws, epochs=4 if args.quick else 6)
-    later = statistics.mean(cached[1:]) / cached[0]
-    rows = [
-        ("trainer vs plain loop (images/s)", f"{ours:.1f} vs {plain:.1f}", f"{trainer_ratio:.3f}", ">= 0.97"),
-        ("feature cache: later epoch / first epoch", f"{statistics.mean(cached[1:]):.3f}s / {cached[0]:.2f}s",
-         f"{later:.2%}", "<= 1%"),
-        ("  (same without cache: later / first)", f"{statistics.mean(uncached[1:]):.2f}s / {uncached[0]:.2f}s",
-         f"{statistics.mean(uncached[1:]) / uncached[0]:.2%}", "-"),
-        ("ingest, decode + resize per core (img/s)", f"{ingest_rate:.0f} ({n_ingest} JPEGs 512x384, median of 3)",
-         f"{ingest_rate / 600:.2f} of goal", ">= 600"),
-        ("  (ingest vs PIL open + resize, no cache)", f"{ingest_rate:.0f} vs {pil_rate:.0f}",
-         f"{ingest_rate / pil_rate:.2f}", "-"),
-    ]
+        folder = make_photos(tmp / "photos", n) if {"ingest", "trainer", "cache", "features"} & set(cases) else None
+        if "ingest" in cases:
+            ingest_rate, pil_rate, n_ingest = bench_ingest(folder, ws)
+            rows += [("ingest, decode + resize per core (img/s)",
+                      f"{ingest_rate:.0f} ({n_ingest} JPEGs 512x384, median of 3)", f"{ingest_rate / 600:.2f} of goal",
+                      ">= 600"),
+                     ("  (ingest vs PIL open + resize, no cache)", f"{ingest_rate:.0f} vs {pil_rate:.0f}",
+                      f"{ingest_rate / pil_rate:.2f}", "-")]
+        if "trainer" in cases:
+            ours, plain, trainer_ratio = bench_trainer_vs_plain(folder, ws, args.backbone, batch=16,
+                                                                epochs=1, rounds=2 if args.quick else 4)
+            rows.append(("trainer vs plain loop (images/s)", f"{ours:.1f} vs {plain:.1f}", f"{trainer_ratio:.3f}",
+                         ">= 0.97"))
+            notes.append(f"backbone for the trainer: {args.backbone}, random init, full fine-tune, batch 16")
+        if "cache" in cases:
+            cached, uncached = bench_feature_cache(folder, ws, epochs=4 if args.quick else 6)
+            later = statistics.mean(cached[1:]) / cached[0]
+            rows += [("feature cache: later epoch / first epoch",
+                      f"{statistics.mean(cached[1:]):.3f}s / {cached[0]:.2f}s", f"{later:.2%}", "<= 1%"),
+                     ("  (same without cache: later / first)",
+                      f"{statistics.mean(uncached[1:]):.2f}s / {uncached[0]:.2f}s",
+                      f"{statistics.mean(uncached[1:]) / uncached[0]:.2%}", "-")]
+        if "features" in cases:
+            ds = ingest(folder, dest=ws.datasets_dir / "features-bench")
+            count = 32 if args.quick else 64
+            for backbone in ("mobilenet_v2", "resnet18"):
+                spec = get_backbone(backbone)
+                images = decode_images(ds, list(range(count)), spec.preprocess.resize_size, ws.cache_dir)
+                f = bench_features(images, backbone, batch=32, rounds=2 if args.quick else 4)
+                rows += [(f"frozen features vs plain inference_mode, {backbone} (img/s)",
+                          f"{f['ours']:.1f} vs {f['plain']:.1f}", f"{f['ratio']:.3f}", ">= 0.9"),
+                         ("  (vs the plain loop in channels-last too)", f"{f['ours']:.1f} vs {f['plain_cl']:.1f}",
+                          f"{f['ratio_cl']:.3f}", "-")]
+            notes.append(f"frozen features: {count} decoded images per pass, batch 32, random-init bodies, "
+                         f"{torch.get_num_threads()} torch threads")
+        if "decode12mp" in cases:
+            large = bench_large_decode(make_large_photos(tmp / "large", 12 if args.quick else 30), ws)
+            rows += [("12 MP JPEGs to 224 px, per core (img/s)",
+                      f"{large['ours']:.1f} vs PIL {large['pil']:.1f} ({large['n']} JPEGs {large['mp']:.0f} MP, "
+                      f"{large['mb']:.1f} MB, median of 3)", f"{large['ours'] / large['pil']:.2f}", ">= 3")]
+        if "memory" in cases:
+            sizes = (500, 1_000, 2_000) if args.quick else RSS_SIZES
+            for r in bench_memory(tmp, ws, sizes):
+                first, again = r["first"], r["cached"]
+                rows.append((f"peak RSS, {r['n']:,} images ({r['decoded_mb']:.0f} MB decoded at {RSS_DECODE_SIZE} px)",
+                             f"first run {first['peak_rss_mb']:.0f} MB (private {first['peak_anon_mb']:.0f}); "
+                             f"cached {again['peak_rss_mb']:.0f} MB (private {again['peak_anon_mb']:.0f}, "
+                             f"{'memory-mapped' if again['memory_mapped'] else 'in RAM'}); "
+                             f"{again['seconds']:.0f} s", f"{again['peak_anon_mb'] / max(r['decoded_mb'], 1):.2f}",
+                             "bounded"))
     header = ("measure", "values", "ratio", "goal")
     lines = [f"| {' | '.join(header)} |", "|---|---|---|---|"] + [f"| {' | '.join(r)} |" for r in rows]
     table = "\n".join(lines)
     stamp = time.strftime("%Y-%m-%d")
-    report = f"\n## {stamp} — {machine()}\nbackbone for (1): {args.backbone}, random init, full fine-tune, batch 16" \
-             f"{' (quick run)' if args.quick else ''}\n\n{table}\n"
+    notes.append(f"load average at the start {load:.1f}")
+    report = f"\n## {stamp} — {machine()}\n{'; '.join(notes)}{' (quick run)' if args.quick else ''}\n\n{table}\n"
     publish(report, args.out)
     return 0
+
+
+CASES = ("ingest", "trainer", "cache", "features", "decode12mp", "memory")
 
 
 def publish(report: str, out: str | None) -> None:

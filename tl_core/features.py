@@ -59,6 +59,26 @@ def extract_features(body: nn.Module, loader: Iterable, normalize: Normalizer,
     return torch.cat(feats), torch.cat(labels)
 
 
+class EvalBatches:
+    """``view`` of ``images[indices]`` a batch at a time, with labels: for a deterministic view (the
+    eval centre crop) the same batches as a DataLoader over single images gives, without its
+    per-image Python work (a gather and a crop per batch; pinned for a CUDA device)."""
+
+    def __init__(self, images: torch.Tensor, indices: Sequence[int], labels: Sequence[int],
+                 view: Callable[[torch.Tensor], torch.Tensor], batch_size: int, pin_memory: bool = False) -> None:
+        self.images, self.indices, self.labels = images, torch.as_tensor(list(indices), dtype=torch.long), list(labels)
+        self.view, self.batch_size, self.pin_memory = view, batch_size, pin_memory
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.indices), self.batch_size):
+            batch = self.view(self.images[self.indices[start:start + self.batch_size]])
+            yield (batch.pin_memory() if self.pin_memory else batch), \
+                torch.as_tensor(self.labels[start:start + self.batch_size])
+
+
 def feature_views(augment: str, epochs: int) -> int:
     """How many augmented views of the training set a cached run computes."""
     return 1 if augment == "none" else min(epochs, MAX_FEATURE_VIEWS)

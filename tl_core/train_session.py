@@ -26,7 +26,15 @@ from .classroom import cache_dir_for
 from .config import CLASSICAL_HEADS, RunConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
-from .features import FeatureCache, FeatureStore, FeatureView, feature_key, feature_views, model_fingerprint
+from .features import (
+    EvalBatches,
+    FeatureCache,
+    FeatureStore,
+    FeatureView,
+    feature_key,
+    feature_views,
+    model_fingerprint,
+)
 from .preprocess import Normalizer, View, decode_dataset, eval_view, make_loader, train_view
 from .workspace import Workspace
 
@@ -169,6 +177,14 @@ class Session:
         return make_loader(self.data.images, indices, self.data.labels_of(indices), view, train.batch_size,
                            shuffle=shuffle, seed=train.seed + epoch, num_workers=train.num_workers,
                            pin_memory=self.device.type == "cuda")
+
+    def feature_loader(self, indices: Sequence[int], view: FeatureView):
+        """Batches of ``view`` of these images for feature extraction, in order: the eval view
+        cropped a batch at a time (``features.EvalBatches``), an augmented one through ``loader``."""
+        if view.is_eval and self.config.train.num_workers == 0:
+            return EvalBatches(self.data.images, indices, self.data.labels_of(indices), self.eval_view(),
+                               self.config.train.batch_size, pin_memory=self.device.type == "cuda")
+        return self.loader(indices, self.view_for(view), shuffle=False, epoch=view.index)
 
     def with_batch_size(self, batch_size: int) -> None:
         self.config = dataclasses.replace(

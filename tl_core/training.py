@@ -170,7 +170,7 @@ class Strategy:
             self.check_stop()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(view.torch_seed())
-            loader = s.loader(indices, s.view_for(view), shuffle=False, epoch=view.index)
+            loader = s.feature_loader(indices, view)
             feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
         return feats
 

@@ -1,7 +1,10 @@
 """Decode each image once: resized, centre-cropped uint8 tensors cached as ``.npy`` on disk.
 
 Training reads the cache for every epoch (and every later run on the same images), so JPEG
-decoding is paid once per dataset and size. Past the RAM budget the cache is memory-mapped.
+decoding is paid once per dataset and size. A cache already on disk is memory-mapped: the runs of
+one server share its pages in the OS's page cache (30 students on the teacher's dataset hold one
+copy, not 30), and a 20,000-image set costs a process little private memory. A fresh decode fills
+RAM up to the RAM budget, past it the memory-mapped file directly.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
                   workers: int | None = None) -> torch.Tensor:
     """uint8 [N, 3, size, size] for ``ds.records[indices]``, decoded once and cached in ``cache_dir``.
 
-    Returns an in-RAM tensor, or a memory-mapped (copy-on-write) one when the array is larger than
-    ``ram_budget_bytes``. ``workers`` > 1 decodes in that many processes; None (the default) uses
+    Returns a memory-mapped (copy-on-write) tensor when the cache was on disk already or the array
+    is larger than ``ram_budget_bytes``, else an in-RAM one. ``workers`` > 1 decodes in that many processes; None (the default) uses
     one per CPU core when there are at least ``AUTO_WORKERS_MIN_IMAGES`` images, else 1.
     """
     indices = [int(i) for i in indices]
@@ -53,7 +56,7 @@ def decode_images(ds: Dataset, indices: Sequence[int], size: int, cache_dir: Pat
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"decoded-{cache_key(ds, indices, size)}-{size}.npy"
 
-    cached = _load(path, shape, use_mmap)
+    cached = _load(path, shape, use_mmap=True)  # the page cache's copy, shared (see the module docstring)
     if cached is not None:
         if progress is not None:
             progress(len(indices), len(indices), "Decoded images loaded from the cache")
