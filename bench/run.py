@@ -5,8 +5,13 @@
 2. Feature-cached frozen-backbone training vs the same without the cache: time of the epochs
    after the first as a fraction of the first. Goal <= 1%.
 3. Ingest: decode + resize into the cache, images/s per core on ~0.2 MP JPEGs. Goal >= 600.
+4. Frozen features: ``features.extract_features`` on the app's eval batches vs a plain
+   ``torch.inference_mode()`` loop over the same decoded tensors (images/s). Goal >= 0.9.
+5. 12 MP JPEGs to 224 px per core: the app's DCT-scaled decode vs PIL open + convert + resize. Goal >= 3.
+6. Memory: peak RSS (and private memory) of a process that decodes the cache and iterates an
+   epoch's loader, at 1k, 5k and 20k small images (decoded at 96 px), first run and cached.
 
-Usage: python bench/run.py [--quick] [--out docs/benchmarks.md]
+Usage: python bench/run.py [--quick] [--only features,decode12mp,...] [--out docs/benchmarks.md]
 Prints a table and appends it, with the machine, to the --out file when given.
 """
 
