@@ -27,7 +27,10 @@ from ..errors import DataError
 from .dataset import Dataset, ProgressFn
 
 DECODE_VERSION = 2  # bump when the decoding below changes, so old caches are not reused
-DEFAULT_RAM_BUDGET = 2 * 1024**3
+# Past this a fresh decode goes straight into the memory-mapped file: a process's private memory
+# stays bounded whatever the dataset's size (bench/run.py's memory case; 2 GiB let a 20,000-image
+# set at 96 px hold 0.5 GB per training process, ~10,000 at 256 px 2 GB).
+DEFAULT_RAM_BUDGET = 256 * 1024**2
 AUTO_WORKERS_MIN_IMAGES = 256  # below this a pool's start-up costs about what it saves
 
 
