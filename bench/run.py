@@ -232,7 +232,7 @@ def _sync(device: torch.device) -> None:
 
 def make_large_photos(root: Path, n: int, size=(4000, 3000)) -> Path:
     """12 MP phone-like JPEGs (quality 90): scikit-image's photos resized up, with sensor-like noise
-    so that the files (~4-6 MB) cost what a real photo costs to entropy-decode."""
+    so that the files (~2.3 MB) cost more like a real photo to entropy-decode."""
     from skimage import data
 
     rng = np.random.default_rng(1)

@@ -62,9 +62,12 @@ def step_fits(model: nn.Module, input_shape: tuple[int, int, int], n_classes: in
     """A predicate: does one training step (forward, loss, backward) of ``model`` at batch ``b`` fit
     on CUDA ``device`` and leave ``headroom`` of its memory free? Counts the optimiser's state to
     come (AdamW: two fp32 tensors per trainable weight) and what other processes use. The model's
-    weights and gradients are left as they were."""
+    weights, gradients and buffers (BatchNorm's statistics) are left as they were."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer_state = 2 * sum(p.numel() * 4 for p in trainable)
+    # A probe in train mode moves BatchNorm's running statistics towards its random inputs: put
+    # the pretrained ones back after each probe.
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
 
     def fits(batch: int) -> bool:
         torch.cuda.synchronize(device)
@@ -91,6 +94,9 @@ def step_fits(model: nn.Module, input_shape: tuple[int, int, int], n_classes: in
             x = y = loss = None  # noqa: F841 - free the probe's tensors before emptying the cache
             for p in trainable:
                 p.grad = None
+            with torch.no_grad():
+                for name, b in model.named_buffers():
+                    b.copy_(buffers[name])
             model.train(was_training)
             torch.cuda.empty_cache()
         return step + optimizer_state <= free - headroom * total

@@ -126,3 +126,30 @@ def test_a_run_with_auto_batch_on_cpu_trains_at_the_configured_size(workspace, i
     started = next(e for e in seen if isinstance(e, ev.RunStarted))
     assert started.steps_per_epoch == 4  # 27 training images in batches of 8
     assert run.state == "finished"
+
+
+def test_step_fits_counts_headroom_and_oom_and_leaves_the_model_as_it_was(monkeypatch):
+    """The CUDA predicate on CPU, with the driver's numbers faked: 120 MB per image, 1000 MB free."""
+    mb = 2**20
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()
+    stats = model[1].running_mean.clone()
+    batches: list[int] = []
+
+    def measure_or_oom(module, args):
+        batches.append(args[0].shape[0])
+        if args[0].shape[0] > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    model.register_forward_pre_hook(measure_or_oom)
+    for name, fake in {"synchronize": lambda *a: None, "empty_cache": lambda: None,
+                       "mem_get_info": lambda *a: (1000 * mb, 1000 * mb), "memory_allocated": lambda *a: 0,
+                       "reset_peak_memory_stats": lambda *a: None,
+                       "max_memory_allocated": lambda *a: batches[-1] * 120 * mb}.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    fits = autobatch.step_fits(model, (3, 8, 8), 2, torch.device("cpu"), None, headroom=0.15)
+    assert fits(4)  # 480 MB <= 850 MB
+    assert not fits(8)  # 960 MB: fits the device, not the headroom
+    assert not fits(16)  # out of memory
+    assert largest_fitting(fits, cap=64) == 4
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert torch.equal(model[1].running_mean, stats)  # the probes' random inputs left no trace

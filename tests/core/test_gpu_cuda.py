@@ -38,15 +38,17 @@ def test_auto_batch_on_cuda_finds_a_power_of_two_that_fits_and_remembers_it(tmp_
     from tl_core.autobatch import choose_batch_size
 
     device = torch.device("cuda")
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(16, 2)).to(device)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(16, 2)).to(device).eval()
+    stats = model[1].running_mean.clone()
     kw = dict(backbone="tiny", device=device, amp_dtype=torch.bfloat16, crop_size=32, n_classes=2, n_train=100,
               configured=8, cache_dir=tmp_path)
     first = choose_batch_size(model, **kw)
     assert first.measured and first.batch_size == 64  # a tiny model fits up to the training set's cap
     again = choose_batch_size(model, **kw)
     assert (again.batch_size, again.measured) == (64, False)
-    assert model[0].weight.grad is None  # the probe leaves no gradients behind
+    assert model[0].weight.grad is None  # the probe leaves no gradients behind, BatchNorm's statistics
+    assert torch.equal(model[1].running_mean, stats) and not model.training  # and the mode as they were
 
 
 def test_the_train_pages_gpu_reading_matches_nvidia_smi():
