@@ -51,12 +51,14 @@ def extract_features(body: nn.Module, loader: Iterable, normalize: Normalizer,
     for i, (images, y) in enumerate(loader, start=1):
         with torch.inference_mode(), autocast(normalize.device, amp_dtype):
             f = body(normalize(images).contiguous(memory_format=torch.channels_last))
-            feats.append(f.float().cpu())
+            # Left on the device until the end: a copy to the CPU per batch would make the CPU wait
+            # for the GPU each batch instead of preparing the next one meanwhile.
+            feats.append(f.float())
         labels.append(torch.as_tensor(y))
         if progress:
             progress(i, total)
     # Concatenated outside inference mode: normal tensors, which a head can train on.
-    return torch.cat(feats), torch.cat(labels)
+    return torch.cat(feats).cpu(), torch.cat(labels)
 
 
 class EvalBatches:
