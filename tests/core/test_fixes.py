@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_image_folder
-from tl_core import atomic
+from tl_core import atomic, jobs
+from tl_core.config import DataConfig, RunConfig
 from tl_core.data import Dataset, fixes, ingest
 from tl_core.errors import DataError, DiskFull, NothingToUndo
 
@@ -134,3 +135,16 @@ def test_a_full_disk_leaves_dataset_and_history_as_they_were(ds: Dataset, monkey
     assert (ds.root / fixes.HISTORY_FILE).read_bytes() == history_before
     assert sorted(p.name for p in (ds.root / fixes.VERSIONS_DIR).iterdir()) == ["1.json", "2.json"]
     assert not [p for p in ds.root.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_run_records_the_dataset_version_it_starts_on(ds: Dataset):
+    config = RunConfig(data=DataConfig(source=str(ds.root), dataset_dir=str(ds.root)))
+    assert jobs.with_dataset_version(config).data.dataset_version == 1
+    fixes.remove(ds.root, [ds.records[0].path], reason="")
+    stamped = jobs.with_dataset_version(config)
+    assert stamped.data.dataset_version == 2
+    assert RunConfig.from_json(stamped.to_json()).data.dataset_version == 2
+    old = stamped.to_dict()
+    del old["data"]["dataset_version"]  # a config saved before versions existed still loads
+    assert RunConfig.from_dict(old).data.dataset_version == 0
+    assert jobs.with_dataset_version(RunConfig(data=DataConfig(source="x"))).data.dataset_version == 0
