@@ -113,7 +113,8 @@ def dicom_header(source):
     try:
         return pydicom.dcmread(source, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
-        raise ValueError(f"damaged DICOM file ({type(exc).__name__}: {exc})") from None
+        # the type only: pydicom's messages may quote header values, a patient's name among them
+        raise ValueError(f"damaged DICOM file ({type(exc).__name__})") from None
     finally:
         if start is not None:
             source.seek(start)
@@ -161,7 +162,7 @@ def read_dicom(source, max_pixels=None) -> Image.Image:
     except (MemoryError, Image.DecompressionBombError):
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file fails in pydicom's many decoders
-        raise ValueError(f"damaged DICOM file ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"damaged DICOM file ({type(exc).__name__})") from None  # no header values
     if photometric == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(np.ascontiguousarray(grey), "L")

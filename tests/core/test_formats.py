@@ -167,15 +167,18 @@ def test_a_folder_of_experts_formats_is_ingested_without_patient_data(tmp_path: 
                        "bad.png": b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "bad.webp": b"RIFF\0\0\0\0WEBPVP8 garbage",
                        "bad.heic": (folder / "cells" / "phone.heic").read_bytes()[:200]}.items():
         (folder / "cells" / name).write_bytes(data)
-    (folder / "scans" / "bad.dcm").write_bytes((folder / "scans" / "ct.dcm").read_bytes()[:300])
+    whole = (folder / "scans" / "ct.dcm").read_bytes()
+    (folder / "scans" / "bad.dcm").write_bytes(whole[:300])
+    (folder / "scans" / "short.dcm").write_bytes(whole[:-500])  # the header whole, the pixels cut short
     (folder / "scans" / "noext").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 10)
 
     ds = ingest(folder, tmp_path / "ds")
     kept = sorted(r.path.rsplit("/", 1)[-1] for r in ds.records)
     assert kept == ["alpha.png", "c16.tif", "c8.tiff", "ct.dcm", "phone.heic", "w.webp", "xr.dicom"]
     reasons = {s.path.rsplit("/", 1)[-1]: s.reason for s in ds.skipped}
-    assert set(reasons) == {"bad.tif", "bad.png", "bad.webp", "bad.heic", "bad.dcm", "noext"}
+    assert set(reasons) == {"bad.tif", "bad.png", "bad.webp", "bad.heic", "bad.dcm", "short.dcm", "noext"}
     assert all(reason for reason in reasons.values())
+    assert not any("Doe" in reason or "12345" in reason for reason in reasons.values())  # never a header value
     assert ".dcm" in reasons["noext"]  # says how to make a DICOM without extension readable
 
     stored = (ds.root / "dataset.json").read_text()
