@@ -425,10 +425,14 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
             entry = plan.files.get(f"datasets/{dataset_id}/{rel}")
             if entry is None or entry["sha256"] != record.sha256:
                 raise _refused(name, f"dataset {ds.name!r}: its image {rel!r} is missing or not the one it names")
-            try:
-                checked_image(root / rel, limits)
-            except Skip as why:
-                raise _refused(name, f"dataset {ds.name!r}: its image {rel!r} was refused ({why})") from None
+        prefix = f"datasets/{dataset_id}/"
+        for member in plan.files:  # every image, those only an older version names too
+            rel = member[len(prefix):]
+            if member.startswith(prefix) and extension_reason(rel) is None:
+                try:
+                    checked_image(root / rel, limits)
+                except Skip as why:
+                    raise _refused(name, f"dataset {ds.name!r}: its image {rel!r} was refused ({why})") from None
         new_name = ds.name
         n = 1
         while new_name in existing_names:

@@ -205,3 +205,31 @@ def test_cli_project_export_and_import(source, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "tiny" in printed and "1 run" in printed
     assert main(["--workspace", str(tmp_path / "ws"), "project", "import", str(tmp_path / "missing.zip")]) == 2
+
+
+def test_a_dataset_travels_with_its_versions_and_nothing_else(tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core import atomic
+    from tl_core.data import ingest
+
+    ws = Workspace(tmp_path / "ws")
+    dest = DatasetCatalog(ws).new_dir("colours")
+    ds = ingest(write_image_folder(tmp_path / "src", {"red": 3, "blue": 3}), dest)
+    (dest / "versions").mkdir()
+    atomic.write_json(dest / "versions" / "1.json", ds.to_dict())  # version 1: every image
+    dropped = ds.records[0]
+    ds.records = ds.records[1:]  # version 2 (the current one) removed an image; its file stays
+    ds.save()
+    (dest / "history.jsonl").write_text('{"version": 2, "what": "remove"}\n')
+    (dest / "notes.txt").write_text("not part of the dataset")
+    (ws.cache_dir / "decoded-x.npy").write_bytes(b"cache")
+
+    project.export_project(ws, tmp_path / "p.zip", datasets=[dest.name])
+    names = {n.split("/", 2)[2] for n in zipfile.ZipFile(tmp_path / "p.zip").namelist() if n.startswith("datasets/")}
+    assert {"dataset.json", "history.jsonl", "versions/1.json", dropped.path} <= names
+    assert "notes.txt" not in names and len(names) == 3 + 6
+
+    home = Workspace(tmp_path / "home")
+    [item] = project.import_project(tmp_path / "p.zip", home).datasets
+    assert (home.datasets_dir / item.id / dropped.path).is_file()  # version 1 can still be brought back
+    assert (home.datasets_dir / item.id / "history.jsonl").is_file()
