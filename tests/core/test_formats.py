@@ -221,3 +221,17 @@ def test_predict_script_explains_a_missing_reader(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(decoder, "dicom_support", lambda: False)
     with pytest.raises(decoder.FormatUnavailable, match="pip install pydicom"):
         decoder.model_input(path, {"resize_size": 8, "crop_size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]})
+
+
+def test_garbage_is_refused_in_a_fresh_process_with_or_without_pillow_heif():
+    """PIL raises KeyError for a format name it does not know: HEIF is asked for only once its opener
+    is registered, and left out when pillow-heif is missing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; {hide}from tl_core.data.safety import checked_image, ImageRefused\n"
+            "try:\n    checked_image(b'garbage' * 10)\nexcept ImageRefused as exc:\n    print(exc.check)")
+    for hide in ("", "sys.modules['pillow_heif'] = None; "):
+        out = subprocess.run([sys.executable, "-c", code.format(hide=hide)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.stdout.strip() == "format", out.stderr

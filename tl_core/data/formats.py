@@ -42,6 +42,12 @@ IMAGE_EXTENSIONS = PHOTO_EXTENSIONS | HEIF_EXTENSIONS | DICOM_EXTENSIONS
 # PIL's: pydicom reads it (``tl_core.bundle_predict.read_dicom``).
 PIL_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "HEIF")
 
+
+def pil_formats() -> tuple[str, ...]:
+    """``PIL_FORMATS`` that PIL can open here: HEIF once pillow-heif's opener is registered (done
+    here), left out without pillow-heif (PIL raises KeyError for a format it does not know)."""
+    return PIL_FORMATS if heif_support() else tuple(f for f in PIL_FORMATS if f != "HEIF")
+
 _UNSUPPORTED = {".avif": "AVIF photos", ".cr2": "RAW photos", ".nef": "RAW photos", ".dng": "RAW photos",
                 ".arw": "RAW photos", ".raw": "RAW photos", ".nii": "NIfTI volumes", ".czi": "CZI (Zeiss) files",
                 ".nd2": "ND2 (Nikon) files", ".svs": "SVS slide scans"}

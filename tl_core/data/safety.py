@@ -35,7 +35,7 @@ from ..bundle_predict import (  # noqa: F401 - open_rgb, to_rgb: public here; on
 )
 from ..errors import DataError
 from .formats import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: F401 - public here, as before
-from .formats import PIL_FORMATS, SUPPORTED_WORDS, page_note
+from .formats import SUPPORTED_WORDS, page_note, pil_formats
 from .formats import extension_reason as extension_reason  # public here, as before
 
 if TYPE_CHECKING:
@@ -113,7 +113,6 @@ def check_archive_caps(infos: list[zipfile.ZipInfo], limits: Limits, name: str) 
 
 
 # ---------------------------------------------------------------- the one image guard
-ALLOWED_FORMATS = PIL_FORMATS  # what PIL may decode for us (tl_core.data.formats); DICOM is pydicom's
 
 
 class ImageRefused(Skip, DataError):
@@ -177,7 +176,7 @@ def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
             # PIL's own check warns past its limit and raises past twice that; ours below (the
             # lower of both limits) refuses with the image's size in the reason.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp, formats=ALLOWED_FORMATS) as im:
+            with Image.open(fp, formats=pil_formats()) as im:  # DICOM is pydicom's: above
                 width, height = im.size
                 if width * height > limit:
                     raise too_many_pixels(width, height, limit)
