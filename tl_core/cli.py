@@ -460,6 +460,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_project(args) -> int:
+    from .project import export_project, import_project
+
+    ws = _workspace(args)
+    if args.project_command == "export":
+        summary = export_project(ws, Path(args.out), datasets=args.dataset, runs=args.run)
+        verb = f"Wrote {args.out}"
+    else:
+        summary = import_project(Path(args.archive), ws)
+        verb = f"Imported into {ws.root}"
+    print(f"{verb}: {len(summary.datasets)} dataset(s), {len(summary.runs)} run(s), "
+          f"{summary.files} files, {summary.bytes / 1024**2:,.1f} MB")
+    for item in summary.datasets:
+        print(f"  dataset {item.name}  ({item.id})")
+    for item in summary.runs:
+        print(f"  run {item.name}  ({item.id})")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_fetch_weights(args) -> int:
     """Download backbones' weights into torchvision's cache (run once online, e.g. before class)."""
     from .backbones import list_backbones, load_pretrained_state_dict
@@ -585,6 +606,18 @@ def make_parser() -> argparse.ArgumentParser:
                    choices=["torchscript", "onnx", "safetensors"])
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("project", help="a project (datasets, runs, best checkpoints) as one zip to take to "
+                                       "another TL Studio, and back")
+    verbs = s.add_subparsers(dest="project_command", required=True)
+    s = verbs.add_parser("export", help="write the workspace's datasets and runs (or those named) to OUT (.zip)")
+    s.add_argument("out")
+    s.add_argument("--run", action="append", default=None, help="a run id to export (repeat; brings its dataset)")
+    s.add_argument("--dataset", action="append", default=None, help="a dataset id to export (repeat)")
+    s.set_defaults(func=cmd_project)
+    s = verbs.add_parser("import", help="add the datasets and runs of a project zip to the workspace (checked first)")
+    s.add_argument("archive")
+    s.set_defaults(func=cmd_project)
 
     s = sub.add_parser("fetch-weights", help="download backbones' ImageNet weights for offline use later")
     s.add_argument("names", nargs="*", help="backbone names (default: all)")

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
+from .formats import MULTI_PAGE_WHY
 from .split import Split
 
 MIN_PER_CLASS = 2  # one image to train on and one to validate with
@@ -104,6 +105,9 @@ def health_report(ds: Dataset, split: Split | None = None, *,
                         "and look blurry to the network.")
     if ds.skipped:
         warnings.append(f"{len(ds.skipped)} file(s) were skipped; see the list for the reason of each.")
+    if ds.notes:  # multi-page TIFFs and the like (tl_core.data.formats.page_note)
+        warnings.append(f"{len(ds.notes)} file(s) hold several pages or frames (a multi-page TIFF, a multi-frame "
+                        f"DICOM, an animated GIF): {MULTI_PAGE_WHY}.")
     source_val = Counter(r.label for r in ds.records if r.split == "val")  # make_split keeps these as given
     if source_val:
         empty_val = [c for c in ds.classes if source_val[c] == 0 and class_counts[c] > 0]

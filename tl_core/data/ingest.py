@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from .. import atomic
 from ..errors import DataError
-from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
+from .dataset import DATASET_FILE, Dataset, ImageRecord, Note, ProgressFn, Skipped, UploadedImage
 from .safety import (
     Limits,
     Skip,
@@ -401,11 +401,13 @@ def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source
 
     writer = _Writer(root) if any(e.in_place is None for e in candidates) else None
     records: list[ImageRecord] = []
+    notes: list[Note] = []
     total = len(candidates)
     for done, e in enumerate(candidates, start=1):
+        said: list[str] = []
         try:
             data = e.read()
-            width, height = inspect_image(data, limits)
+            width, height = inspect_image(data, limits, said)
         except Skip as why:
             skipped.append(Skipped(e.name, str(why)))
         else:
@@ -414,6 +416,7 @@ def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source
             records.append(ImageRecord(path=path, label=e.label, split=e.split, sha256=sha256_bytes(data),
                                        width=width, height=height))
             classes.add(e.label)
+            notes += [Note(e.name, text) for text in said]
         if progress is not None:
             progress(done, total, f"Checked {PurePosixPath(e.name).name}")
 
@@ -421,7 +424,8 @@ def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise DataError(f"No usable images found in {name}" + (f" ({reasons})" if reasons else "") +
                         ". Put one folder per class, each holding JPEG or PNG images.")
-    ds = Dataset(root=root, name=name, classes=sorted(classes), records=records, skipped=skipped, source=source)
+    ds = Dataset(root=root, name=name, classes=sorted(classes), records=records, skipped=skipped, source=source,
+                 notes=notes)
     ds.save()
     return ds
 
