@@ -23,6 +23,7 @@ from tl_core.errors import TLError
 from tl_core.markup import escape_markdown
 from tl_core.workspace import Workspace
 
+from .feedback import log, user_errors
 from .heavy import heavy_work
 from .state import get_state
 from .widgets import progress_callback, thumbnails
@@ -91,12 +92,13 @@ def near_duplicate_search(ds: Dataset, workspace: Workspace, *, key: str = "near
     if not on:
         return None
     bar = st.progress(0.0, text="Comparing images…")
-    try:
-        with heavy_work():
+    try:  # a busy server (LimitReached) or a full disk: said here, and the rest of the page is drawn
+        with user_errors("Could not compare the images"), heavy_work():
             return neardup.near_duplicate_groups(ds, cache_dir=classroom.cache_dir_for(ds.root, workspace) / "neardup",
                                                  progress=progress_callback(bar))
     finally:
         bar.empty()
+    return None
 
 
 def dataset_fixes(ds: Dataset, report: HealthReport, *, key: str = "fixes") -> None:
@@ -201,6 +203,12 @@ def _apply(key: str, root: Path, fix: Callable[[], Dataset], said: str | None = 
         after = fix()
     except TLError as exc:  # DiskFull and a read-only dataset included: their messages say what to do
         state.last_fix = {"key": key, "error": str(exc)}
+        return
+    except Exception as exc:  # noqa: BLE001 - a callback's exception would reach the page as a traceback
+        log.exception("unexpected error in a dataset fix")
+        state.last_fix = {"key": key, "error": f"Something went wrong inside TL Studio ({type(exc).__name__}: "
+                                               f"{exc}). This is a bug, not something you did; the server log "
+                                               "has the details."}
         return
     if after.version == before:
         state.last_fix = {"key": key, "said": "Nothing to change."}
