@@ -63,23 +63,19 @@ def image_fix_controls(ds: Dataset, record_path: str, *, key: str, reason: str =
                                                                reason=reason or "removed by hand")))
 
 
-def fixable_images(root: Path, pictures: Sequence[bytes], captions: Sequence[str], paths: Sequence[str], *,
-                   key: str, width: int = 170, per_row: int = 4) -> None:
-    """Pictures (with Markdown-escaped captions) of images of the dataset at ``root`` (record paths),
-    each with ``image_fix_controls``: the galleries of the Results page. Without a dataset to fix
-    (moved or deleted), the pictures alone."""
+def fix_picker(root: Path, shown: dict[str, str], *, key: str) -> None:
+    """Under a gallery of the dataset at ``root``: pick one of its images (record path -> its
+    caption, as text) and move or remove it (``image_fix_controls``). One picker per gallery keeps
+    the pictures in one grid and the page light. Nothing without a dataset to fix (moved, deleted)."""
     try:
         ds = Dataset.load(root)
     except TLError:
-        st.image(list(pictures), caption=list(captions), width=width)
         return
-    for start in range(0, len(pictures), per_row):
-        for column, picture, caption, path in zip(st.columns(per_row), pictures[start:start + per_row],
-                                                  captions[start:start + per_row], paths[start:start + per_row],
-                                                  strict=False):
-            with column:
-                st.image(picture, caption=caption, width=width)
-                image_fix_controls(ds, path, key=f"{key}_{_path_key(path)}", reason="from the Results page")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    path = c1.selectbox("Wrong label, or not an image of any class? Fix one of these images", list(shown),
+                        format_func=shown.__getitem__, key=f"{key}_pick")
+    with c2:
+        image_fix_controls(ds, path, key=f"{key}_{_path_key(path)}", reason="from the Results page")
 
 
 # ----------------------------------------------------------------------------- the Data page
