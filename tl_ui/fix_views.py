@@ -165,6 +165,13 @@ def _group(ds: Dataset, group: Sequence[str], labels: dict[str, str], said_at: s
             if len({labels[p] for p in present}) > 1 else ""))
         c2.button("Keep one, drop the rest", key=f"{key}_keep", disabled=read_only, on_click=_apply,
                   args=(said_at, ds.root, lambda: fixes.drop_near_duplicates(ds.root, [present])))
+        classes = sorted({labels[p] for p in present})
+        if len(classes) > 1:  # the copies disagree: keep one, under the class the user says is right
+            m1, m2 = st.columns([3, 1], vertical_alignment="bottom")
+            m1.selectbox("The right class of this image", classes, key=f"{key}_as")
+            m2.button("Merge into one", key=f"{key}_merge", disabled=read_only, on_click=_apply,
+                      args=(said_at, ds.root, lambda: fixes.merge(ds.root, present, keep=present[0],
+                                                                   label=st.session_state[f"{key}_as"])))
         columns = st.columns(min(len(present), 6))
         for i, (path, picture) in enumerate(zip(present[:6], thumbnails([ds.root / p for p in present[:6]], THUMB),
                                                 strict=True)):

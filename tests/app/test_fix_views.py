@@ -108,6 +108,13 @@ def test_data_page_drops_exact_and_near_duplicates_and_undoes(app, session_works
     no_exceptions(app)
     assert "images/red/cat_small.jpg" in _labels(root) and Dataset.load(root).version == 2
 
+    merge = next(b for b in app.button if b.key and b.key.endswith("_merge"))  # the copies disagree
+    app.selectbox(key=merge.key.replace("_merge", "_as")).set_value("red")
+    merge.click().run()
+    no_exceptions(app)
+    labels = _labels(root)
+    assert "images/red/cat_small.jpg" not in labels and labels["images/blue/cat.jpg"] == "red"
+
 
 def test_results_galleries_offer_the_fix_controls(app, trained_run, tmp_path):  # noqa: F811 - fixture
     own = tmp_path / "own_copy"  # the trained run's dataset is shared by the tests: fix a copy
