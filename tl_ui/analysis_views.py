@@ -138,7 +138,7 @@ def caption_of(row: Any) -> str:
 def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str,
             limit: int = GALLERY_MAX, fixable: bool = False) -> None:
     """Thumbnails (or Grad-CAM overlays) with true label, predicted label and confidence; with
-    ``fixable``, each with "move to class / remove" for the run's dataset (``fix_views``)."""
+    ``fixable``, a picker under them to move one to another class or remove it (``fix_views``)."""
     if rows.empty:
         st.caption("No images here.")
         return
