@@ -547,6 +547,37 @@ def cmd_settings(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    """History, undo and de-duplication of an ingested dataset (a folder with dataset.json). The
+    command line is the server's operator: a shared dataset can be fixed here (as the teacher)."""
+    import time
+
+    from .data import Dataset, fixes, neardup
+
+    root = Path(args.dir)
+    if args.dataset_command == "history":
+        ds = Dataset.load(root)
+        print(f"Dataset {ds.name}: version {ds.version}, {len(ds.records)} images")
+        for change in fixes.history(root):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(change.when))
+            reason = f" ({change.reason})" if change.reason else ""
+            print(f"  v{change.version:<4} {when}  {change.summary}{reason}")
+        return 0
+    if args.dataset_command == "undo":
+        ds = fixes.undo(root, as_teacher=True)
+        print(f"Back to version {ds.version}: {len(ds.records)} images")
+        return 0
+    before = Dataset.load(root)
+    ds = fixes.drop_exact_duplicates(root, as_teacher=True)
+    if args.near:
+        threshold = neardup.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        groups = neardup.near_duplicate_groups(ds, threshold, progress=_simple_progress("hashing"))
+        ds = fixes.drop_near_duplicates(root, groups, as_teacher=True)
+    print(f"Version {ds.version}: {len(before.records) - len(ds.records)} duplicate(s) dropped, "
+          f"{len(ds.records)} images left (undo with `python -m tl_core dataset undo {root}`)")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tl_core", description="TL Studio engine: transfer learning on your images.")
@@ -644,6 +675,20 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("settings", help="the server's settings (limits, cleanup) in force and where each comes from")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_settings)
+
+    s = sub.add_parser("dataset", help="history, undo and de-duplication of an ingested dataset (DIR holds "
+                                       "dataset.json); each fix is a new version, image files are never deleted")
+    verbs = s.add_subparsers(dest="dataset_command", required=True)
+    for verb, text in (("history", "the versions and what changed in each"),
+                       ("undo", "back to the version before the last change"),
+                       ("dedupe", "drop identical copies (keep the first of each), and near-identical ones with --near")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("dir")
+        v.set_defaults(func=cmd_dataset)
+        if verb == "dedupe":
+            v.add_argument("--near", action="store_true", help="also near-identical images (perceptual hashes)")
+            v.add_argument("--threshold", type=int, default=None,  # neardup's, imported only when used
+                           help="bits of 64 two hashes may differ by to count as near-identical (default: 6)")
     return p
 
 
