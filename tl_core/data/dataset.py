@@ -33,6 +33,7 @@ class ImageRecord:
     sha256: str  # of the file's bytes: finds duplicates and keys the decode cache
     width: int  # original size, after EXIF orientation
     height: int
+    group: str | None = None  # a spreadsheet's group (a patient, a site): kept in one split; None = its own
 
 
 @dataclass(frozen=True)
