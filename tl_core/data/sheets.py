@@ -29,7 +29,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 _IMAGE_NAMES = ("image", "image_path", "imagepath", "path", "file", "filename", "file_name", "filepath",
                 "file_path", "img", "picture", "photo")
-_LABEL_NAMES = ("label", "class", "category", "diagnosis", "target", "species", "y")
+_LABEL_NAMES = ("label", "class", "class_name", "category", "diagnosis", "finding", "outcome", "target",
+                "species", "y")
 _GROUP_NAMES = ("group", "patient", "patient_id", "subject", "subject_id", "site", "specimen", "animal",
                 "individual", "donor", "case")
 _SPLIT_NAMES = ("split", "subset", "set", "fold_set", "partition")

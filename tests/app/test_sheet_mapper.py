@@ -1,0 +1,87 @@
+"""Data page, Spreadsheet tab: the column mapper guesses the columns, previews the rows, lists the rows
+that do not resolve with the reason, adds the dataset; a patient in two splits is flagged and the fix
+splits again with each patient in one split."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+from tests.app.conftest import no_exceptions
+from tests.conftest import COLOURS, synthetic_image
+
+
+class Upload:
+    """What st.file_uploader hands the page: a name, an id and the bytes (AppTest cannot upload)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self._data, self.file_id = name, data, name
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def sheet_zip() -> bytes:
+    rows = ["file,finding,patient,split"]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for p in range(6):
+            label = "lesion" if p % 2 else "normal"
+            for k in range(3):
+                buf = io.BytesIO()
+                synthetic_image(COLOURS["red" if p % 2 else "blue"], seed=10 * p + k, size=(32, 32)).save(buf, "JPEG")
+                zf.writestr(f"scans/p{p}_{k}.jpg", buf.getvalue())
+                # patient P1's last scan is put in val while the others are in train: a leak
+                split = "val" if p >= 4 or (p == 1 and k == 2) else "train"
+                rows.append(f"scans/p{p}_{k}.jpg,{label},P{p},{split}")
+        rows.append("scans/gone.jpg,normal,P9,train")
+        zf.writestr("study/labels.csv", "\n".join(rows) + "\n")
+    return out.getvalue()
+
+
+def table_with(at, column: str):
+    """The one st.dataframe with ``column`` (AppTest does not find dataframes by key)."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, [list(d.value.columns) for d in at.dataframe]
+    return found[0]
+
+
+def _uploads(monkeypatch, files) -> None:
+    import streamlit as st
+
+    real = st.file_uploader
+
+    def fake(label, *args, key=None, **kwargs):
+        real(label, *args, key=key, **kwargs)
+        return files if key == "sheet_upload" else None
+
+    monkeypatch.setattr(st, "file_uploader", fake)
+
+
+def test_mapper_adds_the_sheet_and_the_group_leak_is_fixed(app, monkeypatch):
+    _uploads(monkeypatch, [Upload("study.zip", sheet_zip())])
+    app.run()
+    no_exceptions(app)
+    assert [app.selectbox(key=f"sheet_col_{c}").value for c in ("image", "label", "group", "split")] == \
+        ["file", "finding", "patient", "split"]
+    assert len(table_with(app, "finding")) == 10  # the preview
+    bad = table_with(app, "why")
+    assert bad["why"].tolist() == ["file not found"] and bad["row"].tolist() == ["labels.csv row 20"]
+
+    app.selectbox(key="sheet_col_group").set_value("(none)").run()  # a mapping the user changes is used
+    assert "from" not in " ".join(c.value for c in app.caption if "rows name an image" in c.value)
+    app.selectbox(key="sheet_col_group").set_value("patient").run()
+    app.button(key="add_sheet").click().run()
+    no_exceptions(app)
+    assert {m.label: m.value for m in app.metric}["Images"] == "18"
+    warnings = " ".join(t.value for t in app.text)
+    assert "'P1' in train and validation" in warnings
+    assert app.slider[1].disabled is False  # the data came without test images: the test share can be set
+    assert app.slider[0].disabled  # its own validation images are kept
+
+    app.button(key="fix_group_leak").click().run()
+    no_exceptions(app)
+    assert "more than one split" not in " ".join(t.value for t in app.text)
+    assert not [b for b in app.button if b.key == "fix_group_leak"]
+    groups = table_with(app, "lesion")  # groups per class and split
+    assert groups["split"].tolist() == ["train", "validation"] and groups["lesion"].sum() == 3
