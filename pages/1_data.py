@@ -99,7 +99,7 @@ with tabs[0]:
 with tabs[1]:
     archive = st.file_uploader("A .zip with one folder per class (train/ val/ test/ folders are kept)",
                                type="zip", key="zip_upload")
-    if archive is not None and st.button("Import this zip as a new dataset", key="add_zip", type="primary",
+    if archive is not None and st.button("Add this zip as a new dataset", key="add_zip", type="primary",
                                          help="Nothing is read until you click: check it is the right file."):
         with user_errors("Could not read the zip"), tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # messages then name the user's file
