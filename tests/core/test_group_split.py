@@ -58,6 +58,16 @@ def test_the_split_is_stratified_where_the_groups_allow(tmp_path: Path):
     assert report.cross_split_groups == {}
 
 
+def test_a_class_whose_images_all_come_from_one_group_is_named(tmp_path: Path):
+    ds = grouped(tmp_path, {**{f"p{g}": ("a" if g % 2 else "b", 2) for g in range(6)}, "solo": ("c", 4)})
+    for seed in range(3):
+        split = make_split(ds, 0.3, 0.0, seed=seed)
+        assert any(ds.records[i].label == "c" for i in split.train)  # the fold that keeps 'c' in training
+        warned = [w for w in health_report(ds, split).warnings if w.startswith("No ")]
+        assert warned == ["No validation image of 'c': each group stays in one split, and its groups all went "
+                          "elsewhere. Add images of more groups, or try another shuffle seed."]
+
+
 def test_too_few_groups_say_what_to_do(tmp_path: Path):
     ds = grouped(tmp_path, {"p1": ("a", 4), "p2": ("b", 4)})
     with pytest.raises(DataError, match="2 group.*at least 3"):

@@ -96,12 +96,16 @@ def health_report(ds: Dataset, split: Split | None = None, *,
         more = f" and {len(cross_groups) - 5} more" if len(cross_groups) > 5 else ""
         warnings.append(f"{len(cross_groups)} group(s) have images in more than one split ({shown}{more}): the "
                         "model is checked on groups it trained on, so validation scores will be too optimistic. "
-                        "Split again keeping each group in one split.")
-    if group_counts and "val" in split_counts:
-        unmeasured = [c for c in ds.classes if class_counts[c] > 0 and split_counts["val"].get(c, 0) == 0]
-        if unmeasured:
-            warnings.append(f"No validation image of {_names(unmeasured)}: each group stays in one split, and "
-                            "its groups all went elsewhere. Add images of more groups, or try another shuffle seed.")
+                        "Split again keeping each group in one split (--resplit on the command line).")
+    carved_val = [i for i, a in enumerate(assigned) if a == "val"] != [i for i, r in enumerate(ds.records)
+                                                                      if r.split == "val"]
+    for part, shown in (("train", "training"), ("val", "validation")):
+        if not group_counts or part not in split_counts or (part == "val" and not carved_val):
+            continue  # a given val/ has its own warning below
+        missing = [c for c in ds.classes if class_counts[c] > 0 and split_counts[part].get(c, 0) == 0]
+        if missing:
+            warnings.append(f"No {shown} image of {_names(missing)}: each group stays in one split, and its "
+                            "groups all went elsewhere. Add images of more groups, or try another shuffle seed.")
     if near:
         warnings.append(f"{len(near)} pair(s) of near-identical images sit in different splits; validation "
                         "scores will be too optimistic. Remove one image of each pair.")

@@ -87,8 +87,8 @@ def has_groups(ds: Dataset) -> bool:
 def _group_split(ds: Dataset, pool: list[int], given: dict, carve_val: float, carve_test: float,
                  seed: int) -> Split:
     """Carve test, then val, out of ``pool`` by whole groups, stratified by label as far as the groups
-    allow (scikit-learn's ``StratifiedGroupKFold``: of its folds, the one closest to the share asked
-    for). A record without a group is a group of its own. Guarantees: no group of the pool in two
+    allow (scikit-learn's ``StratifiedGroupKFold``: of its folds, one that leaves every class some
+    images, then the one closest to the share asked for). A record without a group is a group of its own. Guarantees: no group of the pool in two
     splits, and train (and val, test when asked for) not empty; a class may miss from val or test when
     all its images come from few groups: the health report says so."""
     keys = [ds.records[i].group if ds.records[i].group is not None else f"\0{i}" for i in range(len(ds.records))]
@@ -127,7 +127,13 @@ def _carve_groups(ds: Dataset, indices: list[int], keys: list[str], fraction: fl
     usable = [part for part in held_parts
               if len(part) and n_groups - len({keys[indices[j]] for j in part}) >= keep]
     target = fraction * len(indices)
-    best = min(usable, key=lambda part: abs(len(part) - target))
+    classes = set(labels)
+
+    def classes_left_out(part: list[int]) -> int:  # a class with all its groups held out trains on nothing
+        held = set(part)
+        return len(classes - {labels[j] for j in range(len(indices)) if j not in held})
+
+    best = min(usable, key=lambda part: (classes_left_out(part), abs(len(part) - target)))
     held_set = {indices[j] for j in best}
     return sorted(held_set), [i for i in indices if i not in held_set]
 
