@@ -101,7 +101,7 @@ with tabs[1]:
                                type="zip", key="zip_upload")
     if archive is not None and st.button("Add this zip as a new dataset", key="add_zip", type="primary",
                                          help="Nothing is read until you click: check it is the right file."):
-        with user_errors("Could not read the zip"), tempfile.TemporaryDirectory() as tmp:
+        with user_errors("Could not read the zip", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # messages then name the user's file
             path.write_bytes(archive.getvalue())
             _ingest_into_new(Path(archive.name).stem, path)
@@ -110,7 +110,7 @@ with tabs[2]:
     folder = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
                               key="folder_upload")
     if folder and st.button("Add this folder", key="add_folder", type="primary"):
-        with user_errors("Could not read the folder"), tempfile.TemporaryDirectory() as tmp:
+        with user_errors("Could not read the folder", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
             name = folder[0].name.split("/")[0] or "folder"
             _ingest_into_new(name, uploads_as_zip(folder, Path(tmp) / "folder.zip"))
 

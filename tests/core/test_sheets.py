@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import synthetic_image
 from tl_core.cli import main
-from tl_core.data import Dataset, ingest
+from tl_core.data import Dataset, ingest, sheets
 from tl_core.data.ingest import read_sheet_source
 from tl_core.data.sheets import SheetMapping, guess_mapping, read_table, resolve
 from tl_core.errors import DataError
@@ -95,7 +95,7 @@ def test_file_names_that_match_several_files_must_be_given_as_paths():
     assert "2 files are named y.jpg" in resolved.bad[0].reason
 
 
-def test_csv_with_semicolons_bom_and_unicode_and_a_header_less_one(tmp_path: Path):
+def test_csv_with_semicolons_bom_and_unicode_and_a_header_less_one(monkeypatch):
     table = read_table("x.csv", "\ufeffFile;Class;Patient\nä.jpg;Ünïcödé;p1\n".encode())
     assert list(table.columns) == ["File", "Class", "Patient"] and table.iloc[0].tolist() == ["ä.jpg", "Ünïcödé", "p1"]
     assert guess_mapping(table.columns) == SheetMapping("File", "Class", "Patient", None)
@@ -105,6 +105,12 @@ def test_csv_with_semicolons_bom_and_unicode_and_a_header_less_one(tmp_path: Pat
         read_table("z.csv", "file,label\nä.jpg,x\n".encode("cp1252"))
     with pytest.raises(DataError, match="empty"):
         read_table("e.csv", b"")
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("xl/worksheets/sheet1.xml", b"\0" * (3 * 1024**2))
+    monkeypatch.setattr(sheets, "MAX_XLSX_UNPACKED", 2 * 1024**2)
+    with pytest.raises(DataError, match="unpacks to 3 MB"):
+        read_table("big.xlsx", bomb.getvalue())
 
 
 def test_excel_sheet_in_a_folder_with_columns_named_by_the_user(tmp_path: Path):

@@ -42,6 +42,13 @@ class Skipped:
     reason: str  # written for the user
 
 
+def _record_dict(record: ImageRecord) -> dict[str, Any]:
+    d = dataclasses.asdict(record)
+    if d["group"] is None:
+        del d["group"]  # a dataset without groups reads as before, even to an older TL Studio
+    return d
+
+
 @dataclass
 class Dataset:
     root: Path  # record paths are relative to this folder; dataset.json lives here
@@ -82,7 +89,7 @@ class Dataset:
             "name": self.name,
             "source": self.source,
             "classes": list(self.classes),
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "records": [_record_dict(r) for r in self.records],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
         }
 

@@ -34,6 +34,7 @@ _LABEL_NAMES = ("label", "class", "class_name", "category", "diagnosis", "findin
 _GROUP_NAMES = ("group", "patient", "patient_id", "subject", "subject_id", "site", "specimen", "animal",
                 "individual", "donor", "case")
 _SPLIT_NAMES = ("split", "subset", "set", "fold_set", "partition")
+MAX_XLSX_UNPACKED = 200 * 1024**2  # an .xlsx is a zip of XML: a small file may unpack to gigabytes
 NO_HEADER_PREFIX = "column "  # headerless CSVs get columns "column 1", "column 2", ...
 
 
@@ -81,6 +82,7 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
     suffix = PurePosixPath(name).suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm"):
+            _check_unpacked_size(name, data)
             with warnings.catch_warnings():  # openpyxl warns about styles and data validation it ignores
                 warnings.simplefilter("ignore")
                 table = pd.read_excel(io.BytesIO(data), sheet_name=0, dtype=str, header=None,
@@ -113,6 +115,20 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
     table = table.iloc[1:].reset_index(drop=True)
     table.attrs["header"] = True
     return table
+
+
+def _check_unpacked_size(name: str, data: bytes) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            unpacked = sum(info.file_size for info in zf.infolist())
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{name} is not a valid Excel .xlsx file ({exc}). Save it again from Excel, "
+                        "or as CSV (UTF-8).") from exc
+    if unpacked > MAX_XLSX_UNPACKED:
+        raise DataError(f"{name} unpacks to {unpacked / 1024**2:,.0f} MB, more than the "
+                        f"{MAX_XLSX_UNPACKED // 1024**2} MB an image list needs. Save it as CSV (UTF-8) instead.")
 
 
 def _delimiter(text: str) -> str:
