@@ -114,3 +114,12 @@ def test_without_groups_the_split_is_the_per_class_one(tmp_path: Path):
     split = make_split(ds, 0.2, 0.0, seed=0)
     assert health_report(ds, split).group_counts == {}
     assert {ds.records[i].label for i in split.val} == {"a", "b"}  # at least one of each class, as before
+
+
+def test_splitting_again_without_groups_ignores_the_given_val(tmp_path: Path):
+    ds = grouped(tmp_path, {}, ungrouped=12)
+    given = [ImageRecord(**{**r.__dict__, "split": "val" if k < 2 else "train"}) for k, r in enumerate(ds.records)]
+    ds = Dataset(root=tmp_path, name="g", classes=ds.classes, records=given)
+    assert make_split(ds, 0.5, 0.0).val == [0, 1]  # kept as given
+    again = make_split(ds, 0.5, 0.0, keep_given=False)
+    assert len(again.val) == 6 and again.val != [0, 1]

@@ -160,3 +160,16 @@ def test_cli_column_flags(tmp_path: Path, capsys):
                  "--label-column", "dx", "--group-column", "pt"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["class_counts"] == {"a": 3, "b": 3} and report["skipped"] == []
+
+
+def test_a_sheet_uploaded_beside_a_zip_of_images(tmp_path: Path):
+    images = make_zip(tmp_path / "imgs.zip", {f"x/{i}.jpg": jpeg(i) for i in range(4)})
+    (tmp_path / "list.csv").write_text("picture;kind\n0.jpg;a\n1.jpg;a\n2.jpg;b\n3.jpg;b\n9.jpg;b\n", encoding="utf-8")
+    source = read_sheet_source(images, tmp_path / "list.csv")
+    assert source.name == "list.csv" and source.files == [f"x/{i}.jpg" for i in range(4)]
+    mapping = SheetMapping("picture", "kind")
+    ds = ingest(images, tmp_path / "ds", sheet=mapping, sheet_file=tmp_path / "list.csv")
+    assert sorted(r.label for r in ds.records) == ["a", "a", "b", "b"]
+    assert [(s.path, s.reason) for s in ds.skipped] == [("9.jpg", "file not found")]
+    with pytest.raises(DataError, match="no spreadsheet"):
+        read_sheet_source(images)
