@@ -111,6 +111,10 @@ def cmd_inspect(args) -> int:
             print(f"  {item['path']}: {item['reason']}")
     for group in report.duplicate_groups[:20]:
         print("duplicate images: " + ", ".join(group))
+    if report.group_counts:
+        print("Groups per class and split:")
+        for split_name, counts in report.group_counts.items():
+            print(f"  {split_name:<6} " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     for w in report.warnings:
         print(f"warning: {w}")
     for e in report.errors:

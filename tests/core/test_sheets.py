@@ -160,6 +160,14 @@ def test_cli_column_flags(tmp_path: Path, capsys):
                  "--label-column", "dx", "--group-column", "pt"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["class_counts"] == {"a": 3, "b": 3} and report["skipped"] == []
+    assert report["group_counts"] == {}  # no split in the sheet: inspect shows the source's split
+    (folder / "sheet.csv").write_text("\n".join(r + (",set" if i == 0 else ",val" if i == 2 else ",train")
+                                               for i, r in enumerate(rows)) + "\n")
+    assert main([*ws, "inspect", str(folder / "sheet.csv"), "--image-column", "name", "--label-column", "dx",
+                 "--group-column", "pt", "--split-column", "set"]) == 0
+    out = capsys.readouterr().out
+    assert "Groups per class and split:\n  train  a 2, b 3\n  val    a 1, b 0" in out
+    assert "('p0' in train and validation)" in out
 
 
 def test_a_sheet_uploaded_beside_a_zip_of_images(tmp_path: Path):
