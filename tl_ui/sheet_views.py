@@ -49,9 +49,12 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
     with user_errors("Could not use the spreadsheet", message_as_text=True), \
             tempfile.TemporaryDirectory() as tmp:
         images, sheet_file, name = _stage(files, Path(tmp))
-        header = st.checkbox("The first row names the columns", value=True, key="sheet_header",
+        source = read_sheet_source(images, sheet_file, limits.upload_limits())
+        detected = bool(source.table.attrs.get("header", True))  # told from the first row's names
+        header = st.checkbox("The first row names the columns", value=detected,
                              help="Untick it when the first row is already an image and its label.")
-        source = read_sheet_source(images, sheet_file, limits.upload_limits(), header=header)
+        if header != detected:
+            source = read_sheet_source(images, sheet_file, limits.upload_limits(), header=header)
         mapping = _mapper(source)
         st.markdown("**The first rows**")
         st.dataframe(source.table.head(PREVIEW_ROWS), hide_index=True, key="sheet_preview")

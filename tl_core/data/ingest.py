@@ -120,7 +120,8 @@ def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: Prog
                             report_unlisted=sheet.inside is None)
     if labelled is not None:
         entries, dirs = labelled.entries, [] if labelled.by_sheet else dirs
-        leaving = [*leaving, *labelled.skipped]
+        # A sheet file ingested as such reports only its own rows, not what else its folder holds.
+        leaving = [*([] if sheet.inside else leaving), *labelled.skipped]
     if copy:
         _check_counts(len(entries), sum((root / e.rel).stat().st_size for e in entries), limits, root.name)
     return _build(entries, dirs, dest if copy else root, name or root.name, source or str(root), limits,
