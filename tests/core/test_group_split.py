@@ -87,6 +87,7 @@ def test_a_given_split_that_leaks_a_group_is_flagged_and_splitting_again_fixes_i
     assert report.cross_split_groups == {"p1": ["train", "val"]}
     assert any("'p1' in train and validation" in w for w in report.warnings)
 
+    assert health_report(ds).cross_split_groups == {"p1": ["train", "val"]}  # no split: the source's
     fixed = make_split(ds, 0.2, 0.0, keep_given=False)
     assert health_report(ds, fixed).cross_split_groups == {}
     assert not any("more than one split" in w for w in health_report(ds, fixed).warnings)

@@ -125,7 +125,7 @@ def health_report(ds: Dataset, split: Split | None = None, *,
     if ds.skipped:
         warnings.append(f"{len(ds.skipped)} file(s) were skipped; see the list for the reason of each.")
     source_val = Counter(r.label for r in ds.records if r.split == "val")  # make_split keeps these as given
-    if source_val:
+    if source_val and not carved_val:  # unless the user chose to split again
         empty_val = [c for c in ds.classes if source_val[c] == 0 and class_counts[c] > 0]
         if empty_val:
             warnings.append(f"The val/ folder has no images of {_names(empty_val)}; their accuracy cannot be measured.")
