@@ -161,8 +161,8 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
     st.subheader("3 · Split")
     keep_given = sheet_views.keep_given_toggle(state, ds)
     own_val, own_test = sheet_views.split_disabled_reasons(ds, keep_given)
-    if own_val:
-        st.info("Your data came with its own validation split; it is kept as given.")
+    if own_val or own_test:
+        st.info(" ".join(r for r in (own_val, own_test) if r))
     c1, c2, c3 = st.columns(3)
     chosen = state.draft.data
     state.edit_draft(data={

@@ -153,8 +153,10 @@ def split_disabled_reasons(ds: Dataset, keep_given: bool) -> tuple[str | None, s
     if not keep_given:
         return None, None
     has = {r.split for r in ds.records}
-    return (("Your data came with its own validation images; they are kept as given." if "val" in has else None),
-            ("Your data came with its own test images; they are kept as given." if "test" in has else None))
+    return (("Your data came with its own validation images; they are kept as given, so the validation "
+             "share is not used." if "val" in has else None),
+            ("Your data came with its own test images; they are kept as given, so the test share is not "
+             "used." if "test" in has else None))
 
 
 def leaks(state: AppState, ds: Dataset, report: HealthReport) -> None:

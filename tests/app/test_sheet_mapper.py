@@ -32,7 +32,7 @@ def sheet_zip() -> bytes:
                 synthetic_image(COLOURS["red" if p % 2 else "blue"], seed=10 * p + k, size=(32, 32)).save(buf, "JPEG")
                 zf.writestr(f"scans/p{p}_{k}.jpg", buf.getvalue())
                 # patient P1's last scan is put in val while the others are in train: a leak
-                split = "val" if p >= 4 or (p == 1 and k == 2) else "train"
+                split = "val" if p == 4 or (p == 1 and k == 2) else "test" if p == 5 else "train"
                 patient = "<b>P1</b>" if p == 1 else f"P{p}"  # a name a user typed: shown as text, never as HTML
                 rows.append(f"scans/p{p}_{k}.jpg,{label},{patient},{split}")
         rows.append("scans/gone.jpg,normal,P9,train")
@@ -78,13 +78,14 @@ def test_mapper_adds_the_sheet_and_the_group_leak_is_fixed(app, monkeypatch):
     warnings = " ".join(t.value for t in app.text)
     assert "'<b>P1</b>' in train and validation" in warnings
     assert not [m for m in app.markdown if "P1" in m.value]
-    assert app.slider[1].disabled is False  # the data came without test images: the test share can be set
-    assert app.slider[0].disabled  # its own validation images are kept
+    assert app.slider[0].disabled and app.slider[1].disabled  # its own validation and test images are kept
+    assert "own test images; they are kept as given, so the test share is not used" in app.info[0].value
 
     app.button(key="fix_group_leak").click().run()
     no_exceptions(app)
     assert "more than one split" not in " ".join(t.value for t in app.text)
     assert app.session_state["tl_studio_state"].draft.data.keep_given_split is False  # what the Train page uses
+    assert not app.slider[0].disabled and not app.slider[1].disabled  # every image is split by the shares
     assert not [b for b in app.button if b.key == "fix_group_leak"]
     groups = table_with(app, "lesion")  # groups per class and split
     assert groups["split"].tolist() == ["train", "validation"] and groups["lesion"].sum() == 3
