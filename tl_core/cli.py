@@ -91,7 +91,7 @@ def cmd_inspect(args) -> int:
 
     ws = _workspace(args)
     dest = _ingest_dest(ws, args.data)
-    ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"))
+    ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"), sheet=_sheet_mapping(args))
     report = health_report(ds)
     status = 0 if report.ok else 1  # scripts can tell a dataset that cannot be trained on
     if args.json:
@@ -111,11 +111,39 @@ def cmd_inspect(args) -> int:
             print(f"  {item['path']}: {item['reason']}")
     for group in report.duplicate_groups[:20]:
         print("duplicate images: " + ", ".join(group))
+    if report.group_counts:
+        print("Groups per class and split:")
+        for split_name, counts in report.group_counts.items():
+            print(f"  {split_name:<6} " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     for w in report.warnings:
         print(f"warning: {w}")
     for e in report.errors:
         print(f"problem: {e}")
     return status
+
+
+def _sheet_mapping(args):
+    """The spreadsheet columns named by --image-column, --label-column, --group-column and
+    --split-column (those left out are told by their names), or None when no flag is given."""
+    from .data.sheets import SheetMapping
+
+    flags = [getattr(args, f"{name}_column", None) for name in ("image", "label", "group", "split")]
+    if not any(flags):
+        return None
+    return SheetMapping(*(flag or "" for flag in flags))
+
+
+def _add_sheet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-column", default="", metavar="COLUMN",
+                        help="spreadsheet DATA (.csv/.xlsx, alone or in the zip or folder): the column with each "
+                             "image's path or file name (default: one named image, path or file)")
+    parser.add_argument("--label-column", default="", metavar="COLUMN",
+                        help="spreadsheet: the column with the class (default: one named label or class)")
+    parser.add_argument("--group-column", default="", metavar="COLUMN",
+                        help="spreadsheet: images sharing its value (a patient, a site) stay in one split "
+                             "(default: one named group, patient, subject or site)")
+    parser.add_argument("--split-column", default="", metavar="COLUMN",
+                        help="spreadsheet: train/val/test as given (default: one named split)")
 
 
 def _ingest_dest(ws, source: str) -> Path | None:
@@ -180,6 +208,7 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     # switches that turn a default-on field off
     "--random-init": ("model", "pretrained"), "--no-amp": ("train", "amp"),
     "--no-feature-cache": ("train", "feature_cache"),
+    "--resplit": ("data", "keep_given_split"),
 }
 
 
@@ -263,6 +292,14 @@ def cmd_train(args) -> int:
         if args.data and not Path(args.data).exists():
             raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
         config = saved_config(args) if args.config else build_config(args)
+        if args.data and _sheet_mapping(args) is not None:  # imported here: the config has no place for columns
+            import dataclasses
+
+            from .data import ingest
+
+            ds = ingest(args.data, dest=_ingest_dest(ws, args.data), progress=_simple_progress("reading"),
+                        sheet=_sheet_mapping(args))
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset_dir=str(ds.root)))
         from .backbones import get_backbone
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
@@ -587,6 +624,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="health report of a dataset (folder, zip or csv)")
     s.add_argument("data")
     s.add_argument("--json", action="store_true")
+    _add_sheet_options(s)
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("backbones", help="list backbones and whether their weights are on this machine")
@@ -606,6 +644,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_field_option(s, flag, section, name)
     s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
     s.add_argument("--lr-range", default="", help="discriminative learning rates LOW,HIGH")
+    _add_sheet_options(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="metrics of RUN on its validation split or on DATA")

@@ -98,6 +98,8 @@ class DataConfig:
     test_fraction: float = field(default=0.0, metadata=_help(
         "share of each class held out for a final test (if no test/)"))
     split_seed: int = field(default=0, metadata=_help("seed of the stratified split"))
+    keep_given_split: bool = field(default=True, metadata=_help(
+        "keep the train/val/test the source gave (off: split everything again, each group in one split)"))
     train_fraction: float = field(default=1.0, metadata=_help(
         "share of each class's training images used (the validation and test sets stay whole)"))
     augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))

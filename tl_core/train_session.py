@@ -93,7 +93,8 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
 
     ds = load_dataset(config, workspace, progress=throttled_progress(emit, "ingest"))
     check_trainable(ds)
-    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
+    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed,
+                       keep_given=config.data.keep_given_split)
     if not split.val:
         raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
                           "or give a val/ folder.")

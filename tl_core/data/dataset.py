@@ -33,6 +33,7 @@ class ImageRecord:
     sha256: str  # of the file's bytes: finds duplicates and keys the decode cache
     width: int  # original size, after EXIF orientation
     height: int
+    group: str | None = None  # a spreadsheet's group (a patient, a site): kept in one split; None = its own
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,13 @@ class Skipped:
 class Note:
     path: str  # the name as the source gave it
     note: str  # what was done with the file, written for the user (a multi-page TIFF: its first page)
+
+
+def _record_dict(record: ImageRecord) -> dict[str, Any]:
+    d = dataclasses.asdict(record)
+    if d["group"] is None:
+        del d["group"]  # a dataset without groups reads as before, even to an older TL Studio
+    return d
 
 
 @dataclass
@@ -90,7 +98,7 @@ class Dataset:
             "name": self.name,
             "source": self.source,
             "classes": list(self.classes),
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "records": [_record_dict(r) for r in self.records],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
             **({"notes": [dataclasses.asdict(n) for n in self.notes]} if self.notes else {}),
         }
