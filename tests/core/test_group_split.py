@@ -108,6 +108,12 @@ def test_exact_and_near_duplicates_across_the_chosen_split_are_flagged(tmp_path:
     near = health_report(ds, split, near_duplicate_pairs=[(train_one, val_one), (split.train[0], split.train[1])])
     assert near.cross_split_near_duplicates == [[ds.records[train_one].path, ds.records[val_one].path]]
     assert any("near-identical" in w for w in near.warnings)
+    # the same through the groups the near-duplicate search returns (paths): the Data page's way
+    paths = [ds.records[i].path for i in (train_one, val_one, split.train[1])]
+    grouped_near = health_report(ds, split, near_duplicates=[paths])
+    assert grouped_near.near_duplicate_groups == [paths]
+    assert sorted(map(sorted, grouped_near.cross_split_near_duplicates)) == sorted(
+        sorted([ds.records[t].path, ds.records[val_one].path]) for t in (train_one, split.train[1]))
 
 
 def test_without_groups_the_split_is_the_per_class_one(tmp_path: Path):
