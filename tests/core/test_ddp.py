@@ -134,3 +134,18 @@ def test_nproc_is_checked_against_the_machine(workspace, folder, monkeypatch):
     with pytest.raises(ConfigError, match="batch of 1 cannot be split across 2"):
         ddp_config(folder, nproc=2, batch_size=1).validate()
     assert RunStore(workspace).list() == []  # nothing was created
+
+
+def test_cli_nproc_goes_into_the_config_and_is_checked_before_a_run_exists(workspace, folder, monkeypatch, capsys):
+    from tl_core import cli
+
+    args = cli.make_parser().parse_args(["train", str(folder), "--nproc", "2"])
+    assert cli.build_config(args).train.nproc == 2
+    assert cli.build_config(cli.make_parser().parse_args(["train", str(folder)])).train.nproc == 1
+    assert RunConfig.from_dict({"data": {"source": "x"}, "train": {"epochs": 2}}).train.nproc == 1  # an old config
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    code = cli.main(["--workspace", str(workspace.root), "train", str(folder), "--device", "cpu", "--nproc", "3"])
+    assert code != 0
+    assert "3 CPU processes" in capsys.readouterr().err
+    assert RunStore(workspace).list() == []
