@@ -115,6 +115,12 @@ class Group:
             out[rank::self.world] = part[:rows].cpu()
         return out
 
+    def sync_buffers(self, module: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank: each rank's last forward
+        updated its own from its shard, and validation on every rank must use the model rank 0 saves."""
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
     def wrap(self, module: nn.Module) -> nn.Module:
         """``module`` for training across the ranks: DDP over its trainable parameters (BatchNorm
         in train mode made SyncBatchNorm first, see the module's docstring). A module with nothing

@@ -21,6 +21,7 @@ helpers are ``tl_core.device``.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import os
 import time
@@ -271,6 +272,9 @@ class EpochLoop(Strategy):
         key = (id(module), tuple(p.requires_grad for p in module.parameters()),
                tuple(m.training for m in module.modules()))
         if self._wrapped is None or self._wrapped[0] != key:
+            if self._wrapped is not None:  # the old wrapper's gradient hooks go before the new one's come
+                self._wrapped = None
+                gc.collect()
             self._wrapped = (key, group.wrap(module))
         return self._wrapped[1]
 
@@ -414,6 +418,8 @@ class EpochLoop(Strategy):
                                     lr=optim.optimizer.param_groups[-1]["lr"],
                                     images_per_s=rate.rate() or 0.0))
             self.check_stop()
+        if group is not None:
+            group.sync_buffers(s.model)
         return float(total_loss) / max(seen, 1), float(total_correct) / max(seen, 1)
 
     def _shard_step(self, model: nn.Module, prepare: Callable[[torch.Tensor], torch.Tensor],

@@ -3,9 +3,10 @@
 --workspace ROOT --worker-pid PID``, started by ``tl_core.worker`` once the job has its slot(s).
 
 Each rank joins the process group (``tl_core.distributed``) and trains with
-``tl_core.training.train``; rank 0 alone writes the run folder. A rank stops, as a one-process run
-does, when the run's stop flag is set, and also when the worker that started it is gone (killed:
-no one would record the run's end otherwise, and ``jobs.job_state`` has marked it failed).
+``tl_core.training.train``; rank 0 alone writes the run folder. The ranks stop, as a one-process
+run does, when the run's stop flag is set; they fail (best checkpoint kept) when the worker that
+started them is gone (killed: ``jobs.job_state`` has marked the run failed, and nothing would
+follow the ranks).
 Exit status: 0 done or stopped, 1 a user error (recorded by rank 0), 2 a bug (see worker.log).
 """
 
@@ -19,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from . import distributed
-from .errors import TLError
+from .errors import JobError, TLError
 from .events import Control
 from .jobs import process_alive, process_create_time
 from .runs import Run
@@ -29,7 +30,7 @@ WORKER_CHECK_S = 2.0  # how often rank 0 checks that its worker still runs
 
 
 def stop_poll(run: Run, worker_pid: int | None):
-    """True once the run's stop flag is set, or its worker has gone."""
+    """True once the run's stop flag is set; JobError once its worker has gone."""
     created = process_create_time(worker_pid) if worker_pid else None
     checked = [time.monotonic()]
 
@@ -38,7 +39,9 @@ def stop_poll(run: Run, worker_pid: int | None):
             return True
         if worker_pid and time.monotonic() - checked[0] > WORKER_CHECK_S:
             checked[0] = time.monotonic()
-            return not process_alive(worker_pid, created)
+            if not process_alive(worker_pid, created):
+                raise JobError("The worker process of this run ended while its training processes ran; "
+                               "resume the run to train on from its last checkpoint.")
         return False
     return poll
 
