@@ -181,17 +181,19 @@ class Strategy:
             progress.advance(done - counted[0])
             counted[0] = done
             self.check_stop()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view.torch_seed())
-            loader = s.loader(mine, s.view_for(view), shuffle=False, epoch=view.index)
-            feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
+        if not mine:  # fewer images than ranks: this one has none
+            feats, batches = torch.zeros((0, self._feature_width())), 0
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(view.torch_seed())
+                loader = s.loader(mine, s.view_for(view), shuffle=False, epoch=view.index)
+                feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
+            batches = len(loader)
         if group is None:
             return feats
         # a shorter shard has one batch less: its rank still takes part in every stop check
-        for _ in range(math.ceil(math.ceil(len(indices) / ranks) / batch) - len(loader)):
+        for _ in range(math.ceil(math.ceil(len(indices) / ranks) / batch) - batches):
             self.check_stop()
-        if not mine:
-            feats = torch.zeros((0, self._feature_width()))
         return group.gather_rows(feats, len(indices))
 
     def _feature_width(self) -> int:
