@@ -76,7 +76,6 @@ def home(workspace, monkeypatch) -> Path:
     return workspace.root
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_train_the_same_run_as_one(workspace, home, folder):
     # Separate sessions: each run computes its own backbone features (no shared feature store).
     one_ws, two_ws = workspace.for_session("one"), workspace.for_session("two")
@@ -110,7 +109,6 @@ def test_two_gloo_processes_train_the_same_run_as_one(workspace, home, folder):
     assert "Traceback" not in (two.dir / "worker.log").read_text()  # no rank failed on the way
 
 
-@pytest.mark.slow
 def test_a_stop_in_the_middle_ends_both_ranks_and_keeps_the_best_checkpoint(workspace, home, folder):
     run = RunStore(workspace).get(jobs.start_job(workspace, ddp_config(folder, nproc=2, epochs=400,
                                                                          batch_size=2, schedule="constant")))
