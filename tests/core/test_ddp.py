@@ -4,6 +4,7 @@ keeps a best checkpoint that loads."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -24,11 +25,11 @@ _cores = os.cpu_count()
 FINAL = ("finished", "failed", "cancelled")
 
 
-def ddp_config(folder: Path, nproc: int, **train_kw) -> RunConfig:
+def ddp_config(folder: Path, nproc: int, augment: str = "none", **train_kw) -> RunConfig:
     # batch 5 over 2 ranks: shards of 3 and 2 (unequal), and a last batch of 2 (the training set is 12)
     train = dict(epochs=3, batch_size=5, lr=5e-2, schedule="cosine", num_workers=0, device="cpu", nproc=nproc)
     train.update(train_kw)
-    return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment="none"),
+    return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment=augment),
                      model=ModelConfig(backbone="mobilenet_v2"),
                      freeze=FreezePlan(mode="feature_extractor"), train=TrainConfig(**train))
 
@@ -151,3 +152,21 @@ def test_cli_nproc_goes_into_the_config_and_is_checked_before_a_run_exists(works
     assert code != 0
     assert "3 CPU processes" in capsys.readouterr().err
     assert RunStore(workspace).list() == []
+
+
+def test_on_images_two_processes_draw_the_same_augmented_batches_as_one(workspace, home, folder):
+    # The image path (no feature cache): each rank decodes and augments the whole batch as one
+    # process would and trains on its slice; the backbone is frozen, so BatchNorm is in eval mode.
+    from tl_core.training import train
+
+    one_ws, two_ws = workspace.for_session("one"), workspace.for_session("two")
+    config = ddp_config(folder, nproc=2, augment="light", epochs=1, feature_cache=False)
+    two = RunStore(two_ws).get(jobs.start_job(two_ws, config))
+    # the reference trains in this process meanwhile (test (a) launches both through the worker)
+    one = RunStore(one_ws).create(dataclasses.replace(config, train=dataclasses.replace(config.train, nproc=1)))
+    train(one.config, one, one_ws)
+    assert finished(two).state == "finished", (two.dir / "worker.log").read_text()
+    [a], [b] = ([e for e in run.read_events()[0] if isinstance(e, EpochEnded)] for run in (one, two))
+    assert b.train_loss == pytest.approx(a.train_loss, rel=REL_TOLERANCE)
+    assert b.val_loss == pytest.approx(a.val_loss, rel=REL_TOLERANCE)
+    assert (b.train_acc, b.val_acc) == (a.train_acc, a.val_acc)
