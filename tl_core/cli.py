@@ -204,7 +204,7 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--augment": ("data", "augment"), "--val": ("data", "val_fraction"), "--test": ("data", "test_fraction"),
     "--train-fraction": ("data", "train_fraction"),
     "--seed": ("train", "seed"),  # build_config also gives it to the split
-    "--device": ("train", "device"), "--workers": ("train", "num_workers"),
+    "--device": ("train", "device"), "--workers": ("train", "num_workers"), "--nproc": ("train", "nproc"),
     # switches that turn a default-on field off
     "--random-init": ("model", "pretrained"), "--no-amp": ("train", "amp"),
     "--no-feature-cache": ("train", "feature_cache"),
@@ -307,8 +307,14 @@ def cmd_train(args) -> int:
         from .jobs import with_dataset_version
 
         config = with_dataset_version(config)  # the run records which version of the dataset it used
+        if config.train.nproc > 1:
+            from .distributed import check_nproc
+
+            check_nproc(config)
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
+    if config.train.nproc > 1:
+        return _train_in_ranks(run, ws, resume=bool(args.resume))
     control = Control(poll=run.stop_requested)
     previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
     bar = ProgressBar()
@@ -321,6 +327,45 @@ def cmd_train(args) -> int:
     if val:
         print(f"Best epoch {result.get('best_epoch')}: val accuracy {val['accuracy']:.3f}, "
               f"loss {val['loss']:.4f}")
+    print(run.id)
+    return 0
+
+
+def _train_in_ranks(run, ws, resume: bool) -> int:
+    """``train --nproc N``: train in N processes (``tl_core.worker``'s torchrun ranks; no queue, as
+    a one-process CLI run) and show rank 0's events as they come. Ctrl-C stops after the current step."""
+    import threading
+
+    from .worker import run_job
+
+    _, line = run.read_events()  # a resumed run's earlier events are not shown again
+    bar, finished = ProgressBar(), threading.Event()
+
+    def follow() -> None:
+        nonlocal line
+        while True:
+            last = finished.wait(0.5)
+            events, line = run.read_events(line)
+            for event in events:
+                bar(event)
+            if last:
+                return
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    previous = signal.signal(signal.SIGINT, lambda *_: run.request_stop())
+    try:
+        run_job(run.dir, ws.root, None, resume=resume)
+    finally:
+        finished.set()
+        reader.join(timeout=10)
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    status = run.status()
+    if status.state == "failed":
+        raise TLError(status.error or "Training failed; see worker.log in the run folder.")
+    val = run.read_metrics().get("val", {})
+    if val:
+        print(f"Best epoch {status.best_epoch}: val accuracy {val['accuracy']:.3f}, loss {val['loss']:.4f}")
     print(run.id)
     return 0
 

@@ -32,6 +32,7 @@ from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .backbones import Preprocess
+    from .distributed import Group
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class Session:
     features: FeatureCache = field(default_factory=FeatureCache)
     feature_store: FeatureStore | None = None  # features shared with other runs on disk; None: memory only
     model_fingerprint: str = ""  # of the frozen body (features.model_fingerprint), for ``feature_key``
+    group: Group | None = None  # the ranks training this run together (tl_core.distributed); None: one process
 
     @property
     def classical(self) -> bool:
@@ -149,6 +151,8 @@ class Session:
         if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
             loader += f",batch={train.batch_size}"
         numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
+        if self.group is not None and not view.is_eval:  # each rank draws the crops of its own shard
+            numerics += f"|ranks={self.group.world}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
                            view, numerics)
 
