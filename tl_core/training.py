@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import atomic
+from . import atomic, trackers
 from . import events as ev
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
@@ -409,7 +409,8 @@ class Trainer:
                  resume: bool = False) -> None:
         config.validate()
         self.config, self.run, self.workspace, self.resume = config, run, workspace, resume
-        self.subscribers = [run.append_event, *subscribers]
+        # TensorBoard and MLflow when set up (tl_core.trackers): every run, from the app, a worker or the CLI
+        self.subscribers = [run.append_event, *subscribers, *trackers.for_run(run)]
         self.control = control or ev.Control(poll=run.stop_requested)
         self.state = TrainState()
 
