@@ -460,8 +460,11 @@ def is_active(run: Run) -> bool:
 
 
 # -- backends (tl_core.job_backends) -----------------------------------------------------------
-_LOCAL = job_backends.LocalBackend(launch_job=_launch, job_state=_local_job_state, end_job=_end_local_worker,
-                                   worker_alive=_local_worker_alive)
+# Looked up when called, not bound now: a test (or a later patch) that replaces _launch reaches the backend.
+_LOCAL = job_backends.LocalBackend(launch_job=lambda *args, **kw: _launch(*args, **kw),
+                                   job_state=lambda run: _local_job_state(run),
+                                   end_job=lambda run, wait_s: _end_local_worker(run, wait_s),
+                                   worker_alive=lambda run: _local_worker_alive(run))
 
 
 def _launch_backend(home: Path | None) -> job_backends.JobBackend:
