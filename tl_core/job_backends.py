@@ -19,6 +19,7 @@ same Python environment on every node. The Ray job id is kept in the run folder
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -180,7 +181,8 @@ class RayBackend:
         if ray_state == RAY_QUEUED:
             return status  # "queued": Ray queues it
         if ray_state == RAY_RUNNING:
-            return status if status.state == "running" else RunStatus(**{**status.to_dict(), "state": "running"})
+            # the worker on its node is starting (it says "running" itself once it trains)
+            return status if status.state == "running" else dataclasses.replace(status, state="running")
         status = run.status()  # Ray says it ended: the worker may have written its final state meanwhile
         if not status.active:
             return status
