@@ -34,11 +34,20 @@ def test_the_train_page_follows_a_ray_job(app, trained_run, monkeypatch):  # noq
     run = trained_run
     lines = (run.dir / "events.jsonl").read_text().splitlines()
     (run.dir / "events.jsonl").write_text("\n".join(line for line in lines if '"RunFinished"' not in line) + "\n")
-    run.mark_running(pid=4_000_000, pid_created=1.0)  # the worker's pid on a cluster node
-    run.record_job(backend="ray", address=ADDRESS, job_id="raysubmit_test")
+    run.mark_queued(pid=None, queued_at=1.0)  # long ago: a local job would count as never started
+    run.record_job(backend="ray", address=ADDRESS, job_id="raysubmit_test", cpus=2.0, gpus=1.0)
 
+    ray.status = "PENDING"
     app.query_params["run"] = run.id
     app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert run.state == "queued"
+    infos = " ".join(i.value for i in app.info).replace("\\", "")  # Markdown escapes, as rendered
+    assert "queue of the Ray cluster at http://ray-head.test:8265 for 2 CPU and 1 GPU" in infos, infos
+
+    ray.status = "RUNNING"
+    run.mark_running(pid=4_000_000, pid_created=1.0)  # the worker's pid on a cluster node
+    app.run()
     no_exceptions(app)
     assert run.state == "running"  # not taken for a dead local worker
     assert [p.proto.text for p in app.get("progress")] == ["Epoch 1 of 1 done"]  # the run folder's curves
