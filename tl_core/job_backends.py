@@ -38,7 +38,10 @@ from .workspace import Workspace
 
 RAY = "ray"
 # Environment a job takes to the cluster: TL Studio's settings, MLflow's tracking, offline mode.
+# Ray shows a job's environment on its dashboard: the teacher's password never goes (a worker
+# does not need it); MLflow's credentials do, as the worker logs to MLflow.
 FORWARDED_ENV_PREFIXES = ("TL_STUDIO_", "MLFLOW_")
+NOT_FORWARDED = frozenset({"TL_STUDIO_TEACHER_PASSWORD"})
 
 
 class JobBackend(Protocol):
@@ -124,7 +127,7 @@ def worker_command(run: Run, workspace: Workspace, *, resume: bool) -> list[str]
 
 def forwarded_env() -> dict[str, str]:
     """What the worker on a cluster node needs of this process's environment."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES) and k not in NOT_FORWARDED}
     package_parent = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")

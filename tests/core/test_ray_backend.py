@@ -116,10 +116,3 @@ def test_a_job_that_dies_on_ray_is_failed_with_rays_message(ray_address, workspa
     status = wait_for(lambda: (s := jobs.job_state(run)).state != "running" and s, timeout=60)
     assert status.state == "failed"
     assert "Ray cluster" in status.error and "exit code 3" in status.error.lower(), status.error
-
-
-def test_without_ray_address_jobs_stay_local(workspace, monkeypatch):
-    monkeypatch.delenv("TL_STUDIO_RAY_ADDRESS", raising=False)
-    assert job_backends.configured_backend() is None
-    monkeypatch.setenv("TL_STUDIO_RAY_ADDRESS", "http://head:8265")
-    assert job_backends.configured_backend() == job_backends.RayBackend("http://head:8265")
