@@ -153,7 +153,9 @@ class RayBackend:
         run.mark_queued(pid=None, queued_at=time.time())
         try:
             job_id = client.submit_job(
-                entrypoint=shlex.join(worker_command(run, workspace, resume=resume)),
+                # its output goes to the run's worker.log, as a local worker's does (messages point there)
+                entrypoint=f"{shlex.join(worker_command(run, workspace, resume=resume))} "
+                           f">> {shlex.quote(str(run.worker_log_path))} 2>&1",
                 entrypoint_num_cpus=cpus, entrypoint_num_gpus=gpus or None,
                 runtime_env={"env_vars": forwarded_env()},
                 metadata={"tl_studio_run": run.id})

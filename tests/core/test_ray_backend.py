@@ -99,6 +99,7 @@ def test_two_jobs_on_ray_one_cancelled_in_its_queue(ray_address, workspace, tmp_
     events, _ = first.read_events()
     assert sum(isinstance(e, EpochEnded) for e in events) == 1 and isinstance(events[-1], RunFinished)
     assert first.read_evaluation("val") is not None and first.has_checkpoint("best")
+    assert first.worker_log_path.is_file()  # the worker's output, as a local worker's
 
     # After a restart of the app (no client cached, fresh handles), the run folder still names the job.
     job_backends._clients.clear()
