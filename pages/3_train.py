@@ -10,7 +10,7 @@ from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, T
 from tl_core.markup import escape_markdown
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
+from tl_ui import cluster_views, code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.ddp_views import gpus_for_run
 from tl_ui.models import augment_preview
@@ -138,7 +138,9 @@ def live_view(run_id: str, was_state: str | None) -> None:
     st.subheader("Run")
     st.text(current.display_name())  # the user's name for it: text, never Markdown
 
-    if run_state == "queued":
+    if run_state == "queued" and (on_cluster := cluster_views.queued_note(current)):
+        st.info(on_cluster, icon=":material/hourglass_top:")
+    elif run_state == "queued":
         position = jobs.queue_position(current)
         ahead = len(jobs.running_jobs())
         st.info(f"Waiting for the device: place **{position or '?'}** in the queue, {ahead} job(s) training now. "

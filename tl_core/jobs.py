@@ -14,6 +14,10 @@ not below a session's sub-workspace, so all sessions of a classroom server share
 
 A flock is released by the kernel when its process dies, so a crashed worker never blocks
 the queue, and ``job_state`` marks its run failed.
+
+With the ``ray_address`` setting, jobs go to a Ray cluster instead (``tl_core.job_backends``):
+the functions below stay the one interface, and hand the launch, state and end of a job to the
+backend it was launched on (recorded in its run folder).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import IO, Any
 
 import psutil
 
-from . import atomic, limits
+from . import atomic, job_backends, limits
 from .config import RunConfig
 from .errors import DataError, DiskFull, JobError
 from .runs import Run, RunStatus, RunStore
@@ -278,7 +282,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     launched = set(_children)
     try:
-        _launch(workspace, run, home=home, resume=False)
+        _launch_backend(home).launch(workspace, run, home=home, resume=False)
     except BaseException as exc:
         _roll_back_start(run, [proc for pid, proc in list(_children.items()) if pid not in launched
                                and str(run.dir) in map(str, proc.args)], home)
@@ -337,7 +341,7 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
                        "'Edit and run' to train longer.")
     limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
-    _launch(workspace, run, home=home, resume=True)
+    _launch_backend(home).launch(workspace, run, home=home, resume=True)
 
 
 def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:
@@ -380,7 +384,11 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def job_state(run: Run) -> RunStatus:
-    """The run's status; a queued/running run whose worker is gone is marked failed first."""
+    """The run's status; a queued/running run whose worker (or cluster job) is gone is marked failed first."""
+    return _backend_of(run).state(run)
+
+
+def _local_job_state(run: Run) -> RunStatus:
     status = run.status()
     if not status.active:
         return status
@@ -403,6 +411,7 @@ def cancel(run: Run) -> None:
     final "cancelled" state.
     """
     run.request_stop()
+    _backend_of(run).cancel(run)
     job_state(run)
 
 
@@ -430,15 +439,22 @@ def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
     workers started by ``start_job`` are ever ended from here."""
     if job_state(run).active:
         stop(run, wait_s=grace_s)
-    worker = _recorded_worker(run)
-    if worker is not None:
-        _end_process(worker, exit_wait_s=min(grace_s, 5.0))
+    ended = _backend_of(run).end(run, min(grace_s, 5.0))
     if job_state(run).active:
-        if worker is None:
+        if not ended:
             raise JobError(f"Run '{run.display_name()}' is still stopping (it stops after its current "
                            "batch); try again in a moment.")
         run.mark_cancelled()  # ended by us: say so, so that the store lets it go
     store.delete(run.id, is_active=is_active)
+
+
+def _end_local_worker(run: Run, wait_s: float) -> bool:
+    """End the run's worker (see ``_recorded_worker``); False when there is none to end from here."""
+    worker = _recorded_worker(run)
+    if worker is None:
+        return False
+    _end_process(worker, exit_wait_s=wait_s)
+    return True
 
 
 def _recorded_worker(run: Run) -> psutil.Process | None:
@@ -477,9 +493,31 @@ def _end_process(proc: psutil.Process, exit_wait_s: float, kill_wait_s: float = 
 
 def worker_alive(run: Run) -> bool:
     """True while the run's worker process still runs (it may be writing the final evaluation)."""
+    return _backend_of(run).alive(run)
+
+
+def _local_worker_alive(run: Run) -> bool:
     status = run.status()
     return process_alive(status.pid, status.pid_created)
 
 
 def is_active(run: Run) -> bool:
     return job_state(run).active
+
+
+# -- backends (tl_core.job_backends) -----------------------------------------------------------
+# Looked up when called, not bound now: a test (or a later patch) that replaces _launch reaches the backend.
+_LOCAL = job_backends.LocalBackend(launch_job=lambda *args, **kw: _launch(*args, **kw),
+                                   job_state=lambda run: _local_job_state(run),
+                                   end_job=lambda run, wait_s: _end_local_worker(run, wait_s),
+                                   worker_alive=lambda run: _local_worker_alive(run))
+
+
+def _launch_backend(home: Path | None) -> job_backends.JobBackend:
+    """Where a job starting now goes: the Ray cluster of the ray_address setting, else this machine."""
+    return job_backends.configured_backend(home) or _LOCAL
+
+
+def _backend_of(run: Run) -> job_backends.JobBackend:
+    """Where the run's job was launched (its run folder says so)."""
+    return job_backends.recorded_backend(run) or _LOCAL

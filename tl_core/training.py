@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import atomic
+from . import atomic, trackers
 from . import events as ev
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
@@ -485,7 +485,10 @@ class Trainer:
         config.validate()
         self.config, self.run, self.workspace, self.resume = config, run, workspace, resume
         self.group = group  # several ranks train the run (``run`` is read-only on all but rank 0)
-        self.subscribers = [run.append_event, *subscribers]
+        # TensorBoard and MLflow when set up (tl_core.trackers): every run, from the app, a worker or the
+        # CLI; with several ranks only rank 0's, or each rank would log the run again
+        tracked = trackers.for_run(run) if group is None or group.is_main else []
+        self.subscribers = [run.append_event, *subscribers, *tracked]
         self.control = control or ev.Control(poll=run.stop_requested)
         self.state = TrainState()
 
