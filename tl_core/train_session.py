@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import events as ev
+from .balance import sample_weights
 from .classroom import cache_dir_for
 from .config import CLASSICAL_HEADS, RunConfig
 from .device import autocast_dtype, seed_everything, select_device
@@ -163,12 +164,15 @@ class Session:
         row_of = {image: row for row, image in enumerate(pool)}
         return pool, [row_of[image] for image in indices]
 
-    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
-        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""
+    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0, balanced: bool = False):
+        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle.
+        ``balanced``: a class-balanced draw instead of a shuffle (``TrainConfig.balance == "sampler"``)."""
         train = self.config.train
-        return make_loader(self.data.images, indices, self.data.labels_of(indices), view, train.batch_size,
+        labels = self.data.labels_of(indices)
+        weights = sample_weights(labels, len(self.data.classes)).tolist() if balanced else None
+        return make_loader(self.data.images, indices, labels, view, train.batch_size,
                            shuffle=shuffle, seed=train.seed + epoch, num_workers=train.num_workers,
-                           pin_memory=self.device.type == "cuda")
+                           pin_memory=self.device.type == "cuda", weights=weights)
 
     def with_batch_size(self, batch_size: int) -> None:
         self.config = dataclasses.replace(
