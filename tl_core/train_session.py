@@ -24,7 +24,7 @@ from torch import nn
 from . import events as ev
 from .balance import sample_weights
 from .classroom import cache_dir_for
-from .config import CLASSICAL_HEADS, RunConfig
+from .config import CLASSICAL_HEADS, RunConfig, TrainConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
 from .features import FeatureCache, FeatureStore, FeatureView, feature_key, feature_views, model_fingerprint
@@ -144,13 +144,8 @@ class Session:
 
     def feature_key(self, indices: Sequence[int], view: FeatureView) -> str:
         """What the features of these images in this view depend on (see ``features.feature_key``)."""
-        train = self.config.train
-        loader = f"workers={train.num_workers}"
-        if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
-            loader += f",batch={train.batch_size}"
-        numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
-                           view, numerics)
+                           view, feature_numerics(self.device, self.amp_dtype, self.config.train, view))
 
     def feature_images(self, indices: Sequence[int]) -> tuple[Sequence[int], list[int] | None]:
         """The images whose features are computed (or loaded) for ``indices``, and the rows of
@@ -177,6 +172,16 @@ class Session:
     def with_batch_size(self, batch_size: int) -> None:
         self.config = dataclasses.replace(
             self.config, train=dataclasses.replace(self.config.train, batch_size=batch_size))
+
+
+def feature_numerics(device: torch.device, amp_dtype: torch.dtype | None, train: TrainConfig,
+                     view: FeatureView) -> str:
+    """How a view's features were computed, for ``features.feature_key``: device, precision, torch
+    and the loader (``tl_core.label_issues`` keys its features the same way, to share them)."""
+    loader = f"workers={train.num_workers}"
+    if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
+        loader += f",batch={train.batch_size}"
+    return f"{device.type}|{amp_dtype}|torch {torch.__version__}|{loader}"
 
 
 def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Event], None],
