@@ -10,7 +10,7 @@ from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, T
 from tl_core.markup import escape_markdown
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
+from tl_ui import code_views, end_page, get_state, intro, label_views, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input, poll_every
@@ -89,9 +89,10 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
             st.image(views, width=110, caption=None)
             st.caption("Each row: one training image as the network may see it in four different epochs.")
 
+        balance = label_views.balance_input(state, label_views.class_counts_of(dataset_dir))
         train_config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                                    optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
-                                   label_smoothing=float(label_smoothing),
+                                   label_smoothing=float(label_smoothing), balance=balance,
                                    early_stopping_patience=int(patience), feature_cache=feature_cache)
         state.edit_draft(train=train_config, data={"augment": augment},
                          model={"pretrained": pretrained})  # survive a refresh

@@ -3,7 +3,6 @@ are found, few others, the same for a seed; and a run's stored features are read
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,25 +63,21 @@ def test_folds_follow_the_smallest_class_and_a_class_of_one_is_refused():
 
 
 @pytest.mark.slow
-def test_a_frozen_runs_stored_features_are_read_back_and_a_misfiled_image_is_listed(workspace, tmp_path):
-    """A 1-epoch feature-extractor run without augmentation stores the eval view of every split;
-    the list then needs no backbone pass. A red image filed under blue tops the list."""
-    from tests.conftest import write_image_folder
-    from tl_core.config import DataConfig, RunConfig, TrainConfig
-    from tl_core.data import ingest
-    from tl_core.runs import RunStore
-    from tl_core.training import train
+def test_a_frozen_runs_stored_features_are_read_back():
+    """The app tests' tiny run (a 1-epoch feature extractor without augmentation, trained once per
+    test session) stored the eval view of its splits: the list needs no backbone pass."""
+    from tests.app.trained_run import _TRAINED, train_tiny_run
+    from tl_core.runs import Run
+    from tl_core.workspace import Workspace
 
-    folder = write_image_folder(tmp_path / "images", {"red": 8, "blue": 8}, size=(32, 24))
-    shutil.move(folder / "red" / "0.jpg", folder / "blue" / "misfiled.jpg")
-    ds = ingest(folder, dest=workspace.datasets_dir / "colours")
-    config = RunConfig(data=DataConfig(source=str(folder), dataset_dir=str(ds.root), val_fraction=0.25,
-                                       augment="none"),
-                       train=TrainConfig(epochs=1, batch_size=8, schedule="constant"))
-    run = RunStore(workspace).create(config)
-    train(config, run, workspace)
+    if "dir" not in _TRAINED:
+        import tempfile
+
+        _TRAINED["dir"] = train_tiny_run(Path(tempfile.mkdtemp(prefix="tl-trained-")))
+    run = Run(_TRAINED["dir"])
+    workspace = Workspace(run.dir.parent.parent)
     messages: list[str] = []
     report = find_for_run(run, workspace, progress=lambda done, total, message="": messages.append(message))
-    assert "running the backbone over the images" not in messages  # every split's features came from the store
-    assert report.issues and report.issues[0].path.endswith("blue/misfiled.jpg")
-    assert (report.issues[0].given, report.issues[0].suggested) == ("blue", "red")
+    assert "running the backbone over the images" not in messages and "reading the images" not in messages
+    assert report.num_images == 20 and report.folds == 5
+    assert messages[-1] == "done"
