@@ -13,7 +13,7 @@ from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
-from tl_ui import class_builder, end_page, get_state, intro, label_views, start_page, user_errors
+from tl_ui import class_builder, end_page, fix_views, get_state, intro, label_views, start_page, user_errors
 from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
 from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
@@ -173,7 +173,9 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
         split, split_error = None, exc
     else:
         split_error = None
-    report = tl_data.health_report(ds, split)
+    with report_area:
+        near = fix_views.near_duplicate_search(ds, state.workspace)  # None until switched on
+    report = tl_data.health_report(ds, split, near_duplicates=near)
 
     with report_area:
         for message in report.errors:
@@ -213,6 +215,7 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
             with st.expander(f"Duplicate images ({len(report.duplicate_groups)} groups)"):
                 st.dataframe(pd.DataFrame({"identical files": [", ".join(g) for g in report.duplicate_groups]}),
                              hide_index=True)
+        fix_views.dataset_fixes(ds, report)  # drop duplicates, near-duplicate groups, history and Undo
 
     if split_error is not None:
         raise split_error

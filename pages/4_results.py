@@ -5,7 +5,17 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.runs import best_epoch_note, unique_labels
-from tl_ui import analysis_views, code_views, end_page, get_state, intro, label_views, start_page, user_errors
+from tl_ui import (
+    analysis_views,
+    code_views,
+    end_page,
+    fix_views,
+    get_state,
+    intro,
+    label_views,
+    start_page,
+    user_errors,
+)
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
@@ -50,6 +60,7 @@ picked = st.selectbox("Run", ids, index=current, format_func=_label, key="result
 if picked != state.run_id:
     state.select_run(picked)
 run = state.runs.get(picked)
+fix_views.run_dataset_caption(run.dataset_dir(), run.config.data.dataset_version)  # "trained on version 3 of …"
 st.page_link("pages/7_runs.py", label="Re-run, resume, rename or delete runs", icon=":material/folder_managed:")
 
 with user_errors("Could not read the run's results"):

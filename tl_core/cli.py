@@ -268,6 +268,9 @@ def cmd_train(args) -> int:
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
         check_can_start(ws, config)
+        from .jobs import with_dataset_version
+
+        config = with_dataset_version(config)  # the run records which version of the dataset it used
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
     control = Control(poll=run.stop_requested)

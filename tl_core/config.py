@@ -107,6 +107,8 @@ class DataConfig:
     train_fraction: float = field(default=1.0, metadata=_help(
         "share of each class's training images used (the validation and test sets stay whole)"))
     augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))
+    dataset_version: int = field(default=0, metadata=_help(
+        "version of the dataset at dataset_dir when the run started (fixes make new ones; 0 = not recorded)"))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ the queue, and ``job_state`` marks its run failed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -242,6 +243,7 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     """
     limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
                            is_active=is_active, home=home)
+    config = with_dataset_version(config)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     launched = set(_children)
     try:
@@ -253,6 +255,19 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
             raise atomic.disk_full(exc) from exc
         raise
     return run.id
+
+
+def with_dataset_version(config: RunConfig) -> RunConfig:
+    """``config`` with ``data.dataset_version`` set to the version its ingested dataset is at now
+    (``tl_core.data.fixes`` makes new ones), so the run says which records it trained on. Read
+    from dataset.json directly: the queue's process stays free of the data package."""
+    if not config.data.dataset_dir:
+        return config  # ingested when the run starts: version 1 of a new dataset
+    data = atomic.read_json(Path(config.data.dataset_dir) / "dataset.json")
+    version = data.get("version", 1) if isinstance(data, dict) else 0  # 0: not recorded
+    if not isinstance(version, int):
+        version = 0
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, dataset_version=version))
 
 
 def _roll_back_start(run: Run, workers: list[subprocess.Popen], home: Path | None) -> None:

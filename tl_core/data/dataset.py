@@ -49,6 +49,7 @@ class Dataset:
     records: list[ImageRecord]
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""  # what it was ingested from, for the record
+    version: int = 1  # 1 as imported; each fix (tl_core.data.fixes) makes a new one, an undo goes back
 
     @property
     def labels(self) -> list[int]:
@@ -78,6 +79,7 @@ class Dataset:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
+            "version": self.version,
             "name": self.name,
             "source": self.source,
             "classes": list(self.classes),
@@ -95,8 +97,16 @@ class Dataset:
         path = root / DATASET_FILE
         if not path.is_file():
             raise DataError(f"No dataset found in {root} ({DATASET_FILE} is missing). Import the images again.")
+        data = atomic.read_json(path)
+        if data is None:
+            raise DataError(f"The dataset description {path} is damaged (not JSON). Import the images again.")
+        return cls.load_dict(root, data)
+
+    @classmethod
+    def load_dict(cls, root: Path | str, data: Any) -> Dataset:
+        """The dataset described by ``data`` (``to_dict``'s layout), its paths relative to ``root``."""
+        path = Path(root) / DATASET_FILE
         try:
-            data = atomic.read_json(path)
             if data.get("format") != FORMAT_VERSION:
                 raise ValueError(f"unknown format {data.get('format')!r}")
             records = [ImageRecord(**r) for r in data["records"]]
@@ -104,8 +114,9 @@ class Dataset:
             known = set(classes)
             if any(r.label not in known for r in records):
                 raise ValueError("a record's label is not among the classes")
-            return cls(root=root, name=str(data["name"]), classes=classes, records=records,
+            return cls(root=Path(root), name=str(data["name"]), classes=classes, records=records,
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],
-                       source=str(data.get("source", "")))
+                       source=str(data.get("source", "")),
+                       version=int(data.get("version", 1)))  # written before versions existed: 1
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"The dataset description {path} is damaged ({exc}). Import the images again.") from exc

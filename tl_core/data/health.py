@@ -30,6 +30,8 @@ class HealthReport:
     duplicate_groups: list[list[str]]  # paths of byte-identical images, groups of two or more
     cross_split_duplicates: list[list[str]]  # duplicate groups that sit in more than one split
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
+    # groups of near-identical images (paths), as tl_core.data.neardup found them; [] when not looked for
+    near_duplicate_groups: list[list[str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -43,10 +45,13 @@ class HealthReport:
         return d
 
 
-def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
+def health_report(ds: Dataset, split: Split | None = None, *,
+                  near_duplicates: list[list[str]] | None = None) -> HealthReport:
     """Everything a user should know before training. ``split`` (else the source's own split) is
     used to find duplicates that leak between train, val and test and to count ``split_counts``;
-    pass the split the user chose, or a duplicate that lands in train and val goes unflagged."""
+    pass the split the user chose, or a duplicate that lands in train and val goes unflagged.
+    ``near_duplicates``: the groups ``neardup.near_duplicate_groups`` found (decoding every image
+    is the caller's choice, so it is not done here), counted in the report."""
     counts = Counter(r.label for r in ds.records)
     class_counts = {c: counts.get(c, 0) for c in ds.classes}
     sizes = [(r.width, r.height) for r in ds.records]
@@ -88,6 +93,11 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
     same_hash_labels = [g for g in groups if len({ds.records[i].label for i in g}) > 1]
     if same_hash_labels:
         warnings.append(f"{len(same_hash_labels)} identical image(s) carry different classes; check their labels.")
+    near = [g for g in near_duplicates or [] if len(g) > 1]
+    if near:
+        warnings.append(f"{sum(len(g) for g in near)} near-identical image(s) in {len(near)} group(s) (the same "
+                        "photo resized, re-saved or brightened); they count several times in training. Keep one "
+                        "of each group.")
     tiny = sum(1 for w, h in sizes if min(w, h) < SMALL_SIDE)
     if tiny:
         warnings.append(f"{tiny} image(s) are smaller than {SMALL_SIDE} pixels on a side; they will be upscaled "
@@ -110,6 +120,7 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
         duplicate_groups=duplicate_groups,
         cross_split_duplicates=cross,
         split_counts=split_counts,
+        near_duplicate_groups=[list(g) for g in near],
         warnings=warnings,
         errors=errors,
     )
