@@ -5,12 +5,16 @@ The numbers come from ``tl_core.balance`` and ``tl_core.label_issues``; this mod
 Class and file names are the user's text: they go out through ``st.text`` or escaped, never as
 Markdown. The mislabelled list is heavy work (a backbone pass, cross-validation): it runs on a
 click, in one of the server's heavy-task slots (``tl_ui.heavy``), with a progress bar, and is kept
-for the browser session in ``AppState.label_issues``.
+for the browser session in ``AppState.label_issues``. Each listed image has "Move to <suggested>"
+first, then ``fix_views.image_fix_controls`` (move to another class, remove; a fix says what
+changed, with Undo); a fixed image leaves the list.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -18,10 +22,12 @@ import streamlit as st
 from tl_core import label_issues
 from tl_core.balance import SUGGEST_RATIO, imbalance_ratio, suggest_balance
 from tl_core.config import BALANCE_LABELS, Balance
-from tl_core.data import Dataset
+from tl_core.data import Dataset, fixes
+from tl_core.errors import TLError
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
+from . import fix_views
 from .feedback import user_errors
 from .heavy import heavy_work
 from .state import AppState
@@ -111,6 +117,15 @@ def _current_labels(run: Run) -> dict[str, str]:
         return {}
 
 
+def _editable(root: Path) -> bool:
+    """False for a dataset the teacher shared (read-only for students)."""
+    try:
+        fixes.check_editable(root)
+    except TLError:
+        return False
+    return True
+
+
 def issue_caption(issue: label_issues.LabelIssue) -> str:
     return (f"{Path(issue.path).name}: filed under '{issue.given}', looks like '{issue.suggested}' "
             f"({issue.confidence:.0%})")
@@ -142,17 +157,30 @@ def mislabelled_section(state: AppState, run: Run, *, key: str = "mislabelled") 
                                f"({report.folds}-fold cross-validation; {report.method})."
                                + (f" {len(report.issues) - len(open_issues)} since relabelled or removed."
                                   if len(open_issues) < len(report.issues) else "")))
+    fix_views.show_outcome(key)  # a fixed image leaves the list: its outcome (with Undo) is said here
     if not open_issues:
         st.success("No likely mislabelled images left in the list.", icon=":material/check_circle:")
         return
     shown = open_issues[:ISSUES_SHOWN]
     root = dataset_root(run)
+    ds = Dataset.load(root)
+    editable = _editable(root)
     pictures = thumbnails([root / issue.path for issue in shown])
     columns = st.columns(4)
     for n, (issue, picture) in enumerate(zip(shown, pictures, strict=True)):
+        image_key = f"{key}_{hashlib.sha1(issue.path.encode('utf-8')).hexdigest()[:12]}"
         with columns[n % 4].container(border=True):
             if picture is not None:
                 st.image(picture, width=150)
             st.text(issue_caption(issue))
+            st.button(escape_markdown(f"Move to '{issue.suggested}'"), key=f"{image_key}_suggested",
+                      icon=":material/drive_file_move:", type="primary", disabled=not editable,
+                      on_click=fix_views._apply,  # noqa: SLF001 - fix_views' callback: its outcome and Undo
+                      args=(key, root, partial(fixes.relabel, root, [issue.path], issue.suggested,
+                                               reason=f"likely mislabelled: looked like '{issue.suggested}'")))
+            if f"{image_key}_to" not in st.session_state and issue.suggested in ds.classes:
+                st.session_state[f"{image_key}_to"] = issue.suggested  # "Move to class" starts at the suggestion
+            fix_views.image_fix_controls(ds, issue.path, key=image_key, reason="likely mislabelled",
+                                         outcome_key=key)
     if len(open_issues) > ISSUES_SHOWN:
         st.caption(f"Showing the {ISSUES_SHOWN} most suspicious of {len(open_issues)}.")

@@ -74,8 +74,7 @@ def test_the_train_page_offers_the_click_and_a_balanced_dataset_gets_no_suggesti
 def test_results_lists_a_misfiled_image_with_given_and_suggested_class(app, trained_run,  # noqa: F811 - fixture
                                                                        session_workspace):
     """The trained run's dataset, copied, with one red image filed under blue; the run points at
-    the copy. A click lists it (thumbnail, given and suggested class), and once it is filed back
-    the list says so."""
+    the copy. A click lists it (thumbnail, given and suggested class) with its fixes."""
     from tl_core.data import Dataset
 
     source = trained_run.dataset_dir()
@@ -98,11 +97,12 @@ def test_results_lists_a_misfiled_image_with_given_and_suggested_class(app, trai
     assert listed and listed[0].startswith(f"{name}: filed under 'blue', looks like 'red'")
     assert len(app.get("image")) == pictures_before + len(listed)  # a thumbnail beside each
 
-    # Filed back (what a relabel does): it drops out of the list without computing it again.
-    ds = Dataset.load(copy)
-    meta["records"] = [dict(r, label="red") if r["path"] == misfiled["path"] else r for r in meta["records"]]
-    (copy / "dataset.json").write_text(json.dumps(meta))
-    assert Dataset.load(copy).records != ds.records
-    app.run()
+    # "Move to 'red'" (first, one click) files it back through the fixes API: it leaves the list,
+    # and the page says what changed, with an Undo.
+    next(b for b in app.button if b.label == "Move to 'red'" and b.key.startswith("mislabelled_")).click().run()
     no_exceptions(app)
+    labels = {r.path: r.label for r in Dataset.load(copy).records}
+    assert labels[misfiled["path"]] == "red"
     assert not any(t.value.startswith(f"{name}: filed under") for t in app.text)
+    assert any("Moved 1 image to 'red'" in t.value for t in app.text)
+    assert any(b.key == "mislabelled_undo_last" for b in app.button)
