@@ -90,3 +90,24 @@ def test_runs_train_with_each_choice_and_save_it(workspace, tmp_path):
         assert RunStore(workspace).get(run.id).config.train.balance == balance
         losses[balance, cache] = result["history"][0]["train_loss"]
     assert len({round(v, 6) for v in losses.values()}) == 3, losses
+
+
+def test_the_command_and_the_script_carry_the_choice():
+    from types import SimpleNamespace
+
+    from tests.core.test_codegen import parse_command
+    from tl_core.codegen import cli_command, standalone_script
+
+    config = RunConfig(data=DataConfig(source="data/"), train=TrainConfig(balance="weighted_loss"))
+    assert "--balance weighted_loss" in cli_command(config)
+    assert parse_command(cli_command(config)) == config
+    script = standalone_script(config, ["a", "b", "c"])
+    assert 'BALANCE = "weighted_loss"' in script
+    # The script's class weights are the engine's.
+    start = script.index("def class_weights(")
+    namespace = {"np": np, "torch": torch}
+    exec(script[start:script.index("\n\n\n", start)], namespace)  # noqa: S102 - our own generated code
+    labels = [0] * 6 + [1] * 2 + [2] * 4
+    loader = SimpleNamespace(dataset=SimpleNamespace(dataset=SimpleNamespace(targets=labels),
+                                                     indices=list(range(len(labels)))))
+    np.testing.assert_allclose(namespace["class_weights"](loader, 3).numpy(), class_weights(labels, 3), rtol=1e-6)
