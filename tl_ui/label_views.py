@@ -61,7 +61,7 @@ def imbalance_sentence(counts: Mapping[str, int]) -> str:
 def _turn_on(state: AppState, balance: str) -> None:
     """The suggestion's button: the draft's choice, and the Train page's radio when it is drawn."""
     state.edit_draft(train={"balance": balance})
-    st.session_state.pop(BALANCE_KEY, None)  # the radio starts again from the draft (no value set twice)
+    st.session_state.pop(BALANCE_KEY, None)  # widget state: the radio starts again from the draft
 
 
 def balance_suggestion(state: AppState, counts: Mapping[str, int], *, key: str) -> None:
@@ -148,7 +148,7 @@ def mislabelled_section(state: AppState, run: Run, *, key: str = "mislabelled") 
     kept = state.label_issues.get(run.id)
     if kept is None or kept[0] != stamp:
         st.caption("Runs the backbone over every image of the dataset (features a frozen run stored are "
-                   "reused) and fits a small model five times: seconds to a few minutes.")
+                   "reused) and fits a small model up to five times: seconds to a few minutes.")
         return
     report: label_issues.LabelIssueReport = kept[1]
     now = _current_labels(run)
@@ -178,8 +178,6 @@ def mislabelled_section(state: AppState, run: Run, *, key: str = "mislabelled") 
                       on_click=fix_views._apply,  # noqa: SLF001 - fix_views' callback: its outcome and Undo
                       args=(key, root, partial(fixes.relabel, root, [issue.path], issue.suggested,
                                                reason=f"likely mislabelled: looked like '{issue.suggested}'")))
-            if f"{image_key}_to" not in st.session_state and issue.suggested in ds.classes:
-                st.session_state[f"{image_key}_to"] = issue.suggested  # "Move to class" starts at the suggestion
             fix_views.image_fix_controls(ds, issue.path, key=image_key, reason="likely mislabelled",
                                          outcome_key=key)
     if len(open_issues) > ISSUES_SHOWN:
