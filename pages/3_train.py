@@ -12,6 +12,7 @@ from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
+from tl_ui.ddp_views import gpus_for_run
 from tl_ui.label_views import balance_input, class_counts_of
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input, poll_every
@@ -82,6 +83,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                                   help="With a frozen backbone, run it once per image and train only the head: "
                                        "much faster.")
         run_name = c3.text_input("Run name (optional)", key="run_name")
+        nproc = gpus_for_run(DEFAULTS.nproc)
 
         augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
                                key="augment", labels=lambda p: f"{p}: {AUGMENT_LABELS[p]}")
@@ -94,7 +96,8 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
         train_config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                                    optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
                                    label_smoothing=float(label_smoothing), balance=balance,
-                                   early_stopping_patience=int(patience), feature_cache=feature_cache)
+                                   early_stopping_patience=int(patience), feature_cache=feature_cache,
+                                   nproc=nproc)
         state.edit_draft(train=train_config, data={"augment": augment},
                          model={"pretrained": pretrained})  # survive a refresh
 

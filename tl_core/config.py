@@ -104,6 +104,8 @@ class DataConfig:
     test_fraction: float = field(default=0.0, metadata=_help(
         "share of each class held out for a final test (if no test/)"))
     split_seed: int = field(default=0, metadata=_help("seed of the stratified split"))
+    keep_given_split: bool = field(default=True, metadata=_help(
+        "keep the train/val/test the source gave (off: split everything again, each group in one split)"))
     train_fraction: float = field(default=1.0, metadata=_help(
         "share of each class's training images used (the validation and test sets stay whole)"))
     augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))
@@ -169,6 +171,9 @@ class TrainConfig:
         "frozen backbone: compute features once, train the head on them"))
     num_workers: int = field(default=0, metadata=_help(
         "data-loader worker processes (0 = in the training process)"))
+    nproc: int = field(default=1, metadata=_help(
+        "processes training this run together (one per GPU; on CPU, up to the cores); "
+        "the batch size stays the total per step, split across them, so results match 1 process"))
 
 
 @dataclass(frozen=True)
@@ -229,6 +234,14 @@ class RunConfig:
             raise ConfigError("Batch size must be at least 1.")
         if not (0 < t.lr < 10):
             raise ConfigError(f"Learning rate {t.lr} is out of range; try 1e-3 for a head, 1e-4 to fine-tune.")
+        if t.nproc < 1:
+            raise ConfigError("The number of processes (nproc) must be at least 1.")
+        if t.nproc > t.batch_size:
+            raise ConfigError(f"A batch of {t.batch_size} cannot be split across {t.nproc} processes: "
+                              f"use a batch size of at least {t.nproc}, or fewer processes.")
+        if t.nproc > 1 and self.model.head.kind in CLASSICAL_HEADS:
+            raise ConfigError("Classical heads are fitted once, in one process: set the number of "
+                              "processes (nproc) to 1, or choose a linear or MLP head.")
         if not (0 <= t.label_smoothing < 1):
             raise ConfigError("Label smoothing must be in [0, 1).")
         d = self.data

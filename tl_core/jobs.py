@@ -73,6 +73,14 @@ def max_jobs() -> int:
     return max(1, _count_gpus_without_torch())
 
 
+def gpu_count() -> int:
+    """CUDA GPUs this process may use: torch's count where it is loaded, else counted without it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.cuda.device_count()
+    return _count_gpus_without_torch()
+
+
 def _count_gpus_without_torch() -> int:
     """NVIDIA GPUs the driver lists (``/proc/driver/nvidia/gpus``), limited by CUDA_VISIBLE_DEVICES."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -174,40 +182,59 @@ def running_jobs(home: Path | None = None) -> list[dict[str, Any]]:
 
 
 class Slot:
-    """A device slot held by this process (a flock on ``slot-<i>.lock``)."""
+    """A device slot held by this process (a flock on ``slot-<i>.lock``); ``others``: the further
+    slots of a job on several GPUs (``TrainConfig.nproc``), released with it."""
 
     def __init__(self, root: Path, index: int, handle: IO[bytes], run_dir: Path) -> None:
         self.root, self.index, self._handle = root, index, handle
+        self.others: list[Slot] = []
         atomic.write_json(root / f"slot-{index}.json",
                           {"slot": index, "run_dir": str(run_dir), "pid": os.getpid(),
                            "pid_created": process_create_time(os.getpid()), "since": time.time()})
 
+    @property
+    def indices(self) -> list[int]:
+        return [self.index, *(other.index for other in self.others)]
+
     def release(self) -> None:
+        for other in self.others:
+            other.release()
         (self.root / f"slot-{self.index}.json").unlink(missing_ok=True)
         fcntl.flock(self._handle, fcntl.LOCK_UN)
         self._handle.close()
 
 
-def _try_slot(root: Path, slots: int, run_dir: Path) -> Slot | None:
+def _try_slot(root: Path, slots: int, run_dir: Path, count: int = 1) -> Slot | None:
+    """``count`` free slots, all or none (the first holds the others)."""
+    held: list[Slot] = []
     for index in range(slots):
+        if len(held) == count:
+            break
         handle = open(root / f"slot-{index}.lock", "ab")  # noqa: SIM115 - kept open while held
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
             continue
-        return Slot(root, index, handle, run_dir)
-    return None
+        held.append(Slot(root, index, handle, run_dir))
+    if len(held) < count:
+        for slot in held:
+            slot.release()
+        return None
+    held[0].others = held[1:]
+    return held[0]
 
 
 def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
-                  poll_s: float = QUEUE_POLL_S) -> Slot | None:
-    """Block until this run is first in the queue and a slot is free (FIFO across the server).
+                  poll_s: float = QUEUE_POLL_S, count: int = 1) -> Slot | None:
+    """Block until this run is first in the queue and a slot is free (FIFO across the server);
+    ``count`` slots for a job on several GPUs (at most ``slots``).
 
     Returns None when the user cancelled while waiting. Called by the worker process.
     """
     root = ticket_path.parent.parent
     slots = slots or max_jobs()
+    count = max(1, min(count, slots))
     while True:
         if run.stop_requested():
             ticket_path.unlink(missing_ok=True)
@@ -219,7 +246,7 @@ def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
         first = waiting[0] if waiting else None
         # The ticket is found by its run folder too: the Teacher page's "move to front" renames it.
         if first is None or first.path == ticket_path or first.run_dir == str(run.dir):
-            slot = _try_slot(root, slots, run.dir)
+            slot = _try_slot(root, slots, run.dir, count)
             if slot is not None:
                 ticket_path.unlink(missing_ok=True)
                 if first is not None:
@@ -244,6 +271,10 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
                            is_active=is_active, home=home)
     config = with_dataset_version(config)
+    if config.train.nproc > 1:
+        from .distributed import check_nproc  # torch: only for a run on several processes
+
+        check_nproc(config)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     launched = set(_children)
     try:

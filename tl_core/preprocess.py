@@ -51,8 +51,10 @@ def decode(images: Sequence[ImageSource], preprocess: Preprocess) -> torch.Tenso
     try:
         return torch.stack([torch.from_numpy(np.array(decode_square(source(image), preprocess.resize_size)))
                             for image in images])
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"Could not read an image to predict on ({exc}); use a JPEG, PNG, BMP or WebP file.") from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # FormatUnavailable is a ValueError
+        from .data.formats import SUPPORTED_WORDS
+
+        raise DataError(f"Could not read an image to predict on ({exc}); use a {SUPPORTED_WORDS} file.") from exc
 
 
 def decode_dataset(dataset: Dataset, preprocess: Preprocess, cache_dir: Path,

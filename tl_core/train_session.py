@@ -33,6 +33,7 @@ from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .backbones import Preprocess
+    from .distributed import Group
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,7 +95,8 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
 
     ds = load_dataset(config, workspace, progress=throttled_progress(emit, "ingest"))
     check_trainable(ds)
-    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
+    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed,
+                       keep_given=config.data.keep_given_split)
     if not split.val:
         raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
                           "or give a val/ folder.")
@@ -127,6 +129,7 @@ class Session:
     features: FeatureCache = field(default_factory=FeatureCache)
     feature_store: FeatureStore | None = None  # features shared with other runs on disk; None: memory only
     model_fingerprint: str = ""  # of the frozen body (features.model_fingerprint), for ``feature_key``
+    group: Group | None = None  # the ranks training this run together (tl_core.distributed); None: one process
 
     @property
     def classical(self) -> bool:
@@ -144,8 +147,11 @@ class Session:
 
     def feature_key(self, indices: Sequence[int], view: FeatureView) -> str:
         """What the features of these images in this view depend on (see ``features.feature_key``)."""
+        numerics = feature_numerics(self.device, self.amp_dtype, self.config.train, view)
+        if self.group is not None and not view.is_eval:  # each rank draws the crops of its own shard
+            numerics += f"|ranks={self.group.world}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
-                           view, feature_numerics(self.device, self.amp_dtype, self.config.train, view))
+                           view, numerics)
 
     def feature_images(self, indices: Sequence[int]) -> tuple[Sequence[int], list[int] | None]:
         """The images whose features are computed (or loaded) for ``indices``, and the rows of

@@ -138,7 +138,7 @@ def caption_of(row: Any) -> str:
 def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str,
             limit: int = GALLERY_MAX, fixable: bool = False) -> None:
     """Thumbnails (or Grad-CAM overlays) with true label, predicted label and confidence; with
-    ``fixable``, each with "move to class / remove" for the run's dataset (``fix_views``)."""
+    ``fixable``, a picker under them to move one to another class or remove it (``fix_views``)."""
     if rows.empty:
         st.caption("No images here.")
         return
@@ -166,11 +166,11 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
             continue
         pictures.append(picture)
         captions.append(escape_markdown(caption_of(row)))  # image captions are Markdown
-        pictured.append(row.path)
-    if pictures and fixable:
-        fix_views.fixable_images(root, pictures, captions, pictured, key=f"{key}_fix", width=170)
-    elif pictures:
+        pictured.append((row.path, caption_of(row)))
+    if pictures:
         st.image(pictures, caption=captions, width=170)
+    if pictured and fixable:
+        fix_views.fix_picker(root, dict(pictured), key=f"{key}_fix")
     if len(rows) > limit:
         st.caption(f"Showing {limit} of {len(rows)} images (the most confident first).")
     if missing:

@@ -23,6 +23,7 @@ from tl_core.errors import TLError
 from tl_core.markup import escape_markdown
 from tl_core.workspace import Workspace
 
+from .feedback import log, user_errors
 from .heavy import heavy_work
 from .state import get_state
 from .widgets import progress_callback, thumbnails
@@ -62,23 +63,19 @@ def image_fix_controls(ds: Dataset, record_path: str, *, key: str, reason: str =
                                                                reason=reason or "removed by hand")))
 
 
-def fixable_images(root: Path, pictures: Sequence[bytes], captions: Sequence[str], paths: Sequence[str], *,
-                   key: str, width: int = 170, per_row: int = 4) -> None:
-    """Pictures (with Markdown-escaped captions) of images of the dataset at ``root`` (record paths),
-    each with ``image_fix_controls``: the galleries of the Results page. Without a dataset to fix
-    (moved or deleted), the pictures alone."""
+def fix_picker(root: Path, shown: dict[str, str], *, key: str) -> None:
+    """Under a gallery of the dataset at ``root``: pick one of its images (record path -> its
+    caption, as text) and move or remove it (``image_fix_controls``). One picker per gallery keeps
+    the pictures in one grid and the page light. Nothing without a dataset to fix (moved, deleted)."""
     try:
         ds = Dataset.load(root)
     except TLError:
-        st.image(list(pictures), caption=list(captions), width=width)
         return
-    for start in range(0, len(pictures), per_row):
-        for column, picture, caption, path in zip(st.columns(per_row), pictures[start:start + per_row],
-                                                  captions[start:start + per_row], paths[start:start + per_row],
-                                                  strict=False):
-            with column:
-                st.image(picture, caption=caption, width=width)
-                image_fix_controls(ds, path, key=f"{key}_{_path_key(path)}", reason="from the Results page")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    path = c1.selectbox("Wrong label, or not an image of any class? Fix one of these images", list(shown),
+                        format_func=shown.__getitem__, key=f"{key}_pick")
+    with c2:
+        image_fix_controls(ds, path, key=f"{key}_{_path_key(path)}", reason="from the Results page")
 
 
 # ----------------------------------------------------------------------------- the Data page
@@ -91,12 +88,13 @@ def near_duplicate_search(ds: Dataset, workspace: Workspace, *, key: str = "near
     if not on:
         return None
     bar = st.progress(0.0, text="Comparing images…")
-    try:
-        with heavy_work():
+    try:  # a busy server (LimitReached) or a full disk: said here, and the rest of the page is drawn
+        with user_errors("Could not compare the images"), heavy_work():
             return neardup.near_duplicate_groups(ds, cache_dir=classroom.cache_dir_for(ds.root, workspace) / "neardup",
                                                  progress=progress_callback(bar))
     finally:
         bar.empty()
+    return None
 
 
 def dataset_fixes(ds: Dataset, report: HealthReport, *, key: str = "fixes") -> None:
@@ -167,6 +165,13 @@ def _group(ds: Dataset, group: Sequence[str], labels: dict[str, str], said_at: s
             if len({labels[p] for p in present}) > 1 else ""))
         c2.button("Keep one, drop the rest", key=f"{key}_keep", disabled=read_only, on_click=_apply,
                   args=(said_at, ds.root, lambda: fixes.drop_near_duplicates(ds.root, [present])))
+        classes = sorted({labels[p] for p in present})
+        if len(classes) > 1:  # the copies disagree: keep one, under the class the user says is right
+            m1, m2 = st.columns([3, 1], vertical_alignment="bottom")
+            m1.selectbox("The right class of this image", classes, key=f"{key}_as")
+            m2.button("Merge into one", key=f"{key}_merge", disabled=read_only, on_click=_apply,
+                      args=(said_at, ds.root, lambda: fixes.merge(ds.root, present, keep=present[0],
+                                                                   label=st.session_state[f"{key}_as"])))
         columns = st.columns(min(len(present), 6))
         for i, (path, picture) in enumerate(zip(present[:6], thumbnails([ds.root / p for p in present[:6]], THUMB),
                                                 strict=True)):
@@ -201,6 +206,12 @@ def _apply(key: str, root: Path, fix: Callable[[], Dataset], said: str | None = 
         after = fix()
     except TLError as exc:  # DiskFull and a read-only dataset included: their messages say what to do
         state.last_fix = {"key": key, "error": str(exc)}
+        return
+    except Exception as exc:  # noqa: BLE001 - a callback's exception would reach the page as a traceback
+        log.exception("unexpected error in a dataset fix")
+        state.last_fix = {"key": key, "error": f"Something went wrong inside TL Studio ({type(exc).__name__}: "
+                                               f"{exc}). This is a bug, not something you did; the server log "
+                                               "has the details."}
         return
     if after.version == before:
         state.last_fix = {"key": key, "said": "Nothing to change."}

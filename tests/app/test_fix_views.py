@@ -108,6 +108,13 @@ def test_data_page_drops_exact_and_near_duplicates_and_undoes(app, session_works
     no_exceptions(app)
     assert "images/red/cat_small.jpg" in _labels(root) and Dataset.load(root).version == 2
 
+    merge = next(b for b in app.button if b.key and b.key.endswith("_merge"))  # the copies disagree
+    app.selectbox(key=merge.key.replace("_merge", "_as")).set_value("red")
+    merge.click().run()
+    no_exceptions(app)
+    labels = _labels(root)
+    assert "images/red/cat_small.jpg" not in labels and labels["images/blue/cat.jpg"] == "red"
+
 
 def test_results_galleries_offer_the_fix_controls(app, trained_run, tmp_path):  # noqa: F811 - fixture
     own = tmp_path / "own_copy"  # the trained run's dataset is shared by the tests: fix a copy
@@ -122,3 +129,18 @@ def test_results_galleries_offer_the_fix_controls(app, trained_run, tmp_path):  
     no_exceptions(app)
     assert Dataset.load(own).version == 2 and len(Dataset.load(own).records) == len(
         Dataset.load(trained_run.config.data.dataset_dir).records) - 1
+
+
+def test_a_full_disk_is_said_and_the_dataset_kept(controls, session_workspace, tiny_dataset, monkeypatch):
+    import errno
+
+    root = session_workspace.datasets_dir / tiny_dataset
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Dataset, "save", full)
+    controls.run()
+    controls.button(key="one_remove").click().run()
+    no_exceptions(controls)
+    assert any("disk is full" in t.value for t in controls.text)
+    assert "images/red/0.jpg" in _labels(root) and Dataset.load(root).version == 1

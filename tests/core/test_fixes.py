@@ -148,3 +148,16 @@ def test_a_run_records_the_dataset_version_it_starts_on(ds: Dataset):
     del old["data"]["dataset_version"]  # a config saved before versions existed still loads
     assert RunConfig.from_dict(old).data.dataset_version == 0
     assert jobs.with_dataset_version(RunConfig(data=DataConfig(source="x"))).data.dataset_version == 0
+
+
+def test_cli_dataset_dedupe_history_and_undo(ds: Dataset, capsys):
+    from tl_core import cli
+
+    assert cli.main(["dataset", "dedupe", str(ds.root)]) == 0
+    assert "2 duplicate(s) dropped" in capsys.readouterr().out
+    assert cli.main(["dataset", "history", str(ds.root)]) == 0
+    assert "identical to one kept" in capsys.readouterr().out
+    assert cli.main(["dataset", "undo", str(ds.root)]) == 0
+    assert Dataset.load(ds.root).records == ds.records
+    assert cli.main(["dataset", "undo", str(ds.root)]) == 2  # nothing left: a message, not a traceback
+    assert "Nothing to undo" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from ..bundle_predict import decode_square
 from ..errors import DataError
 from .dataset import Dataset, ProgressFn
 
-DECODE_VERSION = 2  # bump when the decoding below changes, so old caches are not reused
+DECODE_VERSION = 3  # bump when the decoding below changes, so old caches are not reused (3: 16-bit min-max)
 DEFAULT_RAM_BUDGET = 2 * 1024**3
 AUTO_WORKERS_MIN_IMAGES = 256  # below this a pool's start-up costs about what it saves
 

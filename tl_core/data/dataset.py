@@ -33,12 +33,26 @@ class ImageRecord:
     sha256: str  # of the file's bytes: finds duplicates and keys the decode cache
     width: int  # original size, after EXIF orientation
     height: int
+    group: str | None = None  # a spreadsheet's group (a patient, a site): kept in one split; None = its own
 
 
 @dataclass(frozen=True)
 class Skipped:
     path: str  # the name as the source gave it
     reason: str  # written for the user
+
+
+@dataclass(frozen=True)
+class Note:
+    path: str  # the name as the source gave it
+    note: str  # what was done with the file, written for the user (a multi-page TIFF: its first page)
+
+
+def _record_dict(record: ImageRecord) -> dict[str, Any]:
+    d = dataclasses.asdict(record)
+    if d["group"] is None:
+        del d["group"]  # a dataset without groups reads as before, even to an older TL Studio
+    return d
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""  # what it was ingested from, for the record
     version: int = 1  # 1 as imported; each fix (tl_core.data.fixes) makes a new one, an undo goes back
+    notes: list[Note] = field(default_factory=list)  # files used in part (tl_core.data.formats.page_note)
 
     @property
     def labels(self) -> list[int]:
@@ -83,8 +98,9 @@ class Dataset:
             "name": self.name,
             "source": self.source,
             "classes": list(self.classes),
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "records": [_record_dict(r) for r in self.records],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
+            **({"notes": [dataclasses.asdict(n) for n in self.notes]} if self.notes else {}),
         }
 
     def save(self) -> None:
@@ -117,6 +133,7 @@ class Dataset:
             return cls(root=Path(root), name=str(data["name"]), classes=classes, records=records,
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],
                        source=str(data.get("source", "")),
-                       version=int(data.get("version", 1)))  # written before versions existed: 1
+                       version=int(data.get("version", 1)),  # written before versions existed: 1
+                       notes=[Note(**n) for n in data.get("notes", [])])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"The dataset description {path} is damaged ({exc}). Import the images again.") from exc
