@@ -16,6 +16,7 @@ from tl_core.workspace import Workspace
 from tl_ui import class_builder, end_page, fix_views, get_state, intro, sheet_views, start_page, user_errors
 from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
+from tl_ui.label_views import balance_suggestion
 from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
@@ -190,6 +191,7 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
         for message in report.warnings:
             notice("warning", message)
         sheet_views.leaks(state, ds, report)
+        balance_suggestion(state, report.class_counts, key="balance_suggest_data")
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Images", report.num_images)
         c2.metric("Classes", len(report.class_counts))

@@ -13,6 +13,7 @@ from tl_core.system import device_info
 from tl_ui import cluster_views, code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.ddp_views import gpus_for_run
+from tl_ui.label_views import balance_input, class_counts_of
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input, poll_every
 
@@ -91,9 +92,10 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
             st.image(views, width=110, caption=None)
             st.caption("Each row: one training image as the network may see it in four different epochs.")
 
+        balance = balance_input(state, class_counts_of(dataset_dir))
         train_config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                                    optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
-                                   label_smoothing=float(label_smoothing),
+                                   label_smoothing=float(label_smoothing), balance=balance,
                                    early_stopping_patience=int(patience), feature_cache=feature_cache,
                                    nproc=nproc)
         state.edit_draft(train=train_config, data={"augment": augment},

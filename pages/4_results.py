@@ -7,6 +7,7 @@ from tl_core import jobs
 from tl_core.runs import best_epoch_note, unique_labels
 from tl_ui import analysis_views, code_views, end_page, fix_views, get_state, intro, start_page, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
+from tl_ui.label_views import mislabelled_section
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -96,6 +97,9 @@ with user_errors("Could not read the run's results"):
         })
 
         analysis_views.render(run, result, split)
+
+if run.checkpoint_path("best").exists():
+    mislabelled_section(state, run)
 
 with st.expander("Show the code", icon=":material/code:"), user_errors("Could not read the run's settings"):
     code_views.show_code(run.config, run.classes or None, key="results_code")

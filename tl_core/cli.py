@@ -201,6 +201,7 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
     "--schedule": ("train", "schedule"), "--label-smoothing": ("train", "label_smoothing"),
     "--patience": ("train", "early_stopping_patience"), "--monitor": ("train", "monitor"),
+    "--balance": ("train", "balance"),
     "--augment": ("data", "augment"), "--val": ("data", "val_fraction"), "--test": ("data", "test_fraction"),
     "--train-fraction": ("data", "train_fraction"),
     "--seed": ("train", "seed"),  # build_config also gives it to the split

@@ -19,6 +19,7 @@ Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
+Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.balance
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
@@ -62,8 +63,13 @@ SCHEDULE_LABELS: dict[str, str] = {
     "step": "x0.1 after each third of the run", "constant": "the same learning rate throughout"}
 MONITOR_LABELS: dict[str, str] = {"val_loss": "validation loss (lower is better)",
                                   "val_acc": "validation accuracy (higher is better)"}
+BALANCE_LABELS: dict[str, str] = {
+    "none": "as they are: each image counts once",
+    "weighted_loss": "weighted loss: a mistake on a rare class costs more",
+    "sampler": "balanced sampling: rare classes' images are drawn more often"}
 LABELS: dict[Any, dict[str, str]] = {AugmentPreset: AUGMENT_LABELS, FreezeMode: FREEZE_MODE_LABELS, HeadKind: HEAD_LABELS, Pooling: POOLING_LABELS,
-                                     Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS}
+                                     Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS,
+                                     Balance: BALANCE_LABELS}
 
 
 def choices(alias: Any) -> tuple[str, ...]:
@@ -153,6 +159,8 @@ class TrainConfig:
     schedule: Schedule = field(default="cosine", metadata=_help(
         "how the learning rate changes, stepped once per batch"))
     label_smoothing: float = field(default=0.0, metadata=_help("0.1 helps on noisy labels"))
+    balance: Balance = field(default="none", metadata=_help(
+        "imbalanced classes: weight the training loss by n/(k*n_class), or draw training images class-balanced"))
     early_stopping_patience: int = field(default=0, metadata=_help(
         "stop after this many epochs without improvement; 0 = off"))
     monitor: Monitor = field(default="val_loss", metadata=_help("metric for the best checkpoint and early stopping"))
@@ -212,7 +220,8 @@ class RunConfig:
                                    ("head", self.model.head.kind, HeadKind), ("pooling", self.model.head.pool, Pooling),
                                    ("freeze mode", self.freeze.mode, FreezeMode),
                                    ("optimizer", self.train.optimizer, Optimizer),
-                                   ("schedule", self.train.schedule, Schedule), ("monitor", self.train.monitor, Monitor)):
+                                   ("schedule", self.train.schedule, Schedule), ("monitor", self.train.monitor, Monitor),
+                                   ("class balancing", self.train.balance, Balance)):
             check_choice(what, value, alias)
 
     def validate(self) -> None:

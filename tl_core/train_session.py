@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from . import events as ev
+from .balance import sample_weights
 from .classroom import cache_dir_for
-from .config import CLASSICAL_HEADS, RunConfig
+from .config import CLASSICAL_HEADS, RunConfig, TrainConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
 from .features import FeatureCache, FeatureStore, FeatureView, feature_key, feature_views, model_fingerprint
@@ -146,11 +147,7 @@ class Session:
 
     def feature_key(self, indices: Sequence[int], view: FeatureView) -> str:
         """What the features of these images in this view depend on (see ``features.feature_key``)."""
-        train = self.config.train
-        loader = f"workers={train.num_workers}"
-        if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
-            loader += f",batch={train.batch_size}"
-        numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
+        numerics = feature_numerics(self.device, self.amp_dtype, self.config.train, view)
         if self.group is not None and not view.is_eval:  # each rank draws the crops of its own shard
             numerics += f"|ranks={self.group.world}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
@@ -168,16 +165,29 @@ class Session:
         row_of = {image: row for row, image in enumerate(pool)}
         return pool, [row_of[image] for image in indices]
 
-    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
-        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""
+    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0, balanced: bool = False):
+        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle.
+        ``balanced``: a class-balanced draw instead of a shuffle (``TrainConfig.balance == "sampler"``)."""
         train = self.config.train
-        return make_loader(self.data.images, indices, self.data.labels_of(indices), view, train.batch_size,
+        labels = self.data.labels_of(indices)
+        weights = sample_weights(labels, len(self.data.classes)).tolist() if balanced else None
+        return make_loader(self.data.images, indices, labels, view, train.batch_size,
                            shuffle=shuffle, seed=train.seed + epoch, num_workers=train.num_workers,
-                           pin_memory=self.device.type == "cuda")
+                           pin_memory=self.device.type == "cuda", weights=weights)
 
     def with_batch_size(self, batch_size: int) -> None:
         self.config = dataclasses.replace(
             self.config, train=dataclasses.replace(self.config.train, batch_size=batch_size))
+
+
+def feature_numerics(device: torch.device, amp_dtype: torch.dtype | None, train: TrainConfig,
+                     view: FeatureView) -> str:
+    """How a view's features were computed, for ``features.feature_key``: device, precision, torch
+    and the loader (``tl_core.label_issues`` keys its features the same way, to share them)."""
+    loader = f"workers={train.num_workers}"
+    if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
+        loader += f",batch={train.batch_size}"
+    return f"{device.type}|{amp_dtype}|torch {torch.__version__}|{loader}"
 
 
 def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Event], None],

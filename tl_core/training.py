@@ -35,6 +35,7 @@ from torch import nn
 
 from . import atomic, trackers
 from . import events as ev
+from .balance import class_weights, sample_weights
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
 from .device import autocast, describe_device, is_out_of_memory
@@ -103,9 +104,13 @@ def make_optimisation(session: Session) -> Optimisation:
     optimizer = make_optimizer(train.optimizer, param_groups(session.model, session.config.freeze, train.lr),
                                train.lr, train.weight_decay)
     total_steps = math.ceil(len(session.data.train) / train.batch_size) * train.epochs
+    weight = None
+    if train.balance == "weighted_loss":  # the training loss only: validation stays unweighted (tl_core.balance)
+        weight = torch.from_numpy(class_weights(session.data.labels_of(session.data.train),
+                                                len(session.data.classes))).to(session.device)
     return Optimisation(
         optimizer=optimizer, scheduler=make_scheduler(train.schedule, optimizer, total_steps),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=train.label_smoothing),
+        loss_fn=nn.CrossEntropyLoss(weight=weight, label_smoothing=train.label_smoothing),
         scaler=torch.amp.GradScaler("cuda") if session.amp_dtype == torch.float16 else None,
         base_lrs=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps)
 
@@ -355,7 +360,8 @@ class EpochLoop(Strategy):
 
         s = self.session
         set_train_mode(s.model, s.config.freeze, epoch=epoch)
-        loader = s.loader(s.data.train, s.train_view(), shuffle=True, epoch=epoch)
+        loader = s.loader(s.data.train, s.train_view(), shuffle=True, epoch=epoch,
+                          balanced=s.config.train.balance == "sampler")
         return self._run_batches(epoch, loader, len(loader), self._trainable(s.model), prepare=s.normalize)
 
     def _cached_epoch(self, epoch: int) -> tuple[float, float]:
@@ -366,7 +372,11 @@ class EpochLoop(Strategy):
         set_train_mode(s.model, s.config.freeze, epoch=epoch)
         labels = torch.tensor(s.data.labels_of(s.data.train), device=s.device)
         g = torch.Generator().manual_seed(s.config.train.seed + epoch)
-        order = torch.randperm(len(labels), generator=g).to(s.device)
+        if s.config.train.balance == "sampler":  # as the image path's WeightedRandomSampler: same length, with replacement
+            weights = torch.from_numpy(sample_weights(s.data.labels_of(s.data.train), len(s.data.classes)))
+            order = torch.multinomial(weights, len(labels), replacement=True, generator=g).to(s.device)
+        else:
+            order = torch.randperm(len(labels), generator=g).to(s.device)
         bs = s.config.train.batch_size
         batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
         return self._run_batches(epoch, batches, math.ceil(len(order) / bs), self._trainable(s.model.head))
@@ -429,16 +439,20 @@ class EpochLoop(Strategy):
         """One step on this rank's shard of a global batch; returns the batch's (mean loss,
         correct, size) over all ranks. Each rank's summed loss is scaled by world / batch size:
         DDP's mean of the ranks' gradients is then the whole batch's mean-loss gradient, exactly
-        as one process computes it, whatever the shards' sizes."""
+        as one process computes it, whatever the shards' sizes. With a weighted loss, "size" is the
+        batch's summed class weights (PyTorch's weighted mean)."""
         s, optim = self.session, self.optim
         n = y.shape[0]
+        weight = optim.loss_fn.weight  # a weighted loss's class weights (TrainConfig.balance), else None
+        # What the whole batch's mean divides by: its size, or (weighted) its images' summed class weights
+        total = n if weight is None else float(weight.cpu()[y].sum())
         x, y = group.shard_batch(x, y)
-        summed = nn.CrossEntropyLoss(label_smoothing=s.config.train.label_smoothing, reduction="sum")
+        summed = nn.CrossEntropyLoss(weight=weight, label_smoothing=s.config.train.label_smoothing, reduction="sum")
         loss, correct = train_step(model, prepare(x.to(s.device)), y.to(s.device),
-                                   optim.optimizer, lambda logits, labels: summed(logits, labels) * (group.world / n),
+                                   optim.optimizer, lambda logits, labels: summed(logits, labels) * (group.world / total),
                                    scaler=optim.scaler, amp_dtype=s.amp_dtype)
-        loss_sum, correct_sum, _ = group.sum([float(loss) * n / group.world, float(correct), y.shape[0]])
-        return torch.tensor(loss_sum / n, device=s.device), torch.tensor(correct_sum, device=s.device), n
+        loss_sum, correct_sum, _ = group.sum([float(loss) * total / group.world, float(correct), y.shape[0]])
+        return torch.tensor(loss_sum / total, device=s.device), torch.tensor(correct_sum, device=s.device), n
 
 
 class ClassicalHead(Strategy):
@@ -454,7 +468,8 @@ class ClassicalHead(Strategy):
         train_feats, s.features.val = self.features([(s.data.train, EVAL_VIEW), (s.data.val, EVAL_VIEW)])
         y = s.data.labels_of(s.data.train)
         linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
-                               len(s.data.classes), seed=s.config.train.seed)
+                               len(s.data.classes), seed=s.config.train.seed,
+                               balanced=s.config.train.balance != "none")
         s.model.head = linear.to(s.device)
         train_logits = s.model.head(train_feats.to(s.device)).float().cpu()
         y_t = torch.tensor(y)
