@@ -13,9 +13,10 @@ from tl_core import sample as tl_sample
 from tl_core.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
-from tl_ui import class_builder, end_page, get_state, intro, start_page, user_errors
+from tl_ui import class_builder, end_page, fix_views, get_state, intro, sheet_views, start_page, user_errors
 from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
+from tl_ui.label_views import balance_suggestion
 from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
@@ -43,12 +44,12 @@ then compare with the confusion matrix on the Results page.
 """)
 
 
-def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=None) -> None:
+def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=None, **options) -> None:
     """Ingest ``source`` into a fresh dataset folder and make it the current dataset.
 
     With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
     which is then ingested where it is. ``on_ingested(ds)`` runs right after a successful import,
-    before any Streamlit call that a click could interrupt."""
+    before any Streamlit call that a click could interrupt. ``options`` go to ``tl_data.ingest``."""
     # the server's limits (datasets, upload size and images, disk) before a byte is written
     if in_place:
         limits.check_can_add_dataset(state.workspace)
@@ -62,7 +63,7 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
             ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
         else:
             ds = tl_data.ingest(source, dest, limits=limits.upload_limits(), progress=progress_callback(bar),
-                                name=name)
+                                name=name, **options)
         if on_ingested is not None:
             on_ingested(ds)
         return ds
@@ -77,7 +78,8 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
 
 st.subheader("1 · Choose images")
 tabs = st.tabs([":material/bolt: Sample (one click)", ":material/folder_zip: Zip", ":material/folder: Folder",
-                ":material/photo_camera: Class by class (upload or webcam)", ":material/cloud_download: Download"])
+                ":material/photo_camera: Class by class (upload or webcam)", ":material/cloud_download: Download",
+                ":material/table_view: Spreadsheet (CSV, Excel)"])
 
 with tabs[0]:
     st.markdown("Four classes of generated shapes: works offline and trains in under a minute.")
@@ -98,8 +100,9 @@ with tabs[0]:
 with tabs[1]:
     archive = st.file_uploader("A .zip with one folder per class (train/ val/ test/ folders are kept)",
                                type="zip", key="zip_upload")
-    if archive is not None and st.button("Add this zip", key="add_zip", type="primary"):
-        with user_errors("Could not read the zip"), tempfile.TemporaryDirectory() as tmp:
+    if archive is not None and st.button("Add this zip as a new dataset", key="add_zip", type="primary",
+                                         help="Nothing is read until you click: check it is the right file."):
+        with user_errors("Could not read the zip", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # messages then name the user's file
             path.write_bytes(archive.getvalue())
             _ingest_into_new(Path(archive.name).stem, path)
@@ -108,7 +111,7 @@ with tabs[2]:
     folder = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
                               key="folder_upload")
     if folder and st.button("Add this folder", key="add_folder", type="primary"):
-        with user_errors("Could not read the folder"), tempfile.TemporaryDirectory() as tmp:
+        with user_errors("Could not read the folder", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
             name = folder[0].name.split("/")[0] or "folder"
             _ingest_into_new(name, uploads_as_zip(folder, Path(tmp) / "folder.zip"))
 
@@ -127,6 +130,9 @@ with tabs[4]:
             ds = tl_data.create_dataset(catalog.new_dir(choice), lambda dest: downloads.download_dataset(
                 choice, dest, per_class=int(limit), cache_dir=Workspace.default().root / "downloads"))
             state.select_dataset(ds.root.name)
+
+with tabs[5]:
+    sheet_views.render(state, _ingest_into_new)
 
 entries = catalog.list()
 shared = classroom.shared_catalog().list()  # the teacher's, for the whole class: read-only here
@@ -154,32 +160,38 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
     report_area = st.container()
 
     st.subheader("3 · Split")
-    has_val = any(r.split == "val" for r in ds.records)
-    if has_val:
-        st.info("Your data came with its own validation split; it is kept as given.")
+    keep_given = sheet_views.keep_given_toggle(state, ds)
+    own_val, own_test = sheet_views.split_disabled_reasons(ds, keep_given)
+    if own_val or own_test:
+        st.info(" ".join(r for r in (own_val, own_test) if r))
     c1, c2, c3 = st.columns(3)
     chosen = state.draft.data
     state.edit_draft(data={
-        "val_fraction": c1.slider("Validation share", 0.05, 0.5, chosen.val_fraction, 0.05, disabled=has_val,
-                                  help="Held back from training to measure accuracy on unseen images."),
-        "test_fraction": c2.slider("Test share", 0.0, 0.4, chosen.test_fraction, 0.05,
-                                   help="Kept aside for one final check; 0 = no test set."),
+        "val_fraction": c1.slider("Validation share", 0.05, 0.5, chosen.val_fraction, 0.05, disabled=bool(own_val),
+                                  help=own_val or "Held back from training to measure accuracy on unseen images."),
+        "test_fraction": c2.slider("Test share", 0.0, 0.4, chosen.test_fraction, 0.05, disabled=bool(own_test),
+                                   help=own_test or "Kept aside for one final check; 0 = no test set."),
         "split_seed": int(c3.number_input("Shuffle seed", 0, 10_000, chosen.split_seed,
                                           help="The same seed gives the same split every time."))})
     chosen = state.draft.data
     try:
-        split = tl_data.make_split(ds, chosen.val_fraction, chosen.test_fraction, chosen.split_seed)
+        split = tl_data.make_split(ds, chosen.val_fraction, chosen.test_fraction, chosen.split_seed,
+                                   keep_given=keep_given)
     except DataError as exc:  # the report still says what is wrong; the split's error comes after it
         split, split_error = None, exc
     else:
         split_error = None
-    report = tl_data.health_report(ds, split)
+    with report_area:
+        near = fix_views.near_duplicate_search(ds, state.workspace)  # None until switched on
+    report = tl_data.health_report(ds, split, near_duplicates=near)
 
     with report_area:
         for message in report.errors:
             notice("error", message)  # it may quote class or file names: shown as text
         for message in report.warnings:
             notice("warning", message)
+        sheet_views.leaks(state, ds, report)
+        balance_suggestion(state, report.class_counts, key="balance_suggest_data")
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Images", report.num_images)
         c2.metric("Classes", len(report.class_counts))
@@ -212,12 +224,13 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
             with st.expander(f"Duplicate images ({len(report.duplicate_groups)} groups)"):
                 st.dataframe(pd.DataFrame({"identical files": [", ".join(g) for g in report.duplicate_groups]}),
                              hide_index=True)
+        fix_views.dataset_fixes(ds, report)  # drop duplicates, near-duplicate groups, history and Undo
 
     if split_error is not None:
         raise split_error
     split_names = {"train": "train", "val": "validation", "test": "test"}
     rows = [{"split": shown, "class": plot_label(label), "images": report.split_counts.get(key, {}).get(label, 0)}
             for key, shown in split_names.items() for label in ds.classes]
-    st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group",
+    st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group", text="images",
                            title="Images per class and split").update_layout(height=320), key="split_bar")
     st.page_link("pages/2_model.py", label="Next: choose a model", icon=":material/arrow_forward:")

@@ -10,8 +10,10 @@ from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, T
 from tl_core.markup import escape_markdown
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
-from tl_ui import code_views, end_page, get_state, intro, start_page, user_errors
+from tl_ui import cluster_views, code_views, end_page, get_state, intro, start_page, user_errors
 from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
+from tl_ui.ddp_views import gpus_for_run
+from tl_ui.label_views import balance_input, class_counts_of
 from tl_ui.models import augment_preview
 from tl_ui.widgets import choice_input, poll_every
 
@@ -81,6 +83,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                                   help="With a frozen backbone, run it once per image and train only the head: "
                                        "much faster.")
         run_name = c3.text_input("Run name (optional)", key="run_name")
+        nproc = gpus_for_run(DEFAULTS.nproc)
 
         augment = choice_input(st.radio, "Augmentation", AugmentPreset, draft.data.augment, horizontal=True,
                                key="augment", labels=lambda p: f"{p}: {AUGMENT_LABELS[p]}")
@@ -89,10 +92,12 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
             st.image(views, width=110, caption=None)
             st.caption("Each row: one training image as the network may see it in four different epochs.")
 
+        balance = balance_input(state, class_counts_of(dataset_dir))
         train_config = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
                                    optimizer=optimizer, schedule=schedule, weight_decay=float(weight_decay),
-                                   label_smoothing=float(label_smoothing),
-                                   early_stopping_patience=int(patience), feature_cache=feature_cache)
+                                   label_smoothing=float(label_smoothing), balance=balance,
+                                   early_stopping_patience=int(patience), feature_cache=feature_cache,
+                                   nproc=nproc)
         state.edit_draft(train=train_config, data={"augment": augment},
                          model={"pretrained": pretrained})  # survive a refresh
 
@@ -135,7 +140,9 @@ def live_view(run_id: str, was_state: str | None) -> None:
     st.subheader("Run")
     st.text(current.display_name())  # the user's name for it: text, never Markdown
 
-    if run_state == "queued":
+    if run_state == "queued" and (on_cluster := cluster_views.queued_note(current)):
+        st.info(on_cluster, icon=":material/hourglass_top:")
+    elif run_state == "queued":
         position = jobs.queue_position(current)
         ahead = len(jobs.running_jobs())
         st.info(f"Waiting for the device: place **{position or '?'}** in the queue, {ahead} job(s) training now. "

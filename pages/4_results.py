@@ -5,8 +5,9 @@ import streamlit as st
 
 from tl_core import jobs
 from tl_core.runs import best_epoch_note, unique_labels
-from tl_ui import analysis_views, code_views, end_page, get_state, intro, start_page, user_errors
+from tl_ui import analysis_views, code_views, end_page, fix_views, get_state, intro, start_page, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
+from tl_ui.label_views import mislabelled_section
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -50,6 +51,7 @@ picked = st.selectbox("Run", ids, index=current, format_func=_label, key="result
 if picked != state.run_id:
     state.select_run(picked)
 run = state.runs.get(picked)
+fix_views.run_dataset_caption(run.dataset_dir(), run.config.data.dataset_version)  # "trained on version 3 of …"
 st.page_link("pages/7_runs.py", label="Re-run, resume, rename or delete runs", icon=":material/folder_managed:")
 
 with user_errors("Could not read the run's results"):
@@ -95,6 +97,9 @@ with user_errors("Could not read the run's results"):
         })
 
         analysis_views.render(run, result, split)
+
+if run.checkpoint_path("best").exists():
+    mislabelled_section(state, run)
 
 with st.expander("Show the code", icon=":material/code:"), user_errors("Could not read the run's settings"):
     code_views.show_code(run.config, run.classes or None, key="results_code")

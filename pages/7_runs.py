@@ -4,7 +4,7 @@ leaderboard when the teacher turns it on."""
 import streamlit as st
 
 from tl_core import classroom
-from tl_ui import get_state, intro, run_manager, start_page, teacher_views
+from tl_ui import get_state, intro, project_views, run_manager, start_page, teacher_views
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -24,6 +24,7 @@ From a terminal: `python -m tl_core runs`, `python -m tl_core train --config RUN
 `python -m tl_core stop RUN`.
 """)
 
+project_views.render(state)  # first: a project opened here is in the lists below at once
 run_manager.render_runs(state)
 st.subheader("Datasets")
 run_manager.render_datasets(state)

@@ -4,6 +4,8 @@
     python predict.py photo.jpg more/*.png          # ONNX: needs onnxruntime, pillow, numpy
     python predict.py --model model_torchscript.pt photo.jpg   # TorchScript: torch, pillow, numpy
 
+HEIC/HEIF phone photos need pillow-heif, DICOM files (.dcm) pydicom: ``pip install pillow-heif
+pydicom``; without them such a file is refused with a message that says so.
 Runs on Python 3.8 or newer. Prints one line per image: path, label, probability (``--top-k 3`` adds the runners-up;
 ``--json`` prints JSON). Preprocessing is the app's, from preprocess.json: EXIF-oriented RGB,
 shorter side resized (bilinear, antialiased) to resize_size, centre square, centre crop of
@@ -48,15 +50,159 @@ def optional_torch():  # -> the torch module or None
     return torch
 
 
+# ---- formats experts have: HEIC/HEIF and DICOM, with optional readers ---------------------------
+class FormatUnavailable(ValueError):
+    """A file in a format whose optional reader is not installed; the message says what to install."""
+
+
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
+_heif_registered = None  # None: not tried yet; then whether pillow-heif's opener is registered with PIL
+
+
+def heif_support() -> bool:
+    """Registers pillow-heif's opener with PIL (once), so that ``Image.open`` reads HEIC/HEIF phone
+    photos; False when pillow-heif is not installed."""
+    global _heif_registered
+    if _heif_registered is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _heif_registered = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+    return _heif_registered
+
+
+def dicom_support() -> bool:
+    try:
+        import pydicom  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def file_head(source, size: int = 132) -> bytes:
+    """The first ``size`` bytes of a path or an open file (left where it was)."""
+    if hasattr(source, "read"):
+        start = source.tell()
+        head = source.read(size)
+        source.seek(start)
+        return head
+    with open(source, "rb") as handle:
+        return handle.read(size)
+
+
+def is_dicom(head: bytes) -> bool:
+    """A DICOM Part 10 file: 128 bytes of preamble, then "DICM"."""
+    return head[128:132] == b"DICM"
+
+
+def is_heif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def dicom_header(source):
+    """The DICOM data set without its pixel data (cheap: nothing is decoded); a path or an open file,
+    left where it was. Raises ``FormatUnavailable`` without pydicom, ``ValueError`` when damaged."""
+    if not dicom_support():
+        raise FormatUnavailable("this is a DICOM file; install pydicom to read it (pip install pydicom)")
+    import pydicom
+
+    start = source.tell() if hasattr(source, "read") else None
+    try:
+        return pydicom.dcmread(source, stop_before_pixels=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
+        # the type only: pydicom's messages may quote header values, a patient's name among them
+        raise ValueError(f"damaged DICOM file ({type(exc).__name__})") from None
+    finally:
+        if start is not None:
+            source.seek(start)
+
+
+def dicom_size(header) -> tuple:
+    """(width, height) of a DICOM image from its header (Columns, Rows)."""
+    return int(header.get("Columns", 0) or 0), int(header.get("Rows", 0) or 0)
+
+
+def read_dicom(source, max_pixels=None) -> Image.Image:
+    """A DICOM file's image as an 8-bit PIL image ("L", or "RGB" for colour), the first frame of a
+    multi-frame file. Greyscale goes through the modality LUT (rescale slope/intercept), then the
+    file's window centre/width (the DICOM linear window, PS3.3 C.11.2.1.2) or VOI LUT, so the picture
+    looks as the file asks a viewer to show it; without either, the values' own range is stretched to
+    0..255. MONOCHROME1 (white is low) is inverted. Rows x Columns is checked against ``max_pixels``
+    (default: PIL's ``MAX_IMAGE_PIXELS``) before any pixel is decoded. Nothing of the header (patient
+    data included) leaves this function: only pixels."""
+    header = dicom_header(source)
+    width, height = dicom_size(header)
+    if width < 1 or height < 1:
+        raise ValueError("the DICOM file holds no image (no rows or columns)")
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit and width * height > limit:
+        raise Image.DecompressionBombError(f"DICOM image of {width}x{height} pixels is over the limit of {limit}")
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(source)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            ds.pixel_array_options(index=0)  # decode the first frame only
+        pixels = ds.pixel_array
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: pydicom hands it over as RGB
+            rgb = pixels if pixels.dtype == np.uint8 else stretch_to_uint8(pixels)
+            return Image.fromarray(np.ascontiguousarray(rgb[..., :3]), "RGB")
+        values = apply_modality_lut(pixels, ds).astype(np.float32)
+        grey = _dicom_window(values, ds)
+        if grey is None:
+            if "VOILUTSequence" in ds:
+                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+            grey = stretch_to_uint8(values)
+    except (MemoryError, Image.DecompressionBombError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in pydicom's many decoders
+        raise ValueError(f"damaged DICOM file ({type(exc).__name__})") from None  # no header values
+    if photometric == "MONOCHROME1":
+        grey = 255 - grey
+    return Image.fromarray(np.ascontiguousarray(grey), "L")
+
+
+def _dicom_window(values: np.ndarray, ds):
+    """uint8 through the file's first window centre/width (the DICOM linear function), or None."""
+    centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if centre is None or width is None:
+        return None
+    try:
+        centre = float(centre[0] if not isinstance(centre, (int, float, str)) else centre)
+        width = float(width[0] if not isinstance(width, (int, float, str)) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if width < 1:
+        return None
+    # PS3.3 C.11.2.1.2.1: x <= c - 0.5 - (w-1)/2 -> 0; x > c - 0.5 + (w-1)/2 -> 255; linear between.
+    out = ((values - (centre - 0.5)) / (width - 1) + 0.5) * 255.0
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """An image's own range, lowest value to highest, stretched to 0..255 (a flat image: 0)."""
+    arr = np.asarray(values, dtype=np.float32)
+    if not arr.size:
+        return arr.astype(np.uint8)
+    low, high = float(arr.min()), float(arr.max())
+    if high <= low:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return np.rint((arr - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
 # ---- decoding (the app's own) ------------------------------------------------------------------
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode as 8-bit RGB: 16-bit/float scaled down, transparency flattened onto white."""
+    """Any PIL mode as 8-bit RGB: 16-bit, 32-bit and float images stretched from their own lowest to
+    highest value to 0..255 (16-bit microscopes and cameras mostly store 10 to 14 bits, which a fixed
+    0..65535 scale would show almost black); transparency flattened onto white."""
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        peak = float(arr.max()) if arr.size else 0.0
-        if peak > 255:  # 16-bit data: scale the full range, keep the picture's contrast
-            arr = arr * (255.0 / (65535.0 if peak <= 65535 else peak))
-        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+        im = Image.fromarray(stretch_to_uint8(np.asarray(im)), "L")
     if im.mode == "P" or im.mode == "PA":
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "RGBa", "La"):
@@ -67,8 +213,15 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def open_rgb(path: Path | str, draft_size: int | None = None) -> Image.Image:
-    """Open an image as EXIF-oriented RGB. ``draft_size``: JPEGs decode at the smallest DCT scale that
-    keeps both sides >= draft_size (much faster for big photos)."""
+    """Open an image as EXIF-oriented RGB; the first page of a multi-page TIFF (or frame of a GIF or
+    DICOM). ``draft_size``: JPEGs decode at the smallest DCT scale that keeps both sides >= draft_size
+    (much faster for big photos). A DICOM or HEIC file without its optional reader raises
+    ``FormatUnavailable``."""
+    head = file_head(path)
+    if is_dicom(head):
+        return to_rgb(read_dicom(path))
+    if is_heif(head) and not heif_support():
+        raise FormatUnavailable("this is a HEIC/HEIF photo; install pillow-heif to read it (pip install pillow-heif)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as im:
@@ -268,7 +421,11 @@ def main(argv=None) -> int:
     parser.add_argument("--top-k", type=int, default=1, help="also print the k most likely labels")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    results = predict(args.images, args.model or default_model(), args.top_k)
+    heif_support()  # HEIC/HEIF photos open like any other image once pillow-heif is installed
+    try:
+        results = predict(args.images, args.model or default_model(), args.top_k)
+    except FormatUnavailable as exc:
+        raise SystemExit(f"predict.py: {exc}") from None
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -27,13 +27,16 @@ from .errors import ConfigError, DataError
 _ABSENT_CLASS_LOGIT = -1e4
 
 
-def make_classical_pipeline(kind: str, seed: int = 0) -> Pipeline:
+def make_classical_pipeline(kind: str, seed: int = 0, balanced: bool = False, num_classes: int = 0) -> Pipeline:
+    """``balanced`` (``TrainConfig.balance`` not "none"): class weights n / (k * n_c), or for LDA,
+    which takes no weights, equal class priors."""
+    weight = "balanced" if balanced else None
     if kind == "logreg":
-        clf = LogisticRegression(max_iter=2000, random_state=seed)
+        clf = LogisticRegression(max_iter=2000, random_state=seed, class_weight=weight)
     elif kind == "linear_svm":
-        clf = LinearSVC(max_iter=5000, random_state=seed)
+        clf = LinearSVC(max_iter=5000, random_state=seed, class_weight=weight)
     elif kind == "lda":
-        clf = LinearDiscriminantAnalysis()
+        clf = LinearDiscriminantAnalysis(priors=[1 / num_classes] * num_classes if balanced else None)
     else:
         raise ConfigError(f"Unknown classical head {kind!r}. Choose one of: {', '.join(CLASSICAL_HEADS)}.")
     return make_pipeline(StandardScaler(), clf)
@@ -63,7 +66,7 @@ def fold_into_linear(pipeline: Pipeline, num_classes: int) -> nn.Linear:
 
 
 def fit_classical(kind: str, features_train: torch.Tensor | np.ndarray, y_train: torch.Tensor | np.ndarray,
-                  num_classes: int, seed: int = 0) -> nn.Linear:
+                  num_classes: int, seed: int = 0, balanced: bool = False) -> nn.Linear:
     """Fit ``kind`` (logreg | linear_svm | lda) on features [N, D] and labels [N] (ints in
     ``0..num_classes-1``); return the equivalent ``nn.Linear(D, num_classes)`` head."""
     x = features_train.detach().cpu().numpy() if isinstance(features_train, torch.Tensor) else np.asarray(features_train)
@@ -76,7 +79,7 @@ def fit_classical(kind: str, features_train: torch.Tensor | np.ndarray, y_train:
         raise DataError("A classical head needs training images of at least two classes.")
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"Labels must be in 0..{num_classes - 1}.")
-    pipeline = make_classical_pipeline(kind, seed)
+    pipeline = make_classical_pipeline(kind, seed, balanced, num_classes=len(np.unique(y)))
     with warnings.catch_warnings():
         # A not-quite-converged linear model on features is still a good classifier.
         warnings.simplefilter("ignore", ConvergenceWarning)

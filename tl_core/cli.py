@@ -91,7 +91,7 @@ def cmd_inspect(args) -> int:
 
     ws = _workspace(args)
     dest = _ingest_dest(ws, args.data)
-    ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"))
+    ds = ingest(args.data, dest=dest, progress=_simple_progress("reading"), sheet=_sheet_mapping(args))
     report = health_report(ds)
     status = 0 if report.ok else 1  # scripts can tell a dataset that cannot be trained on
     if args.json:
@@ -111,11 +111,39 @@ def cmd_inspect(args) -> int:
             print(f"  {item['path']}: {item['reason']}")
     for group in report.duplicate_groups[:20]:
         print("duplicate images: " + ", ".join(group))
+    if report.group_counts:
+        print("Groups per class and split:")
+        for split_name, counts in report.group_counts.items():
+            print(f"  {split_name:<6} " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     for w in report.warnings:
         print(f"warning: {w}")
     for e in report.errors:
         print(f"problem: {e}")
     return status
+
+
+def _sheet_mapping(args):
+    """The spreadsheet columns named by --image-column, --label-column, --group-column and
+    --split-column (those left out are told by their names), or None when no flag is given."""
+    from .data.sheets import SheetMapping
+
+    flags = [getattr(args, f"{name}_column", None) for name in ("image", "label", "group", "split")]
+    if not any(flags):
+        return None
+    return SheetMapping(*(flag or "" for flag in flags))
+
+
+def _add_sheet_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-column", default="", metavar="COLUMN",
+                        help="spreadsheet DATA (.csv/.xlsx, alone or in the zip or folder): the column with each "
+                             "image's path or file name (default: one named image, path or file)")
+    parser.add_argument("--label-column", default="", metavar="COLUMN",
+                        help="spreadsheet: the column with the class (default: one named label or class)")
+    parser.add_argument("--group-column", default="", metavar="COLUMN",
+                        help="spreadsheet: images sharing its value (a patient, a site) stay in one split "
+                             "(default: one named group, patient, subject or site)")
+    parser.add_argument("--split-column", default="", metavar="COLUMN",
+                        help="spreadsheet: train/val/test as given (default: one named split)")
 
 
 def _ingest_dest(ws, source: str) -> Path | None:
@@ -173,13 +201,15 @@ _FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--optimizer": ("train", "optimizer"), "--weight-decay": ("train", "weight_decay"),
     "--schedule": ("train", "schedule"), "--label-smoothing": ("train", "label_smoothing"),
     "--patience": ("train", "early_stopping_patience"), "--monitor": ("train", "monitor"),
+    "--balance": ("train", "balance"),
     "--augment": ("data", "augment"), "--val": ("data", "val_fraction"), "--test": ("data", "test_fraction"),
     "--train-fraction": ("data", "train_fraction"),
     "--seed": ("train", "seed"),  # build_config also gives it to the split
-    "--device": ("train", "device"), "--workers": ("train", "num_workers"),
+    "--device": ("train", "device"), "--workers": ("train", "num_workers"), "--nproc": ("train", "nproc"),
     # switches that turn a default-on field off
     "--random-init": ("model", "pretrained"), "--no-amp": ("train", "amp"),
     "--no-feature-cache": ("train", "feature_cache"),
+    "--resplit": ("data", "keep_given_split"),
 }
 
 
@@ -278,12 +308,29 @@ def cmd_train(args) -> int:
         if args.data and not Path(args.data).exists():
             raise TLError(f"{args.data} does not exist. Give a folder of class folders, a .zip or a .csv file.")
         config = saved_config(args) if args.config else build_config(args)
+        if args.data and _sheet_mapping(args) is not None:  # imported here: the config has no place for columns
+            import dataclasses
+
+            from .data import ingest
+
+            ds = ingest(args.data, dest=_ingest_dest(ws, args.data), progress=_simple_progress("reading"),
+                        sheet=_sheet_mapping(args))
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset_dir=str(ds.root)))
         from .backbones import get_backbone
 
         get_backbone(config.model.backbone)  # an unknown name fails here, before a run folder exists
         check_can_start(ws, config)
+        from .jobs import with_dataset_version
+
+        config = with_dataset_version(config)  # the run records which version of the dataset it used
+        if config.train.nproc > 1:
+            from .distributed import check_nproc
+
+            check_nproc(config)
         run = store.create(config)
     print(f"Run {run.id} in {run.dir}", file=sys.stderr)
+    if config.train.nproc > 1:
+        return _train_in_ranks(run, ws, resume=bool(args.resume))
     control = Control(poll=run.stop_requested)
     previous = signal.signal(signal.SIGINT, lambda *_: control.stop())
     bar = ProgressBar()
@@ -296,6 +343,45 @@ def cmd_train(args) -> int:
     if val:
         print(f"Best epoch {result.get('best_epoch')}: val accuracy {val['accuracy']:.3f}, "
               f"loss {val['loss']:.4f}")
+    print(run.id)
+    return 0
+
+
+def _train_in_ranks(run, ws, resume: bool) -> int:
+    """``train --nproc N``: train in N processes (``tl_core.worker``'s torchrun ranks; no queue, as
+    a one-process CLI run) and show rank 0's events as they come. Ctrl-C stops after the current step."""
+    import threading
+
+    from .worker import run_job
+
+    _, line = run.read_events()  # a resumed run's earlier events are not shown again
+    bar, finished = ProgressBar(), threading.Event()
+
+    def follow() -> None:
+        nonlocal line
+        while True:
+            last = finished.wait(0.5)
+            events, line = run.read_events(line)
+            for event in events:
+                bar(event)
+            if last:
+                return
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    previous = signal.signal(signal.SIGINT, lambda *_: run.request_stop())
+    try:
+        run_job(run.dir, ws.root, None, resume=resume)
+    finally:
+        finished.set()
+        reader.join(timeout=10)
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    status = run.status()
+    if status.state == "failed":
+        raise TLError(status.error or "Training failed; see worker.log in the run folder.")
+    val = run.read_metrics().get("val", {})
+    if val:
+        print(f"Best epoch {status.best_epoch}: val accuracy {val['accuracy']:.3f}, loss {val['loss']:.4f}")
     print(run.id)
     return 0
 
@@ -474,6 +560,27 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_project(args) -> int:
+    from .project import export_project, import_project
+
+    ws = _workspace(args)
+    if args.project_command == "export":
+        summary = export_project(ws, Path(args.out), datasets=args.dataset, runs=args.run)
+        verb = f"Wrote {args.out}"
+    else:
+        summary = import_project(Path(args.archive), ws)
+        verb = f"Imported into {ws.root}"
+    print(f"{verb}: {len(summary.datasets)} dataset(s), {len(summary.runs)} run(s), "
+          f"{summary.files} files, {summary.bytes / 1024**2:,.1f} MB")
+    for item in summary.datasets:
+        print(f"  dataset {item.name}  ({item.id})")
+    for item in summary.runs:
+        print(f"  run {item.name}  ({item.id})")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_fetch_weights(args) -> int:
     """Download backbones' weights into torchvision's cache (run once online, e.g. before class)."""
     from .backbones import list_backbones, load_pretrained_state_dict
@@ -540,6 +647,37 @@ def cmd_settings(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    """History, undo and de-duplication of an ingested dataset (a folder with dataset.json). The
+    command line is the server's operator: a shared dataset can be fixed here (as the teacher)."""
+    import time
+
+    from .data import Dataset, fixes, neardup
+
+    root = Path(args.dir)
+    if args.dataset_command == "history":
+        ds = Dataset.load(root)
+        print(f"Dataset {ds.name}: version {ds.version}, {len(ds.records)} images")
+        for change in fixes.history(root):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(change.when))
+            reason = f" ({change.reason})" if change.reason else ""
+            print(f"  v{change.version:<4} {when}  {change.summary}{reason}")
+        return 0
+    if args.dataset_command == "undo":
+        ds = fixes.undo(root, as_teacher=True)
+        print(f"Back to version {ds.version}: {len(ds.records)} images")
+        return 0
+    before = Dataset.load(root)
+    ds = fixes.drop_exact_duplicates(root, as_teacher=True)
+    if args.near:
+        threshold = neardup.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        groups = neardup.near_duplicate_groups(ds, threshold, progress=_simple_progress("hashing"))
+        ds = fixes.drop_near_duplicates(root, groups, as_teacher=True)
+    print(f"Version {ds.version}: {len(before.records) - len(ds.records)} duplicate(s) dropped, "
+          f"{len(ds.records)} images left (undo with `python -m tl_core dataset undo {root}`)")
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tl_core", description="TL Studio engine: transfer learning on your images.")
@@ -549,6 +687,7 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("inspect", help="health report of a dataset (folder, zip or csv)")
     s.add_argument("data")
     s.add_argument("--json", action="store_true")
+    _add_sheet_options(s)
     s.set_defaults(func=cmd_inspect)
 
     s = sub.add_parser("backbones", help="list backbones and whether their weights are on this machine")
@@ -568,6 +707,7 @@ def make_parser() -> argparse.ArgumentParser:
         _add_field_option(s, flag, section, name)
     s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
     s.add_argument("--lr-range", default="", help="discriminative learning rates LOW,HIGH")
+    _add_sheet_options(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("eval", help="metrics of RUN on its validation split or on DATA")
@@ -600,6 +740,18 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None)
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("project", help="a project (datasets, runs, best checkpoints) as one zip to take to "
+                                       "another TL Studio, and back")
+    verbs = s.add_subparsers(dest="project_command", required=True)
+    s = verbs.add_parser("export", help="write the workspace's datasets and runs (or those named) to OUT (.zip)")
+    s.add_argument("out")
+    s.add_argument("--run", action="append", default=None, help="a run id to export (repeat; brings its dataset)")
+    s.add_argument("--dataset", action="append", default=None, help="a dataset id to export (repeat)")
+    s.set_defaults(func=cmd_project)
+    s = verbs.add_parser("import", help="add the datasets and runs of a project zip to the workspace (checked first)")
+    s.add_argument("archive")
+    s.set_defaults(func=cmd_project)
+
     s = sub.add_parser("fetch-weights", help="download backbones' ImageNet weights for offline use later")
     s.add_argument("names", nargs="*", help="backbone names (default: all)")
     s.set_defaults(func=cmd_fetch_weights)
@@ -625,6 +777,20 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("settings", help="the server's settings (limits, cleanup) in force and where each comes from")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_settings)
+
+    s = sub.add_parser("dataset", help="history, undo and de-duplication of an ingested dataset (DIR holds "
+                                       "dataset.json); each fix is a new version, image files are never deleted")
+    verbs = s.add_subparsers(dest="dataset_command", required=True)
+    for verb, text in (("history", "the versions and what changed in each"),
+                       ("undo", "back to the version before the last change"),
+                       ("dedupe", "drop identical copies (keep the first of each), and near-identical ones with --near")):
+        v = verbs.add_parser(verb, help=text)
+        v.add_argument("dir")
+        v.set_defaults(func=cmd_dataset)
+        if verb == "dedupe":
+            v.add_argument("--near", action="store_true", help="also near-identical images (perceptual hashes)")
+            v.add_argument("--threshold", type=int, default=None,  # neardup's, imported only when used
+                           help="bits of 64 two hashes may differ by to count as near-identical (default: 6)")
     return p
 
 

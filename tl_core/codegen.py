@@ -22,7 +22,7 @@ import shlex
 import textwrap
 import typing
 
-from .config import CLASSICAL_HEADS, FREEZE_MODE_LABELS, OPTIMIZERS, RunConfig
+from .config import BALANCE_LABELS, CLASSICAL_HEADS, FREEZE_MODE_LABELS, OPTIMIZERS, RunConfig
 
 # ----------------------------------------------------------------------------------------------
 # The command line
@@ -181,11 +181,11 @@ _SCHEDULE_CODE: dict[str, str] = {
 }
 
 
-def _classifier_code(kind: str, seed: int) -> tuple[str, str]:
+def _classifier_code(kind: str, seed: int, balanced: bool = False, num_classes: int = 2) -> tuple[str, str]:
     """(import line, constructor) of the scikit-learn classifier the app fits for ``kind``."""
     from .classical import make_classical_pipeline
 
-    clf = make_classical_pipeline(kind, seed)[-1]
+    clf = make_classical_pipeline(kind, seed, balanced, num_classes)[-1]
     module = type(clf).__module__.split("._")[0]  # the public module, e.g. sklearn.linear_model
     return f"from {module} import {type(clf).__name__}", repr(clf)
 
@@ -248,7 +248,8 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
                "", "# Training",
                f"SEED = {train.seed}",
                f"BATCH_SIZE = {train.batch_size}",
-               f"NUM_WORKERS = {train.num_workers}  # data-loading processes"]
+               f"NUM_WORKERS = {train.num_workers}  # data-loading processes",
+               f'BALANCE = "{train.balance}"  # imbalanced classes: {BALANCE_LABELS[train.balance]}']
     if not classical:
         recipe += [f"EPOCHS = {train.epochs}",
                    f"LR = {_fmt(train.lr)}  # the head's learning rate",
@@ -440,7 +441,8 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
 
     # -- training / fitting ---------------------------------------------------------------------------
     if classical:
-        import_line, classifier = _classifier_code(head.kind, train.seed)
+        import_line, classifier = _classifier_code(head.kind, train.seed, train.balance != "none",
+                                                   len(classes) if classes else 2)
         run_code = _classical_code(classifier, head.kind)
         extra_imports = ["from sklearn.pipeline import make_pipeline",
                          "from sklearn.preprocessing import StandardScaler", import_line]
@@ -450,7 +452,7 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
 
     header = _header(config, spec, classical)
     from_imports = sorted([*extra_imports, "from PIL import Image, ImageOps", "from torch import nn",
-                           "from torch.utils.data import DataLoader, Subset",
+                           "from torch.utils.data import DataLoader, Subset, WeightedRandomSampler",
                            "from torchvision import datasets, models", "from torchvision.transforms import v2"],
                           key=lambda line: line.split()[1].lower())
     imports = ("import argparse\nimport json\nimport math\nimport random\n"
@@ -508,9 +510,11 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
 
 _DATA_CODE = '''
 
-def make_loaders(folder, augment=True):
+def make_loaders(folder, augment=True, balanced=BALANCE == "sampler"):
     """The ImageFolder split per class; a DataLoader of (images, labels) per split. The training
-    images are augmented (unless augment=False); the others are seen as the centre crop."""
+    images are augmented (unless augment=False); the others are seen as the centre crop.
+    balanced: each epoch draws as many training images as there are, with replacement, each with
+    weight 1 / (images of its class), so every class is seen about equally often."""
     dataset = datasets.ImageFolder(folder, loader=load_image)
     if CLASSES is not None and dataset.classes != CLASSES:
         print(f"note: the folder's classes {dataset.classes} are not the app's {CLASSES}")
@@ -520,10 +524,15 @@ def make_loaders(folder, augment=True):
                                         loader=load_image)
     eval_images = datasets.ImageFolder(folder, transform=eval_transform(), loader=load_image)
 
-    def loader(images, indices, shuffle):
-        return DataLoader(Subset(images, indices), batch_size=BATCH_SIZE, shuffle=shuffle,
-                          num_workers=NUM_WORKERS)
-    loaders = {"train": loader(train_images, train_idx, shuffle=True), "val": loader(eval_images, val_idx, False),
+    def loader(images, indices, shuffle, sampler=None):
+        return DataLoader(Subset(images, indices), batch_size=BATCH_SIZE, shuffle=shuffle and sampler is None,
+                          sampler=sampler, num_workers=NUM_WORKERS)
+    sampler = None
+    if balanced:
+        train_labels = [dataset.targets[i] for i in train_idx]
+        counts = np.bincount(train_labels, minlength=len(dataset.classes))
+        sampler = WeightedRandomSampler([1.0 / counts[y] for y in train_labels], len(train_idx), replacement=True)
+    loaders = {"train": loader(train_images, train_idx, True, sampler), "val": loader(eval_images, val_idx, False),
                "test": loader(eval_images, test_idx, False) if test_idx else None}
     return dataset.classes, loaders
 
@@ -597,6 +606,16 @@ def _training_code(config: RunConfig) -> str:
                                 m.eval()
         ''') + "\n" + optimizer_code + schedule_code + textwrap.dedent('''
 
+        def class_weights(train_loader, num_classes):
+            """n / (k * n_c) per class (n training images, k classes, n_c of class c): each class adds
+            the same total to the training loss. The validation loss stays unweighted."""
+            subset = train_loader.dataset
+            counts = np.bincount([subset.dataset.targets[i] for i in subset.indices], minlength=num_classes)
+            weights = np.zeros(num_classes)
+            weights[counts > 0] = counts.sum() / ((counts > 0).sum() * counts[counts > 0])
+            return torch.tensor(weights, dtype=torch.float32)
+
+
         def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, steps_left):
             total_loss, correct, seen = 0.0, 0, 0
             for images, labels in loader:
@@ -649,12 +668,13 @@ def _training_code(config: RunConfig) -> str:
             optimizer = make_optimizer(model)
             total_steps = len(loaders["train"]) * EPOCHS
             scheduler = make_scheduler(optimizer, total_steps)
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+            weight = class_weights(loaders["train"], len(classes)).to(device) if BALANCE == "weighted_loss" else None
+            loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=LABEL_SMOOTHING)
             print(json.dumps({"run_name": RUN_NAME, "backbone": BACKBONE, "pretrained": PRETRAINED, "classes": classes,
                               "trainable_params": count_params(model, trainable_only=True),
                               "total_params": count_params(model), "optimizer": OPTIMIZER, "lr": LR,
                               "weight_decay": WEIGHT_DECAY, "schedule": SCHEDULE, "epochs": EPOCHS,
-                              "batch_size": BATCH_SIZE, "label_smoothing": LABEL_SMOOTHING}))
+                              "batch_size": BATCH_SIZE, "label_smoothing": LABEL_SMOOTHING, "balance": BALANCE}))
 
             best, best_epoch, epochs_without_gain, steps_left = None, None, 0, total_steps
             for epoch in range(1, EPOCHS + 1):
@@ -708,7 +728,8 @@ def _classical_code(classifier: str, kind: str) -> str:
 
             seed_everything(SEED)
             device = pick_device()
-            classes, loaders = make_loaders(args.data, augment=False)  # features of the centre crop, as in the app
+            # features of the centre crop, as in the app (BALANCE is in the classifier's class weights)
+            classes, loaders = make_loaders(args.data, augment=False, balanced=False)
             body = make_body(load_backbone()).to(device)
             for p in body.parameters():
                 p.requires_grad_(False)  # nothing in the backbone learns: the classifier is fitted instead

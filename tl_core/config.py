@@ -19,6 +19,7 @@ Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
+Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.balance
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
@@ -62,8 +63,13 @@ SCHEDULE_LABELS: dict[str, str] = {
     "step": "x0.1 after each third of the run", "constant": "the same learning rate throughout"}
 MONITOR_LABELS: dict[str, str] = {"val_loss": "validation loss (lower is better)",
                                   "val_acc": "validation accuracy (higher is better)"}
+BALANCE_LABELS: dict[str, str] = {
+    "none": "as they are: each image counts once",
+    "weighted_loss": "weighted loss: a mistake on a rare class costs more",
+    "sampler": "balanced sampling: rare classes' images are drawn more often"}
 LABELS: dict[Any, dict[str, str]] = {AugmentPreset: AUGMENT_LABELS, FreezeMode: FREEZE_MODE_LABELS, HeadKind: HEAD_LABELS, Pooling: POOLING_LABELS,
-                                     Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS}
+                                     Optimizer: OPTIMIZER_LABELS, Schedule: SCHEDULE_LABELS, Monitor: MONITOR_LABELS,
+                                     Balance: BALANCE_LABELS}
 
 
 def choices(alias: Any) -> tuple[str, ...]:
@@ -98,9 +104,13 @@ class DataConfig:
     test_fraction: float = field(default=0.0, metadata=_help(
         "share of each class held out for a final test (if no test/)"))
     split_seed: int = field(default=0, metadata=_help("seed of the stratified split"))
+    keep_given_split: bool = field(default=True, metadata=_help(
+        "keep the train/val/test the source gave (off: split everything again, each group in one split)"))
     train_fraction: float = field(default=1.0, metadata=_help(
         "share of each class's training images used (the validation and test sets stay whole)"))
     augment: AugmentPreset = field(default="light", metadata=_help("augmentation preset applied to training images"))
+    dataset_version: int = field(default=0, metadata=_help(
+        "version of the dataset at dataset_dir when the run started (fixes make new ones; 0 = not recorded)"))
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,8 @@ class TrainConfig:
     schedule: Schedule = field(default="cosine", metadata=_help(
         "how the learning rate changes, stepped once per batch"))
     label_smoothing: float = field(default=0.0, metadata=_help("0.1 helps on noisy labels"))
+    balance: Balance = field(default="none", metadata=_help(
+        "imbalanced classes: weight the training loss by n/(k*n_class), or draw training images class-balanced"))
     early_stopping_patience: int = field(default=0, metadata=_help(
         "stop after this many epochs without improvement; 0 = off"))
     monitor: Monitor = field(default="val_loss", metadata=_help("metric for the best checkpoint and early stopping"))
@@ -161,6 +173,9 @@ class TrainConfig:
         "frozen backbone: compute features once, train the head on them"))
     num_workers: int = field(default=0, metadata=_help(
         "data-loader worker processes (0 = in the training process)"))
+    nproc: int = field(default=1, metadata=_help(
+        "processes training this run together (one per GPU; on CPU, up to the cores); "
+        "the batch size stays the total per step, split across them, so results match 1 process"))
 
 
 @dataclass(frozen=True)
@@ -207,7 +222,8 @@ class RunConfig:
                                    ("head", self.model.head.kind, HeadKind), ("pooling", self.model.head.pool, Pooling),
                                    ("freeze mode", self.freeze.mode, FreezeMode),
                                    ("optimizer", self.train.optimizer, Optimizer),
-                                   ("schedule", self.train.schedule, Schedule), ("monitor", self.train.monitor, Monitor)):
+                                   ("schedule", self.train.schedule, Schedule), ("monitor", self.train.monitor, Monitor),
+                                   ("class balancing", self.train.balance, Balance)):
             check_choice(what, value, alias)
 
     def validate(self) -> None:
@@ -220,6 +236,14 @@ class RunConfig:
             raise ConfigError("Batch size must be at least 1.")
         if not (0 < t.lr < 10):
             raise ConfigError(f"Learning rate {t.lr} is out of range; try 1e-3 for a head, 1e-4 to fine-tune.")
+        if t.nproc < 1:
+            raise ConfigError("The number of processes (nproc) must be at least 1.")
+        if t.nproc > t.batch_size:
+            raise ConfigError(f"A batch of {t.batch_size} cannot be split across {t.nproc} processes: "
+                              f"use a batch size of at least {t.nproc}, or fewer processes.")
+        if t.nproc > 1 and self.model.head.kind in CLASSICAL_HEADS:
+            raise ConfigError("Classical heads are fitted once, in one process: set the number of "
+                              "processes (nproc) to 1, or choose a linear or MLP head.")
         if not (0 <= t.label_smoothing < 1):
             raise ConfigError("Label smoothing must be in [0, 1).")
         d = self.data

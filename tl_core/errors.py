@@ -66,3 +66,7 @@ class LimitReached(TLError):
     def __init__(self, setting: str, message: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class NothingToUndo(DataError):
+    """``tl_core.data.fixes.undo`` on a dataset whose current version no fix made (as imported)."""

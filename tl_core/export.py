@@ -28,6 +28,7 @@ from torch import nn
 from . import atomic
 from .errors import ConfigError
 from .markup import code_fence, code_span, escape_markdown
+from .trackers import log_export
 
 FORMATS = ("torchscript", "onnx", "safetensors")
 MODEL_FILES = {"torchscript": "model_torchscript.pt", "onnx": "model.onnx", "safetensors": "model.safetensors"}
@@ -54,6 +55,7 @@ class ExportReport:
     preprocessing_matches_engine: bool | None = None  # predict.py's inputs == the app's, bit for bit
     errors: dict[str, str] = field(default_factory=dict)  # format -> why it could not be exported
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # for the user, not failures (e.g. MLflow unreachable)
 
     @property
     def ok(self) -> bool:
@@ -410,8 +412,11 @@ def export_bundle(run, out_dir: Path | str, formats: Sequence[str] = FORMATS, ki
     model = run.load_model(kind)
     preprocess = get_backbone(run.config.model.backbone).preprocess
     images: list[Image.Image | Path] = [*default_check_images(), *run_check_images(run)]
-    return export_model(model, run.classes, preprocess, out_dir, formats, metadata=run_metadata(run),
-                        check_images=images)
+    report = export_model(model, run.classes, preprocess, out_dir, formats, metadata=run_metadata(run),
+                          check_images=images)
+    if (note := log_export(run, report.out_dir)) is not None:
+        report.notes.append(note)
+    return report
 
 
 

@@ -14,11 +14,16 @@ not below a session's sub-workspace, so all sessions of a classroom server share
 
 A flock is released by the kernel when its process dies, so a crashed worker never blocks
 the queue, and ``job_state`` marks its run failed.
+
+With the ``ray_address`` setting, jobs go to a Ray cluster instead (``tl_core.job_backends``):
+the functions below stay the one interface, and hand the launch, state and end of a job to the
+backend it was launched on (recorded in its run folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import shutil
@@ -32,7 +37,7 @@ from typing import IO, Any
 
 import psutil
 
-from . import atomic, limits
+from . import atomic, job_backends, limits
 from .config import RunConfig
 from .errors import DataError, DiskFull, JobError
 from .runs import Run, RunStatus, RunStore
@@ -70,6 +75,14 @@ def max_jobs() -> int:
     if torch is not None:
         return max(1, torch.cuda.device_count())
     return max(1, _count_gpus_without_torch())
+
+
+def gpu_count() -> int:
+    """CUDA GPUs this process may use: torch's count where it is loaded, else counted without it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.cuda.device_count()
+    return _count_gpus_without_torch()
 
 
 def _count_gpus_without_torch() -> int:
@@ -173,40 +186,59 @@ def running_jobs(home: Path | None = None) -> list[dict[str, Any]]:
 
 
 class Slot:
-    """A device slot held by this process (a flock on ``slot-<i>.lock``)."""
+    """A device slot held by this process (a flock on ``slot-<i>.lock``); ``others``: the further
+    slots of a job on several GPUs (``TrainConfig.nproc``), released with it."""
 
     def __init__(self, root: Path, index: int, handle: IO[bytes], run_dir: Path) -> None:
         self.root, self.index, self._handle = root, index, handle
+        self.others: list[Slot] = []
         atomic.write_json(root / f"slot-{index}.json",
                           {"slot": index, "run_dir": str(run_dir), "pid": os.getpid(),
                            "pid_created": process_create_time(os.getpid()), "since": time.time()})
 
+    @property
+    def indices(self) -> list[int]:
+        return [self.index, *(other.index for other in self.others)]
+
     def release(self) -> None:
+        for other in self.others:
+            other.release()
         (self.root / f"slot-{self.index}.json").unlink(missing_ok=True)
         fcntl.flock(self._handle, fcntl.LOCK_UN)
         self._handle.close()
 
 
-def _try_slot(root: Path, slots: int, run_dir: Path) -> Slot | None:
+def _try_slot(root: Path, slots: int, run_dir: Path, count: int = 1) -> Slot | None:
+    """``count`` free slots, all or none (the first holds the others)."""
+    held: list[Slot] = []
     for index in range(slots):
+        if len(held) == count:
+            break
         handle = open(root / f"slot-{index}.lock", "ab")  # noqa: SIM115 - kept open while held
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
             continue
-        return Slot(root, index, handle, run_dir)
-    return None
+        held.append(Slot(root, index, handle, run_dir))
+    if len(held) < count:
+        for slot in held:
+            slot.release()
+        return None
+    held[0].others = held[1:]
+    return held[0]
 
 
 def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
-                  poll_s: float = QUEUE_POLL_S) -> Slot | None:
-    """Block until this run is first in the queue and a slot is free (FIFO across the server).
+                  poll_s: float = QUEUE_POLL_S, count: int = 1) -> Slot | None:
+    """Block until this run is first in the queue and a slot is free (FIFO across the server);
+    ``count`` slots for a job on several GPUs (at most ``slots``).
 
     Returns None when the user cancelled while waiting. Called by the worker process.
     """
     root = ticket_path.parent.parent
     slots = slots or max_jobs()
+    count = max(1, min(count, slots))
     while True:
         if run.stop_requested():
             ticket_path.unlink(missing_ok=True)
@@ -218,7 +250,7 @@ def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
         first = waiting[0] if waiting else None
         # The ticket is found by its run folder too: the Teacher page's "move to front" renames it.
         if first is None or first.path == ticket_path or first.run_dir == str(run.dir):
-            slot = _try_slot(root, slots, run.dir)
+            slot = _try_slot(root, slots, run.dir, count)
             if slot is not None:
                 ticket_path.unlink(missing_ok=True)
                 if first is not None:
@@ -242,10 +274,15 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
     """
     limits.check_can_start(workspace, config, new_runs=0 if in_batch else 1, count_active=not in_batch,
                            is_active=is_active, home=home)
+    config = with_dataset_version(config)
+    if config.train.nproc > 1:
+        from .distributed import check_nproc  # torch: only for a run on several processes
+
+        check_nproc(config)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
     launched = set(_children)
     try:
-        _launch(workspace, run, home=home, resume=False)
+        _launch_backend(home).launch(workspace, run, home=home, resume=False)
     except BaseException as exc:
         _roll_back_start(run, [proc for pid, proc in list(_children.items()) if pid not in launched
                                and str(run.dir) in map(str, proc.args)], home)
@@ -253,6 +290,19 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
             raise atomic.disk_full(exc) from exc
         raise
     return run.id
+
+
+def with_dataset_version(config: RunConfig) -> RunConfig:
+    """``config`` with ``data.dataset_version`` set to the version its ingested dataset is at now
+    (``tl_core.data.fixes`` makes new ones), so the run says which records it trained on. Read
+    from dataset.json directly: the queue's process stays free of the data package."""
+    if not config.data.dataset_dir:
+        return config  # ingested when the run starts: version 1 of a new dataset
+    data = atomic.read_json(Path(config.data.dataset_dir) / "dataset.json")
+    version = data.get("version", 1) if isinstance(data, dict) else 0  # 0: not recorded
+    if not isinstance(version, int):
+        version = 0
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, dataset_version=version))
 
 
 def _roll_back_start(run: Run, workers: list[subprocess.Popen], home: Path | None) -> None:
@@ -291,7 +341,7 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
                        "'Edit and run' to train longer.")
     limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
-    _launch(workspace, run, home=home, resume=True)
+    _launch_backend(home).launch(workspace, run, home=home, resume=True)
 
 
 def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:
@@ -334,7 +384,11 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def job_state(run: Run) -> RunStatus:
-    """The run's status; a queued/running run whose worker is gone is marked failed first."""
+    """The run's status; a queued/running run whose worker (or cluster job) is gone is marked failed first."""
+    return _backend_of(run).state(run)
+
+
+def _local_job_state(run: Run) -> RunStatus:
     status = run.status()
     if not status.active:
         return status
@@ -357,6 +411,7 @@ def cancel(run: Run) -> None:
     final "cancelled" state.
     """
     run.request_stop()
+    _backend_of(run).cancel(run)
     job_state(run)
 
 
@@ -384,15 +439,22 @@ def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
     workers started by ``start_job`` are ever ended from here."""
     if job_state(run).active:
         stop(run, wait_s=grace_s)
-    worker = _recorded_worker(run)
-    if worker is not None:
-        _end_process(worker, exit_wait_s=min(grace_s, 5.0))
+    ended = _backend_of(run).end(run, min(grace_s, 5.0))
     if job_state(run).active:
-        if worker is None:
+        if not ended:
             raise JobError(f"Run '{run.display_name()}' is still stopping (it stops after its current "
                            "batch); try again in a moment.")
         run.mark_cancelled()  # ended by us: say so, so that the store lets it go
     store.delete(run.id, is_active=is_active)
+
+
+def _end_local_worker(run: Run, wait_s: float) -> bool:
+    """End the run's worker (see ``_recorded_worker``); False when there is none to end from here."""
+    worker = _recorded_worker(run)
+    if worker is None:
+        return False
+    _end_process(worker, exit_wait_s=wait_s)
+    return True
 
 
 def _recorded_worker(run: Run) -> psutil.Process | None:
@@ -431,9 +493,31 @@ def _end_process(proc: psutil.Process, exit_wait_s: float, kill_wait_s: float = 
 
 def worker_alive(run: Run) -> bool:
     """True while the run's worker process still runs (it may be writing the final evaluation)."""
+    return _backend_of(run).alive(run)
+
+
+def _local_worker_alive(run: Run) -> bool:
     status = run.status()
     return process_alive(status.pid, status.pid_created)
 
 
 def is_active(run: Run) -> bool:
     return job_state(run).active
+
+
+# -- backends (tl_core.job_backends) -----------------------------------------------------------
+# Looked up when called, not bound now: a test (or a later patch) that replaces _launch reaches the backend.
+_LOCAL = job_backends.LocalBackend(launch_job=lambda *args, **kw: _launch(*args, **kw),
+                                   job_state=lambda run: _local_job_state(run),
+                                   end_job=lambda run, wait_s: _end_local_worker(run, wait_s),
+                                   worker_alive=lambda run: _local_worker_alive(run))
+
+
+def _launch_backend(home: Path | None) -> job_backends.JobBackend:
+    """Where a job starting now goes: the Ray cluster of the ray_address setting, else this machine."""
+    return job_backends.configured_backend(home) or _LOCAL
+
+
+def _backend_of(run: Run) -> job_backends.JobBackend:
+    """Where the run's job was launched (its run folder says so)."""
+    return job_backends.recorded_backend(run) or _LOCAL

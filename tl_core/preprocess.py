@@ -51,8 +51,10 @@ def decode(images: Sequence[ImageSource], preprocess: Preprocess) -> torch.Tenso
     try:
         return torch.stack([torch.from_numpy(np.array(decode_square(source(image), preprocess.resize_size)))
                             for image in images])
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"Could not read an image to predict on ({exc}); use a JPEG, PNG, BMP or WebP file.") from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # FormatUnavailable is a ValueError
+        from .data.formats import SUPPORTED_WORDS
+
+        raise DataError(f"Could not read an image to predict on ({exc}); use a {SUPPORTED_WORDS} file.") from exc
 
 
 def decode_dataset(dataset: Dataset, preprocess: Preprocess, cache_dir: Path,
@@ -127,10 +129,17 @@ class ImageSet(torch.utils.data.Dataset):
 
 def make_loader(images: torch.Tensor, indices: Sequence[int], labels: Sequence[int],
                 transform: View, batch_size: int, *, shuffle: bool, seed: int = 0,
-                num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """Batches of (uint8 views, labels); normalise them on the device with a ``Normalizer``."""
+                num_workers: int = 0, pin_memory: bool = False,
+                weights: Sequence[float] | None = None) -> torch.utils.data.DataLoader:
+    """Batches of (uint8 views, labels); normalise them on the device with a ``Normalizer``.
+    ``weights`` (one per index): draw ``len(indices)`` images with replacement in proportion to
+    them (a class-balanced epoch, ``tl_core.balance``) instead of shuffling."""
     generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(weights, len(indices), replacement=True, generator=generator)
+        shuffle = False
     return torch.utils.data.DataLoader(
-        ImageSet(images, indices, labels, transform), batch_size=batch_size, shuffle=shuffle,
+        ImageSet(images, indices, labels, transform), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
         generator=generator, num_workers=num_workers, pin_memory=pin_memory,
         persistent_workers=num_workers > 0)

@@ -3,8 +3,10 @@
 A run folder holds ``config.json`` (enough to re-run it alone), ``status.json`` (a ``RunStatus``),
 the event log ``events.jsonl`` (one JSON event per line, appended), ``classes.json``,
 ``checkpoints/{best,last}.pt``, ``metrics.json``, one ``eval_<split>.json`` per evaluated split,
-the worker's ``worker.log``, the ``STOP`` flag, the last export in ``export/`` and ``label.json``
-(the name the user gave the run after it started; ``config.json`` stays the recipe as trained).
+the worker's ``worker.log``, the ``STOP`` flag, the last export in ``export/``, ``label.json``
+(the name the user gave the run after it started; ``config.json`` stays the recipe as trained),
+``job.json`` (a job launched on a cluster: its backend and job id), ``tracking.json`` (its MLflow
+run) and ``tensorboard/`` (TensorBoard's event files).
 Only ``Run`` knows these names: writers and readers go through its methods. Whole-file writes are
 atomic, and the event log is only ever appended with complete lines, so a page polling from
 another process always sees a consistent state. A full disk leaves the previous state and raises
@@ -372,6 +374,33 @@ class Run:
     def worker_log_path(self) -> Path:
         """The worker process's stdout and stderr (tracebacks of bugs end up here)."""
         return self.dir / "worker.log"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard's event files of the run (``tl_core.trackers``), beside the run log."""
+        return self.dir / "tensorboard"
+
+    def tracking(self) -> dict[str, Any]:
+        """Where the run is tracked outside TL Studio (``tracking.json``: the MLflow run id and
+        tracking URI); {} when nowhere."""
+        data = atomic.read_json(self.dir / "tracking.json", default=None)
+        return data if isinstance(data, dict) else {}
+
+    def record_tracking(self, **info: Any) -> None:
+        atomic.write_json(self.dir / "tracking.json", {**self.tracking(), **info})
+
+    def job_record(self) -> dict[str, Any]:
+        """How the run's job was launched when not by the local queue (``job.json``: e.g.
+        {"backend": "ray", "job_id": ..., "address": ...}); {} for a local job."""
+        data = atomic.read_json(self.dir / "job.json", default=None)
+        return data if isinstance(data, dict) else {}
+
+    def record_job(self, **info: Any) -> None:
+        """Replace the job record (a new launch, e.g. a resume, is a new job)."""
+        atomic.write_json(self.dir / "job.json", info)
+
+    def clear_job_record(self) -> None:
+        (self.dir / "job.json").unlink(missing_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------
     def checkpoint_path(self, kind: str = "best") -> Path:

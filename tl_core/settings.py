@@ -47,6 +47,12 @@ class Settings:
     cache_cleanup_minutes: int = field(default=30, metadata={"help": "how often caches are checked against the budget"})
     server_heavy_tasks: int = field(default=2, metadata={"help": "thumbnails, Grad-CAM, batch predictions and exports "
                                                               "the app's server process runs at once"})
+    # -- a Ray cluster (README: "Jobs on a Ray cluster") ------------------------------------------
+    ray_address: str = field(default="", metadata={"help": "the Ray cluster's dashboard address (e.g. http://head:8265) "
+                                                        "jobs go to; empty: this machine's queue"})
+    ray_job_cpus: float = field(default=1.0, metadata={"help": "CPUs each job asks of the Ray cluster"})
+    ray_job_gpus: float = field(default=0.0, metadata={"help": "GPUs each job asks of the Ray cluster "
+                                                            "(0 for a cluster without GPUs)"})
     # -- the teacher -----------------------------------------------------------------------------
     teacher_password: str = field(default="", repr=False,
                                   metadata={"help": "opens the Teacher page; empty: no teacher page"})

@@ -26,7 +26,7 @@ from .data import Dataset, Limits, UploadedImage
 from .data.safety import checked_image
 from .workspace import Workspace
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".dcm")  # formats.py
 _ID = re.compile(r"^[0-9]{19}-[0-9a-f]{8}$")  # nanosecond time (sorts by arrival), then a random part
 
 

@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from . import events as ev
+from .balance import sample_weights
 from .classroom import cache_dir_for
-from .config import CLASSICAL_HEADS, RunConfig
+from .config import CLASSICAL_HEADS, RunConfig, TrainConfig
 from .device import autocast_dtype, seed_everything, select_device
 from .errors import ConfigError
 from .features import (
@@ -40,6 +41,7 @@ from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .backbones import Preprocess
+    from .distributed import Group
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +103,8 @@ def prepare_data(config: RunConfig, workspace: Workspace, preprocess: Preprocess
 
     ds = load_dataset(config, workspace, progress=throttled_progress(emit, "ingest"))
     check_trainable(ds)
-    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed)
+    split = make_split(ds, config.data.val_fraction, config.data.test_fraction, config.data.split_seed,
+                       keep_given=config.data.keep_given_split)
     if not split.val:
         raise ConfigError("Training needs a validation set: set a validation fraction above 0 "
                           "or give a val/ folder.")
@@ -134,6 +137,7 @@ class Session:
     features: FeatureCache = field(default_factory=FeatureCache)
     feature_store: FeatureStore | None = None  # features shared with other runs on disk; None: memory only
     model_fingerprint: str = ""  # of the frozen body (features.model_fingerprint), for ``feature_key``
+    group: Group | None = None  # the ranks training this run together (tl_core.distributed); None: one process
 
     @property
     def classical(self) -> bool:
@@ -151,11 +155,9 @@ class Session:
 
     def feature_key(self, indices: Sequence[int], view: FeatureView) -> str:
         """What the features of these images in this view depend on (see ``features.feature_key``)."""
-        train = self.config.train
-        loader = f"workers={train.num_workers}"
-        if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
-            loader += f",batch={train.batch_size}"
-        numerics = f"{self.device.type}|{self.amp_dtype}|torch {torch.__version__}|{loader}"
+        numerics = feature_numerics(self.device, self.amp_dtype, self.config.train, view)
+        if self.group is not None and not view.is_eval:  # each rank draws the crops of its own shard
+            numerics += f"|ranks={self.group.world}"
         return feature_key(self.model_fingerprint, self.preprocess, [self.data.image_ids[i] for i in indices],
                            view, numerics)
 
@@ -171,12 +173,15 @@ class Session:
         row_of = {image: row for row, image in enumerate(pool)}
         return pool, [row_of[image] for image in indices]
 
-    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0):
-        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle."""
+    def loader(self, indices: Sequence[int], view: View, shuffle: bool, epoch: int = 0, balanced: bool = False):
+        """Batches of (uint8 views, labels) at the current batch size; ``epoch`` seeds the shuffle.
+        ``balanced``: a class-balanced draw instead of a shuffle (``TrainConfig.balance == "sampler"``)."""
         train = self.config.train
-        return make_loader(self.data.images, indices, self.data.labels_of(indices), view, train.batch_size,
+        labels = self.data.labels_of(indices)
+        weights = sample_weights(labels, len(self.data.classes)).tolist() if balanced else None
+        return make_loader(self.data.images, indices, labels, view, train.batch_size,
                            shuffle=shuffle, seed=train.seed + epoch, num_workers=train.num_workers,
-                           pin_memory=self.device.type == "cuda")
+                           pin_memory=self.device.type == "cuda", weights=weights)
 
     def feature_loader(self, indices: Sequence[int], view: FeatureView):
         """Batches of ``view`` of these images for feature extraction, in order: the eval view
@@ -202,6 +207,16 @@ def auto_batch_config(config: RunConfig, model: nn.Module, preprocess: Preproces
                                configured=config.train.batch_size, cache_dir=workspace.cache_dir)
     emit(ev.Note(choice.note))
     return dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=choice.batch_size))
+
+
+def feature_numerics(device: torch.device, amp_dtype: torch.dtype | None, train: TrainConfig,
+                     view: FeatureView) -> str:
+    """How a view's features were computed, for ``features.feature_key``: device, precision, torch
+    and the loader (``tl_core.label_issues`` keys its features the same way, to share them)."""
+    loader = f"workers={train.num_workers}"
+    if train.num_workers and not view.is_eval:  # worker processes draw the crops batch by batch
+        loader += f",batch={train.batch_size}"
+    return f"{device.type}|{amp_dtype}|torch {torch.__version__}|{loader}"
 
 
 def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Event], None],

@@ -20,19 +20,22 @@ helpers are ``tl_core.device``.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import atomic
+from . import atomic, trackers
 from . import events as ev
+from .balance import class_weights, sample_weights
 from .checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from .config import RunConfig
 from .device import autocast, describe_device, is_out_of_memory
@@ -43,6 +46,9 @@ from .progress import PhaseProgress, RateWindow
 from .runs import Run
 from .train_session import PreparedData, Session, open_session
 from .workspace import Workspace
+
+if TYPE_CHECKING:
+    from .distributed import Group
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,9 +104,13 @@ def make_optimisation(session: Session) -> Optimisation:
     optimizer = make_optimizer(train.optimizer, param_groups(session.model, session.config.freeze, train.lr),
                                train.lr, train.weight_decay)
     total_steps = math.ceil(len(session.data.train) / train.batch_size) * train.epochs
+    weight = None
+    if train.balance == "weighted_loss":  # the training loss only: validation stays unweighted (tl_core.balance)
+        weight = torch.from_numpy(class_weights(session.data.labels_of(session.data.train),
+                                                len(session.data.classes))).to(session.device)
     return Optimisation(
         optimizer=optimizer, scheduler=make_scheduler(train.schedule, optimizer, total_steps),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=train.label_smoothing),
+        loss_fn=nn.CrossEntropyLoss(weight=weight, label_smoothing=train.label_smoothing),
         scaler=torch.amp.GradScaler("cuda") if session.amp_dtype == torch.float16 else None,
         base_lrs=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps)
 
@@ -122,7 +132,8 @@ class Strategy:
                 feature_views: int = 0) -> None:
         s = self.session
         self.emit(ev.RunStarted(
-            run_id=self.trainer.run.id, device=describe_device(s.device), classes=s.data.classes,
+            run_id=self.trainer.run.id, device=describe_device(s.device) + (
+                f" x {s.group.world} processes" if s.group else ""), classes=s.data.classes,
             num_train=len(s.data.train), num_val=len(s.data.val), epochs=epochs, steps_per_epoch=steps_per_epoch,
             trainable_params=trainable, total_params=sum(p.numel() for p in s.model.parameters()),
             feature_cache=feature_cache, feature_views=feature_views))
@@ -139,6 +150,9 @@ class Strategy:
         keys = [s.feature_key(indices, view) if store else "" for indices, view in requests]
         out = [store.load(key, len(indices)) if store else None
                for key, (indices, _) in zip(keys, requests, strict=True)]
+        if s.group is not None and store:  # every rank computes what any rank did not find (in step)
+            found = s.group.sum([f is not None for f in out])
+            out = [f if hits == s.group.world else None for f, hits in zip(out, found, strict=True)]
         if any(f is not None for f in out) and not self._said_loaded:
             self._said_loaded = True
             self.emit(ev.Note("Backbone features loaded from the cache: an earlier run computed them for the "
@@ -150,6 +164,8 @@ class Strategy:
             progress.start()
             for i in todo:
                 out[i] = self._extract(*requests[i], progress)
+                if s.group is not None and not s.group.is_main:
+                    continue  # rank 0 stores them
                 if store and not store.save(keys[i], out[i]) and not self._said_unstored:
                     self._said_unstored = True
                     self.emit(ev.Note("Could not store the backbone features for later runs (is the disk "
@@ -160,47 +176,68 @@ class Strategy:
         """One view's features at the current batch size. The view's crops are drawn from its own
         seed in a forked random state: the same whenever they are computed, and whether or not
         they are (the run's random numbers after this do not depend on a cache hit)."""
-        s = self.session
+        s, group = self.session, self.session.group
         batch, counted = s.config.train.batch_size, [0]
+        mine = indices if group is None else group.shard(indices)  # several ranks: each its shard
+        ranks = 1 if group is None else group.world
 
         def on_batch(done_batches: int, _total: int) -> None:
-            done = min(done_batches * batch, len(indices))
+            done = min(done_batches * batch * ranks, len(indices))
             progress.advance(done - counted[0])
             counted[0] = done
             self.check_stop()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view.torch_seed())
-            loader = s.feature_loader(indices, view)
-            feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
-        return feats
+        if not mine:  # fewer images than ranks: this one has none
+            feats, batches = torch.zeros((0, self._feature_width())), 0
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(view.torch_seed())
+                loader = s.feature_loader(mine, view)
+                feats, _ = extract_features(s.model.body, loader, s.normalize, s.amp_dtype, on_batch)
+            batches = len(loader)
+        if group is None:
+            return feats
+        # a shorter shard has one batch less: its rank still takes part in every stop check
+        for _ in range(math.ceil(math.ceil(len(indices) / ranks) / batch) - batches):
+            self.check_stop()
+        return group.gather_rows(feats, len(indices))
+
+    def _feature_width(self) -> int:
+        """The body's feature size (for a rank whose shard is empty): the head's first Linear's input."""
+        return next(m for m in self.session.model.head.modules() if isinstance(m, nn.Linear)).in_features
 
     @torch.no_grad()
-    def image_logits(self, indices: Sequence[int]) -> torch.Tensor:
-        """Logits of the eval view of these images."""
+    def image_logits(self, indices: Sequence[int], shared: bool = False) -> torch.Tensor:
+        """Logits of the eval view of these images; ``shared``: every rank computes its shard and
+        all get all of them (a collective: every rank calls it)."""
         s = self.session
         s.model.eval()
+        group = s.group if shared else None
         out = []
-        for x, _ in s.loader(indices, s.eval_view(), shuffle=False):
+        for x, _ in s.loader(indices if group is None else group.shard(indices), s.eval_view(), shuffle=False):
             with autocast(s.device, s.amp_dtype):
                 out.append(s.model(s.normalize(x)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, len(s.data.classes))
+        logits = torch.cat(out) if out else torch.zeros(0, len(s.data.classes))
+        return logits if group is None else group.gather_rows(logits, len(indices))
 
     @torch.no_grad()
-    def val_logits(self) -> torch.Tensor:
+    def val_logits(self, shared: bool = False) -> torch.Tensor:
         """The validation set's logits: from its cached features when the run has them."""
         s = self.session
         if s.features.val is None:
-            return self.image_logits(s.data.val)
+            return self.image_logits(s.data.val, shared=shared)
         s.model.eval()
         return s.model.head(s.features.val.to(s.device)).float().cpu()
 
     def validate(self) -> tuple[float, float]:
-        logits = self.val_logits()
+        """The validation loss and accuracy, the same on every rank."""
+        logits = self.val_logits(shared=True)
         labels = torch.tensor(self.session.data.labels_of(self.session.data.val))
         return nn.functional.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
     def save(self, kind: str, epoch: int) -> None:
         s, optim = self.session, self.optim
+        if s.group is not None and not s.group.is_main:
+            return  # rank 0 writes the checkpoints
         path = save_checkpoint(self.trainer.run, kind, epoch, s.model, self.state, s.config.train.batch_size,
                                optimizer=optim.optimizer if optim else None,
                                scheduler=optim.scheduler if optim else None)
@@ -211,8 +248,10 @@ class Strategy:
         from .evaluation import evaluate_logits
 
         s = self.session
-        load_best(self.trainer.run, s.model, s.device)
         result: dict[str, Any] = {"best_epoch": self.state.best_epoch, "history": self.state.history}
+        if s.group is not None and not s.group.is_main:
+            return result  # rank 0 evaluates alone (no collectives from here on)
+        load_best(self.trainer.run, s.model, s.device)
         for name, indices in {"val": s.data.val, "test": s.data.test}.items():
             if indices:
                 logits = self.val_logits() if name == "val" else self.image_logits(indices)
@@ -229,6 +268,22 @@ class EpochLoop(Strategy):
 
     def __init__(self, trainer: Trainer, session: Session) -> None:
         super().__init__(trainer, session, make_optimisation(session))
+        self._wrapped: tuple[tuple, nn.Module] | None = None  # several ranks: the DDP wrapper in use
+
+    def _trainable(self, module: nn.Module) -> nn.Module:
+        """``module``, DDP-wrapped when several ranks train it; wrapped again when the parameters
+        that train change (gradual unfreezing, LP-FT: DDP syncs the ones it was built with)."""
+        group = self.session.group
+        if group is None:
+            return module
+        key = (id(module), tuple(p.requires_grad for p in module.parameters()),
+               tuple(m.training for m in module.modules()))
+        if self._wrapped is None or self._wrapped[0] != key:
+            if self._wrapped is not None:  # the old wrapper's gradient hooks go before the new one's come
+                self._wrapped = None
+                gc.collect()
+            self._wrapped = (key, group.wrap(module))
+        return self._wrapped[1]
 
     def train(self) -> dict[str, Any]:
         """Resume when asked, run the epochs, stop early when the monitored metric stalls."""
@@ -278,8 +333,8 @@ class EpochLoop(Strategy):
                 train_loss, train_acc = self._cached_epoch(epoch) if self.session.use_cache else self._image_epoch(epoch)
                 return (train_loss, train_acc, *self.validate())
             except Exception as exc:
-                if not is_out_of_memory(exc) or self.session.config.train.batch_size <= 1:
-                    raise
+                if not is_out_of_memory(exc) or self.session.config.train.batch_size <= 1 or self.session.group:
+                    raise  # several ranks: one rank's smaller batch would put them out of step
                 self._halve_batch(epoch, step_at_start)
 
     def _halve_batch(self, epoch: int, step_at_start: int) -> None:
@@ -305,8 +360,9 @@ class EpochLoop(Strategy):
 
         s = self.session
         set_train_mode(s.model, s.config.freeze, epoch=epoch)
-        loader = s.loader(s.data.train, s.train_view(), shuffle=True, epoch=epoch)
-        return self._run_batches(epoch, ((s.normalize(x), y) for x, y in loader), len(loader), s.model)
+        loader = s.loader(s.data.train, s.train_view(), shuffle=True, epoch=epoch,
+                          balanced=s.config.train.balance == "sampler")
+        return self._run_batches(epoch, loader, len(loader), self._trainable(s.model), prepare=s.normalize)
 
     def _cached_epoch(self, epoch: int) -> tuple[float, float]:
         from .freeze import set_train_mode
@@ -316,10 +372,14 @@ class EpochLoop(Strategy):
         set_train_mode(s.model, s.config.freeze, epoch=epoch)
         labels = torch.tensor(s.data.labels_of(s.data.train), device=s.device)
         g = torch.Generator().manual_seed(s.config.train.seed + epoch)
-        order = torch.randperm(len(labels), generator=g).to(s.device)
+        if s.config.train.balance == "sampler":  # as the image path's WeightedRandomSampler: same length, with replacement
+            weights = torch.from_numpy(sample_weights(s.data.labels_of(s.data.train), len(s.data.classes)))
+            order = torch.multinomial(weights, len(labels), replacement=True, generator=g).to(s.device)
+        else:
+            order = torch.randperm(len(labels), generator=g).to(s.device)
         bs = s.config.train.batch_size
         batches = ((feats[order[i:i + bs]], labels[order[i:i + bs]]) for i in range(0, len(order), bs))
-        return self._run_batches(epoch, batches, math.ceil(len(order) / bs), s.model.head)
+        return self._run_batches(epoch, batches, math.ceil(len(order) / bs), self._trainable(s.model.head))
 
     def _train_features(self, epoch: int) -> torch.Tensor:
         """The training view epoch ``epoch`` trains on, computed (or loaded) the first time an
@@ -339,21 +399,28 @@ class EpochLoop(Strategy):
                 cache.val = feats
         return cache.train_views[view]
 
-    def _run_batches(self, epoch: int, batches: Iterable, steps: int, model: nn.Module) -> tuple[float, float]:
-        s, optim, state = self.session, self.optim, self.state
+    def _run_batches(self, epoch: int, batches: Iterable, steps: int, model: nn.Module,
+                     prepare: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> tuple[float, float]:
+        """Train on ``batches`` of (inputs, labels), each input ``prepare``d first; several ranks
+        each train on their shard of every batch (``tl_core.distributed``)."""
+        s, optim, state, group = self.session, self.optim, self.state, self.session.group
         total_loss = torch.zeros((), device=s.device)
         total_correct = torch.zeros((), device=s.device)
         seen = 0
         rate = RateWindow()  # images/s over the last seconds: per batch it swings with every hiccup
         rate.add(0)
         for step, (x, y) in enumerate(batches, start=1):
-            y = torch.as_tensor(y).to(s.device, non_blocking=True)
-            loss, correct = train_step(model, x, y, optim.optimizer, optim.loss_fn,
-                                       scaler=optim.scaler, amp_dtype=s.amp_dtype)
+            y = torch.as_tensor(y)
+            if group is not None:
+                loss, correct, n = self._shard_step(model, prepare, x, y, group)
+            else:
+                y = y.to(s.device, non_blocking=True)
+                loss, correct = train_step(model, prepare(x), y, optim.optimizer, optim.loss_fn,
+                                           scaler=optim.scaler, amp_dtype=s.amp_dtype)
+                n = y.shape[0]
             if state.global_step < optim.total_steps:  # OneCycle refuses to step past its end
                 optim.scheduler.step()
             state.global_step += 1
-            n = y.shape[0]
             seen += n
             total_loss += loss * n
             total_correct += correct
@@ -363,7 +430,29 @@ class EpochLoop(Strategy):
                                     lr=optim.optimizer.param_groups[-1]["lr"],
                                     images_per_s=rate.rate() or 0.0))
             self.check_stop()
+        if group is not None:
+            group.sync_buffers(s.model)
         return float(total_loss) / max(seen, 1), float(total_correct) / max(seen, 1)
+
+    def _shard_step(self, model: nn.Module, prepare: Callable[[torch.Tensor], torch.Tensor],
+                    x: torch.Tensor, y: torch.Tensor, group: Group) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One step on this rank's shard of a global batch; returns the batch's (mean loss,
+        correct, size) over all ranks. Each rank's summed loss is scaled by world / batch size:
+        DDP's mean of the ranks' gradients is then the whole batch's mean-loss gradient, exactly
+        as one process computes it, whatever the shards' sizes. With a weighted loss, "size" is the
+        batch's summed class weights (PyTorch's weighted mean)."""
+        s, optim = self.session, self.optim
+        n = y.shape[0]
+        weight = optim.loss_fn.weight  # a weighted loss's class weights (TrainConfig.balance), else None
+        # What the whole batch's mean divides by: its size, or (weighted) its images' summed class weights
+        total = n if weight is None else float(weight.cpu()[y].sum())
+        x, y = group.shard_batch(x, y)
+        summed = nn.CrossEntropyLoss(weight=weight, label_smoothing=s.config.train.label_smoothing, reduction="sum")
+        loss, correct = train_step(model, prepare(x.to(s.device)), y.to(s.device),
+                                   optim.optimizer, lambda logits, labels: summed(logits, labels) * (group.world / total),
+                                   scaler=optim.scaler, amp_dtype=s.amp_dtype)
+        loss_sum, correct_sum, _ = group.sum([float(loss) * total / group.world, float(correct), y.shape[0]])
+        return torch.tensor(loss_sum / total, device=s.device), torch.tensor(correct_sum, device=s.device), n
 
 
 class ClassicalHead(Strategy):
@@ -379,7 +468,8 @@ class ClassicalHead(Strategy):
         train_feats, s.features.val = self.features([(s.data.train, EVAL_VIEW), (s.data.val, EVAL_VIEW)])
         y = s.data.labels_of(s.data.train)
         linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
-                               len(s.data.classes), seed=s.config.train.seed)
+                               len(s.data.classes), seed=s.config.train.seed,
+                               balanced=s.config.train.balance != "none")
         s.model.head = linear.to(s.device)
         train_logits = s.model.head(train_feats.to(s.device)).float().cpu()
         y_t = torch.tensor(y)
@@ -406,10 +496,14 @@ class Trainer:
 
     def __init__(self, config: RunConfig, run: Run, workspace: Workspace,
                  subscribers: Sequence[ev.Subscriber] = (), control: ev.Control | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, group: Group | None = None) -> None:
         config.validate()
         self.config, self.run, self.workspace, self.resume = config, run, workspace, resume
-        self.subscribers = [run.append_event, *subscribers]
+        self.group = group  # several ranks train the run (``run`` is read-only on all but rank 0)
+        # TensorBoard and MLflow when set up (tl_core.trackers): every run, from the app, a worker or the
+        # CLI; with several ranks only rank 0's, or each rank would log the run again
+        tracked = trackers.for_run(run) if group is None or group.is_main else []
+        self.subscribers = [run.append_event, *subscribers, *tracked]
         self.control = control or ev.Control(poll=run.stop_requested)
         self.state = TrainState()
 
@@ -418,21 +512,38 @@ class Trainer:
             subscriber(event)
 
     def check_stop(self) -> None:
-        if self.control.should_stop:
+        """Raise _Stopped when the run is asked to stop; with several ranks, rank 0's answer for all
+        (every rank calls it at the same points)."""
+        if self.group is None:
+            stop = self.control.should_stop
+        else:
+            stop = self.group.stop_requested(lambda: self.control.should_stop)
+        if stop:
             raise _Stopped()
 
     def fit(self) -> dict[str, Any]:
         run, state = self.run, self.state
-        run.mark_running(pid=os.getpid())
+        if self.group is None:  # several ranks: their worker recorded itself (tl_core.worker)
+            run.mark_running(pid=os.getpid())
+
+        config, group = self.config, self.group
 
         def data_ready(data: PreparedData) -> None:
             run.write_classes(data.classes)
             run.record_dataset(data.dataset_dir)
+            if group is not None and group.is_main:
+                group.barrier()  # the dataset is imported and decoded: the other ranks read it now
         strategy: Strategy | None = None
         try:
             try:
-                session = open_session(self.config, self.workspace, self.emit,
-                                       data_ready=data_ready)
+                if group is not None and not group.is_main:
+                    group.barrier()  # rank 0 imports and decodes the dataset (its folders, its caches)
+                    dataset_dir = run.status().dataset_dir
+                    if dataset_dir:
+                        config = dataclasses.replace(config, data=dataclasses.replace(
+                            config.data, dataset_dir=dataset_dir))
+                session = open_session(config, self.workspace, self.emit, data_ready=data_ready)
+                session.group = self.group
                 strategy = ClassicalHead(self, session) if session.classical else EpochLoop(self, session)
                 result = strategy.train()
             except _Stopped:
@@ -487,6 +598,7 @@ class Trainer:
 
 
 def train(config: RunConfig, run: Run, workspace: Workspace, subscribers: Sequence[ev.Subscriber] = (),
-          control: ev.Control | None = None, resume: bool = False) -> dict[str, Any]:
-    """Train ``run`` as ``config`` says; events go to the run log and ``subscribers``."""
-    return Trainer(config, run, workspace, subscribers, control, resume=resume).fit()
+          control: ev.Control | None = None, resume: bool = False, group: Group | None = None) -> dict[str, Any]:
+    """Train ``run`` as ``config`` says; events go to the run log and ``subscribers``. ``group``:
+    this process is one rank of several (``tl_core.worker_rank``)."""
+    return Trainer(config, run, workspace, subscribers, control, resume=resume, group=group).fit()

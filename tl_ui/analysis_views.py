@@ -26,6 +26,7 @@ from tl_core.evaluation import EvalResult
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
+from . import fix_views
 from .charts import plot_label, plot_labels
 from .feedback import user_errors
 from .heavy import waiting_notice
@@ -135,8 +136,9 @@ def caption_of(row: Any) -> str:
 
 
 def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str,
-            limit: int = GALLERY_MAX) -> None:
-    """Thumbnails (or Grad-CAM overlays) with true label, predicted label and confidence."""
+            limit: int = GALLERY_MAX, fixable: bool = False) -> None:
+    """Thumbnails (or Grad-CAM overlays) with true label, predicted label and confidence; with
+    ``fixable``, a picker under them to move one to another class or remove it (``fix_views``)."""
     if rows.empty:
         st.caption("No images here.")
         return
@@ -152,7 +154,7 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
                                      [int(shown["pred"].iloc[i]) for i in present], bar)
             cams = {i: e[0] for i, e in zip(present, explained, strict=True) if not isinstance(e, str)}
         bar.empty()
-    pictures, captions, missing = [], [], 0
+    pictures, captions, pictured, missing = [], [], [], 0
     thumbs = thumbnails([path for i, path in enumerate(paths) if i not in cams])
     thumb_of = dict(zip([i for i in range(len(paths)) if i not in cams], thumbs, strict=True))
     for i, row in enumerate(shown.itertuples()):
@@ -164,8 +166,11 @@ def gallery(rows: pd.DataFrame, run: Run, cam_stage: str | None | bool, key: str
             continue
         pictures.append(picture)
         captions.append(escape_markdown(caption_of(row)))  # image captions are Markdown
+        pictured.append((row.path, caption_of(row)))
     if pictures:
         st.image(pictures, caption=captions, width=170)
+    if pictured and fixable:
+        fix_views.fix_picker(root, dict(pictured), key=f"{key}_fix")
     if len(rows) > limit:
         st.caption(f"Showing {limit} of {len(rows)} images (the most confident first).")
     if missing:
@@ -430,12 +435,12 @@ def render(run: Run, result: EvalResult, split: str, key: str | None = None) -> 
             verdict = "correct" if t == p else "mistaken"
             st.markdown(f"**{len(rows)} image(s)**, {verdict}: true class → predicted class")
             st.text(f"{classes[t]} → {classes[p]}")  # class names: text, never Markdown
-            gallery(rows, run, cam, key=f"{key}_cell")
+            gallery(rows, run, cam, key=f"{key}_cell", fixable=True)
 
     with panes["Hardest images"]:
         st.markdown("The images with the highest loss: confidently wrong, or right by a hair. They are often "
                     "mislabelled, unusual, or show two classes at once; worth checking by eye.")
-        gallery(analysis.top_losses(frame, k=12), run, cam, key=f"{key}_losses")
+        gallery(analysis.top_losses(frame, k=12), run, cam, key=f"{key}_losses", fixable=True)
 
     with panes["Per class"]:
         metrics = analysis.per_class_metrics(frame["true"], frame["pred"], classes)

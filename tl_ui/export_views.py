@@ -88,6 +88,8 @@ def show_checks(report: dict[str, Any]) -> None:
     for fmt, error in report.get("errors", {}).items():
         st.error(f"{FORMAT_NAMES.get(fmt, fmt)} could not be exported: {escape_markdown(error)}",
                  icon=":material/error:")
+    for note in report.get("notes", []):  # e.g. the bundle could not be added to the run's MLflow run
+        st.caption(escape_markdown(note))
 
 
 def card_preview(text: str) -> str:

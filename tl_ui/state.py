@@ -58,6 +58,8 @@ class AppState:
     teacher_unlocked: bool = field(default=False, repr=False, compare=False)  # the right password was typed here
     pending_teacher_delete: tuple[str, str] | None = field(default=None, repr=False, compare=False)  # (what, session)
     display_name_error: str | None = field(default=None, repr=False, compare=False)  # the sidebar's last refusal
+    last_fix: Any = field(default=None, repr=False, compare=False)  # tl_ui.fix_views: the last fix, shown with Undo
+    label_issues: dict = field(default_factory=dict, repr=False, compare=False)  # run id -> (stamp, Results' mislabelled list)
 
     @property
     def workspace(self) -> Workspace:

@@ -24,7 +24,7 @@ def literal_fields():
 
 def test_every_choice_field_uses_a_named_alias_with_a_label_for_each_choice():
     aliases = {alias for _, _, alias in literal_fields()}
-    assert len(aliases) == 7  # augment, head, pooling, freeze mode, optimizer, schedule, monitor
+    assert len(aliases) == 8  # augment, head, pooling, freeze mode, optimizer, schedule, monitor, balance
     for alias in aliases:
         assert list(config.LABELS[alias]) == list(choices(alias)), alias
         assert all(label.strip() for label in config.LABELS[alias].values())

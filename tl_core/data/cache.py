@@ -26,7 +26,7 @@ from ..bundle_predict import decode_square
 from ..errors import DataError
 from .dataset import Dataset, ProgressFn
 
-DECODE_VERSION = 2  # bump when the decoding below changes, so old caches are not reused
+DECODE_VERSION = 3  # bump when the decoding below changes, so old caches are not reused (3: 16-bit min-max)
 # Past this a fresh decode goes straight into the memory-mapped file: a process's private memory
 # stays bounded whatever the dataset's size (bench/run.py's memory case; 2 GiB let a 20,000-image
 # set at 96 px hold 0.5 GB per training process, ~10,000 at 256 px 2 GB).

@@ -33,12 +33,26 @@ class ImageRecord:
     sha256: str  # of the file's bytes: finds duplicates and keys the decode cache
     width: int  # original size, after EXIF orientation
     height: int
+    group: str | None = None  # a spreadsheet's group (a patient, a site): kept in one split; None = its own
 
 
 @dataclass(frozen=True)
 class Skipped:
     path: str  # the name as the source gave it
     reason: str  # written for the user
+
+
+@dataclass(frozen=True)
+class Note:
+    path: str  # the name as the source gave it
+    note: str  # what was done with the file, written for the user (a multi-page TIFF: its first page)
+
+
+def _record_dict(record: ImageRecord) -> dict[str, Any]:
+    d = dataclasses.asdict(record)
+    if d["group"] is None:
+        del d["group"]  # a dataset without groups reads as before, even to an older TL Studio
+    return d
 
 
 @dataclass
@@ -49,6 +63,8 @@ class Dataset:
     records: list[ImageRecord]
     skipped: list[Skipped] = field(default_factory=list)
     source: str = ""  # what it was ingested from, for the record
+    version: int = 1  # 1 as imported; each fix (tl_core.data.fixes) makes a new one, an undo goes back
+    notes: list[Note] = field(default_factory=list)  # files used in part (tl_core.data.formats.page_note)
 
     @property
     def labels(self) -> list[int]:
@@ -78,11 +94,13 @@ class Dataset:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
+            "version": self.version,
             "name": self.name,
             "source": self.source,
             "classes": list(self.classes),
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "records": [_record_dict(r) for r in self.records],
             "skipped": [dataclasses.asdict(s) for s in self.skipped],
+            **({"notes": [dataclasses.asdict(n) for n in self.notes]} if self.notes else {}),
         }
 
     def save(self) -> None:
@@ -95,8 +113,16 @@ class Dataset:
         path = root / DATASET_FILE
         if not path.is_file():
             raise DataError(f"No dataset found in {root} ({DATASET_FILE} is missing). Import the images again.")
+        data = atomic.read_json(path)
+        if data is None:
+            raise DataError(f"The dataset description {path} is damaged (not JSON). Import the images again.")
+        return cls.load_dict(root, data)
+
+    @classmethod
+    def load_dict(cls, root: Path | str, data: Any) -> Dataset:
+        """The dataset described by ``data`` (``to_dict``'s layout), its paths relative to ``root``."""
+        path = Path(root) / DATASET_FILE
         try:
-            data = atomic.read_json(path)
             if data.get("format") != FORMAT_VERSION:
                 raise ValueError(f"unknown format {data.get('format')!r}")
             records = [ImageRecord(**r) for r in data["records"]]
@@ -104,8 +130,10 @@ class Dataset:
             known = set(classes)
             if any(r.label not in known for r in records):
                 raise ValueError("a record's label is not among the classes")
-            return cls(root=root, name=str(data["name"]), classes=classes, records=records,
+            return cls(root=Path(root), name=str(data["name"]), classes=classes, records=records,
                        skipped=[Skipped(**s) for s in data.get("skipped", [])],
-                       source=str(data.get("source", "")))
+                       source=str(data.get("source", "")),
+                       version=int(data.get("version", 1)),  # written before versions existed: 1
+                       notes=[Note(**n) for n in data.get("notes", [])])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"The dataset description {path} is damaged ({exc}). Import the images again.") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
+from .formats import MULTI_PAGE_WHY
 from .split import Split
 
 MIN_PER_CLASS = 2  # one image to train on and one to validate with
@@ -30,6 +32,11 @@ class HealthReport:
     duplicate_groups: list[list[str]]  # paths of byte-identical images, groups of two or more
     cross_split_duplicates: list[list[str]]  # duplicate groups that sit in more than one split
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
+    # groups of near-identical images (paths), as tl_core.data.neardup found them; [] when not looked for
+    near_duplicate_groups: list[list[str]] = field(default_factory=list)
+    group_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> groups in it
+    cross_split_groups: dict[str, list[str]] = field(default_factory=dict)  # group -> the splits it is in
+    cross_split_near_duplicates: list[list[str]] = field(default_factory=list)  # near-duplicate pairs split apart
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -43,10 +50,17 @@ class HealthReport:
         return d
 
 
-def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
+def health_report(ds: Dataset, split: Split | None = None, *,
+                  near_duplicates: list[list[str]] | None = None,
+                  near_duplicate_pairs: Iterable[tuple[int, int]] = ()) -> HealthReport:
     """Everything a user should know before training. ``split`` (else the source's own split) is
-    used to find duplicates that leak between train, val and test and to count ``split_counts``;
-    pass the split the user chose, or a duplicate that lands in train and val goes unflagged."""
+    used to find duplicates and groups that leak between train, val and test and to count
+    ``split_counts``; pass the split the user chose, or a leak into val goes unflagged.
+
+    ``near_duplicates``: the groups (record paths) ``neardup.near_duplicate_groups`` found, and/or
+    ``near_duplicate_pairs`` (record indices): decoding every image is the caller's choice, so it is
+    not done here. They are counted, and a near-identical pair split apart is flagged as a leak
+    like an exact duplicate."""
     counts = Counter(r.label for r in ds.records)
     class_counts = {c: counts.get(c, 0) for c in ds.classes}
     sizes = [(r.width, r.height) for r in ds.records]
@@ -64,6 +78,15 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
     for i, r in enumerate(ds.records):
         if assigned[i] is not None:
             split_counts.setdefault(assigned[i], {c: 0 for c in ds.classes})[r.label] += 1
+    group_counts, cross_groups = _group_leaks(ds, assigned)
+    near_groups = [list(g) for g in near_duplicates or [] if len(g) > 1]
+    pairs = set(near_duplicate_pairs)
+    index = {r.path: i for i, r in enumerate(ds.records)}
+    for group in near_groups:
+        members = [index[p] for p in group if p in index]
+        pairs.update((a, b) for k, a in enumerate(members) for b in members[k + 1:])
+    near_apart = [[ds.records[a].path, ds.records[b].path] for a, b in sorted(pairs)
+                  if assigned[a] is not None and assigned[b] is not None and assigned[a] != assigned[b]]
 
     errors = _trainability_errors(ds, class_counts)
     warnings: list[str] = []
@@ -79,6 +102,25 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
     if few:
         warnings.append(f"Few images in {_names(few)} (fewer than {FEW_PER_CLASS}); accuracy will be noisy. "
                         "20 or more per class work better.")
+    if cross_groups:
+        shown = "; ".join(f"'{g}' in {' and '.join(_SHOWN_SPLIT[s] for s in splits)}"
+                          for g, splits in list(cross_groups.items())[:5])
+        more = f" and {len(cross_groups) - 5} more" if len(cross_groups) > 5 else ""
+        warnings.append(f"{len(cross_groups)} group(s) have images in more than one split ({shown}{more}): the "
+                        "model is checked on groups it trained on, so validation scores will be too optimistic. "
+                        "Split again keeping each group in one split (--resplit on the command line).")
+    carved_val = [i for i, a in enumerate(assigned) if a == "val"] != [i for i, r in enumerate(ds.records)
+                                                                      if r.split == "val"]
+    for part, shown in (("train", "training"), ("val", "validation")):
+        if not group_counts or part not in split_counts or (part == "val" and not carved_val):
+            continue  # a given val/ has its own warning below
+        missing = [c for c in ds.classes if class_counts[c] > 0 and split_counts[part].get(c, 0) == 0]
+        if missing:
+            warnings.append(f"No {shown} image of {_names(missing)}: each group stays in one split, and its "
+                            "groups all went elsewhere. Add images of more groups, or try another shuffle seed.")
+    if near_apart:
+        warnings.append(f"{len(near_apart)} pair(s) of near-identical images sit in different splits; validation "
+                        "scores will be too optimistic. Remove one image of each pair.")
     if cross:
         warnings.append(f"{len(cross)} image(s) appear in more than one of train/val/test; validation scores "
                         "will be too optimistic. Remove the copies from one of the splits.")
@@ -88,14 +130,21 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
     same_hash_labels = [g for g in groups if len({ds.records[i].label for i in g}) > 1]
     if same_hash_labels:
         warnings.append(f"{len(same_hash_labels)} identical image(s) carry different classes; check their labels.")
+    if near_groups:
+        warnings.append(f"{sum(len(g) for g in near_groups)} near-identical image(s) in {len(near_groups)} group(s) (the same "
+                        "photo resized, re-saved or brightened); they count several times in training. Keep one "
+                        "of each group.")
     tiny = sum(1 for w, h in sizes if min(w, h) < SMALL_SIDE)
     if tiny:
         warnings.append(f"{tiny} image(s) are smaller than {SMALL_SIDE} pixels on a side; they will be upscaled "
                         "and look blurry to the network.")
     if ds.skipped:
         warnings.append(f"{len(ds.skipped)} file(s) were skipped; see the list for the reason of each.")
+    if ds.notes:  # multi-page TIFFs and the like (tl_core.data.formats.page_note)
+        warnings.append(f"{len(ds.notes)} file(s) hold several pages or frames (a multi-page TIFF, a multi-frame "
+                        f"DICOM, an animated GIF): {MULTI_PAGE_WHY}.")
     source_val = Counter(r.label for r in ds.records if r.split == "val")  # make_split keeps these as given
-    if source_val:
+    if source_val and not carved_val:  # unless the user chose to split again
         empty_val = [c for c in ds.classes if source_val[c] == 0 and class_counts[c] > 0]
         if empty_val:
             warnings.append(f"The val/ folder has no images of {_names(empty_val)}; their accuracy cannot be measured.")
@@ -110,6 +159,10 @@ def health_report(ds: Dataset, split: Split | None = None) -> HealthReport:
         duplicate_groups=duplicate_groups,
         cross_split_duplicates=cross,
         split_counts=split_counts,
+        near_duplicate_groups=near_groups,
+        group_counts=group_counts,
+        cross_split_groups=cross_groups,
+        cross_split_near_duplicates=near_apart,
         warnings=warnings,
         errors=errors,
     )
@@ -140,6 +193,28 @@ def _trainability_errors(ds: Dataset, class_counts: dict[str, int], min_per_clas
         errors.append(f"Class '{c}' has only {n} image(s); add at least {more} more (each class needs "
                       f"{min_per_class}: some to train on and one to validate with).")
     return errors
+
+
+_SHOWN_SPLIT = {"train": "train", "val": "validation", "test": "test"}
+
+
+def _group_leaks(ds: Dataset, assigned: list[str | None]) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
+    """(split -> class -> number of groups, group -> splits for groups in more than one split);
+    both empty when no record has a group."""
+    if all(r.group is None for r in ds.records):
+        return {}, {}
+    members: dict[tuple[str, str], set[str]] = defaultdict(set)
+    splits_of: dict[str, set[str]] = defaultdict(set)
+    for i, r in enumerate(ds.records):
+        if r.group is None or assigned[i] is None:
+            continue
+        members[(assigned[i], r.label)].add(r.group)
+        splits_of[r.group].add(assigned[i])
+    counts = {name: {c: len(members.get((name, c), ())) for c in ds.classes}
+              for name in ("train", "val", "test") if any((name, c) in members for c in ds.classes)}
+    order = {"train": 0, "val": 1, "test": 2}
+    cross = {g: sorted(s, key=order.__getitem__) for g, s in sorted(splits_of.items()) if len(s) > 1}
+    return counts, cross
 
 
 def _split_of(ds: Dataset, split: Split | None) -> list[str | None]:

@@ -1,13 +1,15 @@
-"""Turn what a user has (a folder, a zip, a CSV, uploaded files) into a checked ``Dataset``.
+"""Turn what a user has (a folder, a zip, a CSV or Excel sheet, uploaded files) into a checked ``Dataset``.
 
 Every file is read once: hashed (duplicates, cache keys) and fully decoded (corrupt and truncated
 files are skipped with a reason). Zips and uploads are written below ``dest/images`` under
-sanitised names; folders and CSVs are used in place unless ``dest`` is given, then copied.
+sanitised names; folders and sheets are used in place unless ``dest`` is given, then copied.
+
+A zip or folder holding a spreadsheet (``sheets.py``) whose columns can be told is labelled by it
+rather than by class folders; the sheet's rows that name no usable image are skipped with the reason.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import os
@@ -16,10 +18,11 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .. import atomic
 from ..errors import DataError
-from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
+from .dataset import DATASET_FILE, Dataset, ImageRecord, Note, ProgressFn, Skipped, UploadedImage
 from .safety import (
     Limits,
     Skip,
@@ -33,6 +36,7 @@ from .safety import (
     sha256_bytes,
     zip_member_is_symlink,
 )
+from .sheets import SheetMapping, complete_mapping, find_sheets, guess_mapping, is_sheet, read_table, resolve
 
 IMAGES_DIR = "images"  # below dest: extracted/copied files, laid out as [split/]class/file
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -46,37 +50,56 @@ class _Entry:
     rel: str = ""  # layout path [wrapper/][split/]class/.../file (folders and zips)
     label: str | None = None  # given directly (CSV, uploads)
     split: str | None = None
+    group: str | None = None  # from a spreadsheet's group column: kept in one split
     in_place: str | None = None  # path relative to the dataset root when the file is used where it is
 
 
 def ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None = None, *,
-           limits: Limits | None = None, progress: ProgressFn | None = None, name: str | None = None) -> Dataset:
+           limits: Limits | None = None, progress: ProgressFn | None = None, name: str | None = None,
+           sheet: SheetMapping | None = None, sheet_file: Path | None = None) -> Dataset:
     """Check and import images; see the module docstring. Raises DataError when the source cannot be
     used at all (missing, unsafe archive, no usable image); single bad files are in ``skipped``.
-    ``name`` is the name shown to the user; by default the folder's, zip's or CSV's name."""
-    ds = _ingest(source, dest, limits or Limits(), progress)
+    ``name`` is the name shown to the user; by default the folder's, zip's or CSV's name.
+
+    ``sheet`` maps a spreadsheet's columns (else they are guessed from their names); the sheet is
+    ``sheet_file`` when given (a sheet uploaded beside a zip or folder of images), else the one in
+    the zip or folder, else ``source`` itself when it is a .csv or .xlsx file."""
+    ds = _ingest(source, dest, limits or Limits(), progress, _SheetChoice(sheet, sheet_file))
     if name and name.strip() and name.strip() != ds.name:
         ds = dataclasses.replace(ds, name=name.strip())
         ds.save()
     return ds
 
 
+@dataclass(frozen=True)
+class _SheetChoice:
+    mapping: SheetMapping | None = None  # None: guessed from the column names
+    file: Path | None = None  # a sheet outside the folder or zip of images
+    inside: str | None = None  # the sheet's path inside the folder (a .csv ingested as such)
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the user asked for a sheet, so that a sheet that cannot be used is an error."""
+        return self.mapping is not None or self.file is not None or self.inside is not None
+
+
 def _ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None, limits: Limits,
-            progress: ProgressFn | None) -> Dataset:
+            progress: ProgressFn | None, sheet: _SheetChoice) -> Dataset:
     dest = Path(dest) if dest is not None else None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            return _ingest_folder(path, dest, limits, progress)
+            return _ingest_folder(path, dest, limits, progress, sheet)
         if not path.is_file():
-            raise DataError(f"{path} does not exist. Choose a folder of class folders, a .zip or a .csv file.")
-        if path.suffix.lower() == ".csv":
-            return _ingest_csv(path, dest, limits, progress)
+            raise DataError(f"{path} does not exist. Choose a folder of class folders, a .zip, or a .csv "
+                            "or .xlsx file.")
+        if is_sheet(path.name):
+            return _ingest_sheet_file(path, dest, limits, progress, sheet.mapping)
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
             if dest is None:
                 raise DataError("A zip file needs a destination folder to be unpacked into (dest).")
-            return _ingest_zip(path, dest, limits, progress)
-        raise DataError(f"{path.name} is not a folder, .zip or .csv file. Put one folder per class "
+            return _ingest_zip(path, dest, limits, progress, sheet)
+        raise DataError(f"{path.name} is not a folder, .zip, .csv or .xlsx file. Put one folder per class "
                         "into a zip file and import that.")
     uploads = list(source)
     if dest is None:
@@ -87,7 +110,33 @@ def _ingest(source: Path | str | Sequence[UploadedImage], dest: Path | None, lim
 # ---------------------------------------------------------------- sources
 
 
-def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
+def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None,
+                   sheet: _SheetChoice, *, name: str | None = None, source: str | None = None) -> Dataset:
+    files, dirs, leaving = _walk(root)
+    copy = dest is not None and dest.resolve() != root.resolve()
+    entries = [_Entry(name=f, rel=f, read=_file_reader(root / f, limits),
+                      in_place=None if copy else f) for f in files]
+    labelled = _apply_sheet(entries, sheet, {s.path: s.reason for s in leaving}, limits,
+                            report_unlisted=sheet.inside is None)
+    if labelled is not None:
+        entries, dirs = labelled.entries, [] if labelled.by_sheet else dirs
+        # A sheet file ingested as such reports only its own rows, not what else its folder holds.
+        leaving = [*([] if sheet.inside else leaving), *labelled.skipped]
+    if copy:
+        _check_counts(len(entries), sum((root / e.rel).stat().st_size for e in entries), limits, root.name)
+    return _build(entries, dirs, dest if copy else root, name or root.name, source or str(root), limits,
+                  progress, pre_skipped=leaving)
+
+
+def _ingest_sheet_file(path: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None,
+                       mapping: SheetMapping | None) -> Dataset:
+    """A .csv or .xlsx naming images by paths relative to its own folder (or by file names in it)."""
+    return _ingest_folder(path.parent, dest, limits, progress, _SheetChoice(mapping, inside=path.name),
+                          name=path.stem, source=str(path))
+
+
+def _walk(root: Path) -> tuple[list[str], list[str], list[Skipped]]:
+    """(files, folders, links leaving ``root``) below ``root``, as posix paths relative to it."""
     files: list[str] = []
     dirs: list[str] = []
     leaving: list[Skipped] = []  # links that point out of the folder: neither followed nor imported
@@ -110,13 +159,7 @@ def _ingest_folder(root: Path, dest: Path | None, limits: Limits, progress: Prog
                 leaving.append(Skipped(prefix + n, "link to a file outside the dataset folder (not imported)"))
             else:
                 files.append(prefix + n)
-    copy = dest is not None and dest.resolve() != real_root
-    if copy:
-        _check_counts(len(files), sum((root / f).stat().st_size for f in files), limits, root.name)
-    entries = [_Entry(name=f, rel=f, read=_file_reader(root / f, limits),
-                      in_place=None if copy else f) for f in files]
-    return _build(entries, dirs, dest if copy else root, root.name, str(root), limits, progress,
-                  pre_skipped=leaving)
+    return files, dirs, leaving
 
 
 def _leaves(path: Path, real_root: Path) -> bool:
@@ -130,9 +173,14 @@ def _leaves(path: Path, real_root: Path) -> bool:
         return True
 
 
-def _ingest_zip(path: Path, dest: Path, limits: Limits, progress: ProgressFn | None) -> Dataset:
+def _ingest_zip(path: Path, dest: Path, limits: Limits, progress: ProgressFn | None,
+                sheet: _SheetChoice = _SheetChoice()) -> Dataset:
     with _open_zip(path, path.name) as zf:
         entries, dirs, unsafe = _zip_members(zf, limits, path.name)
+        labelled = _apply_sheet(entries, sheet, {}, limits)
+        if labelled is not None:
+            entries, unsafe = labelled.entries, [*unsafe, *labelled.skipped]
+            dirs = [] if labelled.by_sheet else dirs
         return _build(entries, dirs, dest, path.stem, str(path), limits, progress, pre_skipped=unsafe)
 
 
@@ -166,39 +214,130 @@ def _zip_members(zf: zipfile.ZipFile, limits: Limits, name: str) -> tuple[list[_
     return entries, dirs, unsafe
 
 
-def _ingest_csv(path: Path, dest: Path | None, limits: Limits, progress: ProgressFn | None) -> Dataset:
-    base = path.parent
+@dataclass
+class _Labelled:
+    entries: list[_Entry]  # by_sheet: the files the sheet lists (label, split, group set); else all but sheets
+    skipped: list[Skipped]  # its bad rows, files it does not list, other sheets, sheets not used
+    by_sheet: bool  # False: no sheet could be used, the class-folder layout labels the images
+
+
+@dataclass(frozen=True)
+class SheetSource:
+    """A spreadsheet found for a zip or folder, before its columns are mapped: what the mapper shows."""
+    name: str  # the sheet's path inside the zip or folder, or its own file name
+    table: Any  # pandas.DataFrame of text cells (see sheets.read_table)
+    guess: SheetMapping | None  # columns told by their names, or None
+    files: list[str]  # the files a row may name (posix, relative to the zip or folder)
+    base: str  # the sheet's folder inside the zip or folder ('' at the top or outside)
+    refused: dict[str, str]  # files there that must not be read, with the reason
+
+
+def read_sheet_source(source: Path, sheet_file: Path | None = None, limits: Limits | None = None, *,
+                      header: bool | None = None) -> SheetSource:
+    """The sheet of a zip or folder of images (``sheet_file`` when given, else the shallowest sheet
+    inside), read but not yet mapped: for the app's column mapper. Raises DataError when there is
+    none or it cannot be read. Nothing is extracted and no image is read."""
+    limits = limits or Limits()
+    source = Path(source)
+    if source.is_dir():
+        names, _, leaving = _walk(source)
+        refused = {s.path: s.reason for s in leaving}
+        read = {n: _file_reader(source / n, limits) for n in names}
+        return _sheet_source(source.name, names, read, refused, sheet_file, limits, header)
+    with _open_zip(source, source.name) as zf:
+        entries, _, _ = _zip_members(zf, limits, source.name)
+        names = [e.rel for e in entries if not is_junk(e.rel)]
+        read = {e.rel: e.read for e in entries}
+        return _sheet_source(source.name, names, read, {}, sheet_file, limits, header)
+
+
+def _sheet_source(where: str, names: list[str], read: dict[str, Callable[[], bytes]], refused: dict[str, str],
+                  sheet_file: Path | None, limits: Limits, header: bool | None) -> SheetSource:
+    if sheet_file is not None:
+        name, base, data = sheet_file.name, "", _read_or_fail(sheet_file.name, _file_reader(sheet_file, limits))
+    else:
+        found = find_sheets(names)
+        if not found:
+            raise DataError(f"{where} holds no spreadsheet (.csv or .xlsx). Add one that lists each image "
+                            "with its label, or upload it beside the images.")
+        name = found[0]
+        base, data = PurePosixPath(name).parent.as_posix().strip("."), _read_or_fail(name, read[name])
+    table = read_table(name, data, header=header)
+    files = [n for n in names if not is_sheet(n)]
+    return SheetSource(name=name, table=table, guess=guess_mapping(list(table.columns)), files=files,
+                       base=base, refused=refused)
+
+
+def _read_or_fail(name: str, read: Callable[[], bytes]) -> bytes:
     try:
-        rows = [r for r in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))) if any(c.strip() for c in r)]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path.name} could not be read as a UTF-8 CSV file ({exc}).") from exc
-    split_col = None
-    if rows and rows[0] and rows[0][0].strip().lower() in {"path", "file", "filename", "image", "filepath",
-                                                           "image_path", "file_path"}:
-        header = [c.strip().lower() for c in rows[0]]
-        split_col = header.index("split") if "split" in header else None
-        rows = rows[1:]
-    copy = dest is not None and dest.resolve() != base.resolve()
-    entries: list[_Entry] = []
-    bad: list[Skipped] = []
-    for line, row in enumerate(rows, start=1):
-        if len(row) < 2 or not row[1].strip():
-            bad.append(Skipped(f"{path.name} row {line}", "row needs two columns: path,label"))
-            continue
-        raw = row[0].strip().replace("\\", "/")  # Windows-style paths are common in CSVs
+        return read()
+    except Skip as why:
+        raise DataError(f"The spreadsheet {name} could not be read: {why}.") from None
+
+
+def _apply_sheet(entries: list[_Entry], sheet: _SheetChoice, refused: dict[str, str], limits: Limits, *,
+                 report_unlisted: bool = True) -> _Labelled | None:
+    """Label ``entries`` (a zip's or folder's files) by a spreadsheet, or None when there is no
+    usable one (the class-folder layout then applies; a sheet found but not usable is reported)."""
+    sheets = [e for e in entries if is_sheet(e.rel) and not is_junk(e.rel)]
+    others = [e for e in entries if e not in sheets]
+    candidates: list[tuple[str, str, Callable[[], bytes]]]  # (name, base folder, read)
+    if sheet.file is not None:
+        candidates = [(sheet.file.name, "", _file_reader(sheet.file, limits))]
+    elif sheet.inside is not None:
+        candidates = [(e.rel, "", e.read) for e in sheets if e.rel == sheet.inside]
+    else:
+        order = {n: i for i, n in enumerate(find_sheets([e.rel for e in sheets]))}
+        candidates = [(e.rel, PurePosixPath(e.rel).parent.as_posix().strip("."), e.read)
+                      for e in sorted(sheets, key=lambda e: order[e.rel])]
+    if not candidates and sheet.explicit:
+        raise DataError("No spreadsheet (.csv or .xlsx) was found with the images. Add one that lists each "
+                        "image with its label.")
+    notes: list[Skipped] = []
+    for name, base, read in candidates:
         try:
-            rel = check_member_name(raw)
-        except Skip as why:
-            bad.append(Skipped(raw, f"{why}; paths must be relative to the CSV's folder"))
+            data = _read_or_fail(name, read)
+            table = read_table(name, data)
+            if sheet.mapping is not None and sheet.mapping.image not in ("", *table.columns):
+                # the user's columns say otherwise whether the first row names the columns
+                table = read_table(name, data, header=not table.attrs["header"])
+        except DataError as exc:
+            if sheet.explicit:
+                raise
+            notes.append(Skipped(name, f"spreadsheet not used: {exc}"))
             continue
-        split = None
-        if split_col is not None and split_col < len(row) and row[split_col].strip():
-            split = _SPLIT_ALIASES.get(row[split_col].strip().lower())
-        entries.append(_Entry(name=rel, read=_file_reader(base / rel, limits), label=row[1].strip(),
-                              split=split, in_place=None if copy else rel))
-    if copy:
-        _check_counts(len(entries), 0, limits, path.name)
-    return _build(entries, [], dest if copy else base, path.stem, str(path), limits, progress, pre_skipped=bad)
+        mapping = complete_mapping(sheet.mapping, list(table.columns))
+        if mapping is None:
+            if sheet.explicit:
+                raise DataError(f"Which columns of {name} hold the image and the label? Its columns are: "
+                                f"{', '.join(map(str, table.columns))}. Name them (image, label), or choose "
+                                "them in the app's column mapper (--image-column and --label-column on the "
+                                "command line).")
+            notes.append(Skipped(name, "spreadsheet not used: no column named image/path/file and "
+                                       "label/class; choose its columns in the app's Spreadsheet tab"))
+            continue
+        resolved = resolve(table, mapping, [e.rel for e in others], base=base, refused=refused,
+                           sheet_name=PurePosixPath(name).name)
+        if not resolved.rows and not sheet.explicit:  # notes that came with class folders, say
+            notes.append(Skipped(name, "spreadsheet not used: none of its rows names an image here"))
+            continue
+        by_rel = {e.rel: e for e in others}
+        listed: list[_Entry] = []
+        for row in resolved.rows:
+            entry = by_rel[row.path]
+            entry.label, entry.split, entry.group = row.label, row.split, row.group
+            listed.append(entry)
+        skipped = [Skipped(b.value or b.where, b.reason) for b in resolved.bad]
+        if report_unlisted:
+            chosen = set(id(e) for e in listed)
+            skipped += [Skipped(e.name, f"not listed in {PurePosixPath(name).name}") for e in others
+                        if id(e) not in chosen and not is_junk(e.rel)]
+        skipped += [Skipped(e.name, f"another spreadsheet ({name}) lists the images") for e in sheets
+                    if e.rel != name]
+        return _Labelled(listed, notes + skipped, by_sheet=True)
+    if not sheets:
+        return None
+    return _Labelled(others, notes, by_sheet=False)  # class folders label the images; the sheets are reported
 
 
 def _ingest_uploads(uploads: list[UploadedImage], dest: Path, limits: Limits,
@@ -401,19 +540,22 @@ def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source
 
     writer = _Writer(root) if any(e.in_place is None for e in candidates) else None
     records: list[ImageRecord] = []
+    notes: list[Note] = []
     total = len(candidates)
     for done, e in enumerate(candidates, start=1):
+        said: list[str] = []
         try:
             data = e.read()
-            width, height = inspect_image(data, limits)
+            width, height = inspect_image(data, limits, said)
         except Skip as why:
             skipped.append(Skipped(e.name, str(why)))
         else:
             assert e.label is not None
             path = e.in_place if e.in_place is not None else writer.write(e, data)  # type: ignore[union-attr]
             records.append(ImageRecord(path=path, label=e.label, split=e.split, sha256=sha256_bytes(data),
-                                       width=width, height=height))
+                                       width=width, height=height, group=e.group))
             classes.add(e.label)
+            notes += [Note(e.name, text) for text in said]
         if progress is not None:
             progress(done, total, f"Checked {PurePosixPath(e.name).name}")
 
@@ -421,7 +563,8 @@ def _build(entries: list[_Entry], dirs: list[str], root: Path, name: str, source
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise DataError(f"No usable images found in {name}" + (f" ({reasons})" if reasons else "") +
                         ". Put one folder per class, each holding JPEG or PNG images.")
-    ds = Dataset(root=root, name=name, classes=sorted(classes), records=records, skipped=skipped, source=source)
+    ds = Dataset(root=root, name=name, classes=sorted(classes), records=records, skipped=skipped, source=source,
+                 notes=notes)
     ds.save()
     return ds
 

@@ -21,8 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ..bundle_predict import open_rgb, to_rgb  # noqa: F401 - public here; one copy, shipped in bundles
+from ..bundle_predict import (  # noqa: F401 - open_rgb, to_rgb: public here; one copy, shipped in bundles
+    FormatUnavailable,
+    dicom_header,
+    dicom_size,
+    file_head,
+    heif_support,
+    is_dicom,
+    is_heif,
+    open_rgb,
+    read_dicom,
+    to_rgb,
+)
 from ..errors import DataError
+from .formats import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: F401 - public here, as before
+from .formats import SUPPORTED_WORDS, page_note, pil_formats
+from .formats import extension_reason as extension_reason  # public here, as before
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -30,10 +44,6 @@ if TYPE_CHECKING:
 GiB = 1024**3
 MiB = 1024**2
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp",
-                              ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})
-_UNSUPPORTED_PHOTO = {".heic": "HEIC", ".heif": "HEIF", ".avif": "AVIF", ".cr2": "RAW", ".nef": "RAW",
-                      ".dng": "RAW", ".arw": "RAW", ".raw": "RAW"}
 _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "__macosx", "icon\r"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -102,20 +112,7 @@ def check_archive_caps(infos: list[zipfile.ZipInfo], limits: Limits, name: str) 
                             f"allowed {limits.max_ratio:.0f}:1; this looks like a zip bomb and was not unpacked.")
 
 
-def extension_reason(rel: str) -> str | None:
-    """Why a name is not taken as an image by its extension alone, or None if it may be one."""
-    ext = PurePosixPath(rel).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return None
-    if ext in _UNSUPPORTED_PHOTO:
-        return f"{_UNSUPPORTED_PHOTO[ext]} photos are not supported; convert them to JPEG or PNG"
-    return f"not an image file ({ext or 'no extension'})"
-
-
 # ---------------------------------------------------------------- the one image guard
-# What PIL may decode for us: the formats our extensions name (PIL's JPEG opener also takes a
-# phone's MPO). Anything else PIL knows (EPS runs Ghostscript, ICNS, PSD, ...) is refused unread.
-ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")
 
 
 class ImageRefused(Skip, DataError):
@@ -146,7 +143,9 @@ def file_too_big(limits: Limits) -> ImageRefused:
 def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
     """``source`` opened by PIL with only its header read, after every guard that needs no pixel:
     file size, format, pixel count (ours and PIL's decompression-bomb check). Errors while the
-    caller decodes inside the block become ``ImageRefused`` too."""
+    caller decodes inside the block become ``ImageRefused`` too. A DICOM file is read by pydicom:
+    its Rows x Columns pass the same pixel guard before its pixels are decoded (to 8 bits, the
+    first frame); the image yielded carries ``tl_frames``, the file's frame count."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         size = len(source)
         fp: Any = io.BytesIO(source)
@@ -163,14 +162,22 @@ def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
     if size > limits.max_file_bytes:
         raise file_too_big(limits)
     pil_limit = Image.MAX_IMAGE_PIXELS
+    limit = min(limits.max_image_pixels, pil_limit or limits.max_image_pixels)
     try:
+        head = file_head(fp)
+        if is_dicom(head):
+            with _dicom_opened(fp, limit) as im:
+                yield im
+            return
+        if is_heif(head) and not heif_support():
+            raise ImageRefused("format", "HEIC/HEIF photos need pillow-heif on the server (pip install "
+                                         "pillow-heif); or convert them to JPEG")
         with warnings.catch_warnings():
             # PIL's own check warns past its limit and raises past twice that; ours below (the
             # lower of both limits) refuses with the image's size in the reason.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp, formats=ALLOWED_FORMATS) as im:
+            with Image.open(fp, formats=pil_formats()) as im:  # DICOM is pydicom's: above
                 width, height = im.size
-                limit = min(limits.max_image_pixels, pil_limit or limits.max_image_pixels)
                 if width * height > limit:
                     raise too_many_pixels(width, height, limit)
                 if width < 1 or height < 1:
@@ -178,16 +185,35 @@ def _opened(source: bytes | Path, limits: Limits) -> Iterator[Image.Image]:
                 yield im
     except ImageRefused:
         raise
+    except FormatUnavailable as exc:
+        raise ImageRefused("format", str(exc)) from None
     except Image.DecompressionBombError:
         raise ImageRefused("pixels", "image is too large: too many pixels for this server; it may be a "
                                      "decompression bomb. Resize it to a few thousand pixels a side") from None
     except UnidentifiedImageError:
         raise ImageRefused("format", "not an image (the file could not be read as a picture in a supported "
-                                     "format: JPEG, PNG, BMP, GIF, TIFF or WebP)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as exc:
+                                     f"format: {SUPPORTED_WORDS})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError,
+            RuntimeError) as exc:  # RuntimeError: pillow-heif's decoder on a damaged file
         if "truncated" in str(exc).lower():
             raise ImageRefused("truncated", "image file is truncated (incomplete download or copy)") from None
         raise ImageRefused("corrupt", f"corrupt image ({exc})") from None
+
+
+@contextmanager
+def _dicom_opened(fp: Any, limit: int) -> Iterator[Image.Image]:
+    """A DICOM file's first frame as an 8-bit image, after the pixel guard on its header's size."""
+    header = dicom_header(fp)  # FormatUnavailable without pydicom, ValueError when damaged
+    width, height = dicom_size(header)
+    if width * height > limit:
+        raise too_many_pixels(width, height, limit)
+    if width < 1 or height < 1:
+        raise ImageRefused("corrupt", "the DICOM file holds no image (no rows or columns)")
+    frames = int(header.get("NumberOfFrames", 1) or 1)
+    del header  # only the pixels go on: no patient data is kept or shown
+    im = read_dicom(fp, max_pixels=limit)
+    im.tl_frames = frames  # type: ignore[attr-defined] - read by inspect_image's note
+    yield im
 
 
 def checked_image(data: bytes | Path, limits: Limits | None = None) -> tuple[int, int]:
@@ -199,11 +225,16 @@ def checked_image(data: bytes | Path, limits: Limits | None = None) -> tuple[int
         return im.size
 
 
-def inspect_image(data: bytes, limits: Limits) -> tuple[int, int]:
+def inspect_image(data: bytes, limits: Limits, notes: list[str] | None = None) -> tuple[int, int]:
     """``checked_image``, then a decode of the whole file (catches corrupt and truncated files);
-    returns (width, height) after EXIF orientation. Raises ``ImageRefused`` (a ``Skip``)."""
+    returns (width, height) after EXIF orientation. Raises ``ImageRefused`` (a ``Skip``). A file
+    of several pictures (multi-page TIFF, multi-frame DICOM, ...) adds a note for the user to
+    ``notes``: only its first picture is used (``formats.page_note``)."""
     with _opened(data, limits) as im:
         width, height = im.size
+        note = page_note(im, getattr(im, "tl_frames", None))
+        if note and notes is not None:
+            notes.append(note)
         orientation = im.getexif().get(0x0112, 1)
         # JPEG: decode at 1/8 scale. Every byte is still entropy-decoded, so truncation is caught,
         # at a fraction of the cost of a full-size decode.
