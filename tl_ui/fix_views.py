@@ -56,9 +56,9 @@ def image_fix_controls(ds: Dataset, record_path: str, *, key: str, reason: str =
         target = st.selectbox("Move to class", others, key=f"{key}_to") if others else None
         c1, c2 = st.columns(2)
         c1.button("Move", key=f"{key}_move", disabled=target is None, icon=":material/drive_file_move:",
-                  on_click=_apply, args=(said_at, ds.root, lambda: fixes.relabel(
+                  on_click=apply_fix, args=(said_at, ds.root, lambda: fixes.relabel(
                       ds.root, [record_path], st.session_state[f"{key}_to"], reason=reason or "moved by hand")))
-        c2.button("Remove", key=f"{key}_remove", icon=":material/delete:", on_click=_apply,
+        c2.button("Remove", key=f"{key}_remove", icon=":material/delete:", on_click=apply_fix,
                   args=(said_at, ds.root, lambda: fixes.remove(ds.root, [record_path],
                                                                reason=reason or "removed by hand")))
 
@@ -106,13 +106,13 @@ def dataset_fixes(ds: Dataset, report: HealthReport, *, key: str = "fixes") -> N
     if report.duplicate_groups:
         extra = sum(len(g) - 1 for g in report.duplicate_groups)
         st.button(f"Drop {extra} identical copies (keep one of each)", key=f"{key}_exact",
-                  icon=":material/content_copy:", disabled=read_only, on_click=_apply,
+                  icon=":material/content_copy:", disabled=read_only, on_click=apply_fix,
                   args=(key, ds.root, lambda: fixes.drop_exact_duplicates(ds.root)))
     groups = report.near_duplicate_groups
     if groups:
         with st.expander(f"Near-identical images ({len(groups)} groups)", expanded=True):
             st.button("Keep the first of each group, drop the rest", key=f"{key}_near_all",
-                      icon=":material/filter_none:", disabled=read_only, on_click=_apply,
+                      icon=":material/filter_none:", disabled=read_only, on_click=apply_fix,
                       args=(key, ds.root, lambda: fixes.drop_near_duplicates(ds.root, groups)))
             labels = {r.path: r.label for r in ds.records}
             for group in groups[:GROUPS_SHOWN]:
@@ -131,7 +131,7 @@ def history_section(ds: Dataset, *, key: str) -> None:
         last = fixes.can_undo(ds.root)
         if last is not None:
             st.button("Undo the last change", key=f"{key}_undo", icon=":material/undo:", disabled=_read_only(ds),
-                      on_click=_apply, args=(key, ds.root, lambda: fixes.undo(ds.root), "Undone."))
+                      on_click=apply_fix, args=(key, ds.root, lambda: fixes.undo(ds.root), "Undone."))
             st.text(f"It would undo: {last.summary}")
         rows = [{"version": c.version, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(c.when)),
                  "change": c.summary, "reason": c.reason} for c in reversed(changes[-HISTORY_SHOWN:])]
@@ -163,13 +163,13 @@ def _group(ds: Dataset, group: Sequence[str], labels: dict[str, str], said_at: s
         c1.text(f"{len(present)} near-identical images" + (
             f"; classes differ: {', '.join(sorted({labels[p] for p in present}))}"
             if len({labels[p] for p in present}) > 1 else ""))
-        c2.button("Keep one, drop the rest", key=f"{key}_keep", disabled=read_only, on_click=_apply,
+        c2.button("Keep one, drop the rest", key=f"{key}_keep", disabled=read_only, on_click=apply_fix,
                   args=(said_at, ds.root, lambda: fixes.drop_near_duplicates(ds.root, [present])))
         classes = sorted({labels[p] for p in present})
         if len(classes) > 1:  # the copies disagree: keep one, under the class the user says is right
             m1, m2 = st.columns([3, 1], vertical_alignment="bottom")
             m1.selectbox("The right class of this image", classes, key=f"{key}_as")
-            m2.button("Merge into one", key=f"{key}_merge", disabled=read_only, on_click=_apply,
+            m2.button("Merge into one", key=f"{key}_merge", disabled=read_only, on_click=apply_fix,
                       args=(said_at, ds.root, lambda: fixes.merge(ds.root, present, keep=present[0],
                                                                    label=st.session_state[f"{key}_as"])))
         columns = st.columns(min(len(present), 6))
@@ -198,7 +198,7 @@ def _read_only(ds: Dataset) -> bool:
     return False
 
 
-def _apply(key: str, root: Path, fix: Callable[[], Dataset], said: str | None = None) -> None:
+def apply_fix(key: str, root: Path, fix: Callable[[], Dataset], said: str | None = None) -> None:
     """A button's callback: apply ``fix`` and keep what happened for ``show_outcome`` to show at ``key``."""
     state = get_state()
     try:
@@ -236,5 +236,5 @@ def show_outcome(key: str) -> None:
         if root and last.get("said") != "Undone." and fixes.can_undo(Path(root)) is not None:
             current = Dataset.load(root).version
             if current == last["version"]:
-                st.button("Undo", key=f"{key}_undo_last", icon=":material/undo:", on_click=_apply,
+                st.button("Undo", key=f"{key}_undo_last", icon=":material/undo:", on_click=apply_fix,
                           args=(key, Path(root), lambda: fixes.undo(Path(root)), "Undone."))

@@ -175,7 +175,7 @@ def mislabelled_section(state: AppState, run: Run, *, key: str = "mislabelled") 
             st.text(issue_caption(issue))
             st.button(escape_markdown(f"Move to '{issue.suggested}'"), key=f"{image_key}_suggested",
                       icon=":material/drive_file_move:", type="primary", disabled=not editable,
-                      on_click=fix_views._apply,  # noqa: SLF001 - fix_views' callback: its outcome and Undo
+                      on_click=fix_views.apply_fix,  # its outcome and Undo, as on the other fixes
                       args=(key, root, partial(fixes.relabel, root, [issue.path], issue.suggested,
                                                reason=f"likely mislabelled: looked like '{issue.suggested}'")))
             fix_views.image_fix_controls(ds, issue.path, key=image_key, reason="likely mislabelled",
