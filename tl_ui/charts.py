@@ -49,6 +49,10 @@ class RunCurves:
     _phase_epoch: int = 0  # the epoch whose feature extraction ``phase`` reports
     _phase_t0: float | None = None
     _extract_s: float = 0.0  # seconds of feature extraction in the epoch under way
+    # metric -> (next_line it was drawn at, figure): the live view reruns each second (every 5 s
+    # while queued) and a figure takes ~30 ms of the server's one interpreter to build; most
+    # reruns find no new event (a queued run, the pauses between batches)
+    _figures: dict[str, tuple[int, go.Figure]] = field(default_factory=dict, repr=False, compare=False)
 
     def update(self, run: Run) -> bool:
         """Read new events; True when something changed."""
@@ -170,7 +174,16 @@ class RunCurves:
 
     # -- figures -----------------------------------------------------------------------------
     def figure(self, metric: str) -> go.Figure:
-        """One metric: per-batch line (thin) plus per-epoch train/val points (thick)."""
+        """One metric: per-batch line (thin) plus per-epoch train/val points (thick). The same
+        figure object until new events arrive: callers draw it, never change it."""
+        drawn = self._figures.get(metric)
+        if drawn is not None and drawn[0] == self.next_line:
+            return drawn[1]
+        fig = self._build_figure(metric)
+        self._figures[metric] = (self.next_line, fig)
+        return fig
+
+    def _build_figure(self, metric: str) -> go.Figure:
         fig = go.Figure()
         if self.batches:
             frame = pd.DataFrame(self.batches)
