@@ -33,22 +33,38 @@ class SharedFigures:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._figures: OrderedDict[Hashable, go.Figure] = OrderedDict()
+        self._building: dict[Hashable, threading.Lock] = {}  # key -> held while one session builds it
 
     def get(self, key: Hashable, build: Callable[[], go.Figure]) -> go.Figure:
-        """The figure under ``key``, built by ``build()`` on a miss (outside the lock: two sessions
-        missing at once both build, and the last one's is kept). Callers must not change it."""
+        """The figure under ``key``, built by ``build()`` on a miss. Sessions that miss the same key
+        at once (a class arriving together) wait for the first one's figure rather than each
+        building it; other keys are not held up. Callers must not change the figure."""
+        figure = self._cached(key)
+        if figure is not None:
+            return figure
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            figure = self._cached(key)
+            if figure is not None:
+                return figure
+            try:
+                figure = build()
+                with self._lock:
+                    self._figures[key] = figure
+                    while len(self._figures) > self.max_entries:
+                        self._figures.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
+        return figure
+
+    def _cached(self, key: Hashable) -> go.Figure | None:
         with self._lock:
             figure = self._figures.get(key)
             if figure is not None:
                 self._figures.move_to_end(key)
-                return figure
-        figure = build()
-        with self._lock:
-            self._figures[key] = figure
-            self._figures.move_to_end(key)
-            while len(self._figures) > self.max_entries:
-                self._figures.popitem(last=False)
-        return figure
+            return figure
 
     def __len__(self) -> int:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import threading
 
 import plotly.graph_objects as go
 import pytest
@@ -45,6 +46,26 @@ def test_shared_figures_build_once_per_key_and_drop_the_least_recently_used():
     assert len(table) == 2
     table.get(("chart", 2), build("two again"))
     assert built == ["one", "two", "three", "two again"]
+
+
+def test_sessions_missing_the_same_figure_at_once_build_it_once():
+    table = SharedFigures()
+    release, built, got = threading.Event(), [], []
+
+    def build():
+        built.append(1)
+        release.wait(5)
+        return go.Figure()
+
+    threads = [threading.Thread(target=lambda: got.append(table.get("same", build))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    threads[1].join(0.3)
+    assert threads[1].is_alive() and len(built) == 1  # the second waits for the first's figure
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(built) == 1 and got[0] is got[1]
 
 
 def test_dataset_key_is_the_content_not_the_folder_or_name(two_copies, image_folder, tmp_path):
