@@ -131,3 +131,17 @@ def test_live_curves_reuse_a_figure_until_new_events_arrive(workspace):
     drawn = curves.figure("loss")
     assert drawn is not empty and list(drawn.data[0].y) == [0.7]
     assert curves.figure("accuracy") is not drawn
+
+
+def test_runs_not_trained_yet_share_their_empty_charts(workspace):
+    from tl_ui.charts import comparison_figure
+
+    store = RunStore(workspace)
+    queued = [RunCurves(store.create(RunConfig(data=DataConfig(source="x"))).id) for _ in range(2)]
+    assert queued[0].figure("loss") is queued[1].figure("loss")
+    assert comparison_figure({"mine": queued[0]}) is comparison_figure({"mine": queued[1]})
+    trained = RunCurves("t")
+    trained.epochs.append({"epoch": 1, "val_acc": 0.75})
+    figure = comparison_figure({"mine": trained})
+    assert figure is not comparison_figure({"mine": queued[0]})
+    assert list(figure.data[0].y) == [0.75]
