@@ -611,6 +611,14 @@ def render_stats(results: list[StudentResult]) -> dict[str, dict[str, float]]:
             for name, values in by_step.items()}
 
 
+def _cpu_by_step(result: StudentResult) -> dict[str, float]:
+    """The server's CPU seconds during each step of one student's walk (the live view's reruns summed)."""
+    steps: dict[str, float] = {}
+    for name, seconds in result.server_cpu:
+        steps[name] = _round(steps.get(name, 0.0) + seconds)
+    return steps
+
+
 def report(results: list[StudentResult], memory: dict | None, queue: dict | None, meta: dict,
            epochs: int | None = None) -> dict:
     errors = [f"{r.session}: {e}" for r in results for e in r.errors]
@@ -622,6 +630,7 @@ def report(results: list[StudentResult], memory: dict | None, queue: dict | None
             outcomes[r.run_outcome] = outcomes.get(r.run_outcome, 0) + 1
     return {**meta, "students": len(results), "renders": render_stats(results), "errors": errors,
             "run_outcomes_seen": outcomes, "memory": memory, "queue": queue,
+            "server_cpu_by_student": [_cpu_by_step(r) for r in results],  # in the order they started
             "walk_seconds_max": _round(max((r.seconds for r in results), default=0.0))}
 
 
