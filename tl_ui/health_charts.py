@@ -7,6 +7,9 @@ they draw, every copy of the same images shares them (``render_cache``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -30,14 +33,16 @@ def class_bar(report: HealthReport) -> go.Figure:
 
 def size_histogram(report: HealthReport) -> go.Figure:
     """The images' shorter sides."""
-    sizes = tuple(map(tuple, report.sizes))
+    sizes = report.sizes
 
     def build() -> go.Figure:
         frame = pd.DataFrame(sizes, columns=["width", "height"])
         frame["shorter side (px)"] = frame.min(axis=1)
         return px.histogram(frame, x="shorter side (px)", nbins=30, title="Image sizes").update_layout(height=320)
 
-    return shared_figure(("size_hist", sizes), build)
+    # a digest, not the sizes themselves: a key of thousands of pairs would outweigh its figure
+    digest = hashlib.sha256(json.dumps([list(size) for size in sizes]).encode()).hexdigest()
+    return shared_figure(("size_hist", digest), build)
 
 
 def split_bar(rows: list[dict]) -> go.Figure:

@@ -85,6 +85,7 @@ def test_health_charts_are_shared_between_copies_and_follow_the_numbers(two_copi
     fewer = tl_data.health_report(tl_data.Dataset(first.root, "x", first.classes, first.records[1:]))
     figure = health_charts.class_bar(fewer)
     assert figure is not health_charts.class_bar(report_a)
+    assert health_charts.size_histogram(fewer) is not health_charts.size_histogram(report_a)
     assert list(figure.data[0].y) == [fewer.class_counts[c] for c in first.classes]
 
 
