@@ -14,6 +14,7 @@ from PIL import Image
 from tl_core import data as tl_data
 from tl_core import events as ev
 from tl_core.config import DataConfig, RunConfig
+from tl_core.errors import TLError
 from tl_core.runs import RunStore
 from tl_ui import health_charts, models, widgets
 from tl_ui.charts import RunCurves
@@ -146,3 +147,22 @@ def test_runs_not_trained_yet_share_their_empty_charts(workspace):
     figure = comparison_figure({"mine": trained})
     assert figure is not comparison_figure({"mine": queued[0]})
     assert list(figure.data[0].y) == [0.75]
+
+
+def test_the_sidebar_reads_a_dataset_once_per_version(two_copies, monkeypatch):
+    from tl_ui import sidebar
+
+    first, _ = two_copies
+    loads = []
+    real = tl_data.Dataset.load
+    monkeypatch.setattr(sidebar.Dataset, "load", lambda folder: loads.append(folder) or real(folder))
+    sidebar._summary.cache_clear()
+    assert sidebar.dataset_summary(first.root) == ("mine", len(first.records), len(first.classes))
+    assert sidebar.dataset_summary(first.root) == ("mine", len(first.records), len(first.classes))
+    assert len(loads) == 1
+    first.name = "renamed, longer"
+    first.save()  # a rename rewrites dataset.json: read again
+    assert sidebar.dataset_summary(first.root)[0] == "renamed, longer"
+    shutil.rmtree(first.root)
+    with pytest.raises(TLError):
+        sidebar.dataset_summary(first.root)
