@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from tl_core.backbones import (
     build_model,
@@ -134,10 +136,7 @@ def augment_preview(dataset_dir: str, preset: str, backbone: str, images: int = 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _augment_preview(content: str, preset: str, backbone: str, images: int, views: int, seed: int, width: int,
                      _ds) -> list[bytes]:
-    import io
-
     import torch
-    from PIL import Image
 
     from tl_core.backbones import get_backbone
     from tl_core.preprocess import decode, train_view
