@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tl_ui import get_state, sidebar
+from tl_ui import gc_schedule, get_state, sidebar
 from tl_ui.feedback import page_area
 
 st.set_page_config(page_title="TL Studio", page_icon=":material/school:", layout="wide")
@@ -26,6 +26,7 @@ PAGES = [
 
 page = st.navigation(PAGES)
 state = get_state()
+gc_schedule.start_schedule()  # once per process: see .streamlit/config.toml [runner]
 try:
     with page_area():  # a page ends early with end_page(): st.stop() would drop the sidebar below
         page.run()

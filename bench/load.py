@@ -91,6 +91,7 @@ class Render:
     timers: dict[str, float] = field(default_factory=dict)  # fragment id -> interval: the run_every timers
     fragment_roots: dict[str, int] = field(default_factory=dict)  # fragment id -> where it draws (main, sidebar)
     full_run: bool = False  # the whole page ran (not only a fragment): its timers are the page's timers
+    server_cpu_s: float = 0.0  # the server process's CPU time during the render (all its threads: other students' too)
 
     @property
     def auto_rerun(self) -> tuple[str, float] | None:
@@ -110,7 +111,8 @@ class StudentClient:
     server answers with ForwardMsgs (new_session, navigation, deltas, ...) and ends with
     ``script_finished``."""
 
-    def __init__(self, url: str, session: str, render_timeout: float) -> None:
+    def __init__(self, url: str, session: str, render_timeout: float, server_pid: int | None = None) -> None:
+        self.server = psutil.Process(server_pid) if server_pid else None
         self.ws_url = url.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
         self.query_string = f"s={session}"
         self.render_timeout = render_timeout
@@ -157,6 +159,7 @@ class StudentClient:
         for widget in widget_states or ():
             state.widget_states.widgets.append(widget)
         render = Render(page=self.page, seconds=0.0)
+        cpu_before = self._server_cpu()
         started = time.perf_counter()
         try:
             await self._ws.send(msg.SerializeToString())
@@ -166,7 +169,18 @@ class StudentClient:
         except websockets.ConnectionClosed as exc:
             raise LoadError(f"{self.page}: connection dropped ({exc})") from exc
         render.seconds = time.perf_counter() - started
+        render.server_cpu_s = self._server_cpu() - cpu_before
         return render
+
+    def _server_cpu(self) -> float:
+        """CPU seconds (user + system) the server process has used so far; 0 without its pid."""
+        if self.server is None:
+            return 0.0
+        try:
+            cpu = self.server.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        return cpu.user + cpu.system
 
     async def _read_until_finished(self, render: Render) -> None:
         while True:
@@ -248,12 +262,14 @@ class WalkOptions:
     timeout_s: float = 900.0  # the longest a student waits for the run's end
     render_timeout_s: float = 120.0
     abort: threading.Event | None = None  # set: every student stops at its next step (the machine runs out of memory)
+    server_pid: int | None = None  # to read the server's CPU time around each render
 
 
 @dataclass
 class StudentResult:
     session: str
     renders: list[tuple[str, float]] = field(default_factory=list)  # (page or action, seconds)
+    server_cpu: list[tuple[str, float]] = field(default_factory=list)  # (page or action, server CPU s meanwhile)
     errors: list[str] = field(default_factory=list)
     run_outcome: str = ""  # what the Train page said at the end: finished, cancelled, or still active
     seconds: float = 0.0
@@ -264,11 +280,12 @@ async def walk(url: str, options: WalkOptions, delay_s: float = 0.0) -> StudentR
     await asyncio.sleep(delay_s)
     session = secrets.token_hex(8)
     result = StudentResult(session=session)
-    client = StudentClient(url, session, options.render_timeout_s)
+    client = StudentClient(url, session, options.render_timeout_s, options.server_pid)
     began = time.perf_counter()
 
     def keep(name: str, render: Render) -> Render:
         result.renders.append((name, render.seconds))
+        result.server_cpu.append((name, render.server_cpu_s))
         result.errors.extend(render.errors)
         if options.abort is not None and options.abort.is_set():
             raise LoadError("stopped early: the machine was running out of memory (see --min-available-mb)")
@@ -347,8 +364,9 @@ def free_port() -> int:
 class Server:
     """``streamlit run app.py`` in its own process group with TL_STUDIO_HOME in ``home``."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, profile_dir: Path | None = None) -> None:
         self.home = home
+        self.profile_dir = profile_dir  # set: every script run is profiled there (bench/profile_server.py)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -359,7 +377,9 @@ class Server:
                "PYTHONPATH": str(REPO)}
         self._log = open(self.home / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+            [sys.executable, *(("bench/profile_server.py", str(self.profile_dir.resolve())) if self.profile_dir
+                               else ("-m", "streamlit")),
+             "run", "app.py", "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1",
              "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -431,6 +451,7 @@ class ServerSampler:
         self.peak_workers = 0
         self.peak_pss_total = 0
         self.cpu_s: dict[int, float] = {}  # pid -> CPU seconds (user + system) at its last sample
+        self.server_cpu_at_start = _cpu_seconds(pid)  # its start-up, before the students came
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -486,9 +507,19 @@ class ServerSampler:
                 "total_pss_peak_mb": round(self.peak_pss_total / mb),
                 "machine_available_min_mb": round(self.min_seen_available / mb),
                 "stopped_for_memory": self.low_memory.is_set(),
-                "server_cpu_s": round(server_cpu), "workers_cpu_s": round(sum(self.cpu_s.values()) - server_cpu),
+                "server_cpu_s": round(server_cpu),
+                "server_cpu_walk_s": round(server_cpu - self.server_cpu_at_start, 1),
+                "workers_cpu_s": round(sum(self.cpu_s.values()) - server_cpu),
                 "load_at_start": round(self.load_at_start, 1), "load_peak": round(self.peak_load, 1),
                 "samples": self.samples}
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        cpu = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return cpu.user + cpu.system
 
 
 def _pss(processes: list[psutil.Process]) -> int:
@@ -563,12 +594,29 @@ def render_stats(results: list[StudentResult]) -> dict[str, dict[str, float]]:
     for result in results:
         for name, seconds in result.renders:
             by_step.setdefault(name, []).append(seconds)
+    cpu_by_step: dict[str, list[float]] = {}
+    for result in results:
+        for name, seconds in result.server_cpu:
+            cpu_by_step.setdefault(name, []).append(seconds)
     everything = [s for values in by_step.values() for s in values]
     if everything:
         by_step["all renders"] = everything
+        cpu_by_step["all renders"] = [s for values in cpu_by_step.values() for s in values]
+    # the server's CPU time during each render: that render's own work when one student walks
+    # alone; with several, it also counts what the others' renders made the server do meanwhile
     return {name: {"count": len(values), "median_s": _round(statistics.median(values)),
-                   "p95_s": _round(percentile(values, 95)), "max_s": _round(max(values))}
+                   "p95_s": _round(percentile(values, 95)), "max_s": _round(max(values)),
+                   "server_cpu_median_s": _round(statistics.median(cpu_by_step.get(name) or [0.0])),
+                   "server_cpu_sum_s": _round(sum(cpu_by_step.get(name) or [0.0]))}
             for name, values in by_step.items()}
+
+
+def _cpu_by_step(result: StudentResult) -> dict[str, float]:
+    """The server's CPU seconds during each step of one student's walk (the live view's reruns summed)."""
+    steps: dict[str, float] = {}
+    for name, seconds in result.server_cpu:
+        steps[name] = _round(steps.get(name, 0.0) + seconds)
+    return steps
 
 
 def report(results: list[StudentResult], memory: dict | None, queue: dict | None, meta: dict,
@@ -582,13 +630,17 @@ def report(results: list[StudentResult], memory: dict | None, queue: dict | None
             outcomes[r.run_outcome] = outcomes.get(r.run_outcome, 0) + 1
     return {**meta, "students": len(results), "renders": render_stats(results), "errors": errors,
             "run_outcomes_seen": outcomes, "memory": memory, "queue": queue,
+            "server_cpu_by_student": [_cpu_by_step(r) for r in results],  # in the order they started
             "walk_seconds_max": _round(max((r.seconds for r in results), default=0.0))}
 
 
 def format_table(result: dict) -> str:
-    lines = ["| render | count | median s | p95 s | max s |", "|---|---|---|---|---|"]
+    alone = result.get("students") == 1  # the server's CPU per render is that render's own only then
+    lines = ["| render | count | median s | p95 s | max s |" + (" server CPU s (median) |" if alone else ""),
+             "|---|---|---|---|---|" + ("---|" if alone else "")]
     for name, s in result["renders"].items():
-        lines.append(f"| {name} | {s['count']} | {s['median_s']:.2f} | {s['p95_s']:.2f} | {s['max_s']:.2f} |")
+        lines.append(f"| {name} | {s['count']} | {s['median_s']:.2f} | {s['p95_s']:.2f} | {s['max_s']:.2f} |"
+                     + (f" {s.get('server_cpu_median_s', 0.0):.2f} |" if alone else ""))
     memory, queue = result.get("memory"), result.get("queue")
     lines.append("")
     if memory:
@@ -601,6 +653,10 @@ def format_table(result: dict) -> str:
         lines.append(f"CPU time: streamlit {memory['server_cpu_s']} s, training workers {memory['workers_cpu_s']} s "
                      f"in {result.get('seconds', '?')} s on {os.cpu_count()} cores; machine load average "
                      f"{memory['load_at_start']} before the students, peak {memory['load_peak']}")
+        walk_cpu = memory.get("server_cpu_walk_s")
+        if walk_cpu is not None and result.get("students"):
+            lines.append(f"server CPU during the students' walks (after its start-up): {walk_cpu} s, "
+                         f"{walk_cpu / result['students']:.1f} s per student")
     if queue:
         lines.append(f"runs: {queue['runs']} {queue['states']}; queue wait (queued -> started) of the "
                      f"{queue['started']} started: median {queue['wait_median_s']} s, max {queue['wait_max_s']} s; "
@@ -632,18 +688,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-available-mb", type=int, default=2000,
                    help="stop the walk when the machine's available memory falls below this (protects a shared machine)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--profile-dir", default=None,
+                   help="profile every script run of the server into this folder (bench/profile_server.py; "
+                        "slows the server: not for the measured runs)")
     args = p.parse_args(argv)
 
     options = WalkOptions(train=not args.no_train, epochs=args.epochs, watch_s=args.watch,
                           timeout_s=args.timeout, render_timeout_s=args.render_timeout)
     with tempfile.TemporaryDirectory(prefix="tl_load_") as tmp:
         home = Path(tmp)
-        server = Server(home)
+        server = Server(home, Path(args.profile_dir) if args.profile_dir else None)
         server.start()
         began = time.time()
         try:
             with ServerSampler(server.proc.pid, min_available_mb=args.min_available_mb) as sampler:
                 options.abort = sampler.low_memory
+                options.server_pid = server.proc.pid
                 results = asyncio.run(run_students(server.url, args.students, ramp_s=args.ramp,
                                                    wait_results=args.wait_results, options=options))
             sessions = [r.session for r in results]

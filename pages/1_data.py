@@ -4,7 +4,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from tl_core import classroom, downloads, limits
@@ -16,6 +15,7 @@ from tl_core.workspace import Workspace
 from tl_ui import class_builder, end_page, fix_views, get_state, intro, sheet_views, start_page, user_errors
 from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
+from tl_ui.health_charts import class_bar, size_histogram, split_bar
 from tl_ui.label_views import balance_suggestion
 from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
 
@@ -198,20 +198,15 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
         c3.metric("Skipped files", len(report.skipped))
         c4.metric("Duplicate groups", len(report.duplicate_groups))
 
-        counts = pd.DataFrame({"class": [plot_label(c) for c in report.class_counts],
-                               "images": list(report.class_counts.values())})
         left, right = st.columns(2)
-        left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class", text="images")
-                          .update_layout(height=320), key="class_bar")
-        sizes = pd.DataFrame(report.sizes, columns=["width", "height"])
-        sizes["shorter side (px)"] = sizes.min(axis=1)
-        right.plotly_chart(px.histogram(sizes, x="shorter side (px)", nbins=30, title="Image sizes")
-                           .update_layout(height=320), key="size_hist")
+        left.plotly_chart(class_bar(report), key="class_bar")  # built once per server for these numbers
+        right.plotly_chart(size_histogram(report), key="size_hist")
 
         st.markdown("**A few images of each class**")
         examples = ds.examples(per_class=8)
         for label in ds.classes:
-            thumbs = [t for t in thumbnails([ds.path_of(r) for r in examples.get(label, [])]) if t]
+            shown = examples.get(label, [])  # cached by content: every copy of the sample shares them
+            thumbs = [t for t in thumbnails([ds.path_of(r) for r in shown], digests=[r.sha256 for r in shown]) if t]
             st.text(f"{label} ({report.class_counts.get(label, 0)})")  # a class name: text, never Markdown
             if thumbs:
                 st.image(thumbs, width=96)
@@ -231,6 +226,5 @@ with user_errors("Could not open the dataset", message_as_text=True):  # message
     split_names = {"train": "train", "val": "validation", "test": "test"}
     rows = [{"split": shown, "class": plot_label(label), "images": report.split_counts.get(key, {}).get(label, 0)}
             for key, shown in split_names.items() for label in ds.classes]
-    st.plotly_chart(px.bar(pd.DataFrame(rows), x="class", y="images", color="split", barmode="group", text="images",
-                           title="Images per class and split").update_layout(height=320), key="split_bar")
+    st.plotly_chart(split_bar(rows), key="split_bar")
     st.page_link("pages/2_model.py", label="Next: choose a model", icon=":material/arrow_forward:")

@@ -3,7 +3,6 @@
 import dataclasses
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from tl_core import classroom
@@ -24,6 +23,7 @@ from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
     backbone_table,
     backbones_with_weights,
+    freeze_diagram,
     group_report,
     import_folder_weights,
     import_uploaded_weights,
@@ -239,12 +239,7 @@ with user_errors("Could not show the layer groups"):
                            "state": "trainable" if g.trainable else "frozen",
                            "lr": f"lr × {g.lr_mult:.3g}" if plan.lr_range and g.trainable else ""}
                           for g in report])
-    fig = px.bar(frame, x="group", y="parameters", color="state", text="lr", log_y=True,
-                 color_discrete_map={"trainable": "#2e7d32", "frozen": "#90a4ae"},
-                 category_orders={"group": list(frame["group"])},
-                 labels={"parameters": "parameters (log scale)"})
-    fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10})
-    st.plotly_chart(fig, key="freeze_diagram")
+    st.plotly_chart(freeze_diagram(frame), key="freeze_diagram")
     trainable = int(frame.loc[frame["state"] == "trainable", "parameters"].sum())
     total = int(frame["parameters"].sum())
     st.markdown(f"**{trainable:,} of {total:,} parameters will train{epoch_note}** "

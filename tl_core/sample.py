@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,16 @@ def _cached_template(cache_dir: Path, per_class: int, seed: int) -> Path:
     template = cache_dir / f"shapes-v{SAMPLE_VERSION}-{per_class}-{seed}"
     if template.is_dir():
         return template
+    with _DRAWING:  # students of one server pressing at once: one draws, the others wait and copy
+        if template.is_dir():
+            return template
+        return _draw_template(template, cache_dir, per_class, seed)
+
+
+_DRAWING = threading.Lock()
+
+
+def _draw_template(template: Path, cache_dir: Path, per_class: int, seed: int) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".shapes-", dir=cache_dir))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -43,8 +44,25 @@ def _nvidia_smi(index: int) -> tuple[float, float, float] | None:
         return None
 
 
+DEVICE_INFO_TTL_S = 1.0  # a measurement is reused this long: the status lines of every session ask
+
+_measured: dict[int, tuple[float, DeviceInfo]] = {}  # index -> (monotonic time, info)
+
+
 def device_info(index: int = 0) -> DeviceInfo:
-    """The device training uses by default (CUDA device ``index`` > MPS > CPU), measured now."""
+    """The device training uses by default (CUDA device ``index`` > MPS > CPU), measured at most
+    ``DEVICE_INFO_TTL_S`` ago: on a classroom server 30 sessions' live views and sidebars ask every
+    second or two, and on a GPU each measurement starts an ``nvidia-smi`` process."""
+    now = time.monotonic()
+    cached = _measured.get(index)
+    if cached is not None and now - cached[0] < DEVICE_INFO_TTL_S:
+        return cached[1]
+    info = _measure(index)
+    _measured[index] = (time.monotonic(), info)
+    return info
+
+
+def _measure(index: int) -> DeviceInfo:
     import torch
 
     ram = psutil.virtual_memory().percent

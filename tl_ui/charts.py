@@ -29,6 +29,8 @@ from tl_core.events import (
 )
 from tl_core.runs import Run
 
+from .render_cache import shared_figure
+
 METRICS = {"loss": "Loss", "accuracy": "Accuracy", "lr": "Learning rate"}
 FEATURES_EXPLAINED = ("Why the epochs now fly: the backbone ran once over your images; now only the head trains "
                       "on the stored features.")
@@ -49,6 +51,10 @@ class RunCurves:
     _phase_epoch: int = 0  # the epoch whose feature extraction ``phase`` reports
     _phase_t0: float | None = None
     _extract_s: float = 0.0  # seconds of feature extraction in the epoch under way
+    # metric -> (next_line it was drawn at, figure): the live view reruns each second (every 5 s
+    # while queued) and a figure takes ~30 ms of the server's one interpreter to build; most
+    # reruns find no new event (a queued run, the pauses between batches)
+    _figures: dict[str, tuple[int, go.Figure]] = field(default_factory=dict, repr=False, compare=False)
 
     def update(self, run: Run) -> bool:
         """Read new events; True when something changed."""
@@ -170,7 +176,19 @@ class RunCurves:
 
     # -- figures -----------------------------------------------------------------------------
     def figure(self, metric: str) -> go.Figure:
-        """One metric: per-batch line (thin) plus per-epoch train/val points (thick)."""
+        """One metric: per-batch line (thin) plus per-epoch train/val points (thick). The same
+        figure object until new events arrive: callers draw it, never change it."""
+        drawn = self._figures.get(metric)
+        if drawn is not None and drawn[0] == self.next_line:
+            return drawn[1]
+        if self.batches or self.epochs:
+            fig = self._build_figure(metric)
+        else:  # no point yet (a queued run): the same empty axes for every session
+            fig = shared_figure(("live_empty", metric), lambda: self._build_figure(metric))
+        self._figures[metric] = (self.next_line, fig)
+        return fig
+
+    def _build_figure(self, metric: str) -> go.Figure:
         fig = go.Figure()
         if self.batches:
             frame = pd.DataFrame(self.batches)
@@ -221,12 +239,17 @@ CURVE_LABELS = {"val_acc": "validation accuracy", "val_loss": "validation loss",
 
 def comparison_figure(curves: dict[str, RunCurves], column: str = "val_acc") -> go.Figure:
     """Per-epoch ``column`` of several runs overlaid, one line per run."""
-    rows = [{"run": plot_label(name), **row} for name, c in curves.items() for row in c.epochs]
-    frame = pd.DataFrame(rows, columns=["run", "epoch", column])
-    fig = px.line(frame, x="epoch", y=column, color="run", markers=True,
-                  labels={column: CURVE_LABELS.get(column, column)})
-    fig.update_layout(height=350, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    return fig
+    rows = [{"run": plot_label(name), "epoch": row.get("epoch"), column: row.get(column)}
+            for name, c in curves.items() for row in c.epochs]
+
+    def build() -> go.Figure:
+        frame = pd.DataFrame(rows, columns=["run", "epoch", column])
+        fig = px.line(frame, x="epoch", y=column, color="run", markers=True,
+                      labels={column: CURVE_LABELS.get(column, column)})
+        return fig.update_layout(height=350, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+
+    # shared by what it draws: runs not trained yet (a queued class) all draw the same empty axes
+    return shared_figure(("comparison", column, tuple(tuple(row.values()) for row in rows)), build)
 
 
 def format_seconds(seconds: float | None) -> str:

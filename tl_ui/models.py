@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
+from PIL import Image
 
 from tl_core.backbones import (
     build_model,
@@ -17,6 +21,8 @@ from tl_core.backbones import (
 from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.freeze import GroupInfo, freeze_report
+
+from .render_cache import dataset_key, shared_figure
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -102,24 +108,54 @@ def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: Freeze
     return freeze_report(skeleton_model(backbone, head, num_classes), plan, epoch)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+def freeze_diagram(frame: pd.DataFrame) -> go.Figure:
+    """The layer groups as bars (``group``, ``parameters``, ``state``, ``lr`` columns), frozen or
+    trainable; built once per server for each plan (``render_cache``)."""
+    def build() -> go.Figure:
+        fig = px.bar(frame, x="group", y="parameters", color="state", text="lr", log_y=True,
+                     color_discrete_map={"trainable": "#2e7d32", "frozen": "#90a4ae"},
+                     category_orders={"group": list(frame["group"])},
+                     labels={"parameters": "parameters (log scale)"})
+        return fig.update_layout(height=320, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+
+    return shared_figure(("freeze_diagram", tuple(frame.itertuples(index=False, name=None))), build)
+
+
 def augment_preview(dataset_dir: str, preset: str, backbone: str, images: int = 4,
-                    views: int = 4, seed: int = 0) -> list:
-    """``views`` augmented versions of the first image of ``images`` classes, as HxWx3 uint8 arrays
-    (row-major: one row per image). The same decoding and augmentation as training."""
+                    views: int = 4, seed: int = 0, width: int = 110) -> list[bytes]:
+    """``views`` augmented versions of the first image of ``images`` classes, as JPEGs ``width``
+    pixels wide, ready for ``st.image(..., width=width)`` (row-major: one row per image). The same
+    decoding and augmentation as training. Cached by the dataset's content (``render_cache.dataset_key``):
+    every student's copy of the same sample shares one preview in the server."""
+    from tl_core.data import Dataset
+
+    ds = Dataset.load(dataset_dir)
+    return _augment_preview(dataset_key(ds), preset, backbone, images, views, seed, width, ds)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _augment_preview(content: str, preset: str, backbone: str, images: int, views: int, seed: int, width: int,
+                     _ds) -> list[bytes]:
     import torch
 
     from tl_core.backbones import get_backbone
-    from tl_core.data import Dataset
     from tl_core.preprocess import decode, train_view
 
-    ds = Dataset.load(dataset_dir)
     preprocess = get_backbone(backbone).preprocess
-    picked = [ds.path_of(records[0]) for records in ds.examples(1, max_classes=images).values()]
+    picked = [_ds.path_of(records[0]) for records in _ds.examples(1, max_classes=images).values()]
     view = train_view(preprocess, preset)
     torch.manual_seed(seed)
     out = []
     for square in decode(picked, preprocess):
         batch = view(square.unsqueeze(0).repeat(views, 1, 1, 1))
-        out.extend(image.permute(1, 2, 0).numpy() for image in batch)
+        for image in batch:
+            # encoded once here, at the width shown: given arrays, st.image encodes and resizes
+            # each of them again on every rerun of the page
+            picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+            if picture.width > width:
+                picture = picture.resize((width, round(picture.height * width / picture.width)),
+                                         Image.Resampling.BILINEAR)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=90)
+            out.append(buffer.getvalue())
     return out

@@ -3,6 +3,9 @@ student's display name."""
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import streamlit as st
 
 from tl_core import classroom, jobs
@@ -24,13 +27,14 @@ def render(state: AppState) -> None:
         dataset = None
         if state.dataset_id:
             try:
-                dataset = Dataset.load(state.dataset_dir() or state.workspace.datasets_dir / state.dataset_id)
+                dataset = dataset_summary(state.dataset_dir() or state.workspace.datasets_dir / state.dataset_id)
             except TLError:
                 st.markdown(":material/photo_library: Dataset: the selected dataset is gone; pick another on **Data**")
         if dataset is not None:  # its name is the user's: shown as text, never as Markdown
+            name, images, classes = dataset
             st.markdown(":material/photo_library: Dataset:" + (" (shared by the teacher)" if state.dataset_is_shared()
                                                               else ""))
-            st.text(f"{dataset.name} · {len(dataset.records)} images, {len(dataset.classes)} classes")
+            st.text(f"{name} · {images} images, {classes} classes")
         elif not state.dataset_id:
             st.markdown(":material/photo_library: Dataset: none yet: add one on **Data**")
         draft = state.draft
@@ -38,6 +42,24 @@ def render(state: AppState) -> None:
         run = state.current_run()
         _job_status(state, every=poll_every(run.status().state if run is not None else None, 2.0))
         _display_name(state)
+
+
+def dataset_summary(folder: Path) -> tuple[str, int, int]:
+    """(name, images, classes) of the dataset in ``folder``, read once per version of its
+    dataset.json: the sidebar draws it on every page of every session, and a big dataset's file
+    takes tens of ms to parse. Raises TLError as ``Dataset.load`` does."""
+    try:
+        info = (Path(folder) / "dataset.json").stat()
+        version = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        version = (0, 0)  # Dataset.load below says what is missing (errors are never cached)
+    return _summary(str(folder), version)
+
+
+@functools.lru_cache(maxsize=256)
+def _summary(folder: str, version: tuple[int, int]) -> tuple[str, int, int]:
+    dataset = Dataset.load(folder)
+    return dataset.name, len(dataset.records), len(dataset.classes)
 
 
 def _display_name(state: AppState) -> None:

@@ -64,15 +64,25 @@ def thumbnail(path: str, mtime: float, size: int = 160, _wait: float | None = TH
         return thumbnail_jpeg(Path(path), size)
 
 
-def thumbnails(paths: Sequence[Path], size: int = 160) -> list[bytes | None]:
+@st.cache_data(max_entries=2000, show_spinner=False)
+def thumbnail_of_content(digest: str, size: int, _path: str, _wait: float | None = THUMBNAIL_WAIT) -> bytes:
+    """``thumbnail`` cached by the file's content hash (sha256) rather than its path: every
+    student's copy of the same sample shares one thumbnail per image in the server."""
+    with heavy_task(_wait):
+        return thumbnail_jpeg(Path(_path), size)
+
+
+def thumbnails(paths: Sequence[Path], size: int = 160, digests: Sequence[str] | None = None) -> list[bytes | None]:
     """``thumbnail`` of each file, or None for one that cannot be shown (missing, not an image, too
     many pixels), with one waiting notice while the server is busy; when a picture could not get a
-    slot in time, the rest of the batch is left out too (None) and a caption says why."""
+    slot in time, the rest of the batch is left out too (None) and a caption says why. With
+    ``digests`` (each file's sha256, as a dataset's records hold it), cached by content."""
     out: list[bytes | None] = []
     with waiting_notice():
-        for path in paths:
+        for i, path in enumerate(paths):
             try:
-                out.append(thumbnail(str(path), path.stat().st_mtime, size))
+                out.append(thumbnail_of_content(digests[i], size, str(path)) if digests is not None
+                           else thumbnail(str(path), path.stat().st_mtime, size))
             except (OSError, ImageRefused):
                 out.append(None)
             except LimitReached:
