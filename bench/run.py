@@ -152,11 +152,11 @@ def pil_reference(path: Path, size: int) -> np.ndarray:
         return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
 
 
-def bench_ingest(folder: Path, ws: Workspace, passes: int = 3) -> tuple[float, float, int]:
+def decode_vs_pil(folder: Path, ws: Workspace, name: str, size: int, passes: int) -> tuple[float, float, list[Path]]:
     """Images/s on one core (one process, one torch thread, as each of ``decode_images``' worker
     processes runs): ours into a fresh cache each pass, and the PIL reference over the same files,
-    interleaved; the median of ``passes`` each."""
-    ds = ingest(folder, dest=ws.datasets_dir / "ingest-bench")
+    interleaved; the median of ``passes`` each, and the files."""
+    ds = ingest(folder, dest=ws.datasets_dir / name)
     files = [ds.root / r.path for r in ds.records]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -164,15 +164,21 @@ def bench_ingest(folder: Path, ws: Workspace, passes: int = 3) -> tuple[float, f
     try:
         for i in range(passes):
             t0 = time.perf_counter()
-            decode_images(ds, list(range(len(ds.records))), 256, ws.cache_dir / f"fresh-{i}", workers=1)
+            decode_images(ds, list(range(len(files))), size, ws.cache_dir / f"{name}-{i}", workers=1)
             ours.append(len(files) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for path in files:
-                pil_reference(path, 256)
+                pil_reference(path, size)
             reference.append(len(files) / (time.perf_counter() - t0))
     finally:
         torch.set_num_threads(threads)
-    return statistics.median(ours), statistics.median(reference), len(files)
+    return statistics.median(ours), statistics.median(reference), files
+
+
+def bench_ingest(folder: Path, ws: Workspace, passes: int = 3) -> tuple[float, float, int]:
+    """The ~0.2 MP photos to 256 px, ours against PIL per core (``decode_vs_pil``)."""
+    ours, pil, files = decode_vs_pil(folder, ws, "ingest-bench", 256, passes)
+    return ours, pil, len(files)
 
 
 def bench_features(images: torch.Tensor, backbone: str, batch: int = 32, rounds: int = 4,
@@ -248,28 +254,11 @@ def make_large_photos(root: Path, n: int, size=(4000, 3000)) -> Path:
 
 def bench_large_decode(folder: Path, ws: Workspace, size: int = 224, passes: int = 3) -> dict[str, float]:
     """12 MP JPEGs to ``size``: the app's decode (libjpeg-turbo at a reduced DCT scale, into the
-    cache) against PIL's usual open + convert + resize, on one core (one process, one torch thread);
-    the median of ``passes`` interleaved passes each."""
-    ds = ingest(folder, dest=ws.datasets_dir / "large-photos")
-    files = [ds.root / r.path for r in ds.records]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    ours, reference = [], []
-    try:
-        for i in range(passes):
-            t0 = time.perf_counter()
-            decode_images(ds, list(range(len(files))), size, ws.cache_dir / f"large-{i}", workers=1)
-            ours.append(len(files) / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            for path in files:
-                pil_reference(path, size)
-            reference.append(len(files) / (time.perf_counter() - t0))
-    finally:
-        torch.set_num_threads(threads)
+    cache) against PIL's usual open + convert + resize, per core (``decode_vs_pil``)."""
+    ours, pil, files = decode_vs_pil(folder, ws, "large-photos", size, passes)
     megapixels = statistics.mean(Image.open(f).size[0] * Image.open(f).size[1] for f in files[:3]) / 1e6
     mb = statistics.mean(f.stat().st_size for f in files) / 1e6
-    return {"ours": statistics.median(ours), "pil": statistics.median(reference), "n": len(files),
-            "mp": megapixels, "mb": mb}
+    return {"ours": ours, "pil": pil, "n": len(files), "mp": megapixels, "mb": mb}
 
 
 RSS_SIZES = (1_000, 5_000, 20_000)

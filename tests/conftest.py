@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,17 @@ def synthetic_image(colour: tuple[int, int, int], seed: int, size: tuple[int, in
     x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
     arr[y0:y0 + h // 3, x0:x0 + w // 3] *= 0.5
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
+    """``predicate()``'s first truthy value, polled every ``every`` s; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
 
 
 def write_image_folder(root: Path, classes: dict[str, int], size=(64, 48), fmt: str = "JPEG") -> Path:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.conftest import wait_for
 from tl_core import jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError
@@ -34,14 +34,6 @@ def ddp_config(folder: Path, nproc: int, augment: str = "none", **train_kw) -> R
                      freeze=FreezePlan(mode="feature_extractor"), train=TrainConfig(**train))
 
 
-def wait_for(predicate, timeout: float = 120.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def finished(run: Run, timeout: float = 120.0):

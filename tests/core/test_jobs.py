@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tl_core import jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.runs import RunStore
@@ -25,14 +26,6 @@ def tiny_config(folder: Path, **train_kw) -> RunConfig:
                      freeze=FreezePlan(mode="feature_extractor"), train=TrainConfig(**train))
 
 
-def wait_for(predicate, timeout: float = 120.0, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for
 from tl_core import job_backends, jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.events import EpochEnded, RunCancelled, RunFinished
@@ -53,14 +53,6 @@ def tiny_config(folder: Path) -> RunConfig:
                                        device="cpu"))
 
 
-def wait_for(predicate, timeout: float = 180.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def ray_status(run) -> str:
@@ -84,7 +76,7 @@ def test_two_jobs_on_ray_one_cancelled_in_its_queue(ray_address, workspace, tmp_
         assert record["cpus"] == 2.0 and record["gpus"] == 0.0  # a CPU run asks for no GPU
     assert jobs.queue_position(first) is None  # the local queue is bypassed: Ray queues
 
-    wait_for(lambda: ray_status(first) != "PENDING")
+    wait_for(lambda: ray_status(first) != "PENDING", timeout=180, every=0.5)
     assert ray_status(second) == "PENDING" and jobs.job_state(second).state == "queued"
     jobs.cancel(second)
     assert wait_for(lambda: (s := jobs.job_state(second)).state == "cancelled" and s, timeout=60)
@@ -93,7 +85,8 @@ def test_two_jobs_on_ray_one_cancelled_in_its_queue(ray_address, workspace, tmp_
     assert [type(e) for e in events] == [RunCancelled]
     assert not jobs.worker_alive(second)
 
-    status = wait_for(lambda: (s := jobs.job_state(first)).state in ("finished", "failed") and s)
+    status = wait_for(lambda: (s := jobs.job_state(first)).state in ("finished", "failed") and s, timeout=180,
+                      every=0.5)
     assert status.state == "finished", (first.dir / "worker.log").read_text() if (first.dir / "worker.log").exists() else status
     assert ray_status(first) == "SUCCEEDED" and not jobs.worker_alive(first)
     events, _ = first.read_events()
