@@ -463,8 +463,11 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             dataset = entry.get("dataset")
+            data = config.setdefault("data", {})
             if dataset is not None:
-                config.setdefault("data", {})["dataset_dir"] = str(datasets_dir / new_dataset_ids[str(dataset)])
+                data["dataset_dir"] = str(datasets_dir / new_dataset_ids[str(dataset)])
+            elif isinstance(data, dict):  # paths of the old server: on this one they may name anyone's folder
+                data.update(dataset_dir="", source="")
             RunConfig.from_dict(config).validate()
         except (ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise _refused(name, f"run {run_id!r} has a settings file that cannot be read ({exc})") from None

@@ -1,0 +1,81 @@
+"""Review of project import (tl_core.project) as a hostile archive would use it: a manifest that
+lies must not leave an imported run or dataset pointing at files outside what was imported."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tl_core import project
+from tl_core.catalog import DatasetCatalog
+from tl_core.errors import DataError
+from tl_core.runs import RunStore
+from tl_core.workspace import Workspace
+
+
+def _archive(out: Path, members: dict[str, bytes], datasets: list[dict], runs: list[dict]) -> Path:
+    """A project zip holding ``members``, with a manifest whose checksums are right (only the content lies)."""
+    files = {n: {"sha256": hashlib.sha256(d).hexdigest(), "size": len(d)} for n, d in members.items()}
+    manifest = {"format": project.FORMAT, "format_version": project.FORMAT_VERSION, "datasets": datasets,
+                "runs": runs, "files": files}
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(project.MANIFEST, json.dumps(manifest))
+    return out
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """Another session's dataset on the same server."""
+    from tests.conftest import write_image_folder
+    from tl_core.data import ingest
+
+    other = Workspace(tmp_path / "other")
+    dest = DatasetCatalog(other).new_dir("private")
+    ingest(write_image_folder(tmp_path / "src", {"red": 2, "blue": 2}), dest)
+    return dest
+
+
+def test_a_run_without_a_dataset_does_not_keep_a_path_on_this_server(victim, tmp_path):
+    from tl_core.config import DataConfig, RunConfig
+
+    config = RunConfig(data=DataConfig(source=str(victim), dataset_dir=str(victim))).to_dict()
+    status = {"state": "finished", "dataset_dir": str(victim)}
+    run_id = "20260101-000000-abcdef"
+    archive = _archive(tmp_path / "p.zip", {f"runs/{run_id}/config.json": json.dumps(config).encode(),
+                                            f"runs/{run_id}/status.json": json.dumps(status).encode()},
+                       datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
+    home = Workspace(tmp_path / "home")
+    [item] = project.import_project(archive, home).runs
+    run = RunStore(home).get(item.id)
+    # The Results page (gallery, mislabelled list with its fixes) reads and writes run.dataset_dir().
+    assert run.dataset_dir() is None
+    assert run.config.data.dataset_dir == "" and run.config.data.source != str(victim)
+
+
+def test_a_saved_version_naming_a_file_outside_is_refused(victim, tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core.data import Dataset, ingest
+
+    ws = Workspace(tmp_path / "ws")
+    dest = DatasetCatalog(ws).new_dir("mine")
+    ds = ingest(write_image_folder(tmp_path / "src2", {"red": 2, "blue": 2}), dest)
+    old = ds.to_dict()
+    outside = Dataset.load(victim).records[0]
+    old["records"][0]["path"] = str(victim / outside.path)  # an absolute path: root / it is that path
+    old["records"][0]["sha256"] = outside.sha256
+    data = ds.to_dict() | {"version": 2}
+    members = {f"datasets/mine/{r.path}": (dest / r.path).read_bytes() for r in ds.records}
+    members |= {"datasets/mine/dataset.json": json.dumps(data).encode(),
+                "datasets/mine/versions/1.json": json.dumps(old).encode(),
+                "datasets/mine/history.jsonl": b'{"version": 2, "parent": 1, "what": "remove"}\n'}
+    archive = _archive(tmp_path / "p.zip", members, datasets=[{"id": "mine", "name": "mine"}], runs=[])
+    home = Workspace(tmp_path / "home")
+    with pytest.raises(DataError, match="versions/1.json"):
+        project.import_project(archive, home)
+    assert not list(home.datasets_dir.glob("*/dataset.json"))
