@@ -417,15 +417,28 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
             ds = Dataset.load(root)
         except DataError as exc:
             raise _refused(name, f"dataset {dataset_id!r} cannot be read ({exc})") from None
-        for record in ds.records:
-            try:
-                rel = check_member_name(record.path)
-            except Skip as why:
-                raise _refused(name, f"dataset {ds.name!r} names a file with an {why}") from None
-            entry = plan.files.get(f"datasets/{dataset_id}/{rel}")
-            if entry is None or entry["sha256"] != record.sha256:
-                raise _refused(name, f"dataset {ds.name!r}: its image {rel!r} is missing or not the one it names")
         prefix = f"datasets/{dataset_id}/"
+        # Undo brings a saved version back as it is: its records are checked as the current ones are.
+        versions = {"dataset.json": ds}
+        for member in plan.files:
+            if member.startswith(f"{prefix}versions/") and member.endswith(".json"):
+                rel = member[len(prefix):]
+                try:
+                    versions[rel] = Dataset.load_dict(root, atomic.read_json(root / rel))
+                except (DataError, AttributeError) as exc:
+                    raise _refused(name, f"dataset {ds.name!r}: its saved version {rel!r} cannot be read ({exc})") \
+                        from None
+        for document, version in versions.items():
+            for record in version.records:
+                try:
+                    rel = check_member_name(record.path)
+                except Skip as why:
+                    raise _refused(name, f"dataset {ds.name!r} ({document}) names a file with an {why}") from None
+                entry = plan.files.get(f"{prefix}{rel}")
+                if entry is None or entry["sha256"] != record.sha256:
+                    raise _refused(name, f"dataset {ds.name!r} ({document}): its image {rel!r} is missing or not "
+                                         "the one it names")
+        _check_history(root / "history.jsonl", ds.name, name)
         for member in plan.files:  # every image, those only an older version names too
             rel = member[len(prefix):]
             if member.startswith(prefix) and extension_reason(rel) is None:
@@ -446,6 +459,21 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
         new_ids[dataset_id] = _free_id(datasets_dir, dataset_id)
         summary.datasets.append(ProjectItem(new_ids[dataset_id], new_name))
     return new_ids
+
+
+def _check_history(path: Path, dataset_name: str, name: str) -> None:
+    """Undo reads ``versions/<parent>.json`` of the history's lines: a parent that is not a number
+    would name another file."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            change = json.loads(line)
+        except ValueError:
+            continue  # a damaged line is skipped when the history is read
+        if isinstance(change, dict) and any(key in change and type(change[key]) is not int
+                                            for key in ("version", "parent")):
+            raise _refused(name, f"dataset {dataset_name!r}: its history names a version that is not a number")
 
 
 def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_dir: Path,

@@ -79,3 +79,19 @@ def test_a_saved_version_naming_a_file_outside_is_refused(victim, tmp_path):
     with pytest.raises(DataError, match="versions/1.json"):
         project.import_project(archive, home)
     assert not list(home.datasets_dir.glob("*/dataset.json"))
+
+
+def test_a_history_whose_version_is_not_a_number_is_refused(tmp_path):
+    from tests.conftest import write_image_folder
+    from tl_core.data import ingest
+
+    ws = Workspace(tmp_path / "ws")
+    dest = DatasetCatalog(ws).new_dir("mine")
+    ds = ingest(write_image_folder(tmp_path / "src", {"red": 2, "blue": 2}), dest)
+    members = {f"datasets/mine/{r.path}": (dest / r.path).read_bytes() for r in ds.records}
+    members |= {"datasets/mine/dataset.json": json.dumps(ds.to_dict() | {"version": 2}).encode(),
+                # Undo would read versions/../../../elsewhere.json
+                "datasets/mine/history.jsonl": b'{"version": 2, "parent": "../../../elsewhere", "what": "remove"}\n'}
+    archive = _archive(tmp_path / "p.zip", members, datasets=[{"id": "mine", "name": "mine"}], runs=[])
+    with pytest.raises(DataError, match="history"):
+        project.import_project(archive, Workspace(tmp_path / "home"))
