@@ -67,9 +67,14 @@ class PreparedData:
 
 
 def load_dataset(config: RunConfig, workspace: Workspace, progress=None):
-    from .data import Dataset, ingest
+    from .data import Dataset, fixes, ingest
 
     if config.data.dataset_dir:
+        # A fix made while the run waited in the queue is a new version: the run trains on the one it recorded.
+        if config.data.dataset_version > 0:
+            recorded = fixes.at_version(config.data.dataset_dir, config.data.dataset_version)
+            if recorded is not None:
+                return recorded
         return Dataset.load(config.data.dataset_dir)
     return ingest(config.data.source, dest=workspace.datasets_dir / dataset_slug(config.data.source),
                   progress=progress)

@@ -187,6 +187,16 @@ def can_undo(ds_root: Path) -> Change | None:
     return _made_by(ds.root, ds.version)
 
 
+def at_version(ds_root: Path | str, version: int) -> Dataset | None:
+    """The dataset as ``version`` was (the current one when it is that version); None when that
+    version is no longer on disk. A run trains on the version it recorded when it was started."""
+    ds = Dataset.load(ds_root)
+    if version == ds.version:
+        return ds
+    data = atomic.read_json(_version_file(ds.root, version))
+    return Dataset.load_dict(ds.root, data) if data is not None else None
+
+
 def check_editable(ds_root: Path, *, as_teacher: bool = False) -> None:
     """DataError when fixes are refused here: a dataset the teacher shared, for a student."""
     if is_shared_dataset(ds_root) and not as_teacher:
