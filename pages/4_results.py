@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
+from tl_core.markup import escape_markdown
 from tl_core.runs import best_epoch_note, unique_labels
 from tl_ui import analysis_views, code_views, end_page, fix_views, get_state, intro, start_page, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
@@ -62,7 +63,7 @@ with user_errors("Could not read the run's results"):
                 "(it is written when training ends).")
         error = run.status().error
         if error:
-            st.error(error)
+            st.error(escape_markdown(error))  # quotes names; an opened project's is anyone's text
         elif jobs.worker_alive(run):
             @st.fragment(run_every=2.0)
             def wait_for_evaluation() -> None:
