@@ -59,7 +59,7 @@ with user_errors("Could not read the run's results"):
     split_names = {"test": "test", "val": "validation"}
     evals = {split_names[split]: result for split, result in run.evaluations().items()}
     if not evals:
-        st.info(f"This run is {summaries[picked]['state']} and has no evaluation yet "
+        st.info(f"This run is {escape_markdown(summaries[picked]['state'])} and has no evaluation yet "
                 "(it is written when training ends).")
         error = run.status().error
         if error:
@@ -86,7 +86,7 @@ with user_errors("Could not read the run's results"):
                        f"{CURVE_LABELS[run.config.train.monitor]} (the run's monitor).")
         note = best_epoch_note(metrics, run.config.train.monitor)
         if note:
-            st.caption(f":material/info: {note}")
+            st.caption(f":material/info: {escape_markdown(note)}")  # metrics.json: an opened project's is anyone's
 
         st.markdown("**Per class**")
         st.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={
