@@ -49,7 +49,7 @@ from .data.safety import (
     zip_member_is_symlink,
 )
 from .errors import DataError, LimitReached
-from .runs import ACTIVE_STATES, Run, RunStore
+from .runs import ACTIVE_STATES, FINAL_STATES, Run, RunStore
 from .settings import Settings, load_settings
 from .workspace import Workspace, is_safe_id
 
@@ -500,7 +500,12 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
         except (ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise _refused(name, f"run {run_id!r} has a settings file that cannot be read ({exc})") from None
         atomic.write_json(folder / "config.json", config)
-        status = run.status()
+        try:
+            status = run.status()
+        except TypeError as exc:  # a key of the right name with a value of no use
+            raise _refused(name, f"run {run_id!r} has a status file that cannot be read ({exc})") from None
+        if status.state not in ("created", "unknown", *ACTIVE_STATES, *FINAL_STATES):  # the pages branch on it
+            raise _refused(name, f"run {run_id!r} has a status file whose state is not one a run has")
         changes: dict[str, Any] = {"pid": None, "pid_created": None, "slot": None,
                                    "dataset_dir": config["data"].get("dataset_dir") or None}
         if status.state in ACTIVE_STATES:

@@ -95,3 +95,19 @@ def test_a_history_whose_version_is_not_a_number_is_refused(tmp_path):
     archive = _archive(tmp_path / "p.zip", members, datasets=[{"id": "mine", "name": "mine"}], runs=[])
     with pytest.raises(DataError, match="history"):
         project.import_project(archive, Workspace(tmp_path / "home"))
+
+
+def test_a_run_whose_status_names_no_state_of_a_run_is_refused(tmp_path):
+    """The pages branch on the state and quote it; an opened run's state is one a run can have."""
+    from tl_core.config import DataConfig, RunConfig
+
+    run_id = "20260101-000000-abcdef"
+    config = RunConfig(data=DataConfig(source="", dataset_dir="")).to_dict()
+    status = {"state": "[Log in](http://h/x)", "error": None}
+    archive = _archive(tmp_path / "p.zip", {f"runs/{run_id}/config.json": json.dumps(config).encode(),
+                                            f"runs/{run_id}/status.json": json.dumps(status).encode()},
+                       datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
+    home = Workspace(tmp_path / "home")
+    with pytest.raises(DataError, match="state"):
+        project.import_project(archive, home)
+    assert RunStore(home).list() == []
