@@ -145,10 +145,15 @@ def merge(ds_root: Path, paths: Sequence[str], *, keep: str, label: str | None =
                        f"Merged {_images(len(dropped) + 1)} into one{to}.")
 
 
-def undo(ds_root: Path, *, as_teacher: bool = False) -> Dataset:
+def undo(ds_root: Path, *, as_teacher: bool = False, expected: int | None = None) -> Dataset:
     """Bring back the version the current one was made from. ``NothingToUndo`` when the current
-    version is the dataset as imported (or its history is gone)."""
+    version is the dataset as imported (or its history is gone). ``expected``: the version the
+    user saw when asking (an Undo button's); a DataError when the dataset has moved on since (a
+    double click, another tab), so that one click never undoes two changes."""
     with _editing(ds_root, as_teacher) as ds:
+        if expected is not None and ds.version != expected:
+            raise DataError(f"'{ds.name}' changed since this Undo was shown (it is at version {ds.version} now, "
+                            f"not {expected}), so nothing was undone. Look at its history again.")
         made = _made_by(ds.root, ds.version)
         if made is None:
             raise NothingToUndo(f"Nothing to undo: '{ds.name}' is as it was imported (version {ds.version}).")
