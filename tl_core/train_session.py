@@ -71,8 +71,9 @@ def load_dataset(config: RunConfig, workspace: Workspace, progress=None):
 
     if config.data.dataset_dir:
         # A fix made while the run waited in the queue is a new version: the run trains on the one it recorded.
-        if config.data.dataset_version > 0:
-            recorded = fixes.at_version(config.data.dataset_dir, config.data.dataset_version)
+        version = config.data.dataset_version
+        if type(version) is int and version > 0:  # a config file (an opened project's) may say anything
+            recorded = fixes.at_version(config.data.dataset_dir, version)
             if recorded is not None:
                 return recorded
         return Dataset.load(config.data.dataset_dir)

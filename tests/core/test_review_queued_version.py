@@ -25,3 +25,18 @@ def test_a_queued_run_trains_on_the_version_it_recorded(tmp_path):
     # a run started now records version 2 and trains on it
     now = with_dataset_version(config)
     assert now.data.dataset_version == 2 and len(load_dataset(now, ws).records) == len(ds.records) - 1
+
+
+def test_a_version_that_is_not_a_number_names_no_file(tmp_path):
+    """A config file says anything (an opened project's): '../x' must not become versions/../x.json."""
+    import dataclasses
+
+    from tests.conftest import write_image_folder
+
+    ws = Workspace(tmp_path / "ws")
+    dest = DatasetCatalog(ws).new_dir("colours")
+    ds = ingest(write_image_folder(tmp_path / "src", {"red": 2, "blue": 2}), dest)
+    fixes.remove(dest, [ds.records[0].path], reason="a fix")  # version 2
+    config = RunConfig(data=DataConfig(source=str(dest), dataset_dir=str(dest)))
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, dataset_version="../../1"))
+    assert load_dataset(config, ws).version == 2
