@@ -496,7 +496,10 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
                 data["dataset_dir"] = str(datasets_dir / new_dataset_ids[str(dataset)])
             elif isinstance(data, dict):  # paths of the old server: on this one they may name anyone's folder
                 data.update(dataset_dir="", source="")
-            RunConfig.from_dict(config).validate()
+            loaded = RunConfig.from_dict(config)
+            loaded.validate()
+            if type(loaded.data.dataset_version) is not int:  # the pages and the trainer take it for a number
+                raise ValueError("data.dataset_version is not a number")
         except (ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise _refused(name, f"run {run_id!r} has a settings file that cannot be read ({exc})") from None
         atomic.write_json(folder / "config.json", config)

@@ -111,3 +111,15 @@ def test_a_run_whose_status_names_no_state_of_a_run_is_refused(tmp_path):
     with pytest.raises(DataError, match="state"):
         project.import_project(archive, home)
     assert RunStore(home).list() == []
+
+
+def test_a_run_whose_config_gives_a_dataset_version_that_is_no_number_is_refused(tmp_path):
+    from tl_core.config import DataConfig, RunConfig
+
+    run_id = "20260101-000000-abcdef"
+    config = RunConfig(data=DataConfig(source="")).to_dict()
+    config["data"]["dataset_version"] = "../../1"  # the Results page compares it with 1; the trainer reads versions/<it>.json
+    archive = _archive(tmp_path / "p.zip", {f"runs/{run_id}/config.json": json.dumps(config).encode()},
+                       datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
+    with pytest.raises(DataError, match="dataset_version"):
+        project.import_project(archive, Workspace(tmp_path / "home"))
