@@ -30,6 +30,8 @@ import secrets
 import shutil
 import tempfile
 import time
+import types
+import typing
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, atomic
+from . import events as ev
 from .catalog import DatasetCatalog
 from .data import Dataset
 from .data.safety import (
@@ -515,12 +518,55 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
             changes.update(state="failed", error="It was still training when its project was exported; "
                                                  "resume it or train it again.")
         atomic.write_json(folder / "status.json", dataclasses.replace(status, **changes).to_dict())
+        if (folder / "events.jsonl").is_file():
+            _check_events(folder / "events.jsonl", run_id, name)
         for kind in ("best", "last"):
             if run.checkpoint_path(kind).is_file():
                 _verify_checkpoint(run.checkpoint_path(kind), f"run {entry.get('name') or run_id!r}", kind, name)
         new_ids[run_id] = _free_id(runs_dir, run_id)
         summary.runs.append(ProjectItem(new_ids[run_id], run.display_name()))
     return new_ids
+
+
+def _check_events(path: Path, run_id: str, name: str) -> None:
+    """Every event of ``events.jsonl`` that its readers take (a known type; damaged lines are
+    skipped) holds values of its fields' types: the pages draw curves from them, and a number that
+    is text stopped the Train and Runs pages with a traceback."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("type") not in ev.EVENT_TYPES:
+            continue
+        kind = ev.EVENT_TYPES[data["type"]]
+        for key, hint in typing.get_type_hints(kind).items():
+            if key in data and not _fits(data[key], hint):
+                raise _refused(name, f"run {run_id!r} has an event log whose {data['type']} gives {key} a value "
+                                     "of the wrong kind")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of the type ``hint`` (the event fields' plain types)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # Any and the like
 
 
 def _verify_checkpoint(path: Path, what: str, kind: str, name: str) -> None:

@@ -123,3 +123,25 @@ def test_a_run_whose_config_gives_a_dataset_version_that_is_no_number_is_refused
                        datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
     with pytest.raises(DataError, match="dataset_version"):
         project.import_project(archive, Workspace(tmp_path / "home"))
+
+
+def test_a_run_whose_event_log_gives_text_for_numbers_is_refused(tmp_path):
+    """The Train and Runs pages drew such an opened run with a traceback (curves from its events)."""
+    from tl_core.config import DataConfig, RunConfig
+
+    run_id = "20260101-000000-abcdef"
+    config = RunConfig(data=DataConfig(source="")).to_dict()
+    good = {"type": "EpochEnded", "epoch": 1, "train_loss": 0.5, "train_acc": 1, "val_loss": None, "val_acc": 0.5,
+            "lr": 0.01, "seconds": 2.0, "trainable_params": 10, "time": 1.0}
+    members = {f"runs/{run_id}/config.json": json.dumps(config).encode(),
+               f"runs/{run_id}/status.json": json.dumps({"state": "finished"}).encode(),
+               f"runs/{run_id}/events.jsonl": (json.dumps(good) + "\nnot json\n" + json.dumps({"type": "Nope"})).encode()}
+    runs = [{"id": run_id, "name": "r", "dataset": None}]
+    [item] = project.import_project(_archive(tmp_path / "ok.zip", members, [], runs), Workspace(tmp_path / "a")).runs
+    assert [e.epoch for e in RunStore(Workspace(tmp_path / "a")).get(item.id).read_events()[0]] == [1]  # damaged: skipped
+
+    members[f"runs/{run_id}/events.jsonl"] = json.dumps(good | {"epoch": "x", "val_acc": "b"}).encode()
+    home = Workspace(tmp_path / "b")
+    with pytest.raises(DataError, match="event log"):
+        project.import_project(_archive(tmp_path / "bad.zip", members, [], runs), home)
+    assert RunStore(home).list() == []
