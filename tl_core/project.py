@@ -518,6 +518,9 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
             changes.update(state="failed", error="It was still training when its project was exported; "
                                                  "resume it or train it again.")
         atomic.write_json(folder / "status.json", dataclasses.replace(status, **changes).to_dict())
+        classes = atomic.read_json(folder / "classes.json", default=[])
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):  # the Predict page lists them
+            raise _refused(name, f"run {run_id!r} has a classes.json that is not a list of class names")
         if (folder / "events.jsonl").is_file():
             _check_events(folder / "events.jsonl", run_id, name)
         for kind in ("best", "last"):

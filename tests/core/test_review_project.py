@@ -145,3 +145,15 @@ def test_a_run_whose_event_log_gives_text_for_numbers_is_refused(tmp_path):
     with pytest.raises(DataError, match="event log"):
         project.import_project(_archive(tmp_path / "bad.zip", members, [], runs), home)
     assert RunStore(home).list() == []
+
+
+def test_a_run_whose_classes_are_not_a_list_of_names_is_refused(tmp_path):
+    """The Predict page drew such an opened run with a traceback."""
+    from tl_core.config import DataConfig, RunConfig
+
+    run_id = "20260101-000000-abcdef"
+    members = {f"runs/{run_id}/config.json": json.dumps(RunConfig(data=DataConfig(source="")).to_dict()).encode(),
+               f"runs/{run_id}/classes.json": json.dumps({"cat": 1}).encode()}
+    with pytest.raises(DataError, match="classes.json"):
+        project.import_project(_archive(tmp_path / "p.zip", members, [], [{"id": run_id, "name": "r"}]),
+                               Workspace(tmp_path / "home"))
