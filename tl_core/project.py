@@ -433,6 +433,9 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
                         from None
         for document, version in versions.items():
             for record in version.records:
+                if not _plain_record(record):  # the pages sort, count and plot these fields
+                    raise _refused(name, f"dataset {ds.name!r} ({document}) has a record whose fields are of the "
+                                         "wrong kind")
                 try:
                     rel = check_member_name(record.path)
                 except Skip as why:
@@ -462,6 +465,14 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
         new_ids[dataset_id] = _free_id(datasets_dir, dataset_id)
         summary.datasets.append(ProjectItem(new_ids[dataset_id], new_name))
     return new_ids
+
+
+def _plain_record(record: Any) -> bool:
+    """Whether an image record holds what the app writes: texts, sizes that are numbers, a known split."""
+    texts = (record.path, record.label, record.sha256)
+    return (all(isinstance(t, str) for t in texts) and record.split in (None, "train", "val", "test")
+            and all(type(n) is int for n in (record.width, record.height))
+            and (record.group is None or isinstance(record.group, str)))
 
 
 def _check_history(path: Path, dataset_name: str, name: str) -> None:

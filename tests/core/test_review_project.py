@@ -157,3 +157,20 @@ def test_a_run_whose_classes_are_not_a_list_of_names_is_refused(tmp_path):
     with pytest.raises(DataError, match="classes.json"):
         project.import_project(_archive(tmp_path / "p.zip", members, [], [{"id": run_id, "name": "r"}]),
                                Workspace(tmp_path / "home"))
+
+
+@pytest.mark.parametrize("change", [{"width": "x"}, {"group": ["a"]}, {"split": "weird"}])
+def test_a_dataset_whose_records_hold_values_of_the_wrong_kind_is_refused(tmp_path, change):
+    """The Data page said 'This is a bug' on such an opened dataset (a list for a group, text for a size)."""
+    from tests.conftest import write_image_folder
+    from tl_core.data import ingest
+
+    dest = DatasetCatalog(Workspace(tmp_path / "ws")).new_dir("mine")
+    ds = ingest(write_image_folder(tmp_path / "src", {"red": 2, "blue": 2}), dest)
+    data = ds.to_dict()
+    data["records"][0].update(change)
+    members = {f"datasets/mine/{r.path}": (dest / r.path).read_bytes() for r in ds.records}
+    members["datasets/mine/dataset.json"] = json.dumps(data).encode()
+    with pytest.raises(DataError, match="wrong kind"):
+        project.import_project(_archive(tmp_path / "p.zip", members, [{"id": "mine", "name": "mine"}], []),
+                               Workspace(tmp_path / "home"))
