@@ -164,7 +164,7 @@ def live_view(run_id: str, was_state: str | None) -> None:
     elif run_state == "cancelled":
         st.warning("Training was stopped; the best checkpoint so far is kept.", icon=":material/stop_circle:")
     elif run_state == "failed":
-        st.error(status.error or "Training failed.", icon=":material/error:")
+        st.error(escape_markdown(status.error) if status.error else "Training failed.", icon=":material/error:")
 
     c1, c2, c3, c4 = st.columns(4)
     last = curves.epochs[-1] if curves.epochs else {}

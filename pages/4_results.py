@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from tl_core import jobs
+from tl_core.markup import escape_markdown
 from tl_core.runs import best_epoch_note, unique_labels
 from tl_ui import analysis_views, code_views, end_page, fix_views, get_state, intro, start_page, user_errors
 from tl_ui.charts import CURVE_LABELS, comparison_figure, curves_for
@@ -58,11 +59,11 @@ with user_errors("Could not read the run's results"):
     split_names = {"test": "test", "val": "validation"}
     evals = {split_names[split]: result for split, result in run.evaluations().items()}
     if not evals:
-        st.info(f"This run is {summaries[picked]['state']} and has no evaluation yet "
+        st.info(f"This run is {escape_markdown(summaries[picked]['state'])} and has no evaluation yet "
                 "(it is written when training ends).")
         error = run.status().error
         if error:
-            st.error(error)
+            st.error(escape_markdown(error))  # quotes names; an opened project's is anyone's text
         elif jobs.worker_alive(run):
             @st.fragment(run_every=2.0)
             def wait_for_evaluation() -> None:
@@ -85,7 +86,7 @@ with user_errors("Could not read the run's results"):
                        f"{CURVE_LABELS[run.config.train.monitor]} (the run's monitor).")
         note = best_epoch_note(metrics, run.config.train.monitor)
         if note:
-            st.caption(f":material/info: {note}")
+            st.caption(f":material/info: {escape_markdown(note)}")  # metrics.json: an opened project's is anyone's
 
         st.markdown("**Per class**")
         st.dataframe(pd.DataFrame(result.per_class), hide_index=True, key="per_class", column_config={

@@ -30,6 +30,8 @@ import secrets
 import shutil
 import tempfile
 import time
+import types
+import typing
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, atomic
+from . import events as ev
 from .catalog import DatasetCatalog
 from .data import Dataset
 from .data.safety import (
@@ -49,7 +52,7 @@ from .data.safety import (
     zip_member_is_symlink,
 )
 from .errors import DataError, LimitReached
-from .runs import ACTIVE_STATES, Run, RunStore
+from .runs import ACTIVE_STATES, FINAL_STATES, Run, RunStore
 from .settings import Settings, load_settings
 from .workspace import Workspace, is_safe_id
 
@@ -417,15 +420,31 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
             ds = Dataset.load(root)
         except DataError as exc:
             raise _refused(name, f"dataset {dataset_id!r} cannot be read ({exc})") from None
-        for record in ds.records:
-            try:
-                rel = check_member_name(record.path)
-            except Skip as why:
-                raise _refused(name, f"dataset {ds.name!r} names a file with an {why}") from None
-            entry = plan.files.get(f"datasets/{dataset_id}/{rel}")
-            if entry is None or entry["sha256"] != record.sha256:
-                raise _refused(name, f"dataset {ds.name!r}: its image {rel!r} is missing or not the one it names")
         prefix = f"datasets/{dataset_id}/"
+        # Undo brings a saved version back as it is: its records are checked as the current ones are.
+        versions = {"dataset.json": ds}
+        for member in plan.files:
+            if member.startswith(f"{prefix}versions/") and member.endswith(".json"):
+                rel = member[len(prefix):]
+                try:
+                    versions[rel] = Dataset.load_dict(root, atomic.read_json(root / rel))
+                except (DataError, AttributeError) as exc:
+                    raise _refused(name, f"dataset {ds.name!r}: its saved version {rel!r} cannot be read ({exc})") \
+                        from None
+        for document, version in versions.items():
+            for record in version.records:
+                if not _plain_record(record):  # the pages sort, count and plot these fields
+                    raise _refused(name, f"dataset {ds.name!r} ({document}) has a record whose fields are of the "
+                                         "wrong kind")
+                try:
+                    rel = check_member_name(record.path)
+                except Skip as why:
+                    raise _refused(name, f"dataset {ds.name!r} ({document}) names a file with an {why}") from None
+                entry = plan.files.get(f"{prefix}{rel}")
+                if entry is None or entry["sha256"] != record.sha256:
+                    raise _refused(name, f"dataset {ds.name!r} ({document}): its image {rel!r} is missing or not "
+                                         "the one it names")
+        _check_history(root / "history.jsonl", ds.name, name)
         for member in plan.files:  # every image, those only an older version names too
             rel = member[len(prefix):]
             if member.startswith(prefix) and extension_reason(rel) is None:
@@ -448,6 +467,29 @@ def _check_datasets(staging: Path, plan: _Plan, limits: Limits, name: str, works
     return new_ids
 
 
+def _plain_record(record: Any) -> bool:
+    """Whether an image record holds what the app writes: texts, sizes that are numbers, a known split."""
+    texts = (record.path, record.label, record.sha256)
+    return (all(isinstance(t, str) for t in texts) and record.split in (None, "train", "val", "test")
+            and all(type(n) is int for n in (record.width, record.height))
+            and (record.group is None or isinstance(record.group, str)))
+
+
+def _check_history(path: Path, dataset_name: str, name: str) -> None:
+    """Undo reads ``versions/<parent>.json`` of the history's lines: a parent that is not a number
+    would name another file."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            change = json.loads(line)
+        except ValueError:
+            continue  # a damaged line is skipped when the history is read
+        if isinstance(change, dict) and any(key in change and type(change[key]) is not int
+                                            for key in ("version", "parent")):
+            raise _refused(name, f"dataset {dataset_name!r}: its history names a version that is not a number")
+
+
 def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_dir: Path,
                 new_dataset_ids: dict[str, str], summary: ProjectSummary) -> dict[str, str]:
     """Each staged run's config loads and now names the imported dataset; its status belongs to no
@@ -463,25 +505,82 @@ def _check_runs(staging: Path, plan: _Plan, name: str, runs_dir: Path, datasets_
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
             dataset = entry.get("dataset")
+            data = config.setdefault("data", {})
             if dataset is not None:
-                config.setdefault("data", {})["dataset_dir"] = str(datasets_dir / new_dataset_ids[str(dataset)])
-            RunConfig.from_dict(config).validate()
+                data["dataset_dir"] = str(datasets_dir / new_dataset_ids[str(dataset)])
+            elif isinstance(data, dict):  # paths of the old server: on this one they may name anyone's folder
+                data.update(dataset_dir="", source="")
+            loaded = RunConfig.from_dict(config)
+            loaded.validate()
+            if type(loaded.data.dataset_version) is not int:  # the pages and the trainer take it for a number
+                raise ValueError("data.dataset_version is not a number")
         except (ValueError, TypeError, AttributeError, ConfigError) as exc:
             raise _refused(name, f"run {run_id!r} has a settings file that cannot be read ({exc})") from None
         atomic.write_json(folder / "config.json", config)
-        status = run.status()
+        try:
+            status = run.status()
+        except TypeError as exc:  # a key of the right name with a value of no use
+            raise _refused(name, f"run {run_id!r} has a status file that cannot be read ({exc})") from None
+        if status.state not in ("created", "unknown", *ACTIVE_STATES, *FINAL_STATES):  # the pages branch on it
+            raise _refused(name, f"run {run_id!r} has a status file whose state is not one a run has")
         changes: dict[str, Any] = {"pid": None, "pid_created": None, "slot": None,
                                    "dataset_dir": config["data"].get("dataset_dir") or None}
         if status.state in ACTIVE_STATES:
             changes.update(state="failed", error="It was still training when its project was exported; "
                                                  "resume it or train it again.")
         atomic.write_json(folder / "status.json", dataclasses.replace(status, **changes).to_dict())
+        classes = atomic.read_json(folder / "classes.json", default=[])
+        if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):  # the Predict page lists them
+            raise _refused(name, f"run {run_id!r} has a classes.json that is not a list of class names")
+        if (folder / "events.jsonl").is_file():
+            _check_events(folder / "events.jsonl", run_id, name)
         for kind in ("best", "last"):
             if run.checkpoint_path(kind).is_file():
                 _verify_checkpoint(run.checkpoint_path(kind), f"run {entry.get('name') or run_id!r}", kind, name)
         new_ids[run_id] = _free_id(runs_dir, run_id)
         summary.runs.append(ProjectItem(new_ids[run_id], run.display_name()))
     return new_ids
+
+
+def _check_events(path: Path, run_id: str, name: str) -> None:
+    """Every event of ``events.jsonl`` that its readers take (a known type; damaged lines are
+    skipped) holds values of its fields' types: the pages draw curves from them, and a number that
+    is text stopped the Train and Runs pages with a traceback."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(data, dict) or data.get("type") not in ev.EVENT_TYPES:
+            continue
+        kind = ev.EVENT_TYPES[data["type"]]
+        for key, hint in typing.get_type_hints(kind).items():
+            if key in data and not _fits(data[key], hint):
+                raise _refused(name, f"run {run_id!r} has an event log whose {data['type']} gives {key} a value "
+                                     "of the wrong kind")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value is of the type ``hint`` (the event fields' plain types)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # Any and the like
 
 
 def _verify_checkpoint(path: Path, what: str, kind: str, name: str) -> None:

@@ -67,9 +67,15 @@ class PreparedData:
 
 
 def load_dataset(config: RunConfig, workspace: Workspace, progress=None):
-    from .data import Dataset, ingest
+    from .data import Dataset, fixes, ingest
 
     if config.data.dataset_dir:
+        # A fix made while the run waited in the queue is a new version: the run trains on the one it recorded.
+        version = config.data.dataset_version
+        if type(version) is int and version > 0:  # a config file (an opened project's) may say anything
+            recorded = fixes.at_version(config.data.dataset_dir, version)
+            if recorded is not None:
+                return recorded
         return Dataset.load(config.data.dataset_dir)
     return ingest(config.data.source, dest=workspace.datasets_dir / dataset_slug(config.data.source),
                   progress=progress)

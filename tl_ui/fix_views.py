@@ -131,7 +131,7 @@ def history_section(ds: Dataset, *, key: str) -> None:
         last = fixes.can_undo(ds.root)
         if last is not None:
             st.button("Undo the last change", key=f"{key}_undo", icon=":material/undo:", disabled=_read_only(ds),
-                      on_click=apply_fix, args=(key, ds.root, lambda: fixes.undo(ds.root), "Undone."))
+                      on_click=apply_fix, args=(key, ds.root, lambda: fixes.undo(ds.root, expected=ds.version), "Undone."))
             st.text(f"It would undo: {last.summary}")
         rows = [{"version": c.version, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(c.when)),
                  "change": c.summary, "reason": c.reason} for c in reversed(changes[-HISTORY_SHOWN:])]
@@ -237,4 +237,4 @@ def show_outcome(key: str) -> None:
             current = Dataset.load(root).version
             if current == last["version"]:
                 st.button("Undo", key=f"{key}_undo_last", icon=":material/undo:", on_click=apply_fix,
-                          args=(key, Path(root), lambda: fixes.undo(Path(root)), "Undone."))
+                          args=(key, Path(root), lambda: fixes.undo(Path(root), expected=current), "Undone."))

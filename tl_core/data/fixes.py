@@ -145,10 +145,15 @@ def merge(ds_root: Path, paths: Sequence[str], *, keep: str, label: str | None =
                        f"Merged {_images(len(dropped) + 1)} into one{to}.")
 
 
-def undo(ds_root: Path, *, as_teacher: bool = False) -> Dataset:
+def undo(ds_root: Path, *, as_teacher: bool = False, expected: int | None = None) -> Dataset:
     """Bring back the version the current one was made from. ``NothingToUndo`` when the current
-    version is the dataset as imported (or its history is gone)."""
+    version is the dataset as imported (or its history is gone). ``expected``: the version the
+    user saw when asking (an Undo button's); a DataError when the dataset has moved on since (a
+    double click, another tab), so that one click never undoes two changes."""
     with _editing(ds_root, as_teacher) as ds:
+        if expected is not None and ds.version != expected:
+            raise DataError(f"'{ds.name}' changed since this Undo was shown (it is at version {ds.version} now, "
+                            f"not {expected}), so nothing was undone. Look at its history again.")
         made = _made_by(ds.root, ds.version)
         if made is None:
             raise NothingToUndo(f"Nothing to undo: '{ds.name}' is as it was imported (version {ds.version}).")
@@ -185,6 +190,16 @@ def can_undo(ds_root: Path) -> Change | None:
     """The change an ``undo`` would take back, or None."""
     ds = Dataset.load(ds_root)
     return _made_by(ds.root, ds.version)
+
+
+def at_version(ds_root: Path | str, version: int) -> Dataset | None:
+    """The dataset as ``version`` was (the current one when it is that version); None when that
+    version is no longer on disk. A run trains on the version it recorded when it was started."""
+    ds = Dataset.load(ds_root)
+    if version == ds.version:
+        return ds
+    data = atomic.read_json(_version_file(ds.root, version))
+    return Dataset.load_dict(ds.root, data) if data is not None else None
 
 
 def check_editable(ds_root: Path, *, as_teacher: bool = False) -> None:

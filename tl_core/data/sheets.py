@@ -35,6 +35,12 @@ _GROUP_NAMES = ("group", "patient", "patient_id", "subject", "subject_id", "site
                 "individual", "donor", "case")
 _SPLIT_NAMES = ("split", "subset", "set", "fold_set", "partition")
 MAX_XLSX_UNPACKED = 200 * 1024**2  # an .xlsx is a zip of XML: a small file may unpack to gigabytes
+# An image list is a row per image and a few columns. Past these the table is not one (a hostile or
+# wrong file): pandas would take seconds to minutes and gigabytes, and the mapper a select box of
+# every column, on each rerun of the page. Rows: as many as an archive may hold files.
+MAX_ROWS = 100_000
+MAX_COLUMNS = 1_000
+MAX_CELLS = 2_000_000
 NO_HEADER_PREFIX = "column "  # headerless CSVs get columns "column 1", "column 2", ...
 
 
@@ -91,7 +97,10 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
             text = data.decode("utf-8-sig")
             if not text.strip():
                 raise pd.errors.EmptyDataError("no text")
-            table = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else _delimiter(text),
+            sep = "\t" if suffix == ".tsv" else _delimiter(text)
+            first = text.lstrip().split("\n", 1)[0]
+            _check_shape(name, text.count("\n") + 1, first.count(sep) + 1)  # before pandas: counted, not parsed
+            table = pd.read_csv(io.StringIO(text), sep=sep,
                                 dtype=str, header=None, keep_default_na=False, skip_blank_lines=True)
     except UnicodeDecodeError as exc:
         raise DataError(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start}). Save it again as "
@@ -102,6 +111,7 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
             raise DataError(f"{name} is empty. It needs a row per image: its path and its label.") from exc
         raise DataError(f"{name} could not be read as a {'spreadsheet' if suffix != '.csv' else 'CSV file'} "
                         f"({exc}). Save it as CSV (UTF-8) or .xlsx and try again.") from exc
+    _check_shape(name, *table.shape)
     table = table.fillna("").astype(str).map(str.strip)
     table = table.loc[(table != "").any(axis=1)].reset_index(drop=True)
     if table.empty:
@@ -115,6 +125,13 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
     table = table.iloc[1:].reset_index(drop=True)
     table.attrs["header"] = True
     return table
+
+
+def _check_shape(name: str, rows: int, columns: int) -> None:
+    if rows > MAX_ROWS or columns > MAX_COLUMNS or rows * columns > MAX_CELLS:
+        raise DataError(f"{name} has {rows:,} rows and {columns:,} columns: too large for a list of images (at most "
+                        f"{MAX_ROWS:,} rows, {MAX_COLUMNS:,} columns and {MAX_CELLS:,} cells). Keep the columns "
+                        "with the image, the label, the group and the split, one row per image, and upload that.")
 
 
 def _check_unpacked_size(name: str, data: bytes) -> None:
