@@ -91,8 +91,10 @@ def read_table(name: str, data: bytes, *, header: bool | None = None) -> pd.Data
             _check_unpacked_size(name, data)
             with warnings.catch_warnings():  # openpyxl warns about styles and data validation it ignores
                 warnings.simplefilter("ignore")
+                # past MAX_ROWS (+ the header and one more) the shape check refuses it anyway:
+                # openpyxl stops reading there instead of parsing up to 200 MB of cells
                 table = pd.read_excel(io.BytesIO(data), sheet_name=0, dtype=str, header=None,
-                                      engine="openpyxl")
+                                      engine="openpyxl", nrows=MAX_ROWS + 2)
         else:
             text = data.decode("utf-8-sig")
             if not text.strip():
