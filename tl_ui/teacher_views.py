@@ -15,8 +15,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from tl_core import classroom
+from tl_core import atomic, classroom, limits
 from tl_core import data as tl_data
+from tl_core.settings import load_settings
 
 from .feedback import user_errors
 from .state import AppState
@@ -180,9 +181,15 @@ def render_sharing(sessions: list[classroom.SessionInfo]) -> None:
                     st.spinner("Reading images…"):
                 name = Path(archive.name).stem[:60] or "dataset"
                 path = Path(tmp) / f"{name}.zip"
-                path.write_bytes(archive.getvalue())
+                data = archive.getvalue()
+                # the same caps as a student's upload (size, image count, free disk): one shared
+                # dataset is decoded once for the whole class, but the disk is the class's too
+                limits.check_upload_size(len(data), 0, load_settings())
+                atomic.write_bytes(path, data)
+                limits.check_dataset_source(classroom.shared_workspace(), path)
                 tl_data.create_dataset(classroom.new_shared_dir(name),
-                                       lambda dest: tl_data.ingest(path, dest, name=name))
+                                       lambda dest: tl_data.ingest(path, dest, name=name,
+                                                                   limits=limits.upload_limits()))
                 st.toast("Shared with the class.")
     shared = classroom.shared_catalog().list()
     if shared:

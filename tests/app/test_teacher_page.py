@@ -241,3 +241,46 @@ def _sidebar_only():
     from tl_ui import get_state, sidebar
 
     sidebar.render(get_state())
+
+
+def test_a_shared_zip_is_held_to_the_upload_limits_like_a_students(app, teacher_on, monkeypatch, tmp_path):
+    """The teacher's zip goes through the same caps as a student's upload: over max_upload_images
+    it is refused with the limit's name, and nothing is shared."""
+    import io
+    import zipfile
+
+    import streamlit as st
+
+    from tests.conftest import write_image_folder
+
+    folder = write_image_folder(tmp_path / "zoo", {"red": 3, "blue": 3})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for path in sorted(folder.rglob("*.jpg")):
+            archive.write(path, path.relative_to(folder).as_posix())
+
+    class _Zip:
+        name, file_id, size = "zoo.zip", "zoo", len(buf.getvalue())
+
+        def getvalue(self) -> bytes:
+            return buf.getvalue()
+
+    real_uploader = st.file_uploader
+
+    def fake_uploader(label, *args, key=None, **kwargs):
+        real_uploader(label, *args, key=key, **kwargs)
+        return _Zip() if key == "share_upload" else None
+
+    monkeypatch.setattr(st, "file_uploader", fake_uploader)
+    monkeypatch.setenv("TL_STUDIO_MAX_UPLOAD_IMAGES", "4")
+    _login(app, PASSWORD)
+    app.button(key="share_upload_button").click().run()
+    no_exceptions(app)
+    assert [e.value for e in app.error] == ["Could not read the zip"]
+    assert any("max_upload_images" in t.value for t in app.text)  # the message, as text
+    assert classroom.shared_catalog().list() == []
+
+    monkeypatch.setenv("TL_STUDIO_MAX_UPLOAD_IMAGES", "6")
+    app.button(key="share_upload_button").click().run()
+    no_exceptions(app)
+    assert [e.num_images for e in classroom.shared_catalog().list()] == [6]
