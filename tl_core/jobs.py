@@ -309,6 +309,12 @@ def _roll_back_start(run: Run, workers: list[subprocess.Popen], home: Path | Non
     """Undo a Start that failed half-way (a full disk, a process that could not start): end the
     worker it may have started, drop its ticket and remove the run folder, so no empty or
     half-made run is listed and no ticket holds up the queue."""
+    _end_launch(run, workers, home)
+    shutil.rmtree(run.dir, ignore_errors=True)
+
+
+def _end_launch(run: Run, workers: list[subprocess.Popen], home: Path | None) -> None:
+    """End the workers a failed launch started and drop ``run``'s queue tickets."""
     for proc in workers:
         proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -316,7 +322,6 @@ def _roll_back_start(run: Run, workers: list[subprocess.Popen], home: Path | Non
     with contextlib.suppress(OSError):
         for ticket in (jobs_root(home) / "queue").glob(f"*-{run.id}.json"):
             ticket.unlink(missing_ok=True)
-    shutil.rmtree(run.dir, ignore_errors=True)
 
 
 def rerun(workspace: Workspace, run: Run, *, home: Path | None = None) -> str:
@@ -340,8 +345,22 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
         raise JobError(f"Run '{run.display_name()}' has finished all its epochs; re-run it, or use "
                        "'Edit and run' to train longer.")
     limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
+    before = run.status()
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
-    _launch_backend(home).launch(workspace, run, home=home, resume=True)
+    launched = set(_children)
+    try:
+        _launch_backend(home).launch(workspace, run, home=home, resume=True)
+    except BaseException as exc:
+        # A resume that failed half-way (a full disk): end the worker it may have started, drop
+        # its ticket and put the run back as it was (stopped or failed, its checkpoints kept),
+        # never listed as queued with no worker behind it. Unlike a Start, the folder stays.
+        _end_launch(run, [proc for pid, proc in list(_children.items()) if pid not in launched
+                          and str(run.dir) in map(str, proc.args)], home)
+        with contextlib.suppress(OSError):  # the old status is no bigger than the new one
+            atomic.write_json(run.dir / "status.json", before.to_dict())
+        if isinstance(exc, OSError) and not isinstance(exc, DiskFull) and atomic.is_disk_full(exc):
+            raise atomic.disk_full(exc) from exc
+        raise
 
 
 def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:

@@ -300,6 +300,30 @@ def test_start_rolls_back_when_the_launch_fails_after_the_worker_started(workspa
     assert list((home / "jobs" / "queue").iterdir()) == []  # no ticket holding up the queue
 
 
+def test_resume_on_a_full_disk_puts_the_run_back_as_it_was(workspace, monkeypatch, tmp_path):
+    """A resume whose launch fails half-way (the worker started, its ticket cannot be written):
+    the worker is ended, no ticket holds up the queue, and the run is stopped as before, with its
+    folder: not 'queued' with nothing behind it, and not deleted as a failed Start's is."""
+    home = tmp_path / "server"
+    run = RunStore(workspace).create(make_config())
+    run.mark_cancelled()
+    writes = []
+    real_write_ticket = jobs._write_ticket
+
+    def ticket_fails_the_second_time(path, run_dir, pid, created):
+        writes.append(pid)
+        if len(writes) == 2:
+            raise atomic.disk_full(_enospc())
+        real_write_ticket(path, run_dir, pid, created)
+
+    monkeypatch.setattr(jobs, "_write_ticket", ticket_fails_the_second_time)
+    with pytest.raises(DiskFull, match="disk is full"):
+        jobs.resume_job(workspace, run, home=home)
+    assert writes[1] is not None and not jobs.process_alive(writes[1])  # the worker was ended
+    assert list((home / "jobs" / "queue").iterdir()) == []
+    assert run.dir.is_dir() and run.status().state == "cancelled"
+
+
 def test_start_on_a_full_disk_leaves_no_run_folder(workspace, disk, monkeypatch):
     real_create = RunStore.create
 
