@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -280,16 +281,25 @@ def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = No
 
         check_nproc(config)
     run = RunStore(workspace).create(config)  # validates the config: ConfigError for bad values
+    _launch_or_undo(workspace, run, home, resume=False,
+                    undo=lambda workers: _roll_back_start(run, workers, home))
+    return run.id
+
+
+def _launch_or_undo(workspace: Workspace, run: Run, home: Path | None, *, resume: bool,
+                    undo: Callable[[list[subprocess.Popen]], None]) -> None:
+    """Launch ``run``; when that fails half-way (a full disk, a process that could not start),
+    ``undo`` gets the worker processes it started for the run, and the error is raised again (an
+    OSError of a full disk as DiskFull)."""
     launched = set(_children)
     try:
-        _launch_backend(home).launch(workspace, run, home=home, resume=False)
+        _launch_backend(home).launch(workspace, run, home=home, resume=resume)
     except BaseException as exc:
-        _roll_back_start(run, [proc for pid, proc in list(_children.items()) if pid not in launched
-                               and str(run.dir) in map(str, proc.args)], home)
+        undo([proc for pid, proc in list(_children.items()) if pid not in launched
+              and str(run.dir) in map(str, proc.args)])
         if isinstance(exc, OSError) and not isinstance(exc, DiskFull) and atomic.is_disk_full(exc):
             raise atomic.disk_full(exc) from exc
         raise
-    return run.id
 
 
 def with_dataset_version(config: RunConfig) -> RunConfig:
@@ -347,20 +357,16 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
     limits.check_can_start(workspace, run.config, new_runs=0, is_active=is_active, home=home)
     before = run.status()
     run.clear_stop()  # the Stop that ended it must not end the resumed run at once
-    launched = set(_children)
-    try:
-        _launch_backend(home).launch(workspace, run, home=home, resume=True)
-    except BaseException as exc:
-        # A resume that failed half-way (a full disk): end the worker it may have started, drop
-        # its ticket and put the run back as it was (stopped or failed, its checkpoints kept),
-        # never listed as queued with no worker behind it. Unlike a Start, the folder stays.
-        _end_launch(run, [proc for pid, proc in list(_children.items()) if pid not in launched
-                          and str(run.dir) in map(str, proc.args)], home)
+
+    def put_back(workers: list[subprocess.Popen]) -> None:
+        """A resume that failed half-way: end its worker, drop its ticket and put the run back as
+        it was (stopped or failed, its checkpoints kept), never listed as queued with no worker
+        behind it. Unlike a Start's, the folder stays."""
+        _end_launch(run, workers, home)
         with contextlib.suppress(OSError):  # the old status is no bigger than the new one
             atomic.write_json(run.dir / "status.json", before.to_dict())
-        if isinstance(exc, OSError) and not isinstance(exc, DiskFull) and atomic.is_disk_full(exc):
-            raise atomic.disk_full(exc) from exc
-        raise
+
+    _launch_or_undo(workspace, run, home, resume=True, undo=put_back)
 
 
 def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:
