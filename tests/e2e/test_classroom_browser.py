@@ -9,6 +9,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
@@ -87,8 +88,7 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
             page.get_by_role("heading", name="Datasets").wait_for()
             content = page.content()
             assert other not in content and name not in content
-            page.locator(".st-key-manage_run").click()  # the list of the student's runs: their one run
-            page.get_by_role("option").first.wait_for()
+            open_select_box(page, "manage_run")  # the list of the student's runs: their one run
             assert page.get_by_role("option").count() == 1
             page.keyboard.press("Escape")
         bob.locator("[data-testid=stSidebar]").get_by_text("cancelled").wait_for(timeout=30_000)
@@ -104,3 +104,17 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
         blocker.close()
         for context in contexts:
             context.close()
+
+
+def open_select_box(page, key: str, within_s: float = 120.0) -> None:
+    """Click the select box ``key`` until its options show: a click that lands while the page
+    reruns (its sidebar polls the queue) is lost with the element it hit."""
+    box = page.locator(f".st-key-{key}")
+    deadline = time.monotonic() + within_s
+    while True:
+        box.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=5_000)
+            return
+        except PlaywrightTimeoutError:
+            assert time.monotonic() < deadline, f"the select box {key} never opened"
