@@ -8,7 +8,8 @@ selectbox options, never through Markdown.
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +30,7 @@ from .widgets import uploads_as_zip
 IngestFn = Callable[..., None]  # the page's _ingest_into_new(name, source, **ingest options)
 NONE = "(none)"
 PREVIEW_ROWS = 10
+STAGED_DIR = "sheet-upload"  # below the session's cache: the uploaded files the mapper reads
 _SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
@@ -46,9 +48,8 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
     if not files:
         st.caption("Nothing uploaded yet.")
         return
-    with user_errors("Could not use the spreadsheet", message_as_text=True), \
-            tempfile.TemporaryDirectory() as tmp:
-        images, sheet_file, name = _stage(files, Path(tmp))
+    with user_errors("Could not use the spreadsheet", message_as_text=True):
+        images, sheet_file, name = _staged(files, state.workspace.cache_dir)
         source = read_sheet_source(images, sheet_file, limits.upload_limits())
         detected = bool(source.table.attrs.get("header", True))  # told from the first row's names
         header = st.checkbox("The first row names the columns", value=detected,
@@ -79,9 +80,31 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
             ingest_into_new(name, images, sheet=mapping, sheet_file=sheet_file)
 
 
-def _stage(files: list, tmp: Path) -> tuple[Path, Path | None, str]:
+def _staged(files: list, cache_dir: Path) -> tuple[Path, Path | None, str]:
+    """``_stage`` once per set of uploaded files, below the session's cache: every choice in the
+    mapper reruns the tab, and writing a zip of hundreds of MB to disk on each was the rerun's cost.
+    A new set replaces the one before (one per session); a failed write leaves no partial folder."""
+    key = hashlib.sha256("\n".join(f"{f.file_id}|{f.name}" for f in files).encode()).hexdigest()[:16]
+    root = cache_dir / STAGED_DIR
+    folder = root / key
+    if not folder.is_dir():
+        for old in root.glob("*"):
+            shutil.rmtree(old, ignore_errors=True)
+        partial = root / f"{key}.partial"
+        partial.mkdir(parents=True)
+        try:
+            _stage(files, partial)
+            partial.rename(folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    return _stage(files, folder, write=False)
+
+
+def _stage(files: list, folder: Path, *, write: bool = True) -> tuple[Path, Path | None, str]:
     """(a zip or folder of the images, the sheet when it came apart from them, a dataset name) for
-    the uploaded files; the zip holds the image files when they were uploaded one by one."""
+    the uploaded files, written into ``folder`` (with ``write=False``: where they were written);
+    the zip holds the image files when they were uploaded one by one."""
     sheets = [f for f in files if is_sheet(f.name)]
     zips = [f for f in files if PurePosixPath(f.name).suffix.lower() == ".zip"]
     images = [f for f in files if f not in sheets and f not in zips]
@@ -90,15 +113,16 @@ def _stage(files: list, tmp: Path) -> tuple[Path, Path | None, str]:
                         f"{len(sheets)} spreadsheets and {len(zips)} zips were given.")
     if zips and images:
         raise DataError("Upload the images either as one zip or as image files, not both.")
-    if zips:
-        archive = tmp / "images.zip"
+    archive = folder / "images.zip"
+    if write and zips:
         archive.write_bytes(zips[0].getvalue())
-    else:
-        archive = uploads_as_zip(images, tmp / "images.zip")  # an empty zip when only the sheet came
+    elif write:
+        uploads_as_zip(images, archive)  # an empty zip when only the sheet came
     sheet_file = None
     if sheets:
-        sheet_file = tmp / safe_component(PurePosixPath(sheets[0].name).name)
-        sheet_file.write_bytes(sheets[0].getvalue())
+        sheet_file = folder / safe_component(PurePosixPath(sheets[0].name).name)
+        if write:
+            sheet_file.write_bytes(sheets[0].getvalue())
     named = sheets[0] if sheets else zips[0] if zips else images[0]
     return archive, sheet_file, PurePosixPath(named.name).stem[:60] or "spreadsheet"
 

@@ -89,3 +89,24 @@ def test_mapper_adds_the_sheet_and_the_group_leak_is_fixed(app, monkeypatch):
     assert not [b for b in app.button if b.key == "fix_group_leak"]
     groups = table_with(app, "lesion")  # groups per class and split
     assert groups["split"].tolist() == ["train", "validation"] and groups["lesion"].sum() == 3
+
+
+def test_reruns_of_the_mapper_reuse_the_staged_upload(app, monkeypatch, session_workspace):
+    """Each choice in the mapper reruns the tab: the upload is written to disk once per set of files,
+    not once per rerun, and a new set replaces the one before."""
+    from tl_ui.sheet_views import STAGED_DIR
+
+    _uploads(monkeypatch, [Upload("study.zip", sheet_zip())])
+    app.run()
+    staged = session_workspace.cache_dir / STAGED_DIR
+    (first,) = staged.glob("*/images.zip")
+    written = first.stat().st_mtime_ns
+    app.selectbox(key="sheet_col_group").set_value("(none)").run()
+    no_exceptions(app)
+    assert [p.stat().st_mtime_ns for p in staged.glob("*/images.zip")] == [written]
+
+    _uploads(monkeypatch, [Upload("other.zip", sheet_zip())])
+    app.run()
+    no_exceptions(app)
+    (second,) = staged.glob("*/images.zip")
+    assert second.parent != first.parent and not first.exists()
