@@ -6,7 +6,7 @@
 2. Frozen-backbone feature extraction (the app's path) against plain ``torch.inference_mode()``
    batched inference at the same precision. Goal >= 0.9.
 3. Per backbone family: mixed precision against fp32, channels-last against contiguous (train step).
-4. Automatic batch size (``tl_core.autobatch``) as a run asks for it, checked by a real step at
+4. Automatic batch size (``tl_core.training.autobatch``) as a run asks for it, checked by a real step at
    that size; and the out-of-memory fallback (halve and go on) of a real run on a forced OOM
    (the process's share of GPU memory capped).
 5. The Train page's GPU reading (``system.device_info``) against nvidia-smi and the driver,
@@ -37,11 +37,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine_info import cpu_name  # noqa: E402 - from the repository, just put on the path
-from tl_core.backbones import build_model  # noqa: E402
 from tl_core.device import autocast_dtype  # noqa: E402
-from tl_core.optim import make_optimizer  # noqa: E402
-from tl_core.preprocess import Normalizer  # noqa: E402
-from tl_core.training import train_step  # noqa: E402
+from tl_core.model.optim import make_optimizer  # noqa: E402
+from tl_core.model.preprocess import Normalizer  # noqa: E402
+from tl_core.model.registry import build_model  # noqa: E402
+from tl_core.training.trainer import train_step  # noqa: E402
 
 FAMILIES = {"resnet": "resnet50", "mobilenet_v2": "mobilenet_v2", "mobilenet_v3": "mobilenet_v3_large",
             "efficientnet": "efficientnet_b0", "convnext": "convnext_tiny", "vit": "vit_b_16", "vgg": "vgg16"}
@@ -172,7 +172,7 @@ def bench_families(device: torch.device, families: dict[str, str] = FAMILIES, ba
 # -- 4. automatic batch size and the out-of-memory fallback -------------------------------------
 def bench_auto_batch(device: torch.device, backbone: str = "convnext_tiny", size: int = 320) -> Row:
     """What a run with ``auto_batch`` picks for a full fine-tune, then one real step at that size."""
-    from tl_core.autobatch import HEADROOM, choose_batch_size
+    from tl_core.training.autobatch import HEADROOM, choose_batch_size
 
     torch.manual_seed(0)
     model = build_model(backbone, 10, pretrained=False).to(memory_format=torch.channels_last).to(device)
@@ -209,7 +209,7 @@ def bench_oom_fallback(device: torch.device, batch: int = 512, cap_gib: float = 
     from bench.run import make_photos
     from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
     from tl_core.workspace import Workspace
 
     total = torch.cuda.get_device_properties(device).total_memory

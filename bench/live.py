@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import machine, make_photos, publish  # noqa: E402  (bench/run.py: the photo maker, the machine line)
 
 from tl_core import events as ev  # noqa: E402
-from tl_core.backbones import get_backbone  # noqa: E402
 from tl_core.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from tl_core.features import EVAL_VIEW, train_feature_view  # noqa: E402
+from tl_core.model.features import EVAL_VIEW, train_feature_view  # noqa: E402
+from tl_core.model.registry import get_backbone  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
-from tl_core.train_session import prepare_data  # noqa: E402
-from tl_core.training import EpochLoop, train  # noqa: E402
+from tl_core.training.session import prepare_data  # noqa: E402
+from tl_core.training.trainer import EpochLoop, train  # noqa: E402
 from tl_core.workspace import Workspace  # noqa: E402
 
 

@@ -563,7 +563,7 @@ def queue_waits(home: Path, sessions: list[str]) -> dict[str, Any]:
 
 def cancel_runs(home: Path, sessions: list[str]) -> None:
     """Ask every run still queued or training to stop (the bench's jobs must not outlive it)."""
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
     from tl_core.runs import RunStore
     from tl_core.workspace import Workspace
 

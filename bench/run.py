@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine_info import cpu_name  # noqa: E402 - from the repository, just put on the path
 from tl_core import events as ev  # noqa: E402
-from tl_core.backbones import build_model, get_backbone  # noqa: E402
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from tl_core.data import center_crop, decode_images, ingest  # noqa: E402
 from tl_core.device import autocast, autocast_dtype, select_device  # noqa: E402
-from tl_core.preprocess import Normalizer  # noqa: E402
+from tl_core.model.preprocess import Normalizer  # noqa: E402
+from tl_core.model.registry import build_model, get_backbone  # noqa: E402
 from tl_core.runs import RunStore  # noqa: E402
-from tl_core.training import train  # noqa: E402
+from tl_core.training.trainer import train  # noqa: E402
 from tl_core.workspace import Workspace  # noqa: E402
 
 
@@ -189,8 +189,8 @@ def bench_features(images: torch.Tensor, backbone: str, batch: int = 32, rounds:
     batches of the same decoded uint8 tensors; interleaved plain, ours, plain, ..., each ours against
     the plain runs either side (images/s). The plain loop is timed as written (contiguous) and, for
     reference, with the body and inputs in channels-last as ours runs them."""
-    from tl_core.features import EvalBatches, extract_features
-    from tl_core.preprocess import eval_view
+    from tl_core.model.features import EvalBatches, extract_features
+    from tl_core.model.preprocess import eval_view
 
     spec = get_backbone(backbone)
     device = select_device("auto")
@@ -287,7 +287,7 @@ def rss_child(dataset_dir: str, cache_dir: str, size: int) -> None:
     import threading
 
     from tl_core.data import Dataset, make_augment
-    from tl_core.preprocess import make_loader
+    from tl_core.model.preprocess import make_loader
 
     peak_anon = [0]
     done = threading.Event()

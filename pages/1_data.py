@@ -6,10 +6,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tl_core import classroom, downloads, limits
 from tl_core import data as tl_data
-from tl_core import sample as tl_sample
-from tl_core.catalog import DatasetCatalog
+from tl_core import limits
+from tl_core.classroom import teacher as classroom
+from tl_core.data import downloads, uploads
+from tl_core.data import sample as tl_sample
+from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError
 from tl_core.workspace import Workspace
 from tl_ui import class_builder, end_page, fix_views, get_state, intro, sheet_views, start_page, user_errors
@@ -54,7 +56,7 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
     if in_place:
         limits.check_can_add_dataset(state.workspace)
     else:
-        limits.check_dataset_source(state.workspace, source)
+        uploads.check_dataset_source(state.workspace, source)
     bar = st.progress(0.0, text="Reading images…")
 
     def build(dest: Path) -> tl_data.Dataset:
@@ -62,7 +64,7 @@ def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=N
             source(dest)
             ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
         else:
-            ds = tl_data.ingest(source, dest, limits=limits.upload_limits(), progress=progress_callback(bar),
+            ds = tl_data.ingest(source, dest, limits=uploads.upload_limits(), progress=progress_callback(bar),
                                 name=name, **options)
         if on_ingested is not None:
             on_ingested(ds)

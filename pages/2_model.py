@@ -5,8 +5,7 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from tl_core import classroom
-from tl_core.backbones import WEIGHT_CHECKS, get_backbone, list_backbones, weights_status
+from tl_core.classroom import teacher as classroom
 from tl_core.config import (
     CLASSICAL_HEADS,
     FREEZE_MODE_LABELS,
@@ -18,7 +17,8 @@ from tl_core.config import (
     HeadKind,
     Pooling,
 )
-from tl_core.presets import PRESETS
+from tl_core.model.presets import PRESETS
+from tl_core.model.registry import WEIGHT_CHECKS, get_backbone, list_backbones, weights_status
 from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
     backbone_table,

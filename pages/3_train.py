@@ -4,10 +4,10 @@ import dataclasses
 
 import streamlit as st
 
-from tl_core import jobs
-from tl_core.backbones import get_backbone
 from tl_core.config import AUGMENT_LABELS, AugmentPreset, Optimizer, Schedule, TrainConfig
+from tl_core.jobs import launch as jobs
 from tl_core.markup import escape_markdown
+from tl_core.model.registry import get_backbone
 from tl_core.runs import ACTIVE_STATES
 from tl_core.system import device_info
 from tl_ui import cluster_views, code_views, end_page, get_state, intro, start_page, user_errors

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from tl_core import jobs
+from tl_core.jobs import launch as jobs
 from tl_core.markup import escape_markdown
 from tl_core.runs import best_epoch_note, unique_labels
 from tl_ui import analysis_views, code_views, end_page, fix_views, get_state, intro, start_page, user_errors

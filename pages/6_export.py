@@ -4,7 +4,7 @@ import re
 
 import streamlit as st
 
-from tl_core.export import FORMATS
+from tl_core.export.bundle import FORMATS
 from tl_ui import end_page, get_state, intro, start_page, user_errors
 from tl_ui.export_views import FORMAT_NAMES, bundle_zip, card_preview, export, last_report, show_checks
 from tl_ui.trained import pick_trained_run

@@ -3,7 +3,7 @@ leaderboard when the teacher turns it on."""
 
 import streamlit as st
 
-from tl_core import classroom
+from tl_core.classroom import teacher as classroom
 from tl_ui import get_state, intro, project_views, run_manager, start_page, teacher_views
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run

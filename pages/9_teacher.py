@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from tl_core import classroom
+from tl_core.classroom import teacher as classroom
 from tl_ui import end_page, get_state, start_page, teacher_views
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import DiskFull
+from tl_core.errors import DiskFull
 
 __all__ = ["DISK_FULL_MESSAGE", "DiskFull", "append_line", "disk_full", "is_disk_full", "read_json",
            "replacing", "staging", "write_bytes", "write_json", "write_with"]

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from .errors import LimitReached
-from .settings import load_settings
+from tl_core.errors import LimitReached
+from tl_core.settings import load_settings
 
 WAIT_SECONDS = 60.0  # how long a task waits for a free slot before the user is told to try again
 SETTING = "server_heavy_tasks"

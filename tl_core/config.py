@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ConfigError
+from tl_core.errors import ConfigError
 
 # The one list of each choice. The CLI's --choices, the pages' option lists and the error messages
 # read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
@@ -19,7 +19,7 @@ Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
-Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.balance
+Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.training.balance
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
@@ -136,7 +136,7 @@ class ModelConfig:
 @dataclass(frozen=True)
 class FreezePlan:
     mode: FreezeMode = field(default="feature_extractor", metadata=_help(
-        "which layer groups train, see tl_core.freeze"))
+        "which layer groups train, see tl_core.model.freeze"))
     last_n: int = field(default=1, metadata=_help("last_n: how many body groups (counted from the head) train"))
     groups: tuple[str, ...] = field(default=(), metadata=_help("groups: names of the body groups that train"))
     unfreeze_every: int = field(default=1, metadata=_help(
@@ -156,7 +156,7 @@ class TrainConfig:
     auto_batch: bool = field(default=False, metadata=_help(
         "CUDA: the largest power of two that fits, measured once per backbone and GPU (batch_size on CPU)"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate (the head's, with discriminative lrs)"))
-    optimizer: Optimizer = field(default="adamw", metadata=_help("optimiser, see tl_core.optim"))
+    optimizer: Optimizer = field(default="adamw", metadata=_help("optimiser, see tl_core.model.optim"))
     weight_decay: float = field(default=1e-4, metadata=_help("L2 penalty (decoupled for AdamW)"))
     schedule: Schedule = field(default="cosine", metadata=_help(
         "how the learning rate changes, stepped once per batch"))

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from tl_core.errors import ConfigError
 
 
 def select_device(preference: str = "auto") -> torch.device:

@@ -1,5 +1,5 @@
 """Typed, past-tense training events. The UI, the CLI progress bar and the run log are three
-subscribers to the same stream (see ``tl_core.training``)."""
+subscribers to the same stream (see ``tl_core.training.trainer``)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class Progress:
     total: int
     message: str = ""
     time: float = field(default_factory=time.time)
-    # Over the last few seconds (tl_core.progress.RateWindow); None while unknown and in old logs.
+    # Over the last few seconds (tl_core.training.progress.RateWindow); None while unknown and in old logs.
     images_per_s: float | None = None
     seconds_left: float | None = None
 

@@ -1,5 +1,8 @@
 """The limits a teacher sets (``tl_core.settings``), checked before a step that would pass one.
 
+Whether a run may start (it needs the model's size) is ``tl_core.jobs.limits``; the caps of an
+upload and its measure, ``tl_core.data.uploads``.
+
 Each check raises ``LimitReached`` naming the setting, with a message that says what to do. The
 per-session limits (jobs, runs, datasets, a session's disk) apply to the app's session workspaces
 (``<home>/sessions/<id>``); the CLI works in the default workspace, where only the upload caps
@@ -13,19 +16,12 @@ import os
 import shutil
 import threading
 import time
-import zipfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from .errors import LimitReached
-from .runs import Run, RunStore
-from .settings import Settings, load_settings
-from .workspace import Workspace, default_home, sessions_dir
-
-if TYPE_CHECKING:
-    from .config import RunConfig
-    from .data import Limits
+from tl_core.errors import LimitReached
+from tl_core.runs import RunStore
+from tl_core.settings import Settings, load_settings
+from tl_core.workspace import Workspace, default_home, sessions_dir
 
 MB = 1024**2
 GB = 1024**3
@@ -103,7 +99,7 @@ def is_session_workspace(workspace: Workspace, home: Path | None = None) -> bool
     return workspace.root.absolute().parent == sessions_dir(home).absolute()
 
 
-def session_count(home: Path | None = None) -> int:
+def sessionplural(home: Path | None = None) -> int:
     try:
         return sum(1 for entry in os.scandir(sessions_dir(home)) if entry.is_dir())
     except OSError:
@@ -111,39 +107,6 @@ def session_count(home: Path | None = None) -> int:
 
 
 # -- checks ----------------------------------------------------------------------------------------
-def check_can_start(workspace: Workspace, config: RunConfig | None = None, *, new_runs: int = 1,
-                    count_active: bool = True, is_active: Callable[[Run], bool] | None = None,
-                    settings: Settings | None = None, home: Path | None = None) -> None:
-    """Before a job is queued: the session's active jobs, runs and disk, the server's disk, and free
-    space for what the run will write (``estimate_run_bytes``).
-
-    ``new_runs``: runs made for it (0 when one resumes; an experiment's member count when it is
-    checked once for all its runs). ``count_active=False`` skips the active-jobs limit (a member of
-    an experiment checked as a whole: an experiment is one click and counts as one job).
-    ``is_active`` tells a queued or training run (``jobs.is_active``, which also notices a dead
-    worker; default: the state the run's folder records)."""
-    settings = settings or load_settings(home)
-    if is_session_workspace(workspace, home):
-        active_now = is_active or (lambda run: run.status().active)
-        runs = RunStore(workspace).list()
-        limit = settings.limit("max_active_jobs")
-        if count_active and limit is not None:
-            active = sum(1 for run in runs if active_now(run))
-            if active >= limit:
-                raise LimitReached("max_active_jobs", (
-                    f"You have {_count(active, 'job')} queued or training (the limit is {_n(limit)}): wait for one to "
-                    "finish or stop it on the Runs page."))
-        limit = settings.limit("max_runs")
-        if new_runs and limit is not None and len(runs) + new_runs > limit:
-            more = f" and this makes {new_runs} more" if new_runs > 1 else ""
-            raise LimitReached("max_runs", (
-                f"You have {_count(len(runs), 'run')}{more} (the limit is {_n(limit)}): delete runs you no longer need "
-                "on the Runs page, or ask the teacher to raise max_runs."))
-        _check_session_disk(workspace, 0, settings)
-    need = estimate_run_bytes(config) * max(new_runs, 1) if config is not None else 0
-    _check_server_disk(need, settings, home, "this run" if new_runs <= 1 else f"these {new_runs} runs")
-
-
 def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images: int = 0, *,
                           settings: Settings | None = None, home: Path | None = None) -> None:
     """Before a dataset is made from an upload of ``upload_bytes`` bytes and ``n_images`` images
@@ -155,7 +118,7 @@ def check_can_add_dataset(workspace: Workspace, upload_bytes: int = 0, n_images:
         count = sum(1 for _ in workspace.datasets_dir.glob("*/dataset.json"))
         if limit is not None and count >= limit:
             raise LimitReached("max_datasets", (
-                f"You have {_count(count, 'dataset')} (the limit is {_n(limit)}): delete one you no longer need on "
+                f"You have {plural(count, 'dataset')} (the limit is {number(limit)}): delete one you no longer need on "
                 "the Runs page, or ask the teacher to raise max_datasets."))
     check_can_upload(workspace, upload_bytes, n_images, settings=settings, home=home)
 
@@ -166,12 +129,12 @@ def check_upload_size(upload_bytes: int, n_images: int, settings: Settings) -> N
     limit = settings.limit("max_upload_mb")
     if limit is not None and upload_bytes > limit * MB:
         raise LimitReached("max_upload_mb", (
-            f"This upload is {upload_bytes / MB:,.0f} MB (the limit is {_n(limit)} MB per upload): "
+            f"This upload is {upload_bytes / MB:,.0f} MB (the limit is {number(limit)} MB per upload): "
             "upload fewer or smaller images at a time, or ask the teacher to raise max_upload_mb."))
     limit = settings.limit("max_upload_images")
     if limit is not None and n_images > limit:
         raise LimitReached("max_upload_images", (
-            f"This upload has {_count(n_images, 'image')} (the limit is {_n(limit)} per upload): upload them in "
+            f"This upload has {plural(n_images, 'image')} (the limit is {number(limit)} per upload): upload them in "
             "smaller parts, or ask the teacher to raise max_upload_images."))
 
 
@@ -182,24 +145,26 @@ def check_can_upload(workspace: Workspace, upload_bytes: int, n_images: int, *,
     settings = settings or load_settings(home)
     check_upload_size(upload_bytes, n_images, settings)
     if is_session_workspace(workspace, home):
-        _check_session_disk(workspace, upload_bytes, settings)
+        check_session_disk(workspace, upload_bytes, settings)
     # the upload is kept once as sent and once unpacked while it is read
-    _check_server_disk(2 * upload_bytes, settings, home, "this upload")
+    check_server_disk(2 * upload_bytes, settings, home, "this upload")
 
 
 def check_new_session(*, settings: Settings | None = None, home: Path | None = None) -> None:
     """Before a new session workspace is made (a visitor without a link to one)."""
     settings = settings or load_settings(home)
     limit = settings.limit("max_sessions")
-    count = session_count(home)
+    count = sessionplural(home)
     if limit is not None and count >= limit:
         raise LimitReached("max_sessions", (
-            f"This server already holds {count} workspaces, its limit (max_sessions is {_n(limit)}), so "
+            f"This server already holds {count} workspaces, its limit (max_sessions is {number(limit)}), so "
             "no new one can be opened. Ask the teacher to raise max_sessions or to remove old "
             "workspaces; a link to a workspace you already have still works."))
 
 
-def _check_session_disk(workspace: Workspace, adding: int, settings: Settings) -> None:
+def check_session_disk(workspace: Workspace, adding: int, settings: Settings) -> None:
+    """The session's disk limit (``max_session_disk_mb``) with ``adding`` bytes more; its own caches
+    are dropped first when that makes room."""
     limit = settings.limit("max_session_disk_mb")
     if limit is None:
         return
@@ -208,7 +173,7 @@ def _check_session_disk(workspace: Workspace, adding: int, settings: Settings) -
         used = session_disk_bytes(workspace)
     if used + adding > limit * MB:
         raise LimitReached("max_session_disk_mb", (
-            f"Your workspace uses {used / MB:,.0f} MB of disk{_plus(adding)} (the limit is {_n(limit)} MB): "
+            f"Your workspace uses {used / MB:,.0f} MB of disk{_plus(adding)} (the limit is {number(limit)} MB): "
             "delete runs or datasets you no longer need on the Runs page, or ask the teacher to raise "
             "max_session_disk_mb."))
 
@@ -224,14 +189,16 @@ def _drop_own_cache(workspace: Workspace) -> bool:
     return True
 
 
-def _check_server_disk(need: int, settings: Settings, home: Path | None, what: str) -> None:
+def check_server_disk(need: int, settings: Settings, home: Path | None, what: str) -> None:
+    """The server's disk for all workspaces (``max_total_disk_gb``) and its free space
+    (``min_free_disk_mb``) after ``need`` more bytes for ``what``."""
     limit = settings.limit("max_total_disk_gb")
     if limit is not None:
         used = total_disk_bytes(home)
         if used + need > limit * GB:
             raise LimitReached("max_total_disk_gb", (
                 f"The server's disk for all workspaces is full ({used / GB:,.1f} GB used{_plus(need)}, "
-                f"the limit is {_n(limit)} GB): delete runs or datasets you no longer need, or ask the "
+                f"the limit is {number(limit)} GB): delete runs or datasets you no longer need, or ask the "
                 "teacher (max_total_disk_gb)."))
     keep = int(settings.min_free_disk_mb * MB)
     free = free_disk_bytes(home)
@@ -242,97 +209,15 @@ def _check_server_disk(need: int, settings: Settings, home: Path | None, what: s
             "datasets you no longer need, or ask the teacher."))
 
 
-def _count(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """'1 run', '3 runs'."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def _n(value: float) -> str:
+def number(value: float) -> str:
+    """A limit as a person reads it: 1,000 or 2.5."""
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,}"
 
 
 def _plus(adding: int) -> str:
     return f", {adding / MB:,.0f} MB more with this" if adding else ""
-
-
-# -- what a step needs -----------------------------------------------------------------------------
-def estimate_run_bytes(config: RunConfig) -> int:
-    """About what a run writes: its checkpoints (best and last: model size x2), the decoded images
-    and, for a frozen backbone, the stored features. Rough on purpose: it guards the free space."""
-    from .backbones import get_backbone
-    from .errors import ConfigError
-    from .features import feature_views
-
-    try:
-        spec = get_backbone(config.model.backbone)
-    except ConfigError:
-        return 0
-    need = 2 * 4 * spec.num_params
-    images = _dataset_images(config.data.dataset_dir)
-    need += images * 3 * spec.preprocess.resize_size ** 2  # the uint8 decode cache (at most this size)
-    if config.freeze.mode == "feature_extractor":
-        need += images * spec.feature_dim * 4 * feature_views(config.data.augment, config.train.epochs)
-    return need
-
-
-def _dataset_images(dataset_dir: str) -> int:
-    if not dataset_dir:
-        return 0
-    from .atomic import read_json
-
-    try:
-        data = read_json(Path(dataset_dir) / "dataset.json") or {}
-    except (OSError, ValueError):
-        return 0
-    records = data.get("records") if isinstance(data, dict) else None
-    return len(records) if isinstance(records, list) else 0
-
-
-# -- uploads ------------------------------------------------------------------------------------------
-def measure_upload(source: Any) -> tuple[int, int]:
-    """(bytes, images) of what a user uploads: a zip's path, a folder, or a list of
-    ``UploadedImage``. Images are counted by their names (cheap: nothing is decoded)."""
-    from .data.safety import extension_reason, is_junk
-
-    def is_image(name: str) -> bool:
-        return not is_junk(name) and extension_reason(name) is None
-
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            files = [p for p in path.rglob("*") if p.is_file()]
-            return (sum(p.stat().st_size for p in files),
-                    sum(1 for p in files if is_image(p.relative_to(path).as_posix())))
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = [i.filename for i in archive.infolist() if not i.is_dir()]
-            return path.stat().st_size, sum(1 for name in names if is_image(name))
-        return (path.stat().st_size if path.exists() else 0), 0
-    if isinstance(source, Sequence):
-        return sum(len(getattr(item, "data", b"")) for item in source), len(source)
-    return 0, 0
-
-
-def check_dataset_source(workspace: Workspace, source: Any, *, settings: Settings | None = None,
-                         home: Path | None = None) -> None:
-    """``check_can_add_dataset`` for an upload as ``measure_upload`` takes it."""
-    upload_bytes, n_images = measure_upload(source)
-    check_can_add_dataset(workspace, upload_bytes, n_images, settings=settings, home=home)
-
-
-def upload_limits(settings: Settings | None = None) -> Limits:
-    """The ingest caps for a dataset upload, from the settings: each file at most ``max_upload_mb``
-    (``safety.upload_limits``, the caps of one image), and a backstop behind ``check_dataset_source``
-    for what only unpacking shows (images compress little, so twice the upload caps is generous)."""
-    import dataclasses
-
-    from .data import Limits
-    from .data.safety import upload_limits as image_limits
-
-    settings = settings or load_settings()
-    default = Limits()
-    max_bytes = settings.limit("max_upload_mb")
-    max_images = settings.limit("max_upload_images")
-    return dataclasses.replace(
-        image_limits(settings),
-        max_total_bytes=min(default.max_total_bytes, int(2 * max_bytes * MB)) if max_bytes else default.max_total_bytes,
-        max_files=min(default.max_files, int(2 * max_images)) if max_images else default.max_files)

@@ -22,20 +22,19 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import atomic
-from .config import RunConfig
-from .errors import CheckpointDamaged, ConfigError, JobError, RunNotFound
-from .events import TERMINAL, Event, RunFailed, from_dict, to_dict
-from .workspace import Workspace, is_safe_id
+from tl_core import atomic
+from tl_core.config import RunConfig
+from tl_core.errors import CheckpointDamaged, ConfigError, JobError, RunNotFound
+from tl_core.events import TERMINAL, Event, RunFailed, from_dict, to_dict
+from tl_core.workspace import Workspace, is_safe_id
 
 if TYPE_CHECKING:
     import torch
 
-    from .evaluation import EvalResult
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("finished", "failed", "cancelled")
@@ -73,7 +72,7 @@ def auto_label(config: RunConfig) -> str:
     """A run's label when the user gave it no name: backbone, strategy, head and learning rate,
     e.g. "mobilenet_v2 · frozen · linear · lr 1e-3". Random initialisation is said, a Flatten
     head too; scikit-learn heads have no learning rate."""
-    from .config import CLASSICAL_HEADS
+    from tl_core.config import CLASSICAL_HEADS
 
     head = config.model.head
     parts = [config.model.backbone + ("" if config.model.pretrained else " (random init)"),
@@ -98,6 +97,35 @@ def best_epoch_note(metrics: dict[str, Any], monitor: str) -> str | None:
     chosen_by = "lowest validation loss" if monitor == "val_loss" else "highest validation accuracy"
     return f"Best epoch {best} ({chosen_by}); validation accuracy peaked at epoch {peak['epoch']}."
 
+
+
+# -- what an evaluation writes (eval_<split>.json); tl_core.evaluation.metrics computes it -----------
+@dataclass
+class EvalResult:
+    classes: list[str]
+    accuracy: float
+    loss: float
+    top_k: int  # k of top_k_accuracy (3, or fewer with fewer classes)
+    top_k_accuracy: float
+    per_class: list[dict[str, Any]]  # class, precision, recall, f1, support
+    confusion: list[list[int]]  # rows = true class, columns = predicted class
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    # per image: path, true, pred (indices), true_label, pred_label, confidence, loss, probs
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (for metrics.json, status and the CLI)."""
+        import numpy as np  # here: the queue worker reads runs without numpy
+
+        macro_f1 = float(np.mean([row["f1"] for row in self.per_class])) if self.per_class else 0.0
+        return {"accuracy": self.accuracy, "loss": self.loss, f"top{self.top_k}_accuracy": self.top_k_accuracy,
+                "macro_f1": macro_f1, "n": len(self.predictions)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        return cls(**data)
 
 @dataclass(frozen=True)
 class RunStatus:
@@ -193,8 +221,6 @@ class Run:
 
     def read_evaluation(self, split: str) -> EvalResult | None:
         """The evaluation of the best checkpoint on ``split`` ("val" or "test"), None if none yet."""
-        from .evaluation import EvalResult  # here: it imports scikit-learn, slow for runs' other users
-
         data = atomic.read_json(self._eval_path(split), default=None)
         if not isinstance(data, dict) or not data:
             return None
@@ -377,7 +403,7 @@ class Run:
 
     @property
     def tensorboard_dir(self) -> Path:
-        """TensorBoard's event files of the run (``tl_core.trackers``), beside the run log."""
+        """TensorBoard's event files of the run (``tl_core.training.trackers``), beside the run log."""
         return self.dir / "tensorboard"
 
     def tracking(self) -> dict[str, Any]:
@@ -447,29 +473,15 @@ class Run:
         except torch.cuda.OutOfMemoryError:
             raise
         except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, OSError) as exc:
-            raise self._damaged(kind, exc) from exc
+            raise self.damaged_checkpoint(kind, exc) from exc
 
-    def _damaged(self, kind: str, exc: BaseException) -> CheckpointDamaged:
+    def damaged_checkpoint(self, kind: str, exc: BaseException) -> CheckpointDamaged:
+        """The error for checkpoint ``kind`` that cannot be read or used (``exc`` says why)."""
         return CheckpointDamaged(
             f"The {kind} checkpoint of run '{self.display_name()}' ({self.id}) is damaged and cannot be "
             f"used ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}). "
             "It may have been cut short by a full disk or an interrupted copy. Train the run again "
             f"(Re-run in the app, or `python -m tl_core train --config {self.id}`), then delete this one.")
-
-    def load_model(self, kind: str = "best", map_location: str | torch.device = "cpu"):
-        """The trained TransferModel in eval mode, its weights from the ``kind`` checkpoint
-        (CheckpointDamaged when the file cannot be read or does not fit the run's model)."""
-        from .backbones import build_model
-
-        cfg = self.config
-        state = self.load_checkpoint(kind, map_location=map_location)
-        model = build_model(cfg.model.backbone, len(self.classes), cfg.model.head, pretrained=False)
-        try:
-            model.load_state_dict(state["model"])
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise self._damaged(kind, exc) from exc
-        model.pretrained = cfg.model.pretrained
-        return model.eval()
 
     def summary(self) -> dict[str, Any]:
         """One row for run lists: name (``display_name``), state, backbone, strategy, head, lr,

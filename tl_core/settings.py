@@ -22,8 +22,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI
     import tomli as tomllib
 
-from .errors import ConfigError
-from .workspace import default_home
+from tl_core.errors import ConfigError
+from tl_core.workspace import default_home
 
 ENV_CONFIG = "TL_STUDIO_CONFIG"
 ENV_PREFIX = "TL_STUDIO_"

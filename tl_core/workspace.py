@@ -65,3 +65,18 @@ def sessions_dir(home: Path | None = None) -> Path:
 
 def is_safe_id(value: str) -> bool:
     return bool(_SAFE_ID.match(value))
+
+
+def is_shared_dataset(folder: Path | str) -> bool:
+    """True for a folder in a server's shared datasets (``<home>/shared/datasets/<id>``)."""
+    folder = Path(folder)
+    return folder.parent.name == "datasets" and folder.parent.parent.name == "shared"
+
+
+def cache_dir_for(dataset_dir: Path | str, workspace: Workspace) -> Path:
+    """Where a dataset's decoded images and features are cached: the shared cache for a shared
+    dataset (so the class decodes it once), else the workspace's own."""
+    folder = Path(dataset_dir)
+    if is_shared_dataset(folder):
+        return Workspace(folder.parent.parent).cache_dir
+    return workspace.cache_dir

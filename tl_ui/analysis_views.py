@@ -2,7 +2,7 @@
 the hardest images, per-class bars, calibration, a decision threshold for two classes, and a map
 of the backbone's features before and after fine-tuning.
 
-The numbers come from ``tl_core.analysis``; this module only draws them. Heavy work (Grad-CAM,
+The numbers come from ``tl_core.evaluation.analysis``; this module only draws them. Heavy work (Grad-CAM,
 features, t-SNE, thumbnails) runs behind a toggle or a button, is cached per run and checkpoint,
 and takes one of the server's bounded heavy-task slots on a cache miss (``tl_ui.heavy``).
 """
@@ -20,9 +20,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core import analysis
 from tl_core.bounded import heavy_task
-from tl_core.evaluation import EvalResult
+from tl_core.evaluation import analysis
+from tl_core.evaluation.metrics import EvalResult
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
@@ -285,13 +285,15 @@ def pictured_rows(labels: Sequence[Any], limit: int, seed: int = 0) -> list[int]
 def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tuple[str, ...]) -> np.ndarray:
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
     (the same backbone with its ImageNet weights)."""
-    from tl_core.backbones import build_model, get_backbone
-    from tl_core.preprocess import decode
+    from tl_core.model.preprocess import decode
+    from tl_core.model.registry import build_model, get_backbone
 
     run = Run(Path(run_dir))
     cfg = run.config
     if which == "after":
-        model = run.load_model("best")
+        from tl_core.model.loading import load_model  # here: it imports torch
+
+        model = load_model(run, "best")
     else:
         model = build_model(cfg.model.backbone, max(len(run.classes), 2), cfg.model.head, pretrained=True)
     preprocess = get_backbone(cfg.model.backbone).preprocess
@@ -306,7 +308,7 @@ def map_coords(features: np.ndarray, method: str) -> np.ndarray:
 
 
 def body_was_frozen(run: Run) -> bool:
-    from tl_core.freeze import body_frozen_throughout
+    from tl_core.model.freeze import body_frozen_throughout
 
     from .models import skeleton_model
 

@@ -1,7 +1,7 @@
 """The Data page's *Class by class* tab: name the classes, then fill each one with uploaded images
 or webcam photos, Teachable-Machine style.
 
-Every image is kept on disk the moment it arrives (``tl_core.snapshots.SnapshotTray``), so a
+Every image is kept on disk the moment it arrives (``tl_core.data.snapshots.SnapshotTray``), so a
 refresh loses nothing; the dataset is made from the tray in one click, and the tray gives up only
 the images the dataset took.
 """
@@ -16,10 +16,10 @@ import streamlit as st
 from tl_core import limits
 from tl_core.data import Dataset
 from tl_core.data.safety import ImageRefused, checked_image, file_too_big, upload_limits
+from tl_core.data.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 from tl_core.errors import LimitReached
 from tl_core.markup import escape_markdown
 from tl_core.settings import load_settings
-from tl_core.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
 
 from .feedback import notice, user_errors
 from .state import AppState

@@ -1,9 +1,9 @@
-"""What the pages say of a job that runs on a Ray cluster (``tl_core.job_backends``); the run
+"""What the pages say of a job that runs on a Ray cluster (``tl_core.jobs.backends``); the run
 folder says where its job went, so a page needs nothing else."""
 
 from __future__ import annotations
 
-from tl_core.job_backends import RAY
+from tl_core.jobs.backends import RAY
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 

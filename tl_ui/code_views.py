@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core.codegen import cli_command, standalone_script
+from tl_core.cli.codegen import cli_command, standalone_script
 from tl_core.config import RunConfig
 from tl_core.errors import TLError
 

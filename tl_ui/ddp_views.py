@@ -1,10 +1,10 @@
-"""The Train page's "GPUs for this run" choice (``TrainConfig.nproc``, see ``tl_core.distributed``)."""
+"""The Train page's "GPUs for this run" choice (``TrainConfig.nproc``, see ``tl_core.training.distributed``)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from tl_core import jobs
+from tl_core.jobs import launch as jobs
 
 
 def gpus_for_run(value: int) -> int:

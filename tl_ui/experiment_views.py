@@ -9,10 +9,10 @@ import time
 import pandas as pd
 import streamlit as st
 
-from tl_core import experiments
-from tl_core.backbones import body_group_names
 from tl_core.errors import TLError
-from tl_core.experiments import STRATEGIES, Experiment, ExperimentStore, StrategyOptions
+from tl_core.experiments import plan as experiments
+from tl_core.experiments.plan import STRATEGIES, Experiment, ExperimentStore, StrategyOptions
+from tl_core.model.registry import body_group_names
 from tl_core.runs import ACTIVE_STATES, RunStore
 from tl_ui.charts import comparison_figure, curves_for, sweep_figure
 from tl_ui.feedback import user_errors

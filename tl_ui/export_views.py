@@ -12,7 +12,7 @@ import streamlit as st
 
 from tl_core import atomic
 from tl_core.bounded import heavy_task
-from tl_core.export import ExportReport, export_bundle, zip_bundle
+from tl_core.export.bundle import ExportReport, export_bundle, zip_bundle
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
 
@@ -31,7 +31,7 @@ def last_report(out_dir: Path) -> dict[str, Any] | None:
 
 
 def export(run: Run, out_dir: Path, formats: list[str]) -> ExportReport:
-    """``tl_core.export.export_bundle`` in one of the server's heavy-task slots (a spinner while
+    """``tl_core.export.bundle.export_bundle`` in one of the server's heavy-task slots (a spinner while
     waiting for one); returns its report."""
     with heavy_work():
         return export_bundle(run, out_dir, formats=formats)

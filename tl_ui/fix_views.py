@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core import classroom
+from tl_core.classroom import teacher as classroom
 from tl_core.data import Dataset, HealthReport, fixes, neardup
 from tl_core.errors import TLError
 from tl_core.markup import escape_markdown

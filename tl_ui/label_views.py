@@ -1,7 +1,7 @@
 """Domain experts' data: the class-balancing choice and its suggestion (Data and Train pages), and
 the likely mislabelled images (Results page).
 
-The numbers come from ``tl_core.balance`` and ``tl_core.label_issues``; this module draws them.
+The numbers come from ``tl_core.training.balance`` and ``tl_core.evaluation.label_issues``; this module draws them.
 Class and file names are the user's text: they go out through ``st.text`` or escaped, never as
 Markdown. The mislabelled list is heavy work (a backbone pass, cross-validation): it runs on a
 click, in one of the server's heavy-task slots (``tl_ui.heavy``), with a progress bar, and is kept
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core import label_issues
-from tl_core.balance import SUGGEST_RATIO, imbalance_ratio, suggest_balance
 from tl_core.config import BALANCE_LABELS, Balance
 from tl_core.data import Dataset, fixes
 from tl_core.errors import TLError
+from tl_core.evaluation import label_issues
 from tl_core.markup import escape_markdown
 from tl_core.runs import Run
+from tl_core.training.balance import SUGGEST_RATIO, imbalance_ratio, suggest_balance
 
 from . import fix_views
 from .feedback import user_errors

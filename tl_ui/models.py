@@ -11,16 +11,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from tl_core.backbones import (
+from tl_core.config import FreezePlan, HeadConfig
+from tl_core.errors import TLError, WeightsRejected
+from tl_core.model.freeze import GroupInfo, freeze_report
+from tl_core.model.registry import (
     build_model,
     import_weights,
     import_weights_folder,
     list_backbones,
     weights_status,
 )
-from tl_core.config import FreezePlan, HeadConfig
-from tl_core.errors import TLError, WeightsRejected
-from tl_core.freeze import GroupInfo, freeze_report
 
 from .render_cache import dataset_key, shared_figure
 
@@ -138,8 +138,8 @@ def _augment_preview(content: str, preset: str, backbone: str, images: int, view
                      _ds) -> list[bytes]:
     import torch
 
-    from tl_core.backbones import get_backbone
-    from tl_core.preprocess import decode, train_view
+    from tl_core.model.preprocess import decode, train_view
+    from tl_core.model.registry import get_backbone
 
     preprocess = get_backbone(backbone).preprocess
     picked = [_ds.path_of(records[0]) for records in _ds.examples(1, max_classes=images).values()]

@@ -82,7 +82,7 @@ def _predict_chunk(run_dir: str, stamp: float, digests: tuple[str, ...], _datas:
     """Top-k of one chunk; the cache key is the images' digests (hashing them once is ours)."""
     from pathlib import Path
 
-    from tl_core.evaluation import predict
+    from tl_core.evaluation.metrics import predict
 
     with heavy_task():
         return predict(Run(Path(run_dir)), list(_datas), top_k=top_k)

@@ -1,5 +1,5 @@
 """The Runs page's widgets: re-run, edit and run, resume, stop, rename and delete a run; delete a
-dataset. The engine does the work (``tl_core.jobs``, ``Run.rename``, ``DatasetCatalog.delete``);
+dataset. The engine does the work (``tl_core.jobs.launch``, ``Run.rename``, ``DatasetCatalog.delete``);
 deleting asks for a confirmation first. Names are the user's: shown as text or widget values only.
 """
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from tl_core import classroom, jobs
-from tl_core.catalog import DatasetCatalog
+from tl_core.classroom import teacher as classroom
+from tl_core.data.catalog import DatasetCatalog
+from tl_core.jobs import launch as jobs
 from tl_core.runs import Run, auto_label, unique_labels
 
 from .feedback import user_errors
@@ -163,7 +164,7 @@ def render_datasets(state: AppState) -> None:
     answer = _yes_or_cancel("manage_dataset_delete", disabled=bool(live))
     if answer == "yes":
         with user_errors("Could not delete the dataset", message_as_text=True):
-            catalog.delete(picked)
+            catalog.delete(picked, is_active=jobs.is_active)
             state.pending_delete_dataset = None
             if state.dataset_id == picked:
                 state.select_dataset(None)

@@ -16,8 +16,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import streamlit as st
 
-from tl_core import limits
-from tl_core.data import Dataset, HealthReport
+from tl_core.data import Dataset, HealthReport, uploads
 from tl_core.data.ingest import SheetSource, read_sheet_source
 from tl_core.data.safety import safe_component
 from tl_core.data.sheets import SHEET_EXTENSIONS, SheetMapping, check_mapping, is_sheet, resolve
@@ -50,12 +49,12 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
         return
     with user_errors("Could not use the spreadsheet", message_as_text=True):
         images, sheet_file, name = _staged(files, state.workspace.cache_dir)
-        source = read_sheet_source(images, sheet_file, limits.upload_limits())
+        source = read_sheet_source(images, sheet_file, uploads.upload_limits())
         detected = bool(source.table.attrs.get("header", True))  # told from the first row's names
         header = st.checkbox("The first row names the columns", value=detected,
                              help="Untick it when the first row is already an image and its label.")
         if header != detected:
-            source = read_sheet_source(images, sheet_file, limits.upload_limits(), header=header)
+            source = read_sheet_source(images, sheet_file, uploads.upload_limits(), header=header)
         mapping = _mapper(source)
         st.markdown("**The first rows**")
         st.dataframe(source.table.head(PREVIEW_ROWS), hide_index=True, key="sheet_preview")

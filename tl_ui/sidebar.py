@@ -8,9 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core import classroom, jobs
+from tl_core.classroom import teacher as classroom
 from tl_core.data import Dataset
 from tl_core.errors import TLError
+from tl_core.jobs import launch as jobs
 from tl_core.system import device_info
 
 from .state import AppState

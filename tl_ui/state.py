@@ -7,7 +7,7 @@ session id, the current dataset, run and experiment live in ``st.query_params`` 
 tab without them starts a fresh workspace, unless the server holds ``max_sessions`` workspaces
 already (``tl_core.limits``): then the visitor is told so, while links to existing ones keep working.
 The session id is 16 random bytes: the link is the key to its workspace, so it must not be
-guessable. ``get_state`` also starts the server's cache cleanup (``tl_core.cleanup``), once per process.
+guessable. ``get_state`` also starts the server's cache cleanup (``tl_core.classroom.cleanup``), once per process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core import atomic, classroom, cleanup, limits
+from tl_core import atomic, limits
+from tl_core.classroom import cleanup
+from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
 from tl_core.runs import Run, RunStore
@@ -40,7 +42,7 @@ class AppState:
     session_id: str
     dataset_id: str | None = None
     run_id: str | None = None
-    experiment_id: str | None = None  # the Compare page's experiment (tl_core.experiments)
+    experiment_id: str | None = None  # the Compare page's experiment (tl_core.experiments.plan)
     # The choices carried from page to page until a run is started: the data, model, freeze and train
     # settings of the next run (its data.source is filled in at the start). Change it with edit_draft().
     draft: RunConfig = field(default_factory=default_draft)

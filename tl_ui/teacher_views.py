@@ -1,6 +1,6 @@
 """The Teacher page's sections, and the class leaderboard students see on the Runs page.
 
-The engine does the work (``tl_core.classroom``). Display names, run names and dataset names are
+The engine does the work (``tl_core.classroom.teacher``). Display names, run names and dataset names are
 the users' text: they go into tables, widget options or ``st.text``, never into Markdown. Session
 ids are the keys to the students' workspaces: the page shows only their first characters, so a
 projected screen gives no one a key.
@@ -15,8 +15,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from tl_core import atomic, classroom, limits
+from tl_core import atomic, limits
 from tl_core import data as tl_data
+from tl_core.classroom import teacher as classroom
+from tl_core.data import uploads
 from tl_core.settings import load_settings
 
 from .feedback import user_errors
@@ -186,10 +188,10 @@ def render_sharing(sessions: list[classroom.SessionInfo]) -> None:
                 # dataset is decoded once for the whole class, but the disk is the class's too
                 limits.check_upload_size(len(data), 0, load_settings())
                 atomic.write_bytes(path, data)
-                limits.check_dataset_source(classroom.shared_workspace(), path)
+                uploads.check_dataset_source(classroom.shared_workspace(), path)
                 tl_data.create_dataset(classroom.new_shared_dir(name),
                                        lambda dest: tl_data.ingest(path, dest, name=name,
-                                                                   limits=limits.upload_limits()))
+                                                                   limits=uploads.upload_limits()))
                 st.toast("Shared with the class.")
     shared = classroom.shared_catalog().list()
     if shared:

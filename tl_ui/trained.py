@@ -70,9 +70,10 @@ def pick_trained_run(state: AppState, key: str, label: str = "Trained run") -> R
 @st.cache_data(max_entries=32, show_spinner=False)
 def stage_choices(run_dir: str, stamp: float) -> list[tuple[str, str]]:
     """(module name, label) of the stages Grad-CAM can explain, input to output."""
-    from tl_core.explain import list_stages
+    from tl_core.evaluation.explain import list_stages
+    from tl_core.model.loading import load_model  # here: it imports torch
 
-    model = Run(Path(run_dir)).load_model("best")
+    model = load_model(Run(Path(run_dir)), "best")
     return [(stage.name, stage.label) for stage in list_stages(model)]
 
 
@@ -86,12 +87,14 @@ def gradcam_overlays(run_dir: str, stamp: float, images: tuple[str | bytes, ...]
     """Grad-CAM overlays of a few images (file paths or upload bytes), one model load for all: per
     image the RGB overlay and the label of the class it explains (``targets``: None = predicted),
     or, for an image that could not be explained, the reason as a string."""
-    from tl_core.backbones import get_backbone
     from tl_core.errors import TLError
-    from tl_core.explain import explain_image, overlay
+    from tl_core.evaluation.explain import explain_image, overlay
+    from tl_core.model.registry import get_backbone
 
     run = Run(Path(run_dir))
-    model = run.load_model("best")
+    from tl_core.model.loading import load_model  # here: it imports torch
+
+    model = load_model(run, "best")
     preprocess = get_backbone(run.config.model.backbone).preprocess
     out: list[tuple[np.ndarray, str] | str] = []
     for image, target in zip(images, targets, strict=True):

@@ -38,8 +38,8 @@ def app(home):
 def tiny_dataset(session_workspace, tmp_path):
     """A 2-class dataset of 16 small images in the session's workspace; returns its id."""
     from tests.conftest import write_image_folder
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     folder = write_image_folder(tmp_path / "tiny", {"red": 8, "blue": 8})
     dest = DatasetCatalog(session_workspace).new_dir("tiny")

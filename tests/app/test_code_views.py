@@ -39,8 +39,8 @@ def test_train_page_shows_the_command_and_script_of_the_current_settings(app, ti
 
 
 def test_results_page_shows_the_code_of_the_selected_run(app, session_workspace, tiny_dataset):
-    from tl_core.catalog import DatasetCatalog
     from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+    from tl_core.data.catalog import DatasetCatalog
     from tl_core.runs import RunStore
 
     path = str(DatasetCatalog(session_workspace).path(tiny_dataset))

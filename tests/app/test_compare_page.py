@@ -16,7 +16,7 @@ LABELS = ["linear probe", "logistic regression on features", "full fine-tune"]
 @pytest.fixture
 def no_workers(monkeypatch):
     """jobs.start_job creates the run but starts no worker process (the test trains it itself)."""
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
     from tl_core.runs import RunStore
 
     monkeypatch.setattr(jobs, "start_job", lambda workspace, config, **kw: RunStore(workspace).create(config).id)
@@ -48,7 +48,7 @@ def test_without_a_dataset_compare_is_disabled(app):
 
 def test_compare_starts_one_run_per_strategy_with_its_config(app, tiny_dataset, session_workspace, no_workers,
                                                              short_draft):
-    from tl_core.experiments import ExperimentStore
+    from tl_core.experiments.plan import ExperimentStore
     from tl_core.runs import RunStore
 
     app.query_params["dataset"] = tiny_dataset
@@ -86,7 +86,7 @@ def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
 
     from tests.app.conftest import REPO, SESSION
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     app.query_params["dataset"] = tiny_dataset
     app.switch_page("pages/8_compare.py").run()
@@ -115,7 +115,7 @@ def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
 
 def test_the_data_size_sweep_starts_one_run_per_strategy_and_share(app, tiny_dataset, session_workspace, no_workers,
                                                                    short_draft):
-    from tl_core.experiments import ExperimentStore
+    from tl_core.experiments.plan import ExperimentStore
     from tl_core.runs import RunStore
 
     app.query_params["dataset"] = tiny_dataset
@@ -138,7 +138,7 @@ def test_the_data_size_sweep_starts_one_run_per_strategy_and_share(app, tiny_dat
 def test_the_sweep_view_draws_accuracy_against_images_per_class(app, tiny_dataset, session_workspace, no_workers,
                                                                 short_draft):
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     app.query_params["dataset"] = tiny_dataset
     app.switch_page("pages/8_compare.py").run()
@@ -161,8 +161,8 @@ def test_the_sweep_view_draws_accuracy_against_images_per_class(app, tiny_datase
 
 def test_freeze_depth_starts_one_run_per_number_of_frozen_groups(app, tiny_dataset, session_workspace, no_workers,
                                                                   short_draft):
-    from tl_core.backbones import body_group_names
-    from tl_core.experiments import ExperimentStore
+    from tl_core.experiments.plan import ExperimentStore
+    from tl_core.model.registry import body_group_names
     from tl_core.runs import RunStore
 
     app.query_params["dataset"] = tiny_dataset

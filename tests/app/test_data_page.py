@@ -87,7 +87,7 @@ def test_class_by_class_keeps_every_image_through_a_refresh(app, session_workspa
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     whole = _jpeg((40, 60, 220), 30)
     broken = whole[: len(whole) // 2]  # a sound header passes the door; the dataset's full decode skips it
@@ -145,7 +145,7 @@ def test_class_by_class_keeps_every_image_through_a_refresh(app, session_workspa
 
 
 def test_throwing_the_collected_images_away_asks_first(app, session_workspace):
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     tray = SnapshotTray(session_workspace)
     tray.add_many("cat", [(_jpeg((220, 60, 40), i), ".jpg") for i in range(2)])
@@ -165,8 +165,8 @@ def test_a_duplicate_split_between_train_and_validation_is_flagged_as_a_leak(app
     import shutil
 
     from tests.conftest import write_image_folder
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     folder = write_image_folder(tmp_path / "dup", {"red": 2, "blue": 2})
     shutil.copy(folder / "red" / "0.jpg", folder / "red" / "1.jpg")
@@ -184,8 +184,8 @@ def test_a_duplicate_split_between_train_and_validation_is_flagged_as_a_leak(app
 
 def test_a_class_too_small_to_split_still_gets_its_health_report(app, session_workspace, tmp_path):
     from tests.conftest import write_image_folder
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     dest = DatasetCatalog(session_workspace).new_dir("small")
     ingest(write_image_folder(tmp_path / "small", {"red": 1, "blue": 4}), dest)
@@ -204,8 +204,8 @@ HOSTILE_CLASSES = ["![t](http://host.invalid/pixel.png)", "[Log in again](http:/
 def test_hostile_class_and_dataset_names_are_shown_as_text(app, session_workspace, tmp_path):
     """A class or dataset name is the user's text: it reaches the page as text (never Markdown, so
     no image is fetched and no link is drawn), on the Data page and in the sidebar."""
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import UploadedImage, ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     uploads = [UploadedImage(f"{i}.jpg", _jpeg(colour, i), label)
                for label, colour in zip(HOSTILE_CLASSES, [(220, 60, 40), (40, 60, 220)], strict=True)

@@ -7,7 +7,7 @@ from tests.app.conftest import REPO, SESSION, no_exceptions
 
 
 def test_no_gpu_choice_on_a_machine_with_one_gpu_or_none(app, tiny_dataset, monkeypatch):
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
 
     monkeypatch.setattr(jobs, "gpu_count", lambda: 1)
     app.query_params["dataset"] = tiny_dataset
@@ -19,7 +19,7 @@ def test_no_gpu_choice_on_a_machine_with_one_gpu_or_none(app, tiny_dataset, monk
 def test_the_gpus_for_a_run_are_chosen_on_a_machine_with_several(app, tiny_dataset, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
 
     monkeypatch.setattr(jobs, "gpu_count", lambda: 4)
     app.query_params["dataset"] = tiny_dataset

@@ -73,7 +73,7 @@ def test_class_by_class_upload_on_a_full_disk_says_so_and_keeps_the_files(app, s
     import streamlit as st
 
     from tl_core import atomic
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     real_uploader = st.file_uploader
 

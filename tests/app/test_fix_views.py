@@ -62,7 +62,7 @@ def test_move_and_remove_one_image_each_with_an_undo(controls, session_workspace
 
 
 def test_a_shared_dataset_is_read_only_for_a_student(home, tmp_path):
-    from tl_core import classroom
+    from tl_core.classroom import teacher as classroom
 
     dest = classroom.new_shared_dir("class set", home)
     ingest(write_image_folder(tmp_path / "src", {"red": 3, "blue": 3}, size=(24, 24)), dest)
@@ -77,7 +77,7 @@ def test_a_shared_dataset_is_read_only_for_a_student(home, tmp_path):
 
 
 def test_data_page_drops_exact_and_near_duplicates_and_undoes(app, session_workspace, tmp_path, real_photos):
-    from tl_core.catalog import DatasetCatalog
+    from tl_core.data.catalog import DatasetCatalog
 
     src = write_image_folder(tmp_path / "src", {"red": 4, "blue": 4}, size=(32, 32))
     shutil.copy(src / "red" / "0.jpg", src / "red" / "copy.jpg")

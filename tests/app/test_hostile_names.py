@@ -37,11 +37,11 @@ _TRAINED: dict[str, Path] = {}
 def _hostile_workspace(root: Path) -> tuple[str, str]:
     """A dataset whose class, file and dataset names are hostile, and a run trained on it (1 epoch)."""
     from tests.conftest import synthetic_image
-    from tl_core.catalog import DatasetCatalog
     from tl_core.config import DataConfig, RunConfig, TrainConfig
     from tl_core.data import UploadedImage, ingest
+    from tl_core.data.catalog import DatasetCatalog
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
     from tl_core.workspace import Workspace
 
     workspace = Workspace(root).for_session(SESSION)

@@ -19,8 +19,8 @@ def imbalanced_dataset(session_workspace, tmp_path):
     """Red 12, blue 3 (4x): above the ratio where balancing is suggested. A class name that is
     Markdown, to check it is shown as typed."""
     from tests.conftest import write_image_folder
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     folder = write_image_folder(tmp_path / "imb", {"red": 12, "blue": 3}, size=(24, 16))
     (folder / "blue").rename(folder / "**blue**")

@@ -32,7 +32,7 @@ def test_start_over_the_run_limit_says_which_limit(app, tiny_dataset, session_wo
 def test_a_zip_over_the_image_limit_is_refused_before_it_is_read(app, session_workspace, monkeypatch):
     import streamlit as st
 
-    from tl_core.catalog import DatasetCatalog
+    from tl_core.data.catalog import DatasetCatalog
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zf:
@@ -94,7 +94,7 @@ def test_a_new_visitor_over_the_session_limit_is_told_while_links_keep_working(h
 def test_class_by_class_uploads_obey_the_upload_limits(app, session_workspace, monkeypatch):
     import streamlit as st
 
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     drop = [_File(f"cat{i}.jpg", _jpeg((220, 60, 40), i)) for i in range(3)]
     real_uploader = st.file_uploader

@@ -179,7 +179,7 @@ def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, mon
     import torch
     import torchvision.models as tvm
 
-    from tl_core import backbones
+    from tl_core.model import registry as backbones
 
     data = io.BytesIO()
     torch.save(tvm.mobilenet_v3_small(weights=None).state_dict(), data)
@@ -201,7 +201,7 @@ def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, mon
 def test_a_folder_of_weights_is_checked_file_by_file(app, no_vgg_weights, tmp_path):
     import shutil
 
-    from tl_core.backbones import bundled_weights_path
+    from tl_core.model.registry import bundled_weights_path
 
     bundled_name = "mobilenet_v2-b0353104.pth"
     folder = tmp_path / "usb stick"

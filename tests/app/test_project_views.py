@@ -45,8 +45,8 @@ def runs_page(app, trained_run, monkeypatch):  # noqa: F811
 
 
 def test_download_then_open_the_project(runs_page, trained_run, session_workspace):  # noqa: F811
-    from tl_core.catalog import DatasetCatalog
-    from tl_core.project import MANIFEST
+    from tl_core.data.catalog import DatasetCatalog
+    from tl_core.export.project import MANIFEST
     from tl_core.runs import RunStore
 
     at, offered, uploads = runs_page

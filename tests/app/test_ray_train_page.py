@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 from tests.app.conftest import no_exceptions
 from tests.app.trained_run import trained_run  # noqa: F401 - fixture
-from tl_core import job_backends
+from tl_core.jobs import backends as job_backends
 
 ADDRESS = "http://ray-head.test:8265"
 

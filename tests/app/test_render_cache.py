@@ -104,7 +104,7 @@ def test_thumbnails_by_content_read_each_image_once(two_copies, monkeypatch):
 
 
 def test_augmentation_preview_is_cached_by_content_as_jpegs_of_the_shown_width(two_copies, monkeypatch):
-    from tl_core import preprocess
+    from tl_core.model import preprocess
 
     first, second = two_copies
     decoded = []

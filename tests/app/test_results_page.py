@@ -14,10 +14,10 @@ def test_no_runs_points_to_train(app):
 
 
 def test_a_finished_run_shows_its_evaluation(app, session_workspace, tiny_dataset):
-    from tl_core.catalog import DatasetCatalog
     from tl_core.config import DataConfig, RunConfig, TrainConfig
+    from tl_core.data.catalog import DatasetCatalog
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     path = str(DatasetCatalog(session_workspace).path(tiny_dataset))
     config = RunConfig(data=DataConfig(source=path, dataset_dir=path, val_fraction=0.25, augment="none"),

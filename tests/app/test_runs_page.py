@@ -45,7 +45,7 @@ def test_rename_is_stored_and_shown_as_text_everywhere(runs_page, trained_run): 
 
 
 def test_rerun_starts_the_same_config_as_a_new_run_and_opens_train(runs_page, trained_run, monkeypatch):  # noqa: F811
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
     from tl_core.runs import RunStore
 
     launched = []
@@ -86,7 +86,7 @@ def test_edit_and_run_loads_the_settings_into_the_train_page(app, trained_run, t
 
 
 def test_resume_is_offered_only_for_a_stopped_or_failed_run(runs_page, trained_run, monkeypatch):  # noqa: F811
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
 
     assert runs_page.button(key="manage_resume").disabled  # finished: nothing to resume
     trained_run.mark_cancelled()
@@ -113,7 +113,7 @@ def test_delete_a_run_asks_first(runs_page, trained_run):  # noqa: F811
 
 
 def test_delete_a_dataset_asks_first(app, session_workspace, tiny_dataset):
-    from tl_core.catalog import DatasetCatalog
+    from tl_core.data.catalog import DatasetCatalog
 
     app.switch_page("pages/7_runs.py").run()
     app.button(key="manage_dataset_delete").click().run()

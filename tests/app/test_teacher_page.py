@@ -9,9 +9,10 @@ import time
 import pytest
 
 from tests.app.conftest import SESSION, no_exceptions
-from tl_core import classroom, jobs
-from tl_core.catalog import DatasetCatalog
+from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tl_core.data.catalog import DatasetCatalog
+from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 

@@ -48,7 +48,7 @@ def _texts(at) -> str:
 
 
 def test_the_bomb_dropped_on_a_class_gets_its_reason_and_no_thumbnail(app, session_workspace, monkeypatch):
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     drops = {"class_files_cat_0": [Upload("<b>bomb</b>.png", png_bomb()), Upload("cat.jpg", jpeg("red", 1))]}
     _fake(monkeypatch, "file_uploader", drops.get)
@@ -65,7 +65,7 @@ def test_the_bomb_dropped_on_a_class_gets_its_reason_and_no_thumbnail(app, sessi
 
 
 def test_a_drop_past_the_upload_limit_is_refused_whole(app, session_workspace, monkeypatch):
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     monkeypatch.setenv("TL_STUDIO_MAX_UPLOAD_IMAGES", "2")
     drops = {"class_files_cat_0": [Upload(f"cat{i}.jpg", jpeg("red", i)) for i in range(3)]}
@@ -78,7 +78,7 @@ def test_a_drop_past_the_upload_limit_is_refused_whole(app, session_workspace, m
 
 
 def test_a_webcam_snapshot_that_is_not_a_photo_is_not_kept(app, session_workspace, monkeypatch):
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     _fake(monkeypatch, "camera_input", lambda key: Upload("image.jpg", b"not a photo from any camera"))
     app.run()

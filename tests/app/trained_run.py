@@ -14,11 +14,11 @@ _TRAINED: dict[str, Path] = {}  # one training per session, even when several mo
 def train_tiny_run(root: Path) -> Path:
     """Train the run under ``root`` (its own workspace); returns the run folder."""
     from tests.conftest import write_image_folder
-    from tl_core.catalog import DatasetCatalog
     from tl_core.config import DataConfig, RunConfig, TrainConfig
     from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
     from tl_core.workspace import Workspace
 
     workspace = Workspace(root)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from tl_core.analysis import (
+from tl_core.errors import DataError
+from tl_core.evaluation.analysis import (
     cell_images,
     confusion,
     embedding_map,
@@ -22,7 +23,6 @@ from tl_core.analysis import (
     threshold_confusion,
     top_losses,
 )
-from tl_core.errors import DataError
 
 CLASSES = ["cat", "dog", "fox"]
 

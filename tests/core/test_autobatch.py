@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from tl_core import atomic, autobatch
+from tl_core import atomic
 from tl_core import events as ev
-from tl_core.autobatch import choose_batch_size, largest_fitting, power_of_two_floor
 from tl_core.config import DataConfig, RunConfig, TrainConfig
+from tl_core.training import autobatch
+from tl_core.training.autobatch import choose_batch_size, largest_fitting, power_of_two_floor
 
 
 def fits_up_to(limit: int, calls: list[int]):
@@ -99,7 +100,7 @@ def test_a_damaged_memory_file_is_measured_again_and_a_full_disk_does_not_stop_t
 
 
 def test_config_and_cli_switch(tmp_path):
-    from tl_core import cli
+    from tl_core.cli import main as cli
 
     old = RunConfig(data=DataConfig(source="x")).to_dict()
     del old["train"]["auto_batch"]  # a config saved before the option existed
@@ -114,7 +115,7 @@ def test_config_and_cli_switch(tmp_path):
 
 def test_a_run_with_auto_batch_on_cpu_trains_at_the_configured_size(workspace, image_folder):
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     cfg = RunConfig(data=DataConfig(source=str(image_folder), val_fraction=0.25, augment="none"),
                     train=TrainConfig(epochs=1, batch_size=8, auto_batch=True, schedule="constant"))

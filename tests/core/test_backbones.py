@@ -13,8 +13,10 @@ import torchvision.models._api as tv_api
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from tl_core import backbones
-from tl_core.backbones import (
+from tl_core.config import HeadConfig
+from tl_core.errors import ConfigError, WeightsUnavailable
+from tl_core.model import registry as backbones
+from tl_core.model.registry import (
     Preprocess,
     build_model,
     get_backbone,
@@ -25,8 +27,6 @@ from tl_core.backbones import (
     transfer_model_from,
     weights_status,
 )
-from tl_core.config import HeadConfig
-from tl_core.errors import ConfigError, WeightsUnavailable
 
 EXPECTED = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16", "vgg16"}
@@ -410,7 +410,7 @@ def test_import_from_a_folder_that_is_not_there_says_so(tmp_path):
 
 
 def test_cli_weights_import_takes_files_and_folders(no_local_weights, tmp_path, capsys):
-    from tl_core.cli import main
+    from tl_core.cli.main import main
 
     folder = _teachers_folder(tmp_path)
     assert main(["weights", "import", str(folder / BUNDLED_FILE)]) == 0

@@ -11,13 +11,19 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
-from tl_core.balance import SUGGEST_RATIO, class_weights, imbalance_ratio, sample_weights, suggest_balance
 from tl_core.config import BALANCE_LABELS, Balance, DataConfig, RunConfig, TrainConfig, choices
 from tl_core.data.health import IMBALANCE_WARN
 from tl_core.errors import ConfigError
-from tl_core.preprocess import make_loader
+from tl_core.model.preprocess import make_loader
 from tl_core.runs import RunStore
-from tl_core.training import train
+from tl_core.training.balance import (
+    SUGGEST_RATIO,
+    class_weights,
+    imbalance_ratio,
+    sample_weights,
+    suggest_balance,
+)
+from tl_core.training.trainer import train
 
 torch.set_num_threads(2)
 
@@ -96,7 +102,7 @@ def test_the_command_and_the_script_carry_the_choice():
     from types import SimpleNamespace
 
     from tests.core.test_codegen import parse_command
-    from tl_core.codegen import cli_command, standalone_script
+    from tl_core.cli.codegen import cli_command, standalone_script
 
     config = RunConfig(data=DataConfig(source="data/"), train=TrainConfig(balance="weighted_loss"))
     assert "--balance weighted_loss" in cli_command(config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tl_core.checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 from tl_core.config import DataConfig, RunConfig
 from tl_core.runs import RunStore
+from tl_core.training.checkpoints import TrainState, load_best, resume_from_last, save_checkpoint
 
 
 def test_best_follows_the_monitored_metric():

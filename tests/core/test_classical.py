@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.special import softmax
 
-from tl_core.classical import fit_classical, fold_into_linear, make_classical_pipeline
 from tl_core.config import CLASSICAL_HEADS
 from tl_core.errors import ConfigError, DataError
+from tl_core.model.classical import fit_classical, fold_into_linear, make_classical_pipeline
 
 
 def _blobs(n_classes: int, n_per_class: int = 30, dim: int = 12, seed: int = 0):

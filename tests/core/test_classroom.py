@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tl_core import classroom, jobs
-from tl_core.catalog import DatasetCatalog
+from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import ConfigError, DataError, DiskFull
+from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore
 from tl_core.settings import Settings
 
@@ -240,8 +241,8 @@ def test_sharing_on_a_full_disk_leaves_nothing_half_made(home, tmp_path, monkeyp
 
 
 def test_a_shared_dataset_is_decoded_once_for_the_class(home, tmp_path):
-    from tl_core.backbones import get_backbone
-    from tl_core.train_session import prepare_data
+    from tl_core.model.registry import get_backbone
+    from tl_core.training.session import prepare_data
 
     ada = classroom.Workspace(home).for_session("ada")
     bob = classroom.Workspace(home).for_session("bob")
@@ -286,5 +287,5 @@ def test_leaderboard_ranks_the_class_by_validation_accuracy_without_session_ids(
 
 
 def test_classroom_does_not_import_streamlit():
-    code = "import sys, tl_core.classroom; sys.exit('streamlit' in sys.modules)"
+    code = "import sys, tl_core.classroom.teacher; sys.exit('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

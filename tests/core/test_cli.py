@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tl_core.cli import main
+from tl_core.cli.main import main
 
 
 def test_inspect_backbones_train_eval_predict_runs(workspace, image_folder, capsys):
@@ -69,7 +69,7 @@ def test_resume_after_a_stop_from_the_app_trains_on(workspace, image_folder, cap
     from tl_core import events as ev
     from tl_core.config import DataConfig, RunConfig, TrainConfig
     from tl_core.runs import RunStore
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     cfg = RunConfig(data=DataConfig(source=str(image_folder), val_fraction=0.25, augment="none"),
                     train=TrainConfig(epochs=3, batch_size=8, lr=1e-2))
@@ -86,7 +86,7 @@ def test_train_options_take_choices_defaults_and_help_from_the_config():
     import dataclasses
     import typing
 
-    from tl_core import cli
+    from tl_core.cli import main as cli
     from tl_core.config import DataConfig, RunConfig
 
     commands = next(a for a in cli.make_parser()._actions if isinstance(a, argparse._SubParsersAction))

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
-from tl_core import cli
-from tl_core.backbones import bundled_weights_path, get_backbone, list_backbones, transfer_model_from
-from tl_core.codegen import cli_command, standalone_script
+from tl_core.cli import main as cli
+from tl_core.cli.codegen import cli_command, standalone_script
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.freeze import apply_freeze, lr_multipliers, trainable_groups
+from tl_core.model.freeze import apply_freeze, lr_multipliers, trainable_groups
+from tl_core.model.registry import bundled_weights_path, get_backbone, list_backbones, transfer_model_from
 
 DATA = "/data/my photos"  # a space: the command must quote it
 
@@ -150,8 +150,8 @@ def test_epoch_dependent_freezing_follows_the_engine_epoch_by_epoch(name):
 
 
 def test_discriminative_learning_rates_are_the_engines():
-    from tl_core.freeze import param_groups
-    from tl_core.optim import make_optimizer
+    from tl_core.model.freeze import param_groups
+    from tl_core.model.optim import make_optimizer
 
     config = CONFIGS["last_n_discriminative"]
     namespace = script_namespace(config)
@@ -169,7 +169,7 @@ def test_discriminative_learning_rates_are_the_engines():
 
 @pytest.mark.parametrize("name", ["defaults", "sgd_onecycle", "groups_gradual_vgg", "rmsprop_keras"])
 def test_optimizer_and_schedule_are_the_engines(name):
-    from tl_core.optim import make_optimizer, make_scheduler
+    from tl_core.model.optim import make_optimizer, make_scheduler
 
     config = CONFIGS[name]
     namespace = script_namespace(config)
@@ -288,7 +288,7 @@ def run_script(script: str, data: Path, tmp_path: Path) -> tuple[dict, str]:
 
 
 def app_counts(config: RunConfig, num_classes: int) -> tuple[int, int]:
-    from tl_core.backbones import build_model
+    from tl_core.model.registry import build_model
 
     model = build_model(config.model.backbone, num_classes, config.model.head, pretrained=False)
     apply_freeze(model, config.freeze)

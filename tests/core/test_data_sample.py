@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tl_core.data import check_trainable, health_report, ingest, make_split
+from tl_core.data.sample import SHAPES, make_package_sample, make_sample_dataset, package_samples
 from tl_core.errors import DataError
-from tl_core.sample import SHAPES, make_package_sample, make_sample_dataset, package_samples
 
 
 def test_shapes_sample_is_a_deterministic_trainable_image_folder(tmp_path: Path):
@@ -43,7 +43,7 @@ def test_package_samples(tmp_path: Path):
 
 
 def test_a_cached_sample_is_drawn_once_and_copied_the_same(tmp_path, monkeypatch):
-    import tl_core.sample as sample
+    import tl_core.data.sample as sample
 
     drawn = []
     real = sample._shape_image

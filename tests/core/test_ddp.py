@@ -12,10 +12,11 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
-from tl_core import jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError
 from tl_core.events import CheckpointSaved, EpochEnded, RunCancelled, RunFinished, RunStarted
+from tl_core.jobs import launch as jobs
+from tl_core.model.loading import load_model
 from tl_core.runs import Run, RunStore
 
 # Two ranks sum their shards' losses and gradients in another order than one process does, and
@@ -106,7 +107,7 @@ def test_a_stop_in_the_middle_ends_both_ranks_and_keeps_the_best_checkpoint(work
     run = RunStore(workspace).get(jobs.start_job(workspace, ddp_config(folder, nproc=2, epochs=400,
                                                                          batch_size=2, schedule="constant")))
     wait_for(lambda: run.has_checkpoint("best") and len(processes_of(run)) >= 4, timeout=120)
-    ranks = [p for p in processes_of(run) if "tl_core.worker_rank" in p.cmdline()]
+    ranks = [p for p in processes_of(run) if "tl_core.jobs.worker_rank" in p.cmdline()]
     assert run.status().pid not in {p.pid for p in ranks}  # the recorded pid stays the worker's
 
     status = jobs.stop(run, wait_s=60)
@@ -118,7 +119,7 @@ def test_a_stop_in_the_middle_ends_both_ranks_and_keeps_the_best_checkpoint(work
     events, _ = run.read_events()
     assert sum(isinstance(e, RunCancelled) for e in events) == 1
     assert 1 <= (status.best_epoch or 0) < 400
-    model = run.load_model("best")
+    model = load_model(run, "best")
     assert model is not None
 
 
@@ -132,7 +133,7 @@ def test_nproc_is_checked_against_the_machine(workspace, folder, monkeypatch):
 
 
 def test_cli_nproc_goes_into_the_config_and_is_checked_before_a_run_exists(workspace, folder, monkeypatch, capsys):
-    from tl_core import cli
+    from tl_core.cli import main as cli
 
     args = cli.make_parser().parse_args(["train", str(folder), "--nproc", "2"])
     assert cli.build_config(args).train.nproc == 2
@@ -149,7 +150,7 @@ def test_cli_nproc_goes_into_the_config_and_is_checked_before_a_run_exists(works
 def test_on_images_two_processes_draw_the_same_augmented_batches_as_one(workspace, home, folder):
     # The image path (no feature cache): each rank decodes and augments the whole batch as one
     # process would and trains on its slice; the backbone is frozen, so BatchNorm is in eval mode.
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     one_ws, two_ws = workspace.for_session("one"), workspace.for_session("two")
     config = ddp_config(folder, nproc=2, augment="light", epochs=1, feature_cache=False)

@@ -22,10 +22,11 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
-from tl_core import atomic, jobs
+from tl_core import atomic
 from tl_core import events as ev
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import DiskFull
+from tl_core.jobs import launch as jobs
 from tl_core.runs import Run, RunStore
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
@@ -341,7 +342,8 @@ def test_start_on_a_full_disk_leaves_no_run_folder(workspace, disk, monkeypatch)
 
 # -- the worker ------------------------------------------------------------------------------
 def test_the_worker_exits_cleanly_when_even_marking_failed_fails(workspace, disk, monkeypatch):
-    from tl_core import training, worker
+    from tl_core.jobs import worker
+    from tl_core.training import trainer as training
 
     run = RunStore(workspace).create(make_config())
 
@@ -358,7 +360,7 @@ def test_the_worker_exits_cleanly_when_even_marking_failed_fails(workspace, disk
 
 
 def test_the_worker_returns_even_when_its_first_write_fails(workspace, disk):
-    from tl_core import worker
+    from tl_core.jobs import worker
 
     run = RunStore(workspace).create(make_config())
     disk.fill()
@@ -387,7 +389,7 @@ def test_the_decode_cache_on_a_full_disk(workspace, disk, tmp_path):
 
 
 def test_the_feature_store_on_a_full_disk_keeps_what_it_had(workspace, disk):
-    from tl_core.features import FeatureStore
+    from tl_core.model.features import FeatureStore
 
     store = FeatureStore(workspace.root / "features")
     assert store.save("old", torch.ones(4, 3))
@@ -398,9 +400,9 @@ def test_the_feature_store_on_a_full_disk_keeps_what_it_had(workspace, disk):
 
 
 def test_a_sample_dataset_on_a_full_disk_leaves_nothing(workspace, disk):
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import create_dataset, ingest
-    from tl_core.sample import make_sample_dataset
+    from tl_core.data.catalog import DatasetCatalog
+    from tl_core.data.sample import make_sample_dataset
 
     catalog = DatasetCatalog(workspace)
     dest = catalog.new_dir("shapes")
@@ -416,8 +418,8 @@ def test_a_sample_dataset_on_a_full_disk_leaves_nothing(workspace, disk):
 
 
 def test_an_upload_on_a_full_disk_leaves_nothing(workspace, disk, tmp_path):
-    from tl_core.catalog import DatasetCatalog
     from tl_core.data import UploadedImage, create_dataset, ingest
+    from tl_core.data.catalog import DatasetCatalog
 
     write_image_folder(tmp_path / "imgs", {"red": 4, "blue": 4})
     uploads = [UploadedImage(name=p.name, data=p.read_bytes(), label=p.parent.name)
@@ -434,7 +436,7 @@ def test_snapshots_on_a_full_disk_keep_all_or_none(workspace, disk):
 
     from PIL import Image
 
-    from tl_core.snapshots import SnapshotTray
+    from tl_core.data.snapshots import SnapshotTray
 
     def jpeg(shade: int) -> bytes:  # real photos: the tray's image guard refuses anything else
         out = io.BytesIO()
@@ -455,8 +457,8 @@ def test_snapshots_on_a_full_disk_keep_all_or_none(workspace, disk):
 def test_an_export_on_a_full_disk_keeps_the_previous_export(workspace, disk):
     from PIL import Image
 
-    from tl_core.backbones import build_model, get_backbone
-    from tl_core.export import export_model
+    from tl_core.export.bundle import export_model
+    from tl_core.model.registry import build_model, get_backbone
 
     model = build_model("mobilenet_v3_small", 2, pretrained=False).eval()
     pre = get_backbone("mobilenet_v3_small").preprocess
@@ -480,7 +482,7 @@ def tiny_folder(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_a_checkpoint_save_that_meets_a_full_disk_fails_the_run_and_keeps_the_best(workspace, tiny_folder,
                                                                                    monkeypatch):
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     torch.set_num_threads(2)
     config = make_config(tiny_folder, epochs=3)
@@ -514,8 +516,8 @@ def test_a_checkpoint_save_that_meets_a_full_disk_fails_the_run_and_keeps_the_be
 @pytest.mark.slow
 def test_a_worker_whose_disk_fills_mid_run_ends_and_the_run_reads_failed(workspace, tiny_folder, disk,
                                                                        monkeypatch):
-    from tl_core import worker
-    from tl_core.training import Strategy
+    from tl_core.jobs import worker
+    from tl_core.training.trainer import Strategy
 
     torch.set_num_threads(2)
     run = RunStore(workspace).create(make_config(tiny_folder, epochs=3))

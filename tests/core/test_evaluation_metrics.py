@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tl_core.errors import DataError
-from tl_core.evaluation import evaluate_logits
+from tl_core.evaluation.metrics import evaluate_logits
 
 
 def by_hand_top_k(logits: torch.Tensor, labels: list[int], k: int) -> float:

@@ -13,7 +13,7 @@ import torch
 
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError, ExperimentNotFound
-from tl_core.experiments import (
+from tl_core.experiments.plan import (
     STRATEGIES,
     TABLE_COLUMNS,
     ExperimentStore,
@@ -43,7 +43,7 @@ def create_only(workspace, config) -> str:
 
 def train_here(workspace, config) -> str:
     """A launcher that trains the run in this process (no worker)."""
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     run = RunStore(workspace).create(config)
     train(config, run, workspace)
@@ -63,7 +63,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 def test_engine_module_has_no_streamlit():
     import subprocess
 
-    code = "import sys, tl_core.experiments; print('streamlit' in sys.modules)"
+    code = "import sys, tl_core.experiments.plan; print('streamlit' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 
@@ -112,8 +112,8 @@ def test_each_member_differs_from_the_base_only_where_its_strategy_says(tmp_path
 
 
 def test_every_member_trains_on_the_same_split_seed_backbone_and_budget(workspace, image_folder):
-    from tl_core.backbones import get_backbone
-    from tl_core.train_session import prepare_data
+    from tl_core.model.registry import get_backbone
+    from tl_core.training.session import prepare_data
 
     base = base_config(image_folder)
     members = plan_strategies(base, list(STRATEGIES), StrategyOptions(), "Same")
@@ -180,7 +180,7 @@ def test_a_launch_failing_part_way_leaves_a_file_listing_the_runs_that_started(w
 def test_lp_ft_trains_the_head_alone_then_every_layer(workspace, image_folder):
     """A real run: epoch 1 trains only the head (the body's weights stay), epoch 2 every parameter."""
     from tl_core import events as ev
-    from tl_core.training import train
+    from tl_core.training.trainer import train
 
     base = base_config(image_folder, epochs=2, lr=1e-3)
     [member] = plan_strategies(base, ["lp_ft"], StrategyOptions(), "lpft")
@@ -286,8 +286,8 @@ def test_member_names_fit_a_run_name(tmp_path):
 # ----------------------------------------------------------------------------------------------
 def test_the_training_subset_is_stratified_nested_and_keeps_validation(workspace, tmp_path):
     from tests.conftest import write_image_folder
-    from tl_core.backbones import get_backbone
-    from tl_core.train_session import prepare_data
+    from tl_core.model.registry import get_backbone
+    from tl_core.training.session import prepare_data
 
     folder = write_image_folder(tmp_path / "uneven", {"red": 30, "green": 12, "blue": 5})
     base = base_config(folder)
@@ -315,7 +315,7 @@ def test_a_fraction_outside_zero_to_one_is_refused(tmp_path):
 
 
 def test_sweep_members_differ_only_in_train_fraction_and_strategy(tmp_path):
-    from tl_core.experiments import DATA_FRACTIONS, DEFAULT_SWEEP_STRATEGIES, plan_data_size
+    from tl_core.experiments.plan import DATA_FRACTIONS, DEFAULT_SWEEP_STRATEGIES, plan_data_size
 
     base = base_config(tmp_path)
     members = plan_data_size(base, DEFAULT_SWEEP_STRATEGIES, StrategyOptions(), "Sweep")
@@ -334,8 +334,8 @@ def test_sweep_members_differ_only_in_train_fraction_and_strategy(tmp_path):
 
 
 def test_freeze_depth_members_go_from_full_fine_tune_to_probe(tmp_path):
-    from tl_core.backbones import body_group_names
-    from tl_core.experiments import plan_freeze_depth
+    from tl_core.experiments.plan import plan_freeze_depth
+    from tl_core.model.registry import body_group_names
 
     base = base_config(tmp_path)
     groups = len(body_group_names("mobilenet_v2"))
@@ -354,7 +354,7 @@ def test_freeze_depth_members_go_from_full_fine_tune_to_probe(tmp_path):
 
 
 def test_sweep_explanations_follow_the_numbers():
-    from tl_core.experiments import explain
+    from tl_core.experiments.plan import explain
 
     def row(key, series, acc, per_class=None, x=None):
         return {"strategy": key, "state": "finished", "final val acc": acc, "best val acc": acc, "best epoch": 1,
@@ -374,7 +374,7 @@ def test_sweep_explanations_follow_the_numbers():
 
 @pytest.mark.slow
 def test_a_two_member_sweep_trains_on_its_share_of_the_images(workspace, image_folder):
-    from tl_core.experiments import start_data_size
+    from tl_core.experiments.plan import start_data_size
 
     base = base_config(image_folder, epochs=1)
     experiment = start_data_size(workspace, base, ["linear_probe"], "Tiny", fractions=[0.25, 1.0], launch=train_here)
@@ -393,8 +393,8 @@ def test_a_sweeps_frozen_members_compute_backbone_features_once(workspace, image
     shares and both frozen strategies together (before, each share computed its own features)."""
     import time
 
-    import tl_core.training as training
-    from tl_core.experiments import start_data_size
+    import tl_core.training.trainer as training
+    from tl_core.experiments.plan import start_data_size
 
     images_through_backbone: list[int] = []
     real_extract = training.extract_features
@@ -429,7 +429,7 @@ def test_a_sweeps_frozen_members_compute_backbone_features_once(workspace, image
 def test_a_share_trains_the_same_whether_or_not_the_full_run_stored_its_features(workspace, image_folder, tmp_path):
     """A share's features are rows of the whole training set's, computed or loaded: the same run
     alone in a fresh workspace and after the full run gives the same numbers."""
-    from tl_core.training import train
+    from tl_core.training.trainer import train
     from tl_core.workspace import Workspace
 
     full = base_config(image_folder, epochs=2)

@@ -9,7 +9,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from tl_core.explain import explain, gradcam, list_stages, overlay
+from tl_core.evaluation.explain import explain, gradcam, list_stages, overlay
 
 SIZE, SQUARE = 48, 10
 
@@ -154,7 +154,7 @@ def test_overlay_keeps_the_image_size_and_colours_the_hot_spot():
 
 
 def test_stages_of_a_registered_backbone_are_its_body_groups():
-    from tl_core.backbones import build_model
+    from tl_core.model.registry import build_model
 
     model = build_model("mobilenet_v3_small", 3, pretrained=False).eval()
     stages = list_stages(model)
@@ -165,9 +165,9 @@ def test_stages_of_a_registered_backbone_are_its_body_groups():
 
 
 def test_explain_image_sees_what_the_app_sees(tmp_path, real_photos):
-    from tl_core.backbones import get_backbone
-    from tl_core.explain import explain_image, model_view
-    from tl_core.export import _engine_inputs
+    from tl_core.evaluation.explain import explain_image, model_view
+    from tl_core.export.bundle import _engine_inputs
+    from tl_core.model.registry import get_backbone
 
     pre = get_backbone("mobilenet_v3_small").preprocess
     path = tmp_path / "chelsea.png"

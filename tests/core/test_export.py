@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tl_core.backbones import build_model, get_backbone
 from tl_core.config import DataConfig, ModelConfig, RunConfig
 from tl_core.errors import ConfigError
-from tl_core.export import PROB_TOLERANCE, export_bundle, export_model, zip_bundle
+from tl_core.export.bundle import PROB_TOLERANCE, export_bundle, export_model, zip_bundle
+from tl_core.model.registry import build_model, get_backbone
 from tl_core.runs import RunStore
 
 BACKBONE = "mobilenet_v3_small"  # the smallest registered backbone; random init (offline)
@@ -70,7 +70,7 @@ def exported(tmp_path_factory, real_photos):
 def engine_probs(model, paths) -> np.ndarray:
     """What the app predicts: the training decode (tl_core.data) + the evaluation path."""
     from tl_core.data import decode_square
-    from tl_core.evaluation import predict_tensors
+    from tl_core.evaluation.metrics import predict_tensors
 
     pre = get_backbone(BACKBONE).preprocess
     batch = torch.stack([torch.from_numpy(np.array(decode_square(p, pre.resize_size))) for p in paths])
@@ -213,7 +213,7 @@ def test_a_model_on_another_device_is_left_untouched(tmp_path):
 
 
 def test_predict_script_agrees_with_the_apps_predict_function(exported):
-    from tl_core.evaluation import predict
+    from tl_core.evaluation.metrics import predict
 
     bundle, paths = exported["dir"], exported["paths"]
     out = subprocess.run([sys.executable, "-I", "predict.py", "--json", *map(str, paths)], cwd=bundle,

@@ -1,11 +1,11 @@
-"""Backbone features and the cache a frozen-body run trains on (tl_core.features)."""
+"""Backbone features and the cache a frozen-body run trains on (tl_core.model.features)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from tl_core.features import (
+from tl_core.model.features import (
     EVAL_VIEW,
     MAX_FEATURE_VIEWS,
     FeatureCache,
@@ -17,7 +17,7 @@ from tl_core.features import (
     model_fingerprint,
     train_feature_view,
 )
-from tl_core.preprocess import Normalizer
+from tl_core.model.preprocess import Normalizer
 
 
 def test_extract_features_runs_the_body_on_normalised_images_in_eval_mode():
@@ -53,7 +53,7 @@ def test_each_view_has_its_own_seed_and_view_zero_keeps_the_runs_seed():
 def test_the_feature_key_changes_with_everything_that_changes_the_features():
     import dataclasses
 
-    from tl_core.backbones import get_backbone
+    from tl_core.model.registry import get_backbone
 
     pre = get_backbone("mobilenet_v2").preprocess
     other_pre = dataclasses.replace(pre, crop_size=pre.crop_size - 32)

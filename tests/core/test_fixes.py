@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_image_folder
-from tl_core import atomic, jobs
+from tl_core import atomic
 from tl_core.config import DataConfig, RunConfig
 from tl_core.data import Dataset, fixes, ingest
 from tl_core.errors import DataError, DiskFull, NothingToUndo
+from tl_core.jobs import launch as jobs
 
 
 @pytest.fixture
@@ -151,7 +152,7 @@ def test_a_run_records_the_dataset_version_it_starts_on(ds: Dataset):
 
 
 def test_cli_dataset_dedupe_history_and_undo(ds: Dataset, capsys):
-    from tl_core import cli
+    from tl_core.cli import main as cli
 
     assert cli.main(["dataset", "dedupe", str(ds.root)]) == 0
     assert "2 duplicate(s) dropped" in capsys.readouterr().out

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from tl_core.backbones import build_model
 from tl_core.config import FreezePlan
 from tl_core.errors import ConfigError
-from tl_core.freeze import (
+from tl_core.model.freeze import (
     apply_freeze,
     body_frozen_throughout,
     even_mults,
@@ -18,6 +17,7 @@ from tl_core.freeze import (
     set_train_mode,
     trainable_groups,
 )
+from tl_core.model.registry import build_model
 
 NAMES = ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gpu
 
 def test_an_amp_channels_last_train_step_on_cuda_learns():
     from tl_core.device import autocast_dtype
-    from tl_core.training import train_step
+    from tl_core.training.trainer import train_step
 
     device = torch.device("cuda")
     torch.manual_seed(0)
@@ -35,7 +35,7 @@ def test_an_amp_channels_last_train_step_on_cuda_learns():
 
 
 def test_auto_batch_on_cuda_finds_a_power_of_two_that_fits_and_remembers_it(tmp_path):
-    from tl_core.autobatch import choose_batch_size
+    from tl_core.training.autobatch import choose_batch_size
 
     device = torch.device("cuda")
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

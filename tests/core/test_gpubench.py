@@ -55,8 +55,8 @@ def test_halved_sizes_and_stats_rows_read_what_the_run_and_the_readings_say():
 
 def test_frozen_features_run_channels_last_and_eval_batches_match_the_loader():
     from tl_core.data import center_crop
-    from tl_core.features import EvalBatches, extract_features
-    from tl_core.preprocess import Normalizer, make_loader
+    from tl_core.model.features import EvalBatches, extract_features
+    from tl_core.model.preprocess import Normalizer, make_loader
 
     torch.manual_seed(0)
     body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())

@@ -8,7 +8,7 @@ from torch import nn
 
 from tl_core.config import CLASSICAL_HEADS, HeadConfig
 from tl_core.errors import ConfigError
-from tl_core.heads import make_head
+from tl_core.model.heads import make_head
 
 
 def test_linear_head_is_default():

@@ -32,10 +32,10 @@ from tl_core.data.safety import (
     thumbnail_jpeg,
     upload_limits,
 )
+from tl_core.data.snapshots import SnapshotTray
 from tl_core.errors import DataError, LimitReached
 from tl_core.limits import check_upload_size
 from tl_core.settings import Settings
-from tl_core.snapshots import SnapshotTray
 from tl_core.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ def test_no_path_takes_the_memory_of_a_decode(bomb_file):
         from pathlib import Path
         from tl_core.data import Limits, check_images
         from tl_core.data.safety import ImageRefused, checked_image, inspect_image, thumbnail_jpeg
-        from tl_core.snapshots import SnapshotTray
+        from tl_core.data.snapshots import SnapshotTray
         from tl_core.workspace import Workspace
         path = Path({str(bomb_file)!r})
         data = path.read_bytes()
@@ -368,8 +368,8 @@ def test_torch_in_a_task_gets_a_share_of_the_cores_and_gives_it_back(monkeypatch
 def test_a_weights_file_too_big_for_its_backbone_is_refused_before_it_is_read_whole(tmp_path):
     """A file named like torchvision's mobilenet_v2 weights but far larger than they can be: refused
     (the hash check, early) after reading only a little past the bound, and nothing is kept."""
-    from tl_core import backbones
     from tl_core.errors import WeightsRejected
+    from tl_core.model import registry as backbones
 
     spec = backbones.get_backbone("mobilenet_v2")
     limit = backbones.max_weights_bytes(spec)
@@ -406,7 +406,7 @@ def test_a_weights_file_too_big_for_its_backbone_is_refused_before_it_is_read_wh
 
 def test_the_bound_never_refuses_torchvisions_own_file():
     """The bound never refuses the real file: torchvision's mobilenet_v2 weights, bundled here."""
-    from tl_core import backbones
+    from tl_core.model import registry as backbones
 
     spec = backbones.get_backbone("mobilenet_v2")
     bundled = backbones.bundled_weights_path(spec.weights_filename)

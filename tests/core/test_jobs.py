@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tl_core import jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
+from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore
 
 FINAL = ("finished", "failed", "cancelled")
@@ -112,7 +112,7 @@ def test_a_ticket_of_a_dead_worker_does_not_block_the_queue(home, tmp_path):
 
 
 def test_jobs_module_does_not_import_streamlit():
-    code = "import sys, tl_core.jobs, tl_core.worker, tl_core.system; print('streamlit' in sys.modules)"
+    code = "import sys, tl_core.jobs.launch, tl_core.jobs.worker, tl_core.system; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "False"

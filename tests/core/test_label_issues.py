@@ -1,4 +1,4 @@
-"""Likely mislabelled images (tl_core.label_issues): flipped labels among well separated features
+"""Likely mislabelled images (tl_core.evaluation.label_issues): flipped labels among well separated features
 are found, few others, the same for a seed; and a run's stored features are read back."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from tl_core.data import Dataset, ImageRecord
 from tl_core.errors import DataError
-from tl_core.label_issues import find_for_run, folds_for, label_issues
+from tl_core.evaluation.label_issues import find_for_run, folds_for, label_issues
 
 CLASSES = ["ant", "bee", "cow"]
 

@@ -10,15 +10,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tl_core import jobs, worker
 from tl_core.config import DataConfig, RunConfig
+from tl_core.jobs import launch as jobs
+from tl_core.jobs import worker
 from tl_core.runs import RunStore
 
 WAITING_RSS_LIMIT = 150 * 1024**2
 
 
 def test_the_worker_module_imports_no_torch():
-    code = "import sys, tl_core.worker; print('torch' in sys.modules)"
+    code = "import sys, tl_core.jobs.worker; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"

@@ -32,8 +32,8 @@ def test_code_spans_and_fences_cannot_be_closed_by_the_name():
 
 
 def test_the_model_card_shows_hostile_names_as_text():
-    from tl_core.backbones import get_backbone
-    from tl_core.export import ExportReport, ParityCheck, model_card
+    from tl_core.export.bundle import ExportReport, ParityCheck, model_card
+    from tl_core.model.registry import get_backbone
 
     classes = HOSTILE[:5]
     run_name = "![t](http://h/r.png) <b>run</b> ```"

@@ -7,7 +7,7 @@ import torch
 
 from tl_core.config import OPTIMIZERS, Optimizer, Schedule, choices
 from tl_core.errors import ConfigError
-from tl_core.optim import SCHEDULES, make_optimizer, make_scheduler
+from tl_core.model.optim import SCHEDULES, make_optimizer, make_scheduler
 
 
 def groups() -> list[dict]:

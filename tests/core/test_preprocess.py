@@ -1,4 +1,4 @@
-"""One way from an image to the model's input: decode, view, normalise (tl_core.preprocess)."""
+"""One way from an image to the model's input: decode, view, normalise (tl_core.model.preprocess)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from tl_core.backbones import Preprocess
 from tl_core.errors import DataError
-from tl_core.preprocess import Normalizer, decode, eval_view, make_loader, model_inputs, normalize, train_view
+from tl_core.model.preprocess import (
+    Normalizer,
+    decode,
+    eval_view,
+    make_loader,
+    model_inputs,
+    normalize,
+    train_view,
+)
+from tl_core.model.registry import Preprocess
 
 PRE = Preprocess(resize_size=40, crop_size=32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3),
                  interpolation="bilinear")
@@ -58,7 +66,7 @@ def test_make_loader_batches_views_with_their_labels():
 
 
 def test_prediction_feeds_the_model_its_model_inputs():
-    from tl_core.evaluation import predict_tensors
+    from tl_core.evaluation.metrics import predict_tensors
 
     images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8)
     flatten = torch.nn.Flatten()

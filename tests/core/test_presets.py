@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from tl_core.backbones import build_model
-from tl_core.cli import build_config, make_parser
+from tl_core.cli.main import build_config, make_parser
 from tl_core.config import DataConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError
-from tl_core.presets import PRESETS, get_preset
+from tl_core.model.presets import PRESETS, get_preset
+from tl_core.model.registry import build_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -40,7 +40,7 @@ def test_classic_recipe_sets_each_listed_value():
     t = cfg.train
     assert (t.optimizer, t.schedule, t.epochs, t.batch_size, t.lr) == ("rmsprop_keras", "constant", 10, 32, 1e-4)
     # Keras' RMSprop defaults (rho 0.9, epsilon 1e-7), not PyTorch's (alpha 0.99, eps 1e-8).
-    from tl_core.optim import make_optimizer
+    from tl_core.model.optim import make_optimizer
     optimizer = make_optimizer(t.optimizer, [{"params": [nn.Parameter(torch.zeros(1))]}], t.lr, t.weight_decay)
     assert isinstance(optimizer, torch.optim.RMSprop)
     assert (optimizer.defaults["alpha"], optimizer.defaults["eps"], optimizer.defaults["momentum"]) == (0.9, 1e-7, 0)
@@ -129,7 +129,7 @@ def test_readme_recipe_command_is_the_classic_preset():
 def test_mlp_head_without_dropout_keeps_the_checkpoint_keys():
     """Dropout 0 is no layer, but runs saved when it was Dropout(0.0) still load."""
     from tl_core.config import HeadConfig
-    from tl_core.heads import make_head
+    from tl_core.model.heads import make_head
 
     without = make_head(HeadConfig(kind="mlp", hidden=8, dropout=0.0), 4, 3)
     with_dropout = make_head(HeadConfig(kind="mlp", hidden=8, dropout=0.3), 4, 3)

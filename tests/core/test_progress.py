@@ -1,9 +1,9 @@
-"""Rates and time left over a sliding window (tl_core.progress), on a fake clock."""
+"""Rates and time left over a sliding window (tl_core.training.progress), on a fake clock."""
 
 from __future__ import annotations
 
 from tl_core import events as ev
-from tl_core.progress import PhaseProgress, RateWindow
+from tl_core.training.progress import PhaseProgress, RateWindow
 
 
 class FakeClock:

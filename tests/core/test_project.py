@@ -1,4 +1,4 @@
-"""Projects (tl_core.project): a workspace exported and imported elsewhere comes back whole; a
+"""Projects (tl_core.export.project): a workspace exported and imported elsewhere comes back whole; a
 hostile or damaged archive is refused with a clear message and leaves nothing behind."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tl_core import project
-from tl_core.catalog import DatasetCatalog
+from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError, DiskFull, LimitReached
+from tl_core.export import project
+from tl_core.model.loading import load_model
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 
@@ -50,15 +51,15 @@ def nothing_in(workspace: Workspace) -> bool:
 
 
 def predictions(run, dataset_dir: Path) -> torch.Tensor:
-    from tl_core.backbones import get_backbone
     from tl_core.data import Dataset
-    from tl_core.preprocess import decode, model_inputs
+    from tl_core.model.preprocess import decode, model_inputs
+    from tl_core.model.registry import get_backbone
 
     ds = Dataset.load(dataset_dir)
     spec = get_backbone(run.config.model.backbone)
     images = decode([ds.path_of(r) for r in ds.records[:4]], spec.preprocess)
     with torch.no_grad():
-        return run.load_model()(model_inputs(images, spec.preprocess))
+        return load_model(run)(model_inputs(images, spec.preprocess))
 
 
 def test_round_trip_into_a_fresh_workspace(source, archive, tmp_path):
@@ -197,7 +198,7 @@ def test_export_is_whole_or_nothing_and_picks_what_is_asked(source, tmp_path, mo
 
 
 def test_cli_project_export_and_import(source, tmp_path, capsys):
-    from tl_core.cli import main
+    from tl_core.cli.main import main
 
     out = tmp_path / "p.zip"
     assert main(["--workspace", str(source.root), "project", "export", str(out)]) == 0

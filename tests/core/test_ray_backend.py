@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tl_core import job_backends, jobs
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.events import EpochEnded, RunCancelled, RunFinished
+from tl_core.jobs import backends as job_backends
+from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-cluster.txt)")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tl_core import job_backends
 from tl_core.errors import JobError
+from tl_core.jobs import backends as job_backends
 from tl_core.runs import RunStore
 
 
@@ -43,7 +43,7 @@ def test_the_job_takes_settings_and_mlflow_along_but_not_the_teacher_password(wo
     assert "TL_STUDIO_TEACHER_PASSWORD" not in env and "UNRELATED_SECRET" not in env
     run = RunStore(workspace).create(tiny_config(tmp_path))
     command = job_backends.worker_command(run, workspace, resume=True)
-    assert command[1:4] == ["-m", "tl_core.worker", str(run.dir)] and "--ticket" not in command  # Ray queues
+    assert command[1:4] == ["-m", "tl_core.jobs.worker", str(run.dir)] and "--ticket" not in command  # Ray queues
     assert command[-1] == "--resume"
 
 

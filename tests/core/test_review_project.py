@@ -1,4 +1,4 @@
-"""Review of project import (tl_core.project) as a hostile archive would use it: a manifest that
+"""Review of project import (tl_core.export.project) as a hostile archive would use it: a manifest that
 lies must not leave an imported run or dataset pointing at files outside what was imported."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tl_core import project
-from tl_core.catalog import DatasetCatalog
+from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError
+from tl_core.export import project
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 

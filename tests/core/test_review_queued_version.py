@@ -3,11 +3,11 @@ set when it is queued); a fix made while it waits in the queue must not change w
 
 from __future__ import annotations
 
-from tl_core.catalog import DatasetCatalog
 from tl_core.config import DataConfig, RunConfig
 from tl_core.data import fixes, ingest
-from tl_core.jobs import with_dataset_version
-from tl_core.train_session import load_dataset
+from tl_core.data.catalog import DatasetCatalog
+from tl_core.jobs.launch import with_dataset_version
+from tl_core.training.session import load_dataset
 from tl_core.workspace import Workspace
 
 

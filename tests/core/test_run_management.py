@@ -12,13 +12,13 @@ import pytest
 
 from tests.core.test_jobs import FINAL, tiny_config, wait_for
 from tl_core import events as ev
-from tl_core import jobs
-from tl_core.catalog import DatasetCatalog
-from tl_core.cli import main
+from tl_core.cli.main import main
 from tl_core.config import RunConfig
+from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError, JobError
+from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore
-from tl_core.training import train
+from tl_core.training.trainer import train
 
 
 @pytest.fixture
@@ -119,13 +119,13 @@ def test_a_dataset_is_not_deleted_while_a_run_trains_on_it(workspace, small_fold
         live.mark_running(pid=sleeper.pid, pid_created=jobs.process_create_time(sleeper.pid))
         assert {r.id for r in catalog.runs_using(dest.name)} == {live.id, done.id}
         with pytest.raises(DataError, match="still train on this dataset"):
-            catalog.delete(dest.name)
+            catalog.delete(dest.name, is_active=jobs.is_active)
         assert dest.exists()
     finally:
         sleeper.kill()
         sleeper.wait()
     jobs.job_state(live)  # its worker is gone: marked failed, no longer in the way
-    catalog.delete(dest.name)
+    catalog.delete(dest.name, is_active=jobs.is_active)
     assert not dest.exists()
 
 

@@ -13,7 +13,7 @@ import torch
 from tl_core import atomic
 from tl_core import events as ev
 from tl_core.config import DataConfig, RunConfig
-from tl_core.evaluation import evaluate_logits
+from tl_core.evaluation.metrics import evaluate_logits
 from tl_core.runs import RunStatus, RunStore
 
 

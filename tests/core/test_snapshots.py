@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import synthetic_image
 from tl_core.data import ingest
-from tl_core.snapshots import SnapshotTray
+from tl_core.data.snapshots import SnapshotTray
 from tl_core.workspace import Workspace
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from tl_core import events as ev
-from tl_core import trackers
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.runs import RunStore
-from tl_core.training import train
+from tl_core.training import trackers
+from tl_core.training.trainer import train
 
 pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install -r requirements-dev.txt)")
 pytest.importorskip("mlflow", reason="mlflow is not installed (pip install -r requirements-dev.txt)")

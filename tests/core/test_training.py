@@ -11,10 +11,10 @@ from torch import nn
 
 from tl_core import events as ev
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
-from tl_core.evaluation import predict
-from tl_core.features import MAX_FEATURE_VIEWS
+from tl_core.evaluation.metrics import predict
+from tl_core.model.features import MAX_FEATURE_VIEWS
 from tl_core.runs import RunStore
-from tl_core.training import train, train_step
+from tl_core.training.trainer import train, train_step
 
 torch.set_num_threads(2)
 
@@ -73,7 +73,7 @@ def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
 
 def count_extractions(monkeypatch) -> list[int]:
     """Each call of the backbone over a set of images (one view) appends to the returned list."""
-    import tl_core.training as training
+    import tl_core.training.trainer as training
 
     extractions: list[int] = []
     real_extract = training.extract_features
@@ -104,7 +104,7 @@ def test_cached_runs_compute_one_feature_view_per_epoch_until_all_are_cached(wor
     augmented view of the training images and the validation set's features, each later epoch
     adds one view until MAX_FEATURE_VIEWS, then none; no epoch trains on images. (Replaces the
     test of the old eager cache, which computed every view before epoch 1.)"""
-    import tl_core.training as training
+    import tl_core.training.trainer as training
 
     def no_image_epochs(self, epoch):
         raise AssertionError("a cached run must not train on images")
@@ -287,7 +287,7 @@ def test_pretrained_beats_random_init_on_real_photos(workspace, tmp_path, real_p
 
 
 def test_out_of_memory_halves_the_batch_and_carries_on(workspace, image_folder, monkeypatch):
-    import tl_core.training as training
+    import tl_core.training.trainer as training
 
     real_step = training.train_step
 
@@ -313,7 +313,7 @@ def test_out_of_memory_halves_the_batch_and_carries_on(workspace, image_folder, 
 
 
 def test_out_of_memory_at_batch_one_fails_with_advice(workspace, image_folder, monkeypatch):
-    import tl_core.training as training
+    import tl_core.training.trainer as training
     from tl_core.errors import TrainingOutOfMemory
 
     def always_oom(*args, **kw):

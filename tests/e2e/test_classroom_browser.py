@@ -40,7 +40,7 @@ def _run_ids(server_home, session: str) -> list[str]:
 
 
 def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, server, server_home):
-    from tl_core import jobs
+    from tl_core.jobs import launch as jobs
     from tl_core.runs import Run
 
     root = jobs.jobs_root(server_home)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
-from .health import HealthReport, check_trainable, health_report
-from .ingest import IMAGES_DIR, CheckedImage, check_images, create_dataset, ingest
-from .safety import IMAGE_EXTENSIONS, Limits
-from .split import Split, make_split, subset_per_class
+from tl_core.data.dataset import DATASET_FILE, Dataset, ImageRecord, ProgressFn, Skipped, UploadedImage
+from tl_core.data.health import HealthReport, check_trainable, health_report
+from tl_core.data.ingest import IMAGES_DIR, CheckedImage, check_images, create_dataset, ingest
+from tl_core.data.safety import IMAGE_EXTENSIONS, Limits
+from tl_core.data.split import Split, make_split, subset_per_class
 
 if TYPE_CHECKING:
-    from .augment import center_crop, make_augment
-    from .cache import cache_key, decode_images, decode_square
+    from tl_core.data.augment import center_crop, make_augment
+    from tl_core.data.cache import cache_key, decode_images, decode_square
 
 _LAZY = {"center_crop": "augment", "make_augment": "augment",
          "cache_key": "cache", "decode_images": "cache", "decode_square": "cache"}

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..config import AugmentPreset, check_choice
+from tl_core.config import AugmentPreset, check_choice
 
 
 def center_crop(batch: torch.Tensor, crop: int) -> torch.Tensor:

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 # The decoder lives in the module every export ships as predict.py: one copy, the same pixels.
-from .. import atomic
-from ..bundle_predict import decode_square
-from ..errors import DataError
-from .dataset import Dataset, ProgressFn
+from tl_core import atomic
+from tl_core.bundle_predict import decode_square
+from tl_core.data.dataset import Dataset, ProgressFn
+from tl_core.errors import DataError
 
 DECODE_VERSION = 3  # bump when the decoding below changes, so old caches are not reused (3: 16-bit min-max)
 # Past this a fresh decode goes straight into the memory-mapped file: a process's private memory

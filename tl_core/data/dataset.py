@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..errors import DataError
+from tl_core import atomic
+from tl_core.errors import DataError
 
 DATASET_FILE = "dataset.json"
 FORMAT_VERSION = 1

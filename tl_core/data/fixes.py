@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..classroom import is_shared_dataset
-from ..errors import DataError, DiskFull, NothingToUndo
-from .dataset import DATASET_FILE, Dataset, ImageRecord
+from tl_core import atomic
+from tl_core.data.dataset import DATASET_FILE, Dataset, ImageRecord
+from tl_core.errors import DataError, DiskFull, NothingToUndo
+from tl_core.workspace import is_shared_dataset
 
 VERSIONS_DIR = "versions"
 HISTORY_FILE = "history.jsonl"

@@ -29,7 +29,7 @@ from pathlib import PurePosixPath
 
 from PIL import Image
 
-from ..bundle_predict import dicom_support, heif_support
+from tl_core.bundle_predict import dicom_support, heif_support
 
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp",
                               ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm"})

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .dataset import Dataset
-from .formats import MULTI_PAGE_WHY
-from .split import Split
+from tl_core.data.dataset import Dataset
+from tl_core.data.formats import MULTI_PAGE_WHY
+from tl_core.data.split import Split
+from tl_core.errors import DataError
 
 MIN_PER_CLASS = 2  # one image to train on and one to validate with
 FEW_PER_CLASS = 10  # below this, accuracy numbers mean little

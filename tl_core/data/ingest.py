@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .. import atomic
-from ..errors import DataError
-from .dataset import DATASET_FILE, Dataset, ImageRecord, Note, ProgressFn, Skipped, UploadedImage
-from .safety import (
+from tl_core import atomic
+from tl_core.data.dataset import DATASET_FILE, Dataset, ImageRecord, Note, ProgressFn, Skipped, UploadedImage
+from tl_core.data.safety import (
     Limits,
     Skip,
     UniqueNames,
@@ -36,7 +35,16 @@ from .safety import (
     sha256_bytes,
     zip_member_is_symlink,
 )
-from .sheets import SheetMapping, complete_mapping, find_sheets, guess_mapping, is_sheet, read_table, resolve
+from tl_core.data.sheets import (
+    SheetMapping,
+    complete_mapping,
+    find_sheets,
+    guess_mapping,
+    is_sheet,
+    read_table,
+    resolve,
+)
+from tl_core.errors import DataError
 
 IMAGES_DIR = "images"  # below dest: extracted/copied files, laid out as [split/]class/file
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",

@@ -31,9 +31,9 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from .. import atomic
-from .dataset import Dataset, ProgressFn
-from .safety import ImageRefused, thumbnail_jpeg
+from tl_core import atomic
+from tl_core.data.dataset import Dataset, ProgressFn
+from tl_core.data.safety import ImageRefused, thumbnail_jpeg
 
 DEFAULT_THRESHOLD = 6  # bits of 64 (see the module's docstring)
 HASH_FILE = "perceptual_hashes.json"  # in cache_dir: sha256 -> [phash hex, dhash hex]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ..bundle_predict import (  # noqa: F401 - open_rgb, to_rgb: public here; one copy, shipped in bundles
+from tl_core.bundle_predict import (  # noqa: F401 - open_rgb, to_rgb: public here; one copy, shipped in bundles
     FormatUnavailable,
     dicom_header,
     dicom_size,
@@ -33,13 +33,13 @@ from ..bundle_predict import (  # noqa: F401 - open_rgb, to_rgb: public here; on
     read_dicom,
     to_rgb,
 )
-from ..errors import DataError
-from .formats import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: F401 - public here, as before
-from .formats import SUPPORTED_WORDS, page_note, pil_formats
-from .formats import extension_reason as extension_reason  # public here, as before
+from tl_core.data.formats import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS  # noqa: F401 - public here, as before
+from tl_core.data.formats import SUPPORTED_WORDS, page_note, pil_formats
+from tl_core.data.formats import extension_reason as extension_reason  # public here, as before
+from tl_core.errors import DataError
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from tl_core.settings import Settings
 
 GiB = 1024**3
 MiB = 1024**2

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..errors import DataError
-from .safety import Skip, check_member_name
+from tl_core.data.safety import Skip, check_member_name
+from tl_core.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -297,6 +297,6 @@ def resolve(table: pd.DataFrame, mapping: SheetMapping, files: Collection[str], 
 
 def find_sheets(names: Collection[str]) -> list[str]:
     """The spreadsheets among a zip's or folder's file names, shallowest first."""
-    from .safety import is_junk
+    from tl_core.data.safety import is_junk
 
     return sorted((n for n in names if is_sheet(n) and not is_junk(n)), key=lambda n: (n.count("/"), n))

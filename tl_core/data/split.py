@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .dataset import Dataset
+from tl_core.data.dataset import Dataset
+from tl_core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""The command line: ``python -m tl_core ...`` over the same engine."""

@@ -1,0 +1,1 @@
+"""The evaluation wing: metrics, error analysis, Grad-CAM, likely label issues."""

@@ -1,0 +1,1 @@
+"""The model wing: the backbone registry, heads, freezing, optimisers, preprocessing, features."""
