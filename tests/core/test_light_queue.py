@@ -26,7 +26,7 @@ def test_the_worker_module_imports_no_torch():
 
 
 def test_max_jobs_counts_without_importing_torch():
-    code = ("import os, sys; os.environ.pop('TL_STUDIO_MAX_JOBS', None); from tl_core import jobs; "
+    code = ("import os, sys; os.environ.pop('TL_STUDIO_MAX_JOBS', None); from tl_core.jobs import launch as jobs; "
             "n = jobs.max_jobs(); print(n >= 1, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
