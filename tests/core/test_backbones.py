@@ -15,6 +15,7 @@ from torchvision.transforms import functional as TF
 
 from tl_core.config import HeadConfig
 from tl_core.errors import ConfigError, WeightsUnavailable
+from tl_core.model import adapters
 from tl_core.model import registry as backbones
 from tl_core.model.registry import (
     Preprocess,
@@ -89,7 +90,7 @@ def test_backbone_convention(name):
     tv = spec.builder(weights=None).eval()  # random init: no weights needed
     with torch.no_grad():
         expected = tv(x)
-    original_last = backbones._ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
+    original_last = adapters.ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
     model = transfer_model_from(spec, tv, 5, HeadConfig(), pretrained=False).eval()
 
     assert model.pretrained is False and model.spec_name == name and model.num_classes == 5
@@ -130,7 +131,7 @@ def test_vgg_keras_recipe_flattens_7x7x512():
 
 def test_generic_splitter_covers_children():
     body = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)], torch.nn.ReLU())
-    groups = backbones.split_evenly(body, 4)
+    groups = adapters.split_evenly(body, 4)
     assert [n for n, _ in groups] == ["stem", "stage1", "stage2", "stage3"]
     assert sum(len(paths) for _, paths in groups) == 6
 
