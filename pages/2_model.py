@@ -18,7 +18,8 @@ from tl_core.config import (
     Pooling,
 )
 from tl_core.model.presets import PRESETS
-from tl_core.model.registry import WEIGHT_CHECKS, get_backbone, list_backbones, weights_status
+from tl_core.model.registry import get_backbone, list_backbones
+from tl_core.model.weights import WEIGHT_CHECKS, weights_status
 from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
     backbone_table,

@@ -24,8 +24,8 @@ class WeightsUnavailable(TLError):
 
 
 class WeightsRejected(WeightsUnavailable):
-    """A weights file offered to ``backbones.import_weights`` failed one of its checks (``check``
-    names which: "file name", "hash", "safe load" or "keys and shapes")."""
+    """A weights file offered to ``tl_core.model.weights.import_weights`` failed one of its checks
+    (``check`` names which: "file name", "hash", "safe load" or "keys and shapes")."""
 
     def __init__(self, check: str, message: str) -> None:
         super().__init__(message)

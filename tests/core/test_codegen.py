@@ -19,7 +19,8 @@ from tl_core.cli import main as cli
 from tl_core.cli.codegen import cli_command, standalone_script
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.model.freeze import apply_freeze, lr_multipliers, trainable_groups
-from tl_core.model.registry import bundled_weights_path, get_backbone, list_backbones, transfer_model_from
+from tl_core.model.registry import get_backbone, list_backbones, transfer_model_from
+from tl_core.model.weights_lookup import bundled_weights_path
 
 DATA = "/data/my photos"  # a space: the command must quote it
 

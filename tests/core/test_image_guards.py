@@ -369,10 +369,11 @@ def test_a_weights_file_too_big_for_its_backbone_is_refused_before_it_is_read_wh
     """A file named like torchvision's mobilenet_v2 weights but far larger than they can be: refused
     (the hash check, early) after reading only a little past the bound, and nothing is kept."""
     from tl_core.errors import WeightsRejected
-    from tl_core.model import registry as backbones
+    from tl_core.model.registry import get_backbone
+    from tl_core.model.weights import import_weights, max_weights_bytes
 
-    spec = backbones.get_backbone("mobilenet_v2")
-    limit = backbones.max_weights_bytes(spec)
+    spec = get_backbone("mobilenet_v2")
+    limit = max_weights_bytes(spec)
     assert 14_000_000 < limit < 40_000_000  # the real file is 14 MB
 
     class Endless(io.RawIOBase):
@@ -396,18 +397,20 @@ def test_a_weights_file_too_big_for_its_backbone_is_refused_before_it_is_read_wh
     upload = Endless()
     dest = tmp_path / "weights"
     with pytest.raises(WeightsRejected) as info:
-        backbones.import_weights(upload, spec.weights_filename, dest_dir=dest)
+        import_weights(upload, spec.weights_filename, dest_dir=dest)
     assert info.value.check == "hash" and "larger than mobilenet_v2's weights can be" in str(info.value)
     assert upload.read_bytes <= limit + (1 << 20)
     assert not any(dest.iterdir())  # the temporary file is gone too
     with pytest.raises(WeightsRejected, match="larger than"):
-        backbones.import_weights(b"\0" * (limit + 1), spec.weights_filename, dest_dir=dest)
+        import_weights(b"\0" * (limit + 1), spec.weights_filename, dest_dir=dest)
 
 
 def test_the_bound_never_refuses_torchvisions_own_file():
     """The bound never refuses the real file: torchvision's mobilenet_v2 weights, bundled here."""
-    from tl_core.model import registry as backbones
+    from tl_core.model.registry import get_backbone
+    from tl_core.model.weights import max_weights_bytes
+    from tl_core.model.weights_lookup import bundled_weights_path
 
-    spec = backbones.get_backbone("mobilenet_v2")
-    bundled = backbones.bundled_weights_path(spec.weights_filename)
-    assert bundled.stat().st_size < backbones.max_weights_bytes(spec)
+    spec = get_backbone("mobilenet_v2")
+    bundled = bundled_weights_path(spec.weights_filename)
+    assert bundled.stat().st_size < max_weights_bytes(spec)

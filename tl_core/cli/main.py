@@ -168,7 +168,8 @@ def _simple_progress(desc: str):
 
 
 def cmd_backbones(args) -> int:
-    from tl_core.model.registry import list_backbones, weights_status
+    from tl_core.model.registry import list_backbones
+    from tl_core.model.weights import weights_status
 
     rows = []
     for spec in list_backbones():
@@ -584,7 +585,8 @@ def cmd_project(args) -> int:
 
 def cmd_fetch_weights(args) -> int:
     """Download backbones' weights into torchvision's cache (run once online, e.g. before class)."""
-    from tl_core.model.registry import list_backbones, load_pretrained_state_dict
+    from tl_core.model.registry import list_backbones
+    from tl_core.model.weights import load_pretrained_state_dict
 
     names = args.names or [spec.name for spec in list_backbones()]
     for name in names:
@@ -595,7 +597,7 @@ def cmd_fetch_weights(args) -> int:
 
 def cmd_weights_import(args) -> int:
     """Check and add torchvision .pth files (each PATH a file, or a folder of them), one line per file."""
-    from tl_core.model.registry import import_weights_file, import_weights_folder
+    from tl_core.model.weights import import_weights_file, import_weights_folder
 
     results = []
     for path in map(Path, args.paths):

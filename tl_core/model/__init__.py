@@ -1,1 +1,2 @@
-"""The model wing: the backbone registry, heads, freezing, optimisers, preprocessing, features."""
+"""The model wing: the backbone registry and its adapters, weights, heads, freezing, optimisers,
+preprocessing, features."""
