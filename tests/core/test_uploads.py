@@ -218,6 +218,16 @@ def test_a_full_disk_while_staging_says_so_and_leaves_nothing(ws, full_staging, 
     nothing_left(ws, full_staging)
 
 
+def test_a_full_disk_when_the_datasets_folder_is_made_says_so_and_leaves_nothing(ws, staging):
+    def no_room(name: str) -> Path:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFull, match="disk is full"):
+        uploads.add_uploaded_dataset(uploads.ZipUpload(File("zoo.zip", class_zip())), ws, new_dir=no_room,
+                                     settings=ROOMY)
+    nothing_left(ws, staging)
+
+
 def test_a_full_disk_while_staging_a_sheet_leaves_no_partial_folder(ws, monkeypatch):
     real_open = Path.open
     staged_root = ws.cache_dir / uploads.STAGED_DIR

@@ -188,7 +188,9 @@ def add_uploaded_dataset(upload: DatasetUpload, workspace: Workspace, *,
                 on_ingested(ds)
             return ds
 
-        return create_dataset(make_dir(name), build)
+        with _disk_full_said():
+            dest = make_dir(name)
+        return create_dataset(dest, build)
 
 
 def _upload_name(upload: DatasetUpload) -> str:
@@ -222,15 +224,22 @@ def _staged_source(upload: DatasetUpload) -> Iterator[tuple[Any, dict[str, Any]]
 
 
 @contextlib.contextmanager
+def _disk_full_said() -> Iterator[None]:
+    """A full disk met in the block raises ``DiskFull`` (its one message), whatever raised it."""
+    try:
+        yield
+    except BaseException as exc:
+        if not isinstance(exc, atomic.DiskFull) and atomic.is_disk_full(exc):
+            raise atomic.disk_full(exc) from exc
+        raise
+
+
+@contextlib.contextmanager
 def staging_folder() -> Iterator[Path]:
     """A fresh temporary folder for the block, removed with what is in it when the block ends
     (whether it ends well or not); a full disk raises ``DiskFull``."""
-    try:
+    with _disk_full_said():
         folder = Path(tempfile.mkdtemp(prefix="tl-upload-"))
-    except OSError as exc:
-        if atomic.is_disk_full(exc):
-            raise atomic.disk_full(exc) from exc
-        raise
     try:
         yield folder
     finally:
@@ -282,15 +291,14 @@ def stage_sheet_upload(files: Sequence[UploadedFile], cache_dir: Path) -> Staged
         for old in root.glob("*"):
             shutil.rmtree(old, ignore_errors=True)
         partial = root / f"{key}.partial"
-        try:
-            partial.mkdir(parents=True)
-            _stage_sheet(files, partial)
-            partial.rename(folder)
-        except BaseException as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            if not isinstance(exc, atomic.DiskFull) and atomic.is_disk_full(exc):
-                raise atomic.disk_full(exc) from exc
-            raise
+        with _disk_full_said():
+            try:
+                partial.mkdir(parents=True)
+                _stage_sheet(files, partial)
+                partial.rename(folder)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
     return _stage_sheet(files, folder, write=False)
 
 
