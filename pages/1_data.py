@@ -1,6 +1,5 @@
 """Data: bring images in (sample, zip, folder, per-class uploads, webcam, downloads), check them, split."""
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ from tl_ui.charts import plot_label
 from tl_ui.feedback import notice
 from tl_ui.health_charts import class_bar, size_histogram, split_bar
 from tl_ui.label_views import balance_suggestion
-from tl_ui.widgets import progress_callback, thumbnails, uploads_as_zip
+from tl_ui.widgets import progress_callback, thumbnails
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -46,34 +45,38 @@ then compare with the confusion matrix on the Results page.
 """)
 
 
-def _ingest_into_new(name: str, source, *, in_place: bool = False, on_ingested=None, **options) -> None:
-    """Ingest ``source`` into a fresh dataset folder and make it the current dataset.
-
-    With ``in_place``, ``source`` is a function that writes an image folder into the new folder,
-    which is then ingested where it is. ``on_ingested(ds)`` runs right after a successful import,
-    before any Streamlit call that a click could interrupt. ``options`` go to ``tl_data.ingest``."""
-    # the server's limits (datasets, upload size and images, disk) before a byte is written
-    if in_place:
-        limits.check_can_add_dataset(state.workspace)
-    else:
-        uploads.check_dataset_source(state.workspace, source)
+def _make_in_place(name: str, write) -> None:
+    """Make a dataset on the server (a sample): ``write(dest)`` writes an image folder into a fresh
+    dataset folder, which is then ingested where it is and becomes the current dataset."""
+    limits.check_can_add_dataset(state.workspace)  # the server's limits before a byte is written
     bar = st.progress(0.0, text="Reading images…")
 
     def build(dest: Path) -> tl_data.Dataset:
-        if in_place:
-            source(dest)
-            ds = tl_data.ingest(dest, progress=progress_callback(bar), name=name)
-        else:
-            ds = tl_data.ingest(source, dest, limits=uploads.upload_limits(), progress=progress_callback(bar),
-                                name=name, **options)
-        if on_ingested is not None:
-            on_ingested(ds)
-        return ds
+        write(dest)
+        return tl_data.ingest(dest, progress=progress_callback(bar), name=name)
 
     try:
         ds = tl_data.create_dataset(catalog.new_dir(name), build)
     finally:
         bar.empty()
+    _added(ds)
+
+
+def _add_upload(upload: uploads.DatasetUpload, *, name: str | None = None, on_ingested=None) -> None:
+    """Add an upload as a new dataset (``uploads.add_uploaded_dataset``: the limits, the bytes
+    staged, the ingest; nothing is left behind on failure) and make it the current dataset.
+    ``on_ingested(ds)`` runs right after a successful import, before any Streamlit call that a click
+    could interrupt."""
+    bar = st.progress(0.0, text="Reading images…")
+    try:
+        ds = uploads.add_uploaded_dataset(upload, state.workspace, name=name, progress=progress_callback(bar),
+                                          on_ingested=on_ingested)
+    finally:
+        bar.empty()
+    _added(ds)
+
+
+def _added(ds: tl_data.Dataset) -> None:
     state.select_dataset(ds.root.name)
     st.toast(f"Dataset added: {len(ds.records)} images in {len(ds.classes)} classes.")  # its name: in the sidebar, as text
 
@@ -87,8 +90,8 @@ with tabs[0]:
     st.markdown("Four classes of generated shapes: works offline and trains in under a minute.")
     if st.button("Use the sample dataset", type="primary", icon=":material/bolt:", key="use_sample"):
         with user_errors("Could not make the sample"), st.spinner("Making the sample…"):
-            _ingest_into_new("shapes", lambda dest: tl_sample.make_sample_dataset(
-                dest, cache_dir=Workspace.default().cache_dir / "samples"), in_place=True)
+            _make_in_place("shapes", lambda dest: tl_sample.make_sample_dataset(
+                dest, cache_dir=Workspace.default().cache_dir / "samples"))
     package = dict(tl_sample.package_samples())
     if package:
         st.markdown("Or an image set that comes with an installed package:")
@@ -97,28 +100,25 @@ with tabs[0]:
                             key="package_pick", label_visibility="collapsed")
         if c2.button("Use it", key="use_package"):
             with user_errors("Could not make the sample"), st.spinner("Writing the images…"):
-                _ingest_into_new(name, lambda dest: tl_sample.make_package_sample(name, dest), in_place=True)
+                _make_in_place(name, lambda dest: tl_sample.make_package_sample(name, dest))
 
 with tabs[1]:
     archive = st.file_uploader("A .zip with one folder per class (train/ val/ test/ folders are kept)",
                                type="zip", key="zip_upload")
     if archive is not None and st.button("Add this zip as a new dataset", key="add_zip", type="primary",
                                          help="Nothing is read until you click: check it is the right file."):
-        with user_errors("Could not read the zip", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / (Path(archive.name).stem[:60] + ".zip")  # messages then name the user's file
-            path.write_bytes(archive.getvalue())
-            _ingest_into_new(Path(archive.name).stem, path)
+        with user_errors("Could not read the zip", message_as_text=True):
+            _add_upload(uploads.ZipUpload(archive))
 
 with tabs[2]:
     folder = st.file_uploader("A folder with one sub-folder per class", accept_multiple_files="directory",
                               key="folder_upload")
     if folder and st.button("Add this folder", key="add_folder", type="primary"):
-        with user_errors("Could not read the folder", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
-            name = folder[0].name.split("/")[0] or "folder"
-            _ingest_into_new(name, uploads_as_zip(folder, Path(tmp) / "folder.zip"))
+        with user_errors("Could not read the folder", message_as_text=True):
+            _add_upload(uploads.FolderUpload(folder))
 
 with tabs[3]:
-    class_builder.render(state, _ingest_into_new)
+    class_builder.render(state, _add_upload)
 
 with tabs[4]:
     st.markdown("Well-known datasets from torchvision (downloaded once to this server; needs internet).")
@@ -134,7 +134,7 @@ with tabs[4]:
             state.select_dataset(ds.root.name)
 
 with tabs[5]:
-    sheet_views.render(state, _ingest_into_new)
+    sheet_views.render(state, _add_upload)
 
 entries = catalog.list()
 shared = classroom.shared_catalog().list()  # the teacher's, for the whole class: read-only here

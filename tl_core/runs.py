@@ -569,3 +569,18 @@ def unique_labels(runs: Sequence[Run]) -> dict[str, str]:
     for label in labels.values():
         taken[label] = taken.get(label, 0) + 1
     return {run_id: (f"{label} [{run_id}]" if taken[label] > 1 else label) for run_id, label in labels.items()}
+
+
+# ------------------------------------------------------------- the draft of the next run
+DRAFT_FILE = "choices.json"  # below a workspace: the app's choices for its next run
+
+
+def save_draft(workspace: Workspace, draft: dict[str, Any]) -> None:
+    """Keep the app's draft of the next run (``RunConfig.to_dict()``) in ``workspace``, so that it
+    survives a refresh; whole or not at all (a full disk raises ``DiskFull``, an ``OSError``)."""
+    atomic.write_json(workspace.root / DRAFT_FILE, draft)
+
+
+def read_draft(workspace: Workspace) -> Any:
+    """The draft ``save_draft`` kept, as read (None when there is none or it is damaged)."""
+    return atomic.read_json(workspace.root / DRAFT_FILE)

@@ -284,21 +284,8 @@ def pictured_rows(labels: Sequence[Any], limit: int, seed: int = 0) -> list[int]
 @heavy_task()  # under the cache: a cache miss only takes one of the server's bounded heavy-task slots
 def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tuple[str, ...]) -> np.ndarray:
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
-    (the same backbone with its ImageNet weights)."""
-    from tl_core.model.preprocess import decode
-    from tl_core.model.registry import build_model, get_backbone
-
-    run = Run(Path(run_dir))
-    cfg = run.config
-    if which == "after":
-        from tl_core.model.loading import load_model  # here: it imports torch
-
-        model = load_model(run, "best")
-    else:
-        model = build_model(cfg.model.backbone, max(len(run.classes), 2), cfg.model.head, pretrained=True)
-    preprocess = get_backbone(cfg.model.backbone).preprocess
-    images = decode([Path(root) / p for p in paths], preprocess)
-    return analysis.image_features(model, images, preprocess)
+    (the same backbone with its ImageNet weights); ``analysis.backbone_features``."""
+    return analysis.backbone_features(Run(Path(run_dir)), which, root, paths)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -308,13 +295,7 @@ def map_coords(features: np.ndarray, method: str) -> np.ndarray:
 
 
 def body_was_frozen(run: Run) -> bool:
-    from tl_core.model.freeze import body_frozen_throughout
-
-    from .models import skeleton_model
-
-    cfg = run.config
-    model_groups = list(skeleton_model(cfg.model.backbone, cfg.model.head, max(len(run.classes), 2)).group_names)
-    return body_frozen_throughout(cfg.freeze, model_groups, cfg.train.epochs)
+    return analysis.body_was_frozen(run)
 
 
 def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:

@@ -17,6 +17,7 @@ from tl_core import limits
 from tl_core.data import Dataset
 from tl_core.data.safety import ImageRefused, checked_image, file_too_big, upload_limits
 from tl_core.data.snapshots import IMAGE_SUFFIXES, Snapshot, SnapshotTray
+from tl_core.data.uploads import ImagesUpload
 from tl_core.errors import LimitReached
 from tl_core.markup import escape_markdown
 from tl_core.settings import load_settings
@@ -26,7 +27,7 @@ from .state import AppState
 from .widgets import thumbnails
 
 RECENT = 8  # thumbnails shown per class
-IngestFn = Callable[..., None]  # _ingest_into_new(name, uploads, on_ingested=...)
+AddFn = Callable[..., None]  # the Data page's _add_upload(upload, name=..., on_ingested=...)
 
 
 def class_names(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def class_names(text: str) -> list[str]:
     return names
 
 
-def render(state: AppState, ingest_into_new: IngestFn) -> None:
+def render(state: AppState, add_upload: AddFn) -> None:
     tray = SnapshotTray(state.workspace)
     st.markdown("Name your classes, then give each one images: upload files, or take webcam photos. "
                 "Each image is kept the moment it arrives (a refresh keeps them too). 10 or more per "
@@ -79,7 +80,7 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
 
         with user_errors("Could not create the dataset"):
             name = "webcam" if use_camera else "my-classes"
-            ingest_into_new(name, tray.as_uploads(snapshots), on_ingested=took)
+            add_upload(ImagesUpload(tray.as_uploads(snapshots)), name=name, on_ingested=took)
             st.rerun()
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
-from PIL import Image
 
 from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
+from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
-from tl_core.model.registry import build_model, list_backbones
+from tl_core.model.registry import list_backbones
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
 
 from .render_cache import dataset_key, shared_figure
@@ -33,12 +32,9 @@ def backbone_table() -> pd.DataFrame:
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
 def skeleton_model(backbone: str, head: HeadConfig, num_classes: int):
-    """An untrained model, only to count parameters per group. Read-only: never trained. Built on
-    the meta device: shapes without memory, so even VGG16 with a Flatten head appears at once."""
-    import torch
-
-    with torch.device("meta"):
-        return build_model(backbone, num_classes, head, pretrained=False)
+    """An untrained model, only to count parameters per group (``loading.skeleton_model``, on the
+    meta device), kept once per server for each shape. Read-only: never trained."""
+    return loading.skeleton_model(backbone, num_classes, head)
 
 
 def backbones_with_weights() -> list[str]:
@@ -120,8 +116,9 @@ def augment_preview(dataset_dir: str, preset: str, backbone: str, images: int = 
                     views: int = 4, seed: int = 0, width: int = 110) -> list[bytes]:
     """``views`` augmented versions of the first image of ``images`` classes, as JPEGs ``width``
     pixels wide, ready for ``st.image(..., width=width)`` (row-major: one row per image). The same
-    decoding and augmentation as training. Cached by the dataset's content (``render_cache.dataset_key``):
-    every student's copy of the same sample shares one preview in the server."""
+    decoding and augmentation as training (``tl_core.model.preprocess.augment_preview``). Cached by
+    the dataset's content (``render_cache.dataset_key``): every student's copy of the same sample
+    shares one preview in the server."""
     from tl_core.data import Dataset
 
     ds = Dataset.load(dataset_dir)
@@ -131,26 +128,4 @@ def augment_preview(dataset_dir: str, preset: str, backbone: str, images: int = 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _augment_preview(content: str, preset: str, backbone: str, images: int, views: int, seed: int, width: int,
                      _ds) -> list[bytes]:
-    import torch
-
-    from tl_core.model.preprocess import decode, train_view
-    from tl_core.model.registry import get_backbone
-
-    preprocess = get_backbone(backbone).preprocess
-    picked = [_ds.path_of(records[0]) for records in _ds.examples(1, max_classes=images).values()]
-    view = train_view(preprocess, preset)
-    torch.manual_seed(seed)
-    out = []
-    for square in decode(picked, preprocess):
-        batch = view(square.unsqueeze(0).repeat(views, 1, 1, 1))
-        for image in batch:
-            # encoded once here, at the width shown: given arrays, st.image encodes and resizes
-            # each of them again on every rerun of the page
-            picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-            if picture.width > width:
-                picture = picture.resize((width, round(picture.height * width / picture.width)),
-                                         Image.Resampling.BILINEAR)
-            buffer = io.BytesIO()
-            picture.save(buffer, format="JPEG", quality=90)
-            out.append(buffer.getvalue())
-    return out
+    return preprocess.augment_preview(_ds, preset, backbone, images=images, views=views, seed=seed, width=width)

@@ -1,17 +1,17 @@
 """The Runs page's project box: download the workspace as one project zip (built on click, with a
 progress bar, in one of the server's heavy-task slots) and open a project made on another TL Studio.
-The engine does the work and the checks (``tl_core.export.project``); names from an archive are the user's:
+The engine does the work and the checks (``tl_core.export.project``, the bytes in and out:
+``tl_core.export.project_upload``); names from an archive are the user's:
 shown as text only."""
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import streamlit as st
 
-from tl_core.export.project import ProjectSummary, export_project, import_project
+from tl_core.export.project import ProjectSummary
+from tl_core.export.project_upload import open_project_upload, project_zip_bytes
 
 from .feedback import user_errors
 from .heavy import heavy_work
@@ -47,11 +47,8 @@ def render(state: AppState) -> None:
 def _download(state: AppState) -> None:
     if not st.button("Download project", key="project_build", icon=":material/download:"):
         return
-    with user_errors("Could not pack the project", message_as_text=True), \
-            tempfile.TemporaryDirectory() as tmp, heavy_work():
-        path = Path(tmp) / "project.zip"
-        summary = export_project(state.workspace, path, progress=_progress_bar("Packing the project…"))
-        data = path.read_bytes()
+    with user_errors("Could not pack the project", message_as_text=True), heavy_work():
+        data, summary = project_zip_bytes(state.workspace, progress=_progress_bar("Packing the project…"))
         st.download_button(f"Save the project ({len(data) / 1024**2:,.1f} MB)", data, key="project_download",
                            file_name=time.strftime("tl-studio-project-%Y%m%d-%H%M.zip"), mime="application/zip",
                            on_click="ignore", type="primary", icon=":material/save:")
@@ -62,11 +59,9 @@ def _open(state: AppState) -> None:
     upload = st.file_uploader("Open a project (.zip made by Download project)", type="zip", key="project_upload")
     if upload is None or not st.button("Open this project", key="project_open", icon=":material/upload:"):
         return
-    with user_errors("Could not open the project", message_as_text=True), tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "project.zip"
-        path.write_bytes(upload.getvalue())
-        summary = import_project(path, state.workspace, progress=_progress_bar("Checking the project…"),
-                                 name=upload.name)
+    with user_errors("Could not open the project", message_as_text=True):
+        summary = open_project_upload(upload.getvalue(), state.workspace, name=upload.name,
+                                      progress=_progress_bar("Checking the project…"))
         st.success(f"Opened the project: {len(summary.datasets)} dataset(s) and {len(summary.runs)} run(s) "
                    "added.", icon=":material/check_circle:")
         st.text(_summary_text(summary))

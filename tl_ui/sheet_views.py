@@ -8,32 +8,26 @@ selectbox options, never through Markdown.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import pandas as pd
 import streamlit as st
 
 from tl_core.data import Dataset, HealthReport, uploads
 from tl_core.data.ingest import SheetSource, read_sheet_source
-from tl_core.data.safety import safe_component
-from tl_core.data.sheets import SHEET_EXTENSIONS, SheetMapping, check_mapping, is_sheet, resolve
-from tl_core.errors import DataError
+from tl_core.data.sheets import SHEET_EXTENSIONS, SheetMapping, check_mapping, resolve
 
 from .feedback import user_errors
 from .state import AppState
-from .widgets import uploads_as_zip
 
-IngestFn = Callable[..., None]  # the page's _ingest_into_new(name, source, **ingest options)
+AddFn = Callable[..., None]  # the Data page's _add_upload(upload)
 NONE = "(none)"
 PREVIEW_ROWS = 10
-STAGED_DIR = "sheet-upload"  # below the session's cache: the uploaded files the mapper reads
 _SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 
-def render(state: AppState, ingest_into_new: IngestFn) -> None:
+def render(state: AppState, add_upload: AddFn) -> None:
     """The Spreadsheet tab: upload, map the columns, see what resolves, add the dataset."""
     st.markdown("A spreadsheet (CSV or Excel) with a row per image: the image's path or file name, its "
                 "label, and if you have them a **group** (a patient, a site, an animal: all its images then "
@@ -48,7 +42,9 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
         st.caption("Nothing uploaded yet.")
         return
     with user_errors("Could not use the spreadsheet", message_as_text=True):
-        images, sheet_file, name = _staged(files, state.workspace.cache_dir)
+        # staged once per set of files (below the session's cache): the mapper's reruns do not write again
+        staged = uploads.stage_sheet_upload(files, state.workspace.cache_dir)
+        images, sheet_file = staged.images, staged.sheet_file
         source = read_sheet_source(images, sheet_file, uploads.upload_limits())
         detected = bool(source.table.attrs.get("header", True))  # told from the first row's names
         header = st.checkbox("The first row names the columns", value=detected,
@@ -76,54 +72,7 @@ def render(state: AppState, ingest_into_new: IngestFn) -> None:
             st.info("Add the images: a zip of them, or the image files, together with the spreadsheet.")
         if st.button(f"Add the {len(resolved.rows)} images it lists", key="add_sheet", type="primary",
                      disabled=not resolved.rows, help="Imports the images the rows name, as a new dataset"):
-            ingest_into_new(name, images, sheet=mapping, sheet_file=sheet_file)
-
-
-def _staged(files: list, cache_dir: Path) -> tuple[Path, Path | None, str]:
-    """``_stage`` once per set of uploaded files, below the session's cache: every choice in the
-    mapper reruns the tab, and writing a zip of hundreds of MB to disk on each was the rerun's cost.
-    A new set replaces the one before (one per session); a failed write leaves no partial folder."""
-    key = hashlib.sha256("\n".join(f"{f.file_id}|{f.name}" for f in files).encode()).hexdigest()[:16]
-    root = cache_dir / STAGED_DIR
-    folder = root / key
-    if not folder.is_dir():
-        for old in root.glob("*"):
-            shutil.rmtree(old, ignore_errors=True)
-        partial = root / f"{key}.partial"
-        partial.mkdir(parents=True)
-        try:
-            _stage(files, partial)
-            partial.rename(folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-    return _stage(files, folder, write=False)
-
-
-def _stage(files: list, folder: Path, *, write: bool = True) -> tuple[Path, Path | None, str]:
-    """(a zip or folder of the images, the sheet when it came apart from them, a dataset name) for
-    the uploaded files, written into ``folder`` (with ``write=False``: where they were written);
-    the zip holds the image files when they were uploaded one by one."""
-    sheets = [f for f in files if is_sheet(f.name)]
-    zips = [f for f in files if PurePosixPath(f.name).suffix.lower() == ".zip"]
-    images = [f for f in files if f not in sheets and f not in zips]
-    if len(sheets) > 1 or len(zips) > 1:
-        raise DataError("Upload one spreadsheet and one zip at a time (or the image files): "
-                        f"{len(sheets)} spreadsheets and {len(zips)} zips were given.")
-    if zips and images:
-        raise DataError("Upload the images either as one zip or as image files, not both.")
-    archive = folder / "images.zip"
-    if write and zips:
-        archive.write_bytes(zips[0].getvalue())
-    elif write:
-        uploads_as_zip(images, archive)  # an empty zip when only the sheet came
-    sheet_file = None
-    if sheets:
-        sheet_file = folder / safe_component(PurePosixPath(sheets[0].name).name)
-        if write:
-            sheet_file.write_bytes(sheets[0].getvalue())
-    named = sheets[0] if sheets else zips[0] if zips else images[0]
-    return archive, sheet_file, PurePosixPath(named.name).stem[:60] or "spreadsheet"
+            add_upload(uploads.SheetUpload(staged, mapping))
 
 
 def _mapper(source: SheetSource) -> SheetMapping | None:

@@ -19,12 +19,12 @@ from typing import Any
 
 import streamlit as st
 
-from tl_core import atomic, limits
+from tl_core import limits
 from tl_core.classroom import cleanup
 from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, RunConfig
 from tl_core.errors import TLError
-from tl_core.runs import Run, RunStore
+from tl_core.runs import DRAFT_FILE, Run, RunStore, read_draft, save_draft
 from tl_core.workspace import Workspace, is_safe_id
 
 from .feedback import end_page
@@ -94,7 +94,7 @@ class AppState:
             return None
 
     # -- the draft survives a refresh: kept in the session workspace, not only in memory ----------
-    _CHOICES_FILE = "choices.json"
+    _CHOICES_FILE = DRAFT_FILE
 
     def edit_draft(self, **sections: Any) -> None:
         """Change parts of the draft and save it: a section is replaced by a config object
@@ -115,7 +115,7 @@ class AppState:
         choices = self.choices()
         if choices != self._saved_draft:
             try:
-                atomic.write_json(self.workspace.root / self._CHOICES_FILE, choices)
+                save_draft(self.workspace, choices)
             except OSError:  # a full disk: the draft lives on in the session; the next change tries again
                 return
             self._saved_draft = choices
@@ -123,7 +123,7 @@ class AppState:
     def load_choices(self) -> None:
         """Read the draft back; an old or damaged file leaves the defaults."""
         try:
-            data = atomic.read_json(self.workspace.root / self._CHOICES_FILE)
+            data = read_draft(self.workspace)
             if data:
                 draft = RunConfig.from_dict(_from_flat_choices(data) if "backbone" in data else data)
                 draft.check_choices()

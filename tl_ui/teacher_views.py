@@ -8,18 +8,14 @@ projected screen gives no one a key.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from tl_core import atomic, limits
-from tl_core import data as tl_data
 from tl_core.classroom import teacher as classroom
 from tl_core.data import uploads
-from tl_core.settings import load_settings
 
 from .feedback import user_errors
 from .state import AppState
@@ -179,19 +175,12 @@ def render_sharing(sessions: list[classroom.SessionInfo]) -> None:
     with right:
         archive = st.file_uploader("Or upload a .zip (one folder per class)", type="zip", key="share_upload")
         if archive is not None and st.button("Share this zip", key="share_upload_button"):
-            with user_errors("Could not read the zip", message_as_text=True), tempfile.TemporaryDirectory() as tmp, \
-                    st.spinner("Reading images…"):
-                name = Path(archive.name).stem[:60] or "dataset"
-                path = Path(tmp) / f"{name}.zip"
-                data = archive.getvalue()
+            with user_errors("Could not read the zip", message_as_text=True), st.spinner("Reading images…"):
                 # the same caps as a student's upload (size, image count, free disk): one shared
                 # dataset is decoded once for the whole class, but the disk is the class's too
-                limits.check_upload_size(len(data), 0, load_settings())
-                atomic.write_bytes(path, data)
-                uploads.check_dataset_source(classroom.shared_workspace(), path)
-                tl_data.create_dataset(classroom.new_shared_dir(name),
-                                       lambda dest: tl_data.ingest(path, dest, name=name,
-                                                                   limits=uploads.upload_limits()))
+                uploads.add_uploaded_dataset(uploads.ZipUpload(archive), classroom.shared_workspace(),
+                                             new_dir=classroom.new_shared_dir,
+                                             name=Path(archive.name).stem[:60] or "dataset")
                 st.toast("Shared with the class.")
     shared = classroom.shared_catalog().list()
     if shared:

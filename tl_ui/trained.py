@@ -1,8 +1,9 @@
 """Trained runs for the Results, Predict and Export pages: picking one, and cached Grad-CAM.
 
 Cache keys hold the run folder and the best checkpoint's modification time, so a re-trained
-run never shows stale pictures. Trained models are loaded inside ``st.cache_data`` functions
-and only their *outputs* (arrays, labels) are cached: a model a user trains is never kept in
+run never shows stale pictures. Trained models are loaded by the engine
+(``tl_core.evaluation.explain``) inside ``st.cache_data`` functions and only their *outputs*
+(arrays, labels) are cached: a model a user trains is never kept in
 ``st.cache_resource`` (it would be shared by every session).
 """
 
@@ -70,11 +71,9 @@ def pick_trained_run(state: AppState, key: str, label: str = "Trained run") -> R
 @st.cache_data(max_entries=32, show_spinner=False)
 def stage_choices(run_dir: str, stamp: float) -> list[tuple[str, str]]:
     """(module name, label) of the stages Grad-CAM can explain, input to output."""
-    from tl_core.evaluation.explain import list_stages
-    from tl_core.model.loading import load_model  # here: it imports torch
+    from tl_core.evaluation.explain import run_stages  # here: it imports torch
 
-    model = load_model(Run(Path(run_dir)), "best")
-    return [(stage.name, stage.label) for stage in list_stages(model)]
+    return [(stage.name, stage.label) for stage in run_stages(Run(Path(run_dir)))]
 
 
 CAM_CHUNK = 6  # images per Grad-CAM call: one model load serves them, the progress bar moves between
@@ -86,26 +85,11 @@ def gradcam_overlays(run_dir: str, stamp: float, images: tuple[str | bytes, ...]
                      targets: tuple[int | None, ...]) -> list[tuple[np.ndarray, str] | str]:
     """Grad-CAM overlays of a few images (file paths or upload bytes), one model load for all: per
     image the RGB overlay and the label of the class it explains (``targets``: None = predicted),
-    or, for an image that could not be explained, the reason as a string."""
-    from tl_core.errors import TLError
-    from tl_core.evaluation.explain import explain_image, overlay
-    from tl_core.model.registry import get_backbone
+    or, for an image that could not be explained, the reason as a string
+    (``tl_core.evaluation.explain.explain_run_images``)."""
+    from tl_core.evaluation.explain import explain_run_images  # here: it imports torch
 
-    run = Run(Path(run_dir))
-    from tl_core.model.loading import load_model  # here: it imports torch
-
-    model = load_model(run, "best")
-    preprocess = get_backbone(run.config.model.backbone).preprocess
-    out: list[tuple[np.ndarray, str] | str] = []
-    for image, target in zip(images, targets, strict=True):
-        source = Path(image) if isinstance(image, str) else image
-        try:
-            result, crop = explain_image(model, source, preprocess, target_class=target, stage=stage)
-        except (TLError, OSError, ValueError) as exc:
-            out.append(f"could not explain this image ({exc})")
-            continue
-        out.append((np.asarray(overlay(crop, result.heatmap)), run.classes[result.target_class]))
-    return out
+    return explain_run_images(Run(Path(run_dir)), images, stage, targets)
 
 
 def gradcam_many(run: Run, images: list[str | bytes], stage: str | None, targets: list[int | None],

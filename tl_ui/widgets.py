@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,6 @@ from tl_core.data.safety import ImageRefused, thumbnail_jpeg
 from tl_core.errors import LimitReached
 
 from .heavy import waiting_notice
-
-
-def uploads_as_zip(files: Sequence, dest: Path) -> Path:
-    """Write a directory upload (names like ``photos/cat/a.jpg``) as one zip at ``dest``.
-
-    The engine's zip ingest then handles it like any archive: class folders, train/val/test
-    folders and unsafe names are treated in one place.
-    """
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_STORED) as archive:
-        for file in files:
-            archive.writestr(file.name, file.getvalue())
-    return dest
 
 
 def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str, *,

@@ -94,7 +94,7 @@ def test_mapper_adds_the_sheet_and_the_group_leak_is_fixed(app, monkeypatch):
 def test_reruns_of_the_mapper_reuse_the_staged_upload(app, monkeypatch, session_workspace):
     """Each choice in the mapper reruns the tab: the upload is written to disk once per set of files,
     not once per rerun, and a new set replaces the one before."""
-    from tl_ui.sheet_views import STAGED_DIR
+    from tl_core.data.uploads import STAGED_DIR
 
     _uploads(monkeypatch, [Upload("study.zip", sheet_zip())])
     app.run()

@@ -4,6 +4,9 @@ a decision threshold for two classes, per-class metrics, and a 2-D map of the em
 Predictions are ``EvalResult.predictions`` (a list of dicts), a DataFrame of the same columns, or
 ``predictions.csv`` read back: ``path, true, pred, confidence, loss, probs`` (+ ``true_label``,
 ``pred_label``). ``true``/``pred`` are class indices.
+
+The map's features come from a run's backbone (``backbone_features``: the fine-tuned body, or the
+same backbone with its ImageNet weights); ``body_was_frozen`` says whether the two are the same.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from tl_core.errors import DataError
+
+if TYPE_CHECKING:
+    from tl_core.runs import Run
 
 Predictions = pd.DataFrame | Sequence[dict[str, Any]]
 REQUIRED = ("path", "true", "pred")
@@ -202,3 +209,33 @@ def image_features(model, images_uint8, preprocess, device: str = "cpu", batch_s
     loader = make_loader(images_uint8, list(range(n)), [0] * n, eval_view(preprocess), batch_size, shuffle=False)
     features, _ = extract_features(model.body, loader, Normalizer.for_preprocess(preprocess, device))
     return features.numpy()
+
+
+def backbone_features(run: Run, which: Literal["before", "after"], root: Path | str,
+                      paths: Sequence[str]) -> np.ndarray:
+    """Backbone features [N, D] of the images ``paths`` (relative to ``root``): ``which`` = "after"
+    (the run's body) or "before" (the same backbone with its ImageNet weights)."""
+    from tl_core.model.preprocess import decode
+    from tl_core.model.registry import build_model, get_backbone
+
+    cfg = run.config
+    if which == "after":
+        from tl_core.model.loading import load_model  # here: it imports torch
+
+        model = load_model(run, "best")
+    else:
+        model = build_model(cfg.model.backbone, max(len(run.classes), 2), cfg.model.head, pretrained=True)
+    preprocess = get_backbone(cfg.model.backbone).preprocess
+    images = decode([Path(root) / p for p in paths], preprocess)
+    return image_features(model, images, preprocess)
+
+
+def body_was_frozen(run: Run) -> bool:
+    """Whether the run's backbone stayed frozen through all its epochs (a feature extractor): its
+    features are then the ImageNet ones, before and after, and one map shows both."""
+    from tl_core.model.freeze import body_frozen_throughout
+    from tl_core.model.loading import skeleton_model
+
+    cfg = run.config
+    model_groups = list(skeleton_model(cfg.model.backbone, max(len(run.classes), 2), cfg.model.head).group_names)
+    return body_frozen_throughout(cfg.freeze, model_groups, cfg.train.epochs)

@@ -8,14 +8,18 @@ same ``reshape_transform`` that pytorch-grad-cam uses for ViTs.
 Written here with forward hooks (about 100 lines) rather than taken from ``pytorch-grad-cam``:
 that package pulls in OpenCV and matplotlib for what is a few tensor operations, and we need the
 stage list (for the UI's picker) from our own layer groups anyway.
+
+For a trained run, ``run_stages`` lists what its best checkpoint's model can explain and
+``explain_run_images`` explains a few images with one model load (the pages' Grad-CAM).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -24,6 +28,9 @@ from PIL import Image
 from torch import nn
 
 from tl_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tl_core.runs import Run
 
 _MAX_EXTRA_TOKENS = 8  # class/distillation/register tokens ahead of the patch tokens
 
@@ -284,3 +291,34 @@ def explain_image(model: nn.Module, image: Image.Image | Path | str | bytes, pre
     x, crop = model_view(image, preprocess)
     device = next(model.parameters()).device
     return explain(model, x.to(device), target_class, stage), crop
+
+
+def run_stages(run: Run) -> list[Stage]:
+    """The stages Grad-CAM can explain in a run's best model, input to output."""
+    from tl_core.model.loading import load_model
+
+    return list_stages(load_model(run, "best"))
+
+
+def explain_run_images(run: Run, images: Sequence[str | bytes], stage: str | None,
+                       targets: Sequence[int | None]) -> list[tuple[np.ndarray, str] | str]:
+    """Grad-CAM overlays of a few images (file paths or upload bytes) by a run's best model, one
+    model load for all: per image the RGB overlay and the label of the class it explains
+    (``targets``: None = predicted), or, for an image that could not be explained, the reason as a
+    string."""
+    from tl_core.errors import TLError
+    from tl_core.model.loading import load_model
+    from tl_core.model.registry import get_backbone
+
+    model = load_model(run, "best")
+    preprocess = get_backbone(run.config.model.backbone).preprocess
+    out: list[tuple[np.ndarray, str] | str] = []
+    for image, target in zip(images, targets, strict=True):
+        source = Path(image) if isinstance(image, str) else image
+        try:
+            result, crop = explain_image(model, source, preprocess, target_class=target, stage=stage)
+        except (TLError, OSError, ValueError) as exc:
+            out.append(f"could not explain this image ({exc})")
+            continue
+        out.append((np.asarray(overlay(crop, result.heatmap)), run.classes[result.target_class]))
+    return out

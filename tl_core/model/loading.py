@@ -1,4 +1,4 @@
-"""A trained run's model, back from its checkpoint."""
+"""A trained run's model, back from its checkpoint; and a model's skeleton, for its shapes only."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from tl_core.runs import Run
 
 if TYPE_CHECKING:
     import torch
+
+    from tl_core.config import HeadConfig
 
 
 def load_model(run: Run, kind: str = "best", map_location: str | torch.device = "cpu"):
@@ -23,3 +25,12 @@ def load_model(run: Run, kind: str = "best", map_location: str | torch.device = 
         raise run.damaged_checkpoint(kind, exc) from exc
     model.pretrained = cfg.model.pretrained
     return model.eval()
+
+
+def skeleton_model(backbone: str, num_classes: int, head: HeadConfig):
+    """An untrained model, only to count parameters per group. Read-only: never trained. Built on
+    the meta device: shapes without memory, so even VGG16 with a Flatten head appears at once."""
+    import torch
+
+    with torch.device("meta"):
+        return build_model(backbone, num_classes, head, pretrained=False)

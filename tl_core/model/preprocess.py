@@ -4,7 +4,8 @@
    ``preprocess.resize_size``, as uint8 [N, 3, S, S]. The pixels come from ``tl_core.data``'s
    decoder, cached on disk for a dataset.
 2. **View** (``eval_view``, ``train_view``): uint8 [B, 3, S, S] -> uint8 [B, 3, crop, crop]; the
-   centre crop at evaluation, a random augmentation preset in training.
+   centre crop at evaluation, a random augmentation preset in training (``augment_preview``: a
+   few images through it, as the Train page shows them).
 3. **Normalise** (``Normalizer``, ``normalize``): float, ``(x / 255 - mean) / std`` on the device.
 
 ``model_inputs`` is steps 2 and 3 for evaluation: training's validation, prediction, Grad-CAM,
@@ -81,6 +82,34 @@ def train_view(preprocess: Preprocess, augment: str) -> View:
     from tl_core.data.augment import make_augment
 
     return make_augment(augment, preprocess.crop_size)
+
+
+def augment_preview(dataset: Dataset, augment: str, backbone: str, *, images: int = 4, views: int = 4,
+                    seed: int = 0, width: int = 110) -> list[bytes]:
+    """``views`` augmented versions of the first image of ``images`` classes of ``dataset``, as
+    JPEGs ``width`` pixels wide (row-major: one row per image): what the augmentation preset
+    ``augment`` makes of them for ``backbone``. The same decoding and augmentation as training;
+    the random draws are seeded (``seed``), so a preview is the same every time."""
+    from tl_core.model.registry import get_backbone
+
+    preprocess = get_backbone(backbone).preprocess
+    picked = [dataset.path_of(records[0]) for records in dataset.examples(1, max_classes=images).values()]
+    view = train_view(preprocess, augment)
+    torch.manual_seed(seed)
+    out = []
+    for square in decode(picked, preprocess):
+        batch = view(square.unsqueeze(0).repeat(views, 1, 1, 1))
+        for image in batch:
+            # encoded once here, at the width shown: given arrays, st.image encodes and resizes
+            # each of them again on every rerun of the page
+            picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+            if picture.width > width:
+                picture = picture.resize((width, round(picture.height * width / picture.width)),
+                                         Image.Resampling.BILINEAR)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=90)
+            out.append(buffer.getvalue())
+    return out
 
 
 # -- 3. normalise ------------------------------------------------------------------------------
