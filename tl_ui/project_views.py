@@ -1,6 +1,6 @@
 """The Runs page's project box: download the workspace as one project zip (built on click, with a
 progress bar, in one of the server's heavy-task slots) and open a project made on another TL Studio.
-The engine does the work and the checks (``tl_core.export.project``); names from an archive are the user's:
+The engine does the work and the checks (``tl_core.export.project``, ``project_import``); names from an archive are the user's:
 shown as text only."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from tl_core.export.project import ProjectSummary, export_project, import_project
+from tl_core.export.project import ProjectSummary, export_project
+from tl_core.export.project_import import import_project
 
 from .feedback import user_errors
 from .heavy import heavy_work
