@@ -11,7 +11,10 @@ import streamlit as st
 
 from tl_core.errors import TLError
 from tl_core.experiments import plan as experiments
-from tl_core.experiments.plan import STRATEGIES, Experiment, ExperimentStore, StrategyOptions
+from tl_core.experiments.report import explain
+from tl_core.experiments.store import KINDS, Experiment, ExperimentStore
+from tl_core.experiments.strategies import DEFAULT_STRATEGIES, STRATEGIES, StrategyOptions
+from tl_core.experiments.table import experiment_table
 from tl_core.model.registry import body_group_names
 from tl_core.runs import ACTIVE_STATES, RunStore
 from tl_ui.charts import comparison_figure, curves_for, sweep_figure
@@ -28,7 +31,7 @@ def strategy_form(state: AppState) -> None:
     """The experiment's kind, then its choices (strategies with their one-line explanations, N for
     the top-N ones, shares of the images, discriminative learning rates), a name, and one button
     (disabled without a dataset) that queues the experiment and makes it current."""
-    kind = st.radio("Experiment", list(experiments.KINDS), format_func=experiments.KINDS.get, horizontal=True,
+    kind = st.radio("Experiment", list(KINDS), format_func=KINDS.get, horizontal=True,
                     key="experiment_kind")
     dataset_dir = state.dataset_dir()
     base = state.draft
@@ -60,7 +63,7 @@ def strategy_form(state: AppState) -> None:
         sweep = kind == "data_size"
         keys = st.multiselect("Strategies", list(STRATEGIES), format_func=lambda k: STRATEGIES[k].label_for(options),
                               default=list(experiments.DEFAULT_SWEEP_STRATEGIES if sweep else
-                                           experiments.DEFAULT_STRATEGIES),
+                                           DEFAULT_STRATEGIES),
                               key="sweep_strategies" if sweep else "strategies")
         if sweep:
             fractions = st.multiselect("Shares of each class's training images", list(experiments.DATA_FRACTIONS),
@@ -136,7 +139,7 @@ def experiment_view(state: AppState, experiment: Experiment) -> None:
 
     @st.fragment(run_every=2.0 if active else None)
     def live(was_active: bool) -> None:
-        table = experiments.experiment_table(state.workspace, experiment)
+        table = experiment_table(state.workspace, experiment)
         if was_active and not table["state"].isin(ACTIVE_STATES).any():
             st.rerun()  # the last member ended: redraw once, with no timer
         st.subheader("Experiment")
@@ -166,7 +169,7 @@ def experiment_view(state: AppState, experiment: Experiment) -> None:
         st.caption("Best val acc: the highest validation accuracy of any epoch. Images/s: the backbone's "
                    "feature extraction for frozen members (empty when their features came from the shared "
                    "store), else the median over training steps.")
-        sentences = experiments.explain(table, experiment.kind)
+        sentences = explain(table, experiment.kind)
         if sentences:
             st.subheader("What this shows")
             st.markdown("\n".join(f"- {s}" for s in sentences))  # our sentences: labels and numbers only

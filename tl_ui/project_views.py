@@ -1,6 +1,6 @@
 """The Runs page's project box: download the workspace as one project zip (built on click, with a
 progress bar, in one of the server's heavy-task slots) and open a project made on another TL Studio.
-The engine does the work and the checks (``tl_core.export.project``, the bytes in and out:
+The engine does the work and the checks (``tl_core.export.project``, ``project_import``; the bytes in and out:
 ``tl_core.export.project_upload``); names from an archive are the user's:
 shown as text only."""
 

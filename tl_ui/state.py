@@ -42,7 +42,7 @@ class AppState:
     session_id: str
     dataset_id: str | None = None
     run_id: str | None = None
-    experiment_id: str | None = None  # the Compare page's experiment (tl_core.experiments.plan)
+    experiment_id: str | None = None  # the Compare page's experiment (tl_core.experiments.store)
     # The choices carried from page to page until a run is started: the data, model, freeze and train
     # settings of the next run (its data.source is filled in at the start). Change it with edit_draft().
     draft: RunConfig = field(default_factory=default_draft)

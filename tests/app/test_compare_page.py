@@ -48,7 +48,7 @@ def test_without_a_dataset_compare_is_disabled(app):
 
 def test_compare_starts_one_run_per_strategy_with_its_config(app, tiny_dataset, session_workspace, no_workers,
                                                              short_draft):
-    from tl_core.experiments.plan import ExperimentStore
+    from tl_core.experiments.store import ExperimentStore
     from tl_core.runs import RunStore
 
     app.query_params["dataset"] = tiny_dataset
@@ -115,7 +115,7 @@ def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
 
 def test_the_data_size_sweep_starts_one_run_per_strategy_and_share(app, tiny_dataset, session_workspace, no_workers,
                                                                    short_draft):
-    from tl_core.experiments.plan import ExperimentStore
+    from tl_core.experiments.store import ExperimentStore
     from tl_core.runs import RunStore
 
     app.query_params["dataset"] = tiny_dataset
@@ -161,7 +161,7 @@ def test_the_sweep_view_draws_accuracy_against_images_per_class(app, tiny_datase
 
 def test_freeze_depth_starts_one_run_per_number_of_frozen_groups(app, tiny_dataset, session_workspace, no_workers,
                                                                   short_draft):
-    from tl_core.experiments.plan import ExperimentStore
+    from tl_core.experiments.store import ExperimentStore
     from tl_core.model.registry import body_group_names
     from tl_core.runs import RunStore
 

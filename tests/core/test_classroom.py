@@ -18,6 +18,7 @@ from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, Train
 from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import ConfigError, DataError, DiskFull
 from tl_core.jobs import launch as jobs
+from tl_core.jobs import queue as job_queue
 from tl_core.runs import RunStore
 from tl_core.settings import Settings
 
@@ -132,7 +133,7 @@ def sleepers():
 def test_move_to_front_puts_a_waiting_job_first(home, sleepers):
     root = jobs.jobs_root(home)
     for n, name in enumerate(("r1", "r2", "r3"), start=1):
-        jobs._write_ticket(root / "queue" / f"{1000 + n:020d}-{name}.json",
+        job_queue.write_ticket(root / "queue" / f"{1000 + n:020d}-{name}.json",
                            home / "sessions" / "ada" / "runs" / name, sleepers(), time.time())
     assert [t.run_id for t in jobs.waiting_tickets(root)] == ["r1", "r2", "r3"]
 
@@ -151,14 +152,14 @@ def test_a_worker_finds_its_ticket_after_move_to_front(home, workspace, tmp_path
     session = workspace.for_session("ada")
     run = RunStore(session).create(_config(DatasetCatalog(session).path(_dataset(session, tmp_path))))
     root = jobs.jobs_root(home)
-    jobs._write_ticket(root / "queue" / f"{1:020d}-other.json", tmp_path / "other", sleepers(), time.time())
+    job_queue.write_ticket(root / "queue" / f"{1:020d}-other.json", tmp_path / "other", sleepers(), time.time())
     mine = root / "queue" / f"{2:020d}-{run.id}.json"
-    jobs._write_ticket(mine, run.dir, os.getpid(), time.time())
+    job_queue.write_ticket(mine, run.dir, os.getpid(), time.time())
 
     assert classroom.move_to_front(run.id, home)
     assert not mine.exists()
     got = []
-    waiter = threading.Thread(target=lambda: got.append(jobs.wait_for_slot(run, mine, slots=1, poll_s=0.01)),
+    waiter = threading.Thread(target=lambda: got.append(job_queue.wait_for_slot(run, mine, slots=1, poll_s=0.01)),
                               daemon=True)
     waiter.start()
     waiter.join(timeout=20)

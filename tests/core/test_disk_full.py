@@ -285,7 +285,7 @@ def test_creating_a_run_on_a_full_disk_leaves_no_folder(workspace, disk):
 def test_start_rolls_back_when_the_launch_fails_after_the_worker_started(workspace, monkeypatch, tmp_path):
     home = tmp_path / "server"
     writes = []
-    real_write_ticket = jobs._write_ticket
+    real_write_ticket = jobs.write_ticket
 
     def ticket_fails_the_second_time(path, run_dir, pid, created):
         writes.append(pid)
@@ -293,7 +293,7 @@ def test_start_rolls_back_when_the_launch_fails_after_the_worker_started(workspa
             raise atomic.disk_full(_enospc())
         real_write_ticket(path, run_dir, pid, created)
 
-    monkeypatch.setattr(jobs, "_write_ticket", ticket_fails_the_second_time)
+    monkeypatch.setattr(jobs, "write_ticket", ticket_fails_the_second_time)
     with pytest.raises(DiskFull, match="disk is full"):
         jobs.start_job(workspace, make_config(), home=home)
     assert writes[1] is not None and not jobs.process_alive(writes[1])  # the worker was ended
@@ -309,7 +309,7 @@ def test_resume_on_a_full_disk_puts_the_run_back_as_it_was(workspace, monkeypatc
     run = RunStore(workspace).create(make_config())
     run.mark_cancelled()
     writes = []
-    real_write_ticket = jobs._write_ticket
+    real_write_ticket = jobs.write_ticket
 
     def ticket_fails_the_second_time(path, run_dir, pid, created):
         writes.append(pid)
@@ -317,7 +317,7 @@ def test_resume_on_a_full_disk_puts_the_run_back_as_it_was(workspace, monkeypatc
             raise atomic.disk_full(_enospc())
         real_write_ticket(path, run_dir, pid, created)
 
-    monkeypatch.setattr(jobs, "_write_ticket", ticket_fails_the_second_time)
+    monkeypatch.setattr(jobs, "write_ticket", ticket_fails_the_second_time)
     with pytest.raises(DiskFull, match="disk is full"):
         jobs.resume_job(workspace, run, home=home)
     assert writes[1] is not None and not jobs.process_alive(writes[1])  # the worker was ended

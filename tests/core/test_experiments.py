@@ -13,16 +13,12 @@ import torch
 
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError, ExperimentNotFound
-from tl_core.experiments.plan import (
-    STRATEGIES,
-    TABLE_COLUMNS,
-    ExperimentStore,
-    StrategyOptions,
-    experiment_table,
-    explain,
-    plan_strategies,
-    start_experiment,
-)
+from tl_core.experiments.columns import TABLE_COLUMNS
+from tl_core.experiments.plan import plan_strategies, start_experiment
+from tl_core.experiments.report import explain
+from tl_core.experiments.store import ExperimentStore
+from tl_core.experiments.strategies import STRATEGIES, StrategyOptions
+from tl_core.experiments.table import experiment_table
 from tl_core.runs import RunStore
 
 torch.set_num_threads(2)
@@ -63,7 +59,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 def test_engine_module_has_no_streamlit():
     import subprocess
 
-    code = "import sys, tl_core.experiments.plan; print('streamlit' in sys.modules)"
+    code = ("import sys, tl_core.experiments.plan, tl_core.experiments.report, tl_core.experiments.store, "
+            "tl_core.experiments.strategies, tl_core.experiments.table, tl_core.experiments.columns; print('streamlit' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 
@@ -354,7 +351,7 @@ def test_freeze_depth_members_go_from_full_fine_tune_to_probe(tmp_path):
 
 
 def test_sweep_explanations_follow_the_numbers():
-    from tl_core.experiments.plan import explain
+    from tl_core.experiments.report import explain
 
     def row(key, series, acc, per_class=None, x=None):
         return {"strategy": key, "state": "finished", "final val acc": acc, "best val acc": acc, "best epoch": 1,

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import wait_for
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.jobs import launch as jobs
+from tl_core.jobs import queue as job_queue
 from tl_core.runs import RunStore
 
 FINAL = ("finished", "failed", "cancelled")
@@ -104,7 +105,7 @@ def test_queue_is_first_in_first_out_and_cancel_leaves_it(workspace, home, small
 def test_a_ticket_of_a_dead_worker_does_not_block_the_queue(home, tmp_path):
     root = jobs.jobs_root(home)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    jobs._write_ticket(root / "queue" / "0001-dead.json", tmp_path / "dead", sleeper.pid, time.time())
+    job_queue.write_ticket(root / "queue" / "0001-dead.json", tmp_path / "dead", sleeper.pid, time.time())
     assert len(jobs.waiting_tickets(root)) == 1
     sleeper.kill()
     sleeper.wait()

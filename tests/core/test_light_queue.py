@@ -12,6 +12,7 @@ import pytest
 
 from tl_core.config import DataConfig, RunConfig
 from tl_core.jobs import launch as jobs
+from tl_core.jobs import queue as job_queue
 from tl_core.jobs import worker
 from tl_core.runs import RunStore
 
@@ -46,7 +47,7 @@ def test_max_jobs_reads_the_variable_then_the_visible_gpus(monkeypatch):
 def test_a_waiting_worker_stays_small_and_leaves_when_cancelled(workspace, tmp_path, monkeypatch):
     monkeypatch.setenv(jobs.ENV_MAX_JOBS, "1")
     root = jobs.jobs_root(workspace.root)
-    held = jobs._try_slot(root, 1, tmp_path)  # another job trains: the new one must wait
+    held = job_queue._try_slot(root, 1, tmp_path)  # another job trains: the new one must wait
     assert held is not None
     try:
         run = RunStore(workspace).create(RunConfig(data=DataConfig(source=str(tmp_path))))

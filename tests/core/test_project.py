@@ -14,7 +14,7 @@ import torch
 
 from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError, DiskFull, LimitReached
-from tl_core.export import project
+from tl_core.export import project, project_import
 from tl_core.model.loading import load_model
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
@@ -73,7 +73,7 @@ def test_round_trip_into_a_fresh_workspace(source, archive, tmp_path):
 
     fresh = Workspace(tmp_path / "elsewhere")
     done = []
-    summary = project.import_project(archive, fresh, progress=lambda d, t, m: done.append((d, t)))
+    summary = project_import.import_project(archive, fresh, progress=lambda d, t, m: done.append((d, t)))
     assert done and done[-1][0] == done[-1][1]
     assert listed(fresh) == listed(source)
     [run], [old_run] = RunStore(fresh).list(), RunStore(source).list()
@@ -84,7 +84,7 @@ def test_round_trip_into_a_fresh_workspace(source, archive, tmp_path):
     assert [item.name for item in summary.runs] == [old_run.display_name()]
     torch.testing.assert_close(predictions(run, run.dataset_dir()), predictions(old_run, old_run.dataset_dir()))
 
-    again = project.import_project(archive, fresh)  # the same project a second time: nothing overwritten
+    again = project_import.import_project(archive, fresh)  # the same project a second time: nothing overwritten
     assert len(DatasetCatalog(fresh).list()) == 2 and len(RunStore(fresh).list()) == 2
     assert again.datasets[0].id != entry.id and again.runs[0].id != run.id
     assert "(imported)" in again.datasets[0].name and any("imported" in note for note in again.notes)
@@ -136,7 +136,7 @@ def test_hostile_archives_are_refused_and_leave_nothing(archive, tmp_path):
     (tmp_path / "e.zip").write_bytes(b"hello")
     for case, (path, words) in cases.items():
         with pytest.raises(DataError, match=words) as refused:
-            project.import_project(path, fresh)
+            project_import.import_project(path, fresh)
         assert "Nothing was imported" in str(refused.value) or case == "not a zip", case
         assert nothing_in(fresh), case
     assert not (tmp_path / "evil.txt").exists()
@@ -149,7 +149,7 @@ def test_a_changed_file_is_refused_by_its_checksum(archive, tmp_path):
             out.writestr(name, data.replace(b'"tiny"', b'"evil"') if name.endswith("config.json") else data)
     fresh = Workspace(tmp_path / "ws")
     with pytest.raises(DataError, match="checksum|size"):
-        project.import_project(tmp_path / "x.zip", fresh)
+        project_import.import_project(tmp_path / "x.zip", fresh)
     assert nothing_in(fresh)
 
 
@@ -158,14 +158,14 @@ def test_session_limits_and_a_full_disk(archive, tmp_path, monkeypatch):
     session = Workspace(tmp_path / "home").for_session("abc")
     monkeypatch.setenv("TL_STUDIO_MAX_RUNS", "5")
     monkeypatch.setenv("TL_STUDIO_MAX_DATASETS", "1")
-    project.import_project(archive, session)
+    project_import.import_project(archive, session)
     with pytest.raises(LimitReached, match="max_datasets") as limit:
-        project.import_project(archive, session)
+        project_import.import_project(archive, session)
     assert limit.value.setting == "max_datasets"
     assert len(DatasetCatalog(session).list()) == 1
 
     fresh = Workspace(tmp_path / "ws")
-    real = project._extract
+    real = project_import._extract
     calls = []
 
     def full_disk(*args):
@@ -174,9 +174,9 @@ def test_session_limits_and_a_full_disk(archive, tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args)
 
-    monkeypatch.setattr(project, "_extract", full_disk)
+    monkeypatch.setattr(project_import, "_extract", full_disk)
     with pytest.raises(DiskFull, match="disk is full"):
-        project.import_project(archive, fresh)
+        project_import.import_project(archive, fresh)
     assert nothing_in(fresh)
 
 
@@ -231,6 +231,6 @@ def test_a_dataset_travels_with_its_versions_and_nothing_else(tmp_path):
     assert "notes.txt" not in names and len(names) == 3 + 6
 
     home = Workspace(tmp_path / "home")
-    [item] = project.import_project(tmp_path / "p.zip", home).datasets
+    [item] = project_import.import_project(tmp_path / "p.zip", home).datasets
     assert (home.datasets_dir / item.id / dropped.path).is_file()  # version 1 can still be brought back
     assert (home.datasets_dir / item.id / "history.jsonl").is_file()

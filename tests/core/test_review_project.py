@@ -1,4 +1,4 @@
-"""Review of project import (tl_core.export.project) as a hostile archive would use it: a manifest that
+"""Review of project import (tl_core.export.project_import) as a hostile archive would use it: a manifest that
 lies must not leave an imported run or dataset pointing at files outside what was imported."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError
-from tl_core.export import project
+from tl_core.export import project, project_import
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 
@@ -51,7 +51,7 @@ def test_a_run_without_a_dataset_does_not_keep_a_path_on_this_server(victim, tmp
                                             f"runs/{run_id}/status.json": json.dumps(status).encode()},
                        datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
     home = Workspace(tmp_path / "home")
-    [item] = project.import_project(archive, home).runs
+    [item] = project_import.import_project(archive, home).runs
     run = RunStore(home).get(item.id)
     # The Results page (gallery, mislabelled list with its fixes) reads and writes run.dataset_dir().
     assert run.dataset_dir() is None
@@ -77,7 +77,7 @@ def test_a_saved_version_naming_a_file_outside_is_refused(victim, tmp_path):
     archive = _archive(tmp_path / "p.zip", members, datasets=[{"id": "mine", "name": "mine"}], runs=[])
     home = Workspace(tmp_path / "home")
     with pytest.raises(DataError, match="versions/1.json"):
-        project.import_project(archive, home)
+        project_import.import_project(archive, home)
     assert not list(home.datasets_dir.glob("*/dataset.json"))
 
 
@@ -94,7 +94,7 @@ def test_a_history_whose_version_is_not_a_number_is_refused(tmp_path):
                 "datasets/mine/history.jsonl": b'{"version": 2, "parent": "../../../elsewhere", "what": "remove"}\n'}
     archive = _archive(tmp_path / "p.zip", members, datasets=[{"id": "mine", "name": "mine"}], runs=[])
     with pytest.raises(DataError, match="history"):
-        project.import_project(archive, Workspace(tmp_path / "home"))
+        project_import.import_project(archive, Workspace(tmp_path / "home"))
 
 
 def test_a_run_whose_status_names_no_state_of_a_run_is_refused(tmp_path):
@@ -109,7 +109,7 @@ def test_a_run_whose_status_names_no_state_of_a_run_is_refused(tmp_path):
                        datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
     home = Workspace(tmp_path / "home")
     with pytest.raises(DataError, match="state"):
-        project.import_project(archive, home)
+        project_import.import_project(archive, home)
     assert RunStore(home).list() == []
 
 
@@ -122,7 +122,7 @@ def test_a_run_whose_config_gives_a_dataset_version_that_is_no_number_is_refused
     archive = _archive(tmp_path / "p.zip", {f"runs/{run_id}/config.json": json.dumps(config).encode()},
                        datasets=[], runs=[{"id": run_id, "name": "r", "dataset": None}])
     with pytest.raises(DataError, match="dataset_version"):
-        project.import_project(archive, Workspace(tmp_path / "home"))
+        project_import.import_project(archive, Workspace(tmp_path / "home"))
 
 
 def test_a_run_whose_event_log_gives_text_for_numbers_is_refused(tmp_path):
@@ -137,13 +137,13 @@ def test_a_run_whose_event_log_gives_text_for_numbers_is_refused(tmp_path):
                f"runs/{run_id}/status.json": json.dumps({"state": "finished"}).encode(),
                f"runs/{run_id}/events.jsonl": (json.dumps(good) + "\nnot json\n" + json.dumps({"type": "Nope"})).encode()}
     runs = [{"id": run_id, "name": "r", "dataset": None}]
-    [item] = project.import_project(_archive(tmp_path / "ok.zip", members, [], runs), Workspace(tmp_path / "a")).runs
+    [item] = project_import.import_project(_archive(tmp_path / "ok.zip", members, [], runs), Workspace(tmp_path / "a")).runs
     assert [e.epoch for e in RunStore(Workspace(tmp_path / "a")).get(item.id).read_events()[0]] == [1]  # damaged: skipped
 
     members[f"runs/{run_id}/events.jsonl"] = json.dumps(good | {"epoch": "x", "val_acc": "b"}).encode()
     home = Workspace(tmp_path / "b")
     with pytest.raises(DataError, match="event log"):
-        project.import_project(_archive(tmp_path / "bad.zip", members, [], runs), home)
+        project_import.import_project(_archive(tmp_path / "bad.zip", members, [], runs), home)
     assert RunStore(home).list() == []
 
 
@@ -155,7 +155,7 @@ def test_a_run_whose_classes_are_not_a_list_of_names_is_refused(tmp_path):
     members = {f"runs/{run_id}/config.json": json.dumps(RunConfig(data=DataConfig(source="")).to_dict()).encode(),
                f"runs/{run_id}/classes.json": json.dumps({"cat": 1}).encode()}
     with pytest.raises(DataError, match="classes.json"):
-        project.import_project(_archive(tmp_path / "p.zip", members, [], [{"id": run_id, "name": "r"}]),
+        project_import.import_project(_archive(tmp_path / "p.zip", members, [], [{"id": run_id, "name": "r"}]),
                                Workspace(tmp_path / "home"))
 
 
@@ -172,5 +172,5 @@ def test_a_dataset_whose_records_hold_values_of_the_wrong_kind_is_refused(tmp_pa
     members = {f"datasets/mine/{r.path}": (dest / r.path).read_bytes() for r in ds.records}
     members["datasets/mine/dataset.json"] = json.dumps(data).encode()
     with pytest.raises(DataError, match="wrong kind"):
-        project.import_project(_archive(tmp_path / "p.zip", members, [{"id": "mine", "name": "mine"}], []),
+        project_import.import_project(_archive(tmp_path / "p.zip", members, [{"id": "mine", "name": "mine"}], []),
                                Workspace(tmp_path / "home"))

@@ -563,7 +563,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_project(args) -> int:
-    from tl_core.export.project import export_project, import_project
+    from tl_core.export.project import export_project
+    from tl_core.export.project_import import import_project
 
     ws = _workspace(args)
     if args.project_command == "export":

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from tl_core.data.dataset import ProgressFn
 from tl_core.data.uploads import staged_bytes, staging_folder
-from tl_core.export.project import ProjectSummary, export_project, import_project
+from tl_core.export.project import ProjectSummary, export_project
+from tl_core.export.project_import import import_project
 from tl_core.workspace import Workspace
 
 

@@ -3,17 +3,15 @@
 ``start_job`` creates the run folder and starts ``python -m tl_core.jobs.worker`` (``resume_job`` starts
 one for an existing run, from its last checkpoint; ``rerun`` trains a run's saved config again as a
 new run; ``stop`` and ``delete_run`` end and remove one); the worker waits
-its turn in a queue shared by every session of the server, trains, and writes the run folder.
-A page (any tab, any refresh) follows the job by reading that folder; closing the page never
-stops it. The queue lives below the *server-wide* workspace root (``Workspace.default()``),
-not below a session's sub-workspace, so all sessions of a classroom server share the device:
+its turn in a queue shared by every session of the server (``tl_core.jobs.queue``), trains, and
+writes the run folder. A page (any tab, any refresh) follows the job by reading that folder;
+closing the page never stops it. The worker processes are started and ended by
+``tl_core.jobs.process``; a crashed worker never blocks the queue, and ``job_state`` marks its run
+failed.
 
-    <home>/jobs/queue/<ticket>.json   one per waiting job, oldest first (FIFO)
-    <home>/jobs/slot-<i>.lock         held (fcntl.flock) by the worker that trains on device i
-    <home>/jobs/slot-<i>.json         which run holds slot i, for the status line
-
-A flock is released by the kernel when its process dies, so a crashed worker never blocks
-the queue, and ``job_state`` marks its run failed.
+This module is the one interface the pages and the CLI call: the jobs' lifecycle here, and the
+queue's status (``jobs_root``, ``queue_position``, ``running_jobs``, ...) and process liveness
+(``process_alive``, ...) from the modules that own them.
 
 With the ``ray_address`` setting, jobs go to a Ray cluster instead (``tl_core.jobs.backends``):
 the functions below stay the one interface, and hand the launch, state and end of a job to the
@@ -24,31 +22,34 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
 
 from tl_core import atomic
 from tl_core.config import RunConfig
 from tl_core.errors import DataError, DiskFull, JobError
 from tl_core.jobs import backends as job_backends
 from tl_core.jobs.limits import check_can_start
+from tl_core.jobs.process import end_worker, process_alive, process_create_time, start_worker, started_workers
+from tl_core.jobs.queue import (
+    ENV_MAX_JOBS,
+    STALE_TICKET_S,
+    drop_tickets,
+    gpu_count,
+    jobs_root,
+    max_jobs,
+    new_ticket_path,
+    queue_position,
+    running_jobs,
+    waiting_tickets,
+    write_ticket,
+)
 from tl_core.runs import Run, RunStatus, RunStore
 from tl_core.workspace import Workspace
-
-ENV_MAX_JOBS = "TL_STUDIO_MAX_JOBS"  # jobs that may train at once (default: one per GPU, else 1)
-QUEUE_POLL_S = 0.5  # how often a waiting worker checks whether its turn has come
-STALE_TICKET_S = 120.0  # a ticket whose worker never reported a pid is dropped after this
 
 # job_state adds Run.best_kept_note(): "the best checkpoint is kept" is said only when it is.
 DEAD_WORKER_REASON = ("The training process stopped unexpectedly (it may have run out of memory or "
@@ -56,216 +57,7 @@ DEAD_WORKER_REASON = ("The training process stopped unexpectedly (it may have ru
                       "run again.")
 
 
-def jobs_root(home: Path | None = None) -> Path:
-    """The server-wide folder holding the job queue and device slots."""
-    root = Path(home) if home is not None else Workspace.default().root
-    path = root / "jobs"
-    (path / "queue").mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def max_jobs() -> int:
-    """How many jobs may train at the same time: ``TL_STUDIO_MAX_JOBS``, else one per CUDA device,
-    or 1 on CPU/MPS. Asks torch only in a process that has imported it already (the app's server,
-    the CLI); elsewhere it counts GPUs without torch, so a worker waiting in the queue stays light."""
-    env = os.environ.get(ENV_MAX_JOBS)
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return max(1, torch.cuda.device_count())
-    return max(1, _count_gpus_without_torch())
-
-
-def gpu_count() -> int:
-    """CUDA GPUs this process may use: torch's count where it is loaded, else counted without it."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return torch.cuda.device_count()
-    return _count_gpus_without_torch()
-
-
-def _count_gpus_without_torch() -> int:
-    """NVIDIA GPUs the driver lists (``/proc/driver/nvidia/gpus``), limited by CUDA_VISIBLE_DEVICES."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    gpus = Path("/proc/driver/nvidia/gpus")
-    try:
-        return sum(1 for _ in gpus.iterdir())
-    except OSError:
-        return 0
-
-
-# -- process liveness ------------------------------------------------------------------------
-def process_alive(pid: int | None, create_time: float | None = None) -> bool:
-    """True while ``pid`` runs (zombies count as dead; a recycled pid is caught by its start time)."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(int(pid))
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        if create_time is not None and abs(proc.create_time() - float(create_time)) > 1.0:
-            return False
-        return True
-    except (psutil.Error, ValueError):
-        return False
-
-
-def process_create_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-# -- queue -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Ticket:
-    path: Path
-    run_dir: str
-    pid: int | None
-    pid_created: float | None
-    created: float
-
-    @property
-    def run_id(self) -> str:
-        return Path(self.run_dir).name
-
-
-def _read_ticket(path: Path) -> Ticket | None:
-    data = atomic.read_json(path)
-    if not isinstance(data, dict):
-        return None
-    return Ticket(path, str(data.get("run_dir", "")), data.get("pid"), data.get("pid_created"),
-                  float(data.get("created", 0.0)))
-
-
-def _write_ticket(path: Path, run_dir: Path, pid: int | None, created: float) -> None:
-    atomic.write_json(path, {"run_dir": str(run_dir), "pid": pid, "created": created,
-                             "pid_created": process_create_time(pid) if pid else None})
-
-
-def waiting_tickets(root: Path) -> list[Ticket]:
-    """Live tickets, oldest first; tickets of dead or never-started workers are removed."""
-    tickets = []
-    for path in sorted((root / "queue").glob("*.json")):
-        ticket = _read_ticket(path)
-        if ticket is None:
-            continue
-        if ticket.pid is None:
-            alive = time.time() - ticket.created < STALE_TICKET_S
-        else:
-            alive = process_alive(ticket.pid, ticket.pid_created)
-        if alive:
-            tickets.append(ticket)
-        else:
-            path.unlink(missing_ok=True)
-    return tickets
-
-
-def queue_position(run: Run, home: Path | None = None) -> int | None:
-    """1 when the run is next to start, 2 when one job waits before it, ...; None when not waiting."""
-    for index, ticket in enumerate(waiting_tickets(jobs_root(home)), start=1):
-        if ticket.run_id == run.id and Path(ticket.run_dir) == run.dir:
-            return index
-    return None
-
-
-def running_jobs(home: Path | None = None) -> list[dict[str, Any]]:
-    """Jobs holding a device slot right now, server-wide: [{"slot", "run_id", "pid"}]."""
-    root = jobs_root(home)
-    jobs = []
-    for path in sorted(root.glob("slot-*.json")):
-        info = atomic.read_json(path) or {}
-        if process_alive(info.get("pid"), info.get("pid_created")):
-            jobs.append({"slot": info.get("slot"), "run_id": Path(info.get("run_dir", "")).name,
-                         "pid": info.get("pid")})
-    return jobs
-
-
-class Slot:
-    """A device slot held by this process (a flock on ``slot-<i>.lock``); ``others``: the further
-    slots of a job on several GPUs (``TrainConfig.nproc``), released with it."""
-
-    def __init__(self, root: Path, index: int, handle: IO[bytes], run_dir: Path) -> None:
-        self.root, self.index, self._handle = root, index, handle
-        self.others: list[Slot] = []
-        atomic.write_json(root / f"slot-{index}.json",
-                          {"slot": index, "run_dir": str(run_dir), "pid": os.getpid(),
-                           "pid_created": process_create_time(os.getpid()), "since": time.time()})
-
-    @property
-    def indices(self) -> list[int]:
-        return [self.index, *(other.index for other in self.others)]
-
-    def release(self) -> None:
-        for other in self.others:
-            other.release()
-        (self.root / f"slot-{self.index}.json").unlink(missing_ok=True)
-        fcntl.flock(self._handle, fcntl.LOCK_UN)
-        self._handle.close()
-
-
-def _try_slot(root: Path, slots: int, run_dir: Path, count: int = 1) -> Slot | None:
-    """``count`` free slots, all or none (the first holds the others)."""
-    held: list[Slot] = []
-    for index in range(slots):
-        if len(held) == count:
-            break
-        handle = open(root / f"slot-{index}.lock", "ab")  # noqa: SIM115 - kept open while held
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        held.append(Slot(root, index, handle, run_dir))
-    if len(held) < count:
-        for slot in held:
-            slot.release()
-        return None
-    held[0].others = held[1:]
-    return held[0]
-
-
-def wait_for_slot(run: Run, ticket_path: Path, *, slots: int | None = None,
-                  poll_s: float = QUEUE_POLL_S, count: int = 1) -> Slot | None:
-    """Block until this run is first in the queue and a slot is free (FIFO across the server);
-    ``count`` slots for a job on several GPUs (at most ``slots``).
-
-    Returns None when the user cancelled while waiting. Called by the worker process.
-    """
-    root = ticket_path.parent.parent
-    slots = slots or max_jobs()
-    count = max(1, min(count, slots))
-    while True:
-        if run.stop_requested():
-            ticket_path.unlink(missing_ok=True)
-            for ticket in waiting_tickets(root):
-                if ticket.run_dir == str(run.dir):
-                    ticket.path.unlink(missing_ok=True)  # renamed by "move to front"
-            return None
-        waiting = waiting_tickets(root)
-        first = waiting[0] if waiting else None
-        # The ticket is found by its run folder too: the Teacher page's "move to front" renames it.
-        if first is None or first.path == ticket_path or first.run_dir == str(run.dir):
-            slot = _try_slot(root, slots, run.dir, count)
-            if slot is not None:
-                ticket_path.unlink(missing_ok=True)
-                if first is not None:
-                    first.path.unlink(missing_ok=True)
-                return slot
-        time.sleep(poll_s)
-
-
 # -- public API for pages and the CLI -----------------------------------------------------------
-_children: dict[int, subprocess.Popen] = {}  # reaped by a thread, so no zombie stays behind
-
-
 def start_job(workspace: Workspace, config: RunConfig, *, home: Path | None = None,
               in_batch: bool = False) -> str:
     """Create a run for ``config`` in ``workspace`` and train it in a worker process.
@@ -293,11 +85,11 @@ def _launch_or_undo(workspace: Workspace, run: Run, home: Path | None, *, resume
     """Launch ``run``; when that fails half-way (a full disk, a process that could not start),
     ``undo`` gets the worker processes it started for the run, and the error is raised again (an
     OSError of a full disk as DiskFull)."""
-    launched = set(_children)
+    launched = set(started_workers())
     try:
         _launch_backend(home).launch(workspace, run, home=home, resume=resume)
     except BaseException as exc:
-        undo([proc for pid, proc in list(_children.items()) if pid not in launched
+        undo([proc for pid, proc in started_workers().items() if pid not in launched
               and str(run.dir) in map(str, proc.args)])
         if isinstance(exc, OSError) and not isinstance(exc, DiskFull) and atomic.is_disk_full(exc):
             raise atomic.disk_full(exc) from exc
@@ -331,9 +123,7 @@ def _end_launch(run: Run, workers: list[subprocess.Popen], home: Path | None) ->
         proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-    with contextlib.suppress(OSError):
-        for ticket in (jobs_root(home) / "queue").glob(f"*-{run.id}.json"):
-            ticket.unlink(missing_ok=True)
+    drop_tickets(run.id, home)
 
 
 def rerun(workspace: Workspace, run: Run, *, home: Path | None = None) -> str:
@@ -373,41 +163,27 @@ def resume_job(workspace: Workspace, run: Run, *, home: Path | None = None) -> N
 
 def _launch(workspace: Workspace, run: Run, *, home: Path | None, resume: bool) -> None:
     """Queue a ticket for ``run`` and start its worker process."""
-    root = jobs_root(home)
     created = time.time()
-    ticket = root / "queue" / f"{time.time_ns():020d}-{run.id}.json"
-    _write_ticket(ticket, run.dir, None, created)
+    ticket = new_ticket_path(jobs_root(home), run.id)
+    write_ticket(ticket, run.dir, None, created)
     run.mark_queued(pid=None, queued_at=created)
 
-    package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding tl_core/
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
     log = open(run.worker_log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(
+        proc = start_worker(
             [sys.executable, "-m", "tl_core.jobs.worker", str(run.dir), "--workspace",
              str(workspace.root), "--ticket", str(ticket), "--slots", str(max_jobs()),
-             *(["--resume"] if resume else [])],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)  # its own process group: a Ctrl-C of the app leaves it be
+             *(["--resume"] if resume else [])], log)
     except OSError as exc:
         ticket.unlink(missing_ok=True)
         run.mark_failed(f"Could not start the training process: {exc}")
         raise JobError(f"Could not start the training process ({exc}).") from exc
     finally:
         log.close()
-    _children[proc.pid] = proc
-    threading.Thread(target=_reap, args=(proc,), daemon=True).start()
     pid_created = process_create_time(proc.pid)
-    _write_ticket(ticket, run.dir, proc.pid, created)
+    write_ticket(ticket, run.dir, proc.pid, created)
     if run.state == "queued":  # the worker may already have moved on; never step back
         run.mark_queued(pid=proc.pid, pid_created=pid_created)
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    proc.wait()
-    _children.pop(proc.pid, None)
 
 
 def job_state(run: Run) -> RunStatus:
@@ -475,49 +251,6 @@ def delete_run(store: RunStore, run: Run, *, grace_s: float = 10.0) -> None:
     store.delete(run.id, is_active=is_active)
 
 
-def _end_local_worker(run: Run, wait_s: float) -> bool:
-    """End the run's worker (see ``_recorded_worker``); False when there is none to end from here."""
-    worker = _recorded_worker(run)
-    if worker is None:
-        return False
-    _end_process(worker, exit_wait_s=wait_s)
-    return True
-
-
-def _recorded_worker(run: Run) -> psutil.Process | None:
-    """The live worker process of ``run``: only one whose start time the run recorded (a worker of
-    ``start_job``), so neither a process that reused the pid nor this process (a run trained
-    in-process by the CLI or a test) is ever taken for it."""
-    status = run.status()
-    if status.pid_created is None or status.pid == os.getpid():
-        return None
-    if not process_alive(status.pid, status.pid_created):
-        return None
-    try:
-        return psutil.Process(int(status.pid))
-    except psutil.Error:
-        return None
-
-
-def _end_process(proc: psutil.Process, exit_wait_s: float, kill_wait_s: float = 5.0) -> None:
-    """Give ``proc`` ``exit_wait_s`` seconds to exit by itself, then terminate it, then kill it."""
-    try:
-        proc.wait(timeout=exit_wait_s)
-        return
-    except psutil.TimeoutExpired:
-        pass
-    except psutil.NoSuchProcess:
-        return
-    try:
-        proc.terminate()
-        proc.wait(timeout=kill_wait_s)
-    except psutil.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=kill_wait_s)
-    except psutil.NoSuchProcess:
-        pass
-
-
 def worker_alive(run: Run) -> bool:
     """True while the run's worker process still runs (it may be writing the final evaluation)."""
     return _backend_of(run).alive(run)
@@ -536,7 +269,7 @@ def is_active(run: Run) -> bool:
 # Looked up when called, not bound now: a test (or a later patch) that replaces _launch reaches the backend.
 _LOCAL = job_backends.LocalBackend(launch_job=lambda *args, **kw: _launch(*args, **kw),
                                    job_state=lambda run: _local_job_state(run),
-                                   end_job=lambda run, wait_s: _end_local_worker(run, wait_s),
+                                   end_job=lambda run, wait_s: end_worker(run, wait_s),
                                    worker_alive=lambda run: _local_worker_alive(run))
 
 
@@ -548,3 +281,9 @@ def _launch_backend(home: Path | None) -> job_backends.JobBackend:
 def _backend_of(run: Run) -> job_backends.JobBackend:
     """Where the run's job was launched (its run folder says so)."""
     return job_backends.recorded_backend(run) or _LOCAL
+
+
+__all__ = ["DEAD_WORKER_REASON", "ENV_MAX_JOBS", "STOP_WAIT_S", "cancel", "delete_run", "gpu_count", "is_active",
+           "job_state", "jobs_root", "max_jobs", "process_alive", "process_create_time", "queue_position", "rerun",
+           "resume_job", "running_jobs", "start_job", "stop", "waiting_tickets", "with_dataset_version",
+           "worker_alive"]

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from tl_core.errors import TLError
 from tl_core.events import Control, RunCancelled
-from tl_core.jobs.launch import Slot, gpu_count, max_jobs, process_create_time, wait_for_slot
+from tl_core.jobs.process import process_create_time
+from tl_core.jobs.queue import Slot, gpu_count, max_jobs, wait_for_slot
 from tl_core.runs import Run
 from tl_core.workspace import Workspace
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tl_core.errors import JobError, TLError
 from tl_core.events import Control
-from tl_core.jobs.launch import process_alive, process_create_time
+from tl_core.jobs.process import process_alive, process_create_time
 from tl_core.runs import Run
 from tl_core.training import distributed
 from tl_core.workspace import Workspace
