@@ -1,6 +1,6 @@
 """The code behind a run: its ``python -m tl_core train`` command and a standalone PyTorch script.
 
-``cli_command`` is built from the CLI's own option table (``cli._FIELD_OPTIONS``), so every option
+``cli_command`` is built from the CLI's own option table (``cli.options.FIELD_OPTIONS``), so every option
 the CLI gains is written here too, and parsing the command gives back the same ``RunConfig``.
 
 ``standalone_script`` writes a readable training script with no TL Studio import (torch,
@@ -22,6 +22,7 @@ import shlex
 import textwrap
 import typing
 
+from tl_core.cli.options import FIELD_OPTIONS, option_field
 from tl_core.config import BALANCE_LABELS, CLASSICAL_HEADS, FREEZE_MODE_LABELS, OPTIMIZERS, RunConfig
 
 # ----------------------------------------------------------------------------------------------
@@ -39,17 +40,15 @@ def cli_command(config: RunConfig, data_path: str | None = None) -> str:
 
     Only options that differ from the CLI's defaults are written (a short command a person can
     read). ``data_path`` defaults to the config's data source. Parsing the command with
-    ``cli.make_parser()`` and ``cli.build_config`` gives ``config`` back, except for what the CLI
+    ``cli.parser.make_parser()`` and ``cli.options.build_config`` gives ``config`` back, except for what the CLI
     cannot set: the ingested dataset folder, and a split seed different from the training seed
     (said in a ``#`` comment line after the command).
     """
-    from tl_core.cli.main import _FIELD_OPTIONS, _field
-
     parts: list[list[str]] = []
-    for flag, (section, name) in _FIELD_OPTIONS.items():
+    for flag, (section, name) in FIELD_OPTIONS.items():
         holder = config.model.head if section == "head" else getattr(config, section)
         value = getattr(holder, name)
-        fld, hint = _field(section, name)
+        fld, hint = option_field(section, name)
         if value == fld.default:
             continue
         parts.append([flag] if hint is bool else [flag, _option_value(value)])
