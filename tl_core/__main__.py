@@ -1,5 +1,5 @@
 import sys
 
-from tl_core.cli.main import main
+from tl_core.cli.parser import main
 
 sys.exit(main())

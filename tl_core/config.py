@@ -89,6 +89,17 @@ def check_choice(what: str, value: str, alias: Any) -> None:
         raise ConfigError(f"Unknown {what} '{value}'; choose {one_of(choices(alias))}.")
 
 
+# A frozen-body run caches its training features once per augmented view (tl_core.model.features);
+# the count is here, below the model, so that the disk estimate of a run (tl_core.jobs.limits) needs
+# no torch.
+MAX_FEATURE_VIEWS = 4  # augmented views whose features are cached; epochs cycle through them
+
+
+def feature_views(augment: str, epochs: int) -> int:
+    """How many augmented views of the training set a cached run computes."""
+    return 1 if augment == "none" else min(epochs, MAX_FEATURE_VIEWS)
+
+
 def _help(text: str) -> dict[str, str]:
     """Field metadata: the one-line help the CLI shows for the field's option."""
     return {"help": text}

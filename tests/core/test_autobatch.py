@@ -100,15 +100,16 @@ def test_a_damaged_memory_file_is_measured_again_and_a_full_disk_does_not_stop_t
 
 
 def test_config_and_cli_switch(tmp_path):
-    from tl_core.cli import main as cli
+    from tl_core.cli import options
+    from tl_core.cli import parser as cli
 
     old = RunConfig(data=DataConfig(source="x")).to_dict()
     del old["train"]["auto_batch"]  # a config saved before the option existed
     assert RunConfig.from_dict(old).train.auto_batch is False
     parse = cli.make_parser().parse_args
-    auto = cli.build_config(parse(["train", "x", "--batch-size", "auto"]))
+    auto = options.build_config(parse(["train", "x", "--batch-size", "auto"]))
     assert auto.train.auto_batch and auto.train.batch_size == TrainConfig().batch_size
-    assert cli.build_config(parse(["train", "x", "--batch-size", "8"])).train == TrainConfig(batch_size=8)
+    assert options.build_config(parse(["train", "x", "--batch-size", "8"])).train == TrainConfig(batch_size=8)
     with pytest.raises(SystemExit):
         parse(["train", "x", "--batch-size", "big"])
 

@@ -409,7 +409,7 @@ def test_import_from_a_folder_that_is_not_there_says_so(tmp_path):
 
 
 def test_cli_weights_import_takes_files_and_folders(no_local_weights, tmp_path, capsys):
-    from tl_core.cli.main import main
+    from tl_core.cli.parser import main
 
     folder = _teachers_folder(tmp_path)
     assert main(["weights", "import", str(folder / BUNDLED_FILE)]) == 0

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tl_core.classroom import cleanup
-from tl_core.cli import main as cli
+from tl_core.cli import parser as cli
 from tl_core.config import DataConfig, RunConfig
 from tl_core.jobs import launch as jobs
 from tl_core.runs import RunStore

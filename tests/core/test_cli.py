@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tl_core.cli.main import main
+from tl_core.cli.parser import main
 
 
 def test_inspect_backbones_train_eval_predict_runs(workspace, image_folder, capsys):
@@ -86,14 +86,15 @@ def test_train_options_take_choices_defaults_and_help_from_the_config():
     import dataclasses
     import typing
 
-    from tl_core.cli import main as cli
+    from tl_core.cli import options
+    from tl_core.cli import parser as cli
     from tl_core.config import DataConfig, RunConfig
 
     commands = next(a for a in cli.make_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train = commands.choices["train"]
     actions = {a.option_strings[0]: a for a in train._actions if a.option_strings}
-    for flag, (section, name) in cli._FIELD_OPTIONS.items():
-        fld, hint = cli._field(section, name)
+    for flag, (section, name) in options.FIELD_OPTIONS.items():
+        fld, hint = options.option_field(section, name)
         action = actions[flag]
         assert fld.metadata["help"].replace("%", "%%") in action.help, flag
         if hint is bool:
@@ -104,11 +105,11 @@ def test_train_options_take_choices_defaults_and_help_from_the_config():
             assert tuple(action.choices) == typing.get_args(hint), flag
     # No options: exactly the config's defaults.
     args = cli.make_parser().parse_args(["train", "x"])
-    assert cli.build_config(args) == RunConfig(data=DataConfig(source="x"))
-    switched = cli.build_config(cli.make_parser().parse_args(["train", "x", "--no-amp", "--train-bn", "--random-init"]))
+    assert options.build_config(args) == RunConfig(data=DataConfig(source="x"))
+    switched = options.build_config(cli.make_parser().parse_args(["train", "x", "--no-amp", "--train-bn", "--random-init"]))
     assert (switched.train.amp, switched.freeze.train_bn, switched.model.pretrained) == (False, True, False)
     assert dataclasses.replace(switched.train, amp=True) == RunConfig(data=DataConfig(source="x")).train
-    subset = cli.build_config(cli.make_parser().parse_args(["train", "x", "--train-fraction", "0.1"]))
+    subset = options.build_config(cli.make_parser().parse_args(["train", "x", "--train-fraction", "0.1"]))
     assert subset.data == DataConfig(source="x", train_fraction=0.1)
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
-from tl_core.cli import main as cli
+from tl_core.cli import options
+from tl_core.cli import parser as cli
 from tl_core.cli.codegen import cli_command, standalone_script
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.model.freeze import apply_freeze, lr_multipliers, trainable_groups
@@ -57,7 +58,7 @@ def parse_command(command: str) -> RunConfig:
     """What the shell and the CLI make of the command (a backslash-newline joins lines in sh)."""
     argv = shlex.split(command.replace("\\\n", ""), comments=True)
     assert argv[:4] == ["python", "-m", "tl_core", "train"]
-    return cli.build_config(cli.make_parser().parse_args(argv[3:]))
+    return options.build_config(cli.make_parser().parse_args(argv[3:]))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

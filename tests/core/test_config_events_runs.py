@@ -24,7 +24,7 @@ def test_engine_does_not_import_streamlit():
     import subprocess
     import sys
 
-    code = "import sys, tl_core.cli.main, tl_core.training.trainer, tl_core.runs, tl_core.evaluation.metrics; print('streamlit' in sys.modules)"
+    code = "import sys, tl_core.cli.parser, tl_core.training.trainer, tl_core.runs, tl_core.evaluation.metrics; print('streamlit' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -133,11 +133,12 @@ def test_nproc_is_checked_against_the_machine(workspace, folder, monkeypatch):
 
 
 def test_cli_nproc_goes_into_the_config_and_is_checked_before_a_run_exists(workspace, folder, monkeypatch, capsys):
-    from tl_core.cli import main as cli
+    from tl_core.cli import options
+    from tl_core.cli import parser as cli
 
     args = cli.make_parser().parse_args(["train", str(folder), "--nproc", "2"])
-    assert cli.build_config(args).train.nproc == 2
-    assert cli.build_config(cli.make_parser().parse_args(["train", str(folder)])).train.nproc == 1
+    assert options.build_config(args).train.nproc == 2
+    assert options.build_config(cli.make_parser().parse_args(["train", str(folder)])).train.nproc == 1
     assert RunConfig.from_dict({"data": {"source": "x"}, "train": {"epochs": 2}}).train.nproc == 1  # an old config
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tl_core.config import MAX_FEATURE_VIEWS, feature_views
 from tl_core.model.features import (
     EVAL_VIEW,
-    MAX_FEATURE_VIEWS,
     FeatureCache,
     FeatureStore,
     FeatureView,
     extract_features,
     feature_key,
-    feature_views,
     model_fingerprint,
     train_feature_view,
 )

@@ -152,7 +152,7 @@ def test_a_run_records_the_dataset_version_it_starts_on(ds: Dataset):
 
 
 def test_cli_dataset_dedupe_history_and_undo(ds: Dataset, capsys):
-    from tl_core.cli import main as cli
+    from tl_core.cli import parser as cli
 
     assert cli.main(["dataset", "dedupe", str(ds.root)]) == 0
     assert "2 duplicate(s) dropped" in capsys.readouterr().out

@@ -218,7 +218,7 @@ def test_start_resume_and_experiments_obey_the_limits(session, tmp_path, monkeyp
 
 
 def test_the_cli_train_checks_the_free_space_before_making_a_run(workspace, image_folder, monkeypatch, capsys):
-    from tl_core.cli import main as cli
+    from tl_core.cli import parser as cli
 
     monkeypatch.setenv("TL_STUDIO_MIN_FREE_DISK_MB", str(10**9))  # a petabyte kept free: never there
     code = cli.main(["--workspace", str(workspace.root), "train", str(image_folder), "--epochs", "1"])

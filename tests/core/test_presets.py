@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from tl_core.cli.main import build_config, make_parser
+from tl_core.cli.options import build_config
+from tl_core.cli.parser import make_parser
 from tl_core.config import DataConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError
 from tl_core.model.presets import PRESETS, get_preset

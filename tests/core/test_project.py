@@ -198,7 +198,7 @@ def test_export_is_whole_or_nothing_and_picks_what_is_asked(source, tmp_path, mo
 
 
 def test_cli_project_export_and_import(source, tmp_path, capsys):
-    from tl_core.cli.main import main
+    from tl_core.cli.parser import main
 
     out = tmp_path / "p.zip"
     assert main(["--workspace", str(source.root), "project", "export", str(out)]) == 0

@@ -12,7 +12,7 @@ import pytest
 
 from tests.core.test_jobs import FINAL, tiny_config, wait_for
 from tl_core import events as ev
-from tl_core.cli.main import main
+from tl_core.cli.parser import main
 from tl_core.config import RunConfig
 from tl_core.data.catalog import DatasetCatalog
 from tl_core.errors import DataError, JobError

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import synthetic_image
-from tl_core.cli.main import main
+from tl_core.cli.parser import main
 from tl_core.data import Dataset, ingest, sheets
 from tl_core.data.ingest import read_sheet_source
 from tl_core.data.sheets import SheetMapping, guess_mapping, read_table, resolve

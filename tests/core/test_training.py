@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 from tl_core import events as ev
-from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from tl_core.config import (
+    MAX_FEATURE_VIEWS,
+    DataConfig,
+    FreezePlan,
+    HeadConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 from tl_core.evaluation.metrics import predict
-from tl_core.model.features import MAX_FEATURE_VIEWS
 from tl_core.runs import RunStore
 from tl_core.training.trainer import train, train_step
 

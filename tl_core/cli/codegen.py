@@ -1,6 +1,6 @@
 """The code behind a run: its ``python -m tl_core train`` command and a standalone PyTorch script.
 
-``cli_command`` is built from the CLI's own option table (``cli._FIELD_OPTIONS``), so every option
+``cli_command`` is built from the CLI's own option table (``cli.options.FIELD_OPTIONS``), so every option
 the CLI gains is written here too, and parsing the command gives back the same ``RunConfig``.
 
 ``standalone_script`` writes a readable training script with no TL Studio import (torch,
@@ -22,6 +22,7 @@ import shlex
 import textwrap
 import typing
 
+from tl_core.cli.options import FIELD_OPTIONS, option_field
 from tl_core.config import BALANCE_LABELS, CLASSICAL_HEADS, FREEZE_MODE_LABELS, OPTIMIZERS, RunConfig
 
 # ----------------------------------------------------------------------------------------------
@@ -39,17 +40,15 @@ def cli_command(config: RunConfig, data_path: str | None = None) -> str:
 
     Only options that differ from the CLI's defaults are written (a short command a person can
     read). ``data_path`` defaults to the config's data source. Parsing the command with
-    ``cli.make_parser()`` and ``cli.build_config`` gives ``config`` back, except for what the CLI
+    ``cli.parser.make_parser()`` and ``cli.options.build_config`` gives ``config`` back, except for what the CLI
     cannot set: the ingested dataset folder, and a split seed different from the training seed
     (said in a ``#`` comment line after the command).
     """
-    from tl_core.cli.main import _FIELD_OPTIONS, _field
-
     parts: list[list[str]] = []
-    for flag, (section, name) in _FIELD_OPTIONS.items():
+    for flag, (section, name) in FIELD_OPTIONS.items():
         holder = config.model.head if section == "head" else getattr(config, section)
         value = getattr(holder, name)
-        fld, hint = _field(section, name)
+        fld, hint = option_field(section, name)
         if value == fld.default:
             continue
         parts.append([flag] if hint is bool else [flag, _option_value(value)])
@@ -205,264 +204,18 @@ def standalone_script(config: RunConfig, classes: list[str] | None = None) -> st
     """A standalone ``train.py`` (torch + torchvision, no tl_core) that reproduces ``config``'s
     recipe on an ImageFolder given on its command line. It prints one JSON line first (parameter
     counts and hyperparameters) and then one line per epoch."""
-    from tl_core.model.freeze import lr_multipliers, trainable_groups
     from tl_core.model.registry import get_backbone
 
     spec = get_backbone(config.model.backbone)
-    head, plan, train, data = config.model.head, config.freeze, config.train, config.data
+    head = config.model.head
     classical = head.kind in CLASSICAL_HEADS
-    groups = _layer_groups(spec.name, head.kind, head.pool)
-    group_names = [name for name, _ in groups]
-    pre = spec.preprocess
-    weights_enum = type(spec.weights).__name__
-    optimizer = OPTIMIZERS[train.optimizer]
-
-    # -- the recipe, as constants at the top -----------------------------------------------------
-    recipe = [
-        f"RUN_NAME = {config.name!r}",
-        f"CLASSES = {list(classes)!r}  # the classes the app trained on, in label order" if classes
-        else "CLASSES = None  # the app's class names were not known when this was written",
-        "",
-        "# Model",
-        f'BACKBONE = "{spec.name}"  # {spec.description}',
-        f"PRETRAINED = {config.model.pretrained}  # start from ImageNet weights"
-        + ("" if config.model.pretrained else " (off: random initialisation, no transfer)"),
-    ]
+    run_code, extra_imports = _run_code(config, classes)
+    sections = [_header(config, spec, classical), _imports_code(spec, extra_imports),
+                _recipe_code(config, spec, classes)]
     if not classical:
-        recipe.append(f"FEATURE_DIM = {spec.feature_dim_for(head)}  # width of the body's output features")
-    if head.kind == "mlp":
-        recipe += [f"HIDDEN = {head.hidden}  # width of the head's hidden layer",
-                   f"DROPOUT = {_fmt(head.dropout)}  # dropout before the head's last layer"]
-    recipe += ["", "# Images (the backbone's preprocessing, from its torchvision weights)",
-               f"RESIZE_SIZE = {pre.resize_size}  # each image's centre square is resized to this",
-               f"CROP_SIZE = {pre.crop_size}  # the network sees CROP_SIZE x CROP_SIZE crops",
-               f"MEAN = {tuple(pre.mean)!r}",
-               f"STD = {tuple(pre.std)!r}",
-               f'AUGMENT = "{data.augment}"  # augmentation preset of the training images',
-               "", "# Split: per class, held out at random with SPLIT_SEED",
-               f"VAL_FRACTION = {_fmt(data.val_fraction)}",
-               f"TEST_FRACTION = {_fmt(data.test_fraction)}",
-               f"SPLIT_SEED = {data.split_seed}",
-               f"TRAIN_FRACTION = {_fmt(data.train_fraction)}  # share of each class's training images used "
-               "(validation and test stay whole)",
-               "", "# Training",
-               f"SEED = {train.seed}",
-               f"BATCH_SIZE = {train.batch_size}",
-               f"NUM_WORKERS = {train.num_workers}  # data-loading processes",
-               f'BALANCE = "{train.balance}"  # imbalanced classes: {BALANCE_LABELS[train.balance]}']
-    if not classical:
-        recipe += [f"EPOCHS = {train.epochs}",
-                   f"LR = {_fmt(train.lr)}  # the head's learning rate",
-                   f'OPTIMIZER = "{optimizer.torch_class}"  # {optimizer.label}',
-                   f"WEIGHT_DECAY = {_fmt(train.weight_decay)}",
-                   f'SCHEDULE = "{train.schedule}"  # the learning rate is changed after every batch',
-                   f"LABEL_SMOOTHING = {_fmt(train.label_smoothing)}",
-                   f'MONITOR = "{train.monitor}"  # chooses the best epoch (and stops early)',
-                   f"PATIENCE = {train.early_stopping_patience}  # stop after this many epochs without "
-                   "improvement (0 = never)",
-                   f"TRAIN_BN = {plan.train_bn}  # BatchNorm in frozen groups updates its statistics"]
-    recipe += [f'DEVICE = "{train.device}"  # auto: a CUDA GPU, else Apple MPS, else the CPU']
-
-    # -- freezing ----------------------------------------------------------------------------------
-    freezing = ""
-    if not classical:
-        group_lines = [f'    "{name}": {_names_code(paths)},' for name, paths in groups]
-        freezing = ("# Layer groups, from the input (stem) to the new head, as TL Studio splits "
-                    f"{spec.name}.\n# Freezing and learning rates work per group; a group is a list of "
-                    "module names.\nLAYER_GROUPS = {\n" + "\n".join(group_lines) + "\n}\n")
-        if plan.mode == "gradual":
-            freezing += textwrap.dedent(f'''
-
-                UNFREEZE_EVERY = {plan.unfreeze_every}
-
-
-                def trainable_groups(epoch):
-                    """Gradual unfreezing: the head first, then one more group, from the top down,
-                    every UNFREEZE_EVERY epochs (epochs count from 1)."""
-                    body = [name for name in LAYER_GROUPS if name != "head"]
-                    k = min(len(body), (epoch - 1) // UNFREEZE_EVERY)
-                    return body[len(body) - k:] + ["head"]
-                ''')
-        elif plan.mode == "lp_ft":
-            freezing += textwrap.dedent(f'''
-
-                PROBE_EPOCHS = {plan.probe_epochs}
-
-
-                def trainable_groups(epoch):
-                    """LP-FT: a linear probe first (only the head learns for PROBE_EPOCHS epochs), then
-                    every group learns (epochs count from 1)."""
-                    if epoch <= PROBE_EPOCHS:
-                        return ["head"]
-                    return list(LAYER_GROUPS)
-                ''')
-        else:
-            flags = trainable_groups(plan, group_names)
-            trainable = [name for name, flag in zip(group_names, flags, strict=True) if flag]
-            why = {"feature_extractor": "the backbone stays frozen: only the new head learns",
-                   "full": "every group learns (full fine-tuning)",
-                   "last_n": f"the top {plan.last_n} group(s) of the backbone and the head learn",
-                   "groups": "the groups chosen in the app and the head learn"}[plan.mode]
-            freezing += textwrap.dedent(f'''
-
-                TRAINABLE = {json.dumps(trainable)}  # {why}
-
-
-                def trainable_groups(epoch):
-                    """The groups that learn in this epoch (the same in every epoch here)."""
-                    return TRAINABLE
-                ''')
-        if plan.lr_range is not None:
-            mults = lr_multipliers(plan, group_names)
-            lr_lines = "\n".join(f'    "{name}": LR * {m:.6g},' for name, m in zip(group_names, mults, strict=True))
-            low, high = plan.lr_range
-            freezing += ("\n\n# Discriminative learning rates: the range " f"{low:g} .. {high:g} scaled so the head "
-                         "gets LR, spread geometrically\n# over the groups that train, lowest at the stem: early "
-                         "layers need the smallest changes.\n# (Groups that never train get the lowest; they "
-                         "have no gradient, so it is unused.)\nGROUP_LR = {\n" + lr_lines + "\n}\n")
-
-    # -- the model ----------------------------------------------------------------------------------
-    body_code = _BODY_CODE[spec.family]
-    if spec.family == "vgg":
-        pool = "nn.AdaptiveAvgPool2d((7, 7))" if head.pool == "flatten" else "nn.AdaptiveAvgPool2d(1)"
-        body_code = body_code.format(pool=pool)
-        if head.pool == "flatten":
-            body_code = "# Keras-style Flatten: the 7 x 7 x 512 feature map, flattened (no global pooling).\n" + body_code
-    if head.kind == "mlp":
-        head_code = ("nn.Sequential(\n        nn.Linear(FEATURE_DIM, HIDDEN), nn.ReLU(inplace=True), "
-                     "nn.Dropout(DROPOUT),\n        nn.Linear(HIDDEN, num_classes))")
-        head_doc = "one hidden layer (ReLU), dropout, then a linear layer to the classes"
-    else:
-        head_code = "nn.Linear(FEATURE_DIM, num_classes)"
-        head_doc = "one linear layer from the features to the classes"
-    model_code = textwrap.dedent(f'''
-        def load_backbone():
-            """torchvision's {spec.builder.__name__}. Its ImageNet weights are downloaded once into the torch hub
-            cache (~/.cache/torch/hub/checkpoints, or $TORCH_HOME/hub/checkpoints) and read from there."""
-            weights = models.{weights_enum}.{spec.weights.name} if PRETRAINED else None
-            return models.{spec.builder.__name__}(weights=weights)
-
-
-        def make_body(net):
-            """The pretrained network without its ImageNet classifier: images -> feature vectors."""
-        ''') + _indent(body_code, 4) + "\n    return body\n"
-    if not classical:
-        model_code += textwrap.dedent('''
-
-            class TransferNet(nn.Module):
-                """The pretrained body and a new head: HEAD_DOC."""
-
-                def __init__(self, num_classes):
-                    super().__init__()
-                    self.body = make_body(load_backbone())
-                    self.head = HEAD_CODE
-
-                def forward(self, images):
-                    return self.head(self.body(images))
-            ''').replace("HEAD_DOC", head_doc).replace("HEAD_CODE", head_code)
-    if spec.family == "vit":
-        model_code = _VIT_BODY + model_code
-
-    # -- images -------------------------------------------------------------------------------------
-    augment_code = _indent(_AUGMENT_CODE[data.augment] + ",", 8)
-    images_code = textwrap.dedent('''
-        def load_image(path):
-            """An image file as RGB, turned upright as its camera's EXIF tag says."""
-            with Image.open(path) as image:
-                return ImageOps.exif_transpose(image).convert("RGB")
-
-
-        def center_square():
-            """The centre square of the image, resized to RESIZE_SIZE (TL Studio decodes every image so)."""
-            return v2.Compose([v2.ToImage(), v2.Resize(RESIZE_SIZE, antialias=True), v2.CenterCrop(RESIZE_SIZE)])
-
-
-        def to_network_input():
-            """uint8 pixels -> floats in [0, 1] -> normalised with the ImageNet mean and std."""
-            return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
-
-
-        def eval_transform():
-            """What the network sees at evaluation: the centre crop."""
-            return v2.Compose([center_square(), v2.CenterCrop(CROP_SIZE), to_network_input()])
-
-
-        def train_transform():
-            """What the network sees in training (the AUGMENT preset): a new random view of each
-            image every epoch."""
-            return v2.Compose([
-                center_square(),
-        ''') + augment_code + "\n        to_network_input(),\n    ])\n"
-
-    # -- the split ----------------------------------------------------------------------------------
-    split_code = textwrap.dedent('''
-        def split_per_class(labels, val_fraction, test_fraction, seed):
-            """Train / validation / test indices, drawn class by class so each split keeps the class
-            balance. Every class keeps at least one training image, and one validation (test) image
-            when that fraction is above zero. TL Studio splits with this algorithm; the images can
-            still differ if the app listed them in another order, or if the data came with its own
-            val/ and test/ folders (the app keeps those)."""
-            rng = np.random.default_rng(seed)
-            train, val, test = [], [], []
-            for label in sorted(set(labels)):
-                members = [i for i, y in enumerate(labels) if y == label]
-                need = 1 + (val_fraction > 0) + (test_fraction > 0)
-                if len(members) < need:
-                    raise SystemExit(f"Class {label} has {len(members)} image(s); it needs at least {need} to be split.")
-                order = [members[j] for j in rng.permutation(len(members))]
-                n = len(order)
-                n_test = max(1, math.floor(n * test_fraction + 0.5)) if test_fraction > 0 else 0
-                n_val = max(1, math.floor(n * val_fraction + 0.5)) if val_fraction > 0 else 0
-                while n_test + n_val > n - 1:  # keep one image for training
-                    if n_test > 1:
-                        n_test -= 1
-                    else:
-                        n_val -= 1
-                test += order[:n_test]
-                val += order[n_test:n_test + n_val]
-                train += order[n_test + n_val:]
-            return sorted(train), sorted(val), sorted(test)
-
-
-        def subset_per_class(train, labels, fraction, seed):
-            """The first max(1, round(n * fraction)) of each class's n training images, in an order
-            shuffled per class by seed whatever the fraction (so a 5% subset lies inside the 10% one),
-            as TL Studio's data-size sweep takes them. Validation and test images are not touched."""
-            if fraction >= 1:
-                return list(train)
-            rng = np.random.default_rng(seed)
-            kept = []
-            for label in sorted({labels[i] for i in train}):
-                members = sorted(i for i in train if labels[i] == label)
-                order = [members[j] for j in rng.permutation(len(members))]
-                kept += order[:max(1, math.floor(len(order) * fraction + 0.5))]
-            return sorted(kept)
-        ''')
-
-    # -- training / fitting ---------------------------------------------------------------------------
-    if classical:
-        import_line, classifier = _classifier_code(head.kind, train.seed, train.balance != "none",
-                                                   len(classes) if classes else 2)
-        run_code = _classical_code(classifier, head.kind)
-        extra_imports = ["from sklearn.pipeline import make_pipeline",
-                         "from sklearn.preprocessing import StandardScaler", import_line]
-    else:
-        run_code = _training_code(config)
-        extra_imports = []
-
-    header = _header(config, spec, classical)
-    from_imports = sorted([*extra_imports, "from PIL import Image, ImageOps", "from torch import nn",
-                           "from torch.utils.data import DataLoader, Subset, WeightedRandomSampler",
-                           "from torchvision import datasets, models", "from torchvision.transforms import v2"],
-                          key=lambda line: line.split()[1].lower())
-    imports = ("import argparse\nimport json\nimport math\nimport random\n"
-               + ("" if spec.family == "vit" else "from collections import OrderedDict\n")
-               + "\nimport numpy as np\nimport torch\n" + "".join(line + "\n" for line in from_imports))
-    sections = [header, imports, "\n".join(recipe) + "\n"]
-    if freezing:
-        sections.append(freezing)
-    sections += [_section("Model") + model_code, _section("Images") + images_code,
-                 _section("Data") + split_code + _DATA_CODE, _section("Training" if not classical else "Fitting")
+        sections.append(_freezing_code(config, spec))
+    sections += [_section("Model") + _model_code(spec, head, classical), _section("Images") + _images_code(config),
+                 _section("Data") + _SPLIT_CODE + _DATA_CODE, _section("Training" if not classical else "Fitting")
                  + run_code, _MAIN_GUARD]
     return "\n".join(s.rstrip("\n") + "\n" for s in sections).replace("\n\n\n\n", "\n\n\n")
 
@@ -506,6 +259,299 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
         Written by TL Studio; needs torch, torchvision, numpy{", Pillow and scikit-learn" if classical else " and Pillow"}.
         """
         ''')
+
+
+def _imports_code(spec, extra_imports: list[str]) -> str:
+    """The script's imports: the standard library, then numpy and torch, then the ``from`` lines."""
+    from_imports = sorted([*extra_imports, "from PIL import Image, ImageOps", "from torch import nn",
+                           "from torch.utils.data import DataLoader, Subset, WeightedRandomSampler",
+                           "from torchvision import datasets, models", "from torchvision.transforms import v2"],
+                          key=lambda line: line.split()[1].lower())
+    return ("import argparse\nimport json\nimport math\nimport random\n"
+            + ("" if spec.family == "vit" else "from collections import OrderedDict\n")
+            + "\nimport numpy as np\nimport torch\n" + "".join(line + "\n" for line in from_imports))
+
+
+# -- the recipe, as constants at the top ---------------------------------------------------------
+def _recipe_code(config: RunConfig, spec, classes: list[str] | None) -> str:
+    """The constants at the top: the run, the model, the images, the split and the training."""
+    recipe = [
+        f"RUN_NAME = {config.name!r}",
+        f"CLASSES = {list(classes)!r}  # the classes the app trained on, in label order" if classes
+        else "CLASSES = None  # the app's class names were not known when this was written",
+        "",
+    ]
+    recipe += _model_constants(config, spec) + _image_constants(config, spec) + _training_constants(config)
+    return "\n".join(recipe) + "\n"
+
+
+def _model_constants(config: RunConfig, spec) -> list[str]:
+    head = config.model.head
+    lines = [
+        "# Model",
+        f'BACKBONE = "{spec.name}"  # {spec.description}',
+        f"PRETRAINED = {config.model.pretrained}  # start from ImageNet weights"
+        + ("" if config.model.pretrained else " (off: random initialisation, no transfer)"),
+    ]
+    if head.kind not in CLASSICAL_HEADS:
+        lines.append(f"FEATURE_DIM = {spec.feature_dim_for(head)}  # width of the body's output features")
+    if head.kind == "mlp":
+        lines += [f"HIDDEN = {head.hidden}  # width of the head's hidden layer",
+                  f"DROPOUT = {_fmt(head.dropout)}  # dropout before the head's last layer"]
+    return lines
+
+
+def _image_constants(config: RunConfig, spec) -> list[str]:
+    pre, data = spec.preprocess, config.data
+    return ["", "# Images (the backbone's preprocessing, from its torchvision weights)",
+            f"RESIZE_SIZE = {pre.resize_size}  # each image's centre square is resized to this",
+            f"CROP_SIZE = {pre.crop_size}  # the network sees CROP_SIZE x CROP_SIZE crops",
+            f"MEAN = {tuple(pre.mean)!r}",
+            f"STD = {tuple(pre.std)!r}",
+            f'AUGMENT = "{data.augment}"  # augmentation preset of the training images',
+            "", "# Split: per class, held out at random with SPLIT_SEED",
+            f"VAL_FRACTION = {_fmt(data.val_fraction)}",
+            f"TEST_FRACTION = {_fmt(data.test_fraction)}",
+            f"SPLIT_SEED = {data.split_seed}",
+            f"TRAIN_FRACTION = {_fmt(data.train_fraction)}  # share of each class's training images used "
+            "(validation and test stay whole)"]
+
+
+def _training_constants(config: RunConfig) -> list[str]:
+    train = config.train
+    optimizer = OPTIMIZERS[train.optimizer]
+    lines = ["", "# Training",
+             f"SEED = {train.seed}",
+             f"BATCH_SIZE = {train.batch_size}",
+             f"NUM_WORKERS = {train.num_workers}  # data-loading processes",
+             f'BALANCE = "{train.balance}"  # imbalanced classes: {BALANCE_LABELS[train.balance]}']
+    if config.model.head.kind not in CLASSICAL_HEADS:
+        lines += [f"EPOCHS = {train.epochs}",
+                  f"LR = {_fmt(train.lr)}  # the head's learning rate",
+                  f'OPTIMIZER = "{optimizer.torch_class}"  # {optimizer.label}',
+                  f"WEIGHT_DECAY = {_fmt(train.weight_decay)}",
+                  f'SCHEDULE = "{train.schedule}"  # the learning rate is changed after every batch',
+                  f"LABEL_SMOOTHING = {_fmt(train.label_smoothing)}",
+                  f'MONITOR = "{train.monitor}"  # chooses the best epoch (and stops early)',
+                  f"PATIENCE = {train.early_stopping_patience}  # stop after this many epochs without "
+                  "improvement (0 = never)",
+                  f"TRAIN_BN = {config.freeze.train_bn}  # BatchNorm in frozen groups updates its statistics"]
+    return lines + [f'DEVICE = "{train.device}"  # auto: a CUDA GPU, else Apple MPS, else the CPU']
+
+
+# -- freezing ---------------------------------------------------------------------------------------
+def _freezing_code(config: RunConfig, spec) -> str:
+    """The layer groups, which of them learn in each epoch, and (with an lr range) their learning rates."""
+    head = config.model.head
+    groups = _layer_groups(spec.name, head.kind, head.pool)
+    group_names = [name for name, _ in groups]
+    group_lines = [f'    "{name}": {_names_code(paths)},' for name, paths in groups]
+    freezing = ("# Layer groups, from the input (stem) to the new head, as TL Studio splits "
+                f"{spec.name}.\n# Freezing and learning rates work per group; a group is a list of "
+                "module names.\nLAYER_GROUPS = {\n" + "\n".join(group_lines) + "\n}\n")
+    freezing += _trainable_groups_code(config.freeze, group_names)
+    if config.freeze.lr_range is not None:
+        freezing += _group_lr_code(config.freeze, group_names)
+    return freezing
+
+
+def _trainable_groups_code(plan, group_names: list[str]) -> str:
+    """``trainable_groups(epoch)``: the freezing plan, as the groups that learn in an epoch."""
+    from tl_core.model.freeze import trainable_groups
+
+    if plan.mode == "gradual":
+        return textwrap.dedent(f'''
+
+            UNFREEZE_EVERY = {plan.unfreeze_every}
+
+
+            def trainable_groups(epoch):
+                """Gradual unfreezing: the head first, then one more group, from the top down,
+                every UNFREEZE_EVERY epochs (epochs count from 1)."""
+                body = [name for name in LAYER_GROUPS if name != "head"]
+                k = min(len(body), (epoch - 1) // UNFREEZE_EVERY)
+                return body[len(body) - k:] + ["head"]
+            ''')
+    if plan.mode == "lp_ft":
+        return textwrap.dedent(f'''
+
+            PROBE_EPOCHS = {plan.probe_epochs}
+
+
+            def trainable_groups(epoch):
+                """LP-FT: a linear probe first (only the head learns for PROBE_EPOCHS epochs), then
+                every group learns (epochs count from 1)."""
+                if epoch <= PROBE_EPOCHS:
+                    return ["head"]
+                return list(LAYER_GROUPS)
+            ''')
+    flags = trainable_groups(plan, group_names)
+    trainable = [name for name, flag in zip(group_names, flags, strict=True) if flag]
+    why = {"feature_extractor": "the backbone stays frozen: only the new head learns",
+           "full": "every group learns (full fine-tuning)",
+           "last_n": f"the top {plan.last_n} group(s) of the backbone and the head learn",
+           "groups": "the groups chosen in the app and the head learn"}[plan.mode]
+    return textwrap.dedent(f'''
+
+        TRAINABLE = {json.dumps(trainable)}  # {why}
+
+
+        def trainable_groups(epoch):
+            """The groups that learn in this epoch (the same in every epoch here)."""
+            return TRAINABLE
+        ''')
+
+
+def _group_lr_code(plan, group_names: list[str]) -> str:
+    """``GROUP_LR``: the discriminative learning rates, one per group (the engine's multipliers)."""
+    from tl_core.model.freeze import lr_multipliers
+
+    mults = lr_multipliers(plan, group_names)
+    lr_lines = "\n".join(f'    "{name}": LR * {m:.6g},' for name, m in zip(group_names, mults, strict=True))
+    low, high = plan.lr_range
+    return ("\n\n# Discriminative learning rates: the range " f"{low:g} .. {high:g} scaled so the head "
+            "gets LR, spread geometrically\n# over the groups that train, lowest at the stem: early "
+            "layers need the smallest changes.\n# (Groups that never train get the lowest; they "
+            "have no gradient, so it is unused.)\nGROUP_LR = {\n" + lr_lines + "\n}\n")
+
+
+# -- the model ----------------------------------------------------------------------------------------
+def _model_code(spec, head, classical: bool) -> str:
+    """``load_backbone``, ``make_body`` (the network without its classifier) and, for a trained head,
+    ``TransferNet`` (the body and the new head)."""
+    weights_enum = type(spec.weights).__name__
+    model_code = textwrap.dedent(f'''
+        def load_backbone():
+            """torchvision's {spec.builder.__name__}. Its ImageNet weights are downloaded once into the torch hub
+            cache (~/.cache/torch/hub/checkpoints, or $TORCH_HOME/hub/checkpoints) and read from there."""
+            weights = models.{weights_enum}.{spec.weights.name} if PRETRAINED else None
+            return models.{spec.builder.__name__}(weights=weights)
+
+
+        def make_body(net):
+            """The pretrained network without its ImageNet classifier: images -> feature vectors."""
+        ''') + _indent(_body_code(spec, head), 4) + "\n    return body\n"
+    if not classical:
+        model_code += _transfer_net_code(head)
+    if spec.family == "vit":
+        model_code = _VIT_BODY + model_code
+    return model_code
+
+
+def _body_code(spec, head) -> str:
+    """The family's body adapter; VGG's pools to 7 x 7 (Keras-style Flatten) or to 1 x 1."""
+    body_code = _BODY_CODE[spec.family]
+    if spec.family == "vgg":
+        pool = "nn.AdaptiveAvgPool2d((7, 7))" if head.pool == "flatten" else "nn.AdaptiveAvgPool2d(1)"
+        body_code = body_code.format(pool=pool)
+        if head.pool == "flatten":
+            body_code = "# Keras-style Flatten: the 7 x 7 x 512 feature map, flattened (no global pooling).\n" + body_code
+    return body_code
+
+
+def _transfer_net_code(head) -> str:
+    """``TransferNet``: the body and the new head (linear, or an MLP)."""
+    if head.kind == "mlp":
+        head_code = ("nn.Sequential(\n        nn.Linear(FEATURE_DIM, HIDDEN), nn.ReLU(inplace=True), "
+                     "nn.Dropout(DROPOUT),\n        nn.Linear(HIDDEN, num_classes))")
+        head_doc = "one hidden layer (ReLU), dropout, then a linear layer to the classes"
+    else:
+        head_code = "nn.Linear(FEATURE_DIM, num_classes)"
+        head_doc = "one linear layer from the features to the classes"
+    return textwrap.dedent('''
+
+        class TransferNet(nn.Module):
+            """The pretrained body and a new head: HEAD_DOC."""
+
+            def __init__(self, num_classes):
+                super().__init__()
+                self.body = make_body(load_backbone())
+                self.head = HEAD_CODE
+
+            def forward(self, images):
+                return self.head(self.body(images))
+        ''').replace("HEAD_DOC", head_doc).replace("HEAD_CODE", head_code)
+
+
+# -- images -------------------------------------------------------------------------------------------
+def _images_code(config: RunConfig) -> str:
+    """Decoding an image, and what the network sees of it at evaluation and (augmented) in training."""
+    augment_code = _indent(_AUGMENT_CODE[config.data.augment] + ",", 8)
+    return textwrap.dedent('''
+        def load_image(path):
+            """An image file as RGB, turned upright as its camera's EXIF tag says."""
+            with Image.open(path) as image:
+                return ImageOps.exif_transpose(image).convert("RGB")
+
+
+        def center_square():
+            """The centre square of the image, resized to RESIZE_SIZE (TL Studio decodes every image so)."""
+            return v2.Compose([v2.ToImage(), v2.Resize(RESIZE_SIZE, antialias=True), v2.CenterCrop(RESIZE_SIZE)])
+
+
+        def to_network_input():
+            """uint8 pixels -> floats in [0, 1] -> normalised with the ImageNet mean and std."""
+            return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
+
+
+        def eval_transform():
+            """What the network sees at evaluation: the centre crop."""
+            return v2.Compose([center_square(), v2.CenterCrop(CROP_SIZE), to_network_input()])
+
+
+        def train_transform():
+            """What the network sees in training (the AUGMENT preset): a new random view of each
+            image every epoch."""
+            return v2.Compose([
+                center_square(),
+        ''') + augment_code + "\n        to_network_input(),\n    ])\n"
+
+
+# -- the data ----------------------------------------------------------------------------------------
+# The per-class split and subset of tl_core.data.split, as script code.
+_SPLIT_CODE = textwrap.dedent('''
+    def split_per_class(labels, val_fraction, test_fraction, seed):
+        """Train / validation / test indices, drawn class by class so each split keeps the class
+        balance. Every class keeps at least one training image, and one validation (test) image
+        when that fraction is above zero. TL Studio splits with this algorithm; the images can
+        still differ if the app listed them in another order, or if the data came with its own
+        val/ and test/ folders (the app keeps those)."""
+        rng = np.random.default_rng(seed)
+        train, val, test = [], [], []
+        for label in sorted(set(labels)):
+            members = [i for i, y in enumerate(labels) if y == label]
+            need = 1 + (val_fraction > 0) + (test_fraction > 0)
+            if len(members) < need:
+                raise SystemExit(f"Class {label} has {len(members)} image(s); it needs at least {need} to be split.")
+            order = [members[j] for j in rng.permutation(len(members))]
+            n = len(order)
+            n_test = max(1, math.floor(n * test_fraction + 0.5)) if test_fraction > 0 else 0
+            n_val = max(1, math.floor(n * val_fraction + 0.5)) if val_fraction > 0 else 0
+            while n_test + n_val > n - 1:  # keep one image for training
+                if n_test > 1:
+                    n_test -= 1
+                else:
+                    n_val -= 1
+            test += order[:n_test]
+            val += order[n_test:n_test + n_val]
+            train += order[n_test + n_val:]
+        return sorted(train), sorted(val), sorted(test)
+
+
+    def subset_per_class(train, labels, fraction, seed):
+        """The first max(1, round(n * fraction)) of each class's n training images, in an order
+        shuffled per class by seed whatever the fraction (so a 5% subset lies inside the 10% one),
+        as TL Studio's data-size sweep takes them. Validation and test images are not touched."""
+        if fraction >= 1:
+            return list(train)
+        rng = np.random.default_rng(seed)
+        kept = []
+        for label in sorted({labels[i] for i in train}):
+            members = sorted(i for i in train if labels[i] == label)
+            order = [members[j] for j in rng.permutation(len(members))]
+            kept += order[:max(1, math.floor(len(order) * fraction + 0.5))]
+        return sorted(kept)
+    ''')
 
 
 _DATA_CODE = '''
@@ -558,150 +604,178 @@ def count_params(module, trainable_only=False):
 '''
 
 
+# -- training / fitting -------------------------------------------------------------------------------
+def _run_code(config: RunConfig, classes: list[str] | None) -> tuple[str, list[str]]:
+    """The training loop (or, for a classical head, the fitting) with ``main``, and the imports it
+    adds (scikit-learn's)."""
+    head, train = config.model.head, config.train
+    if head.kind not in CLASSICAL_HEADS:
+        return _training_code(config), []
+    import_line, classifier = _classifier_code(head.kind, train.seed, train.balance != "none",
+                                               len(classes) if classes else 2)
+    return _classical_code(classifier, head.kind), ["from sklearn.pipeline import make_pipeline",
+                                                     "from sklearn.preprocessing import StandardScaler", import_line]
+
+
 def _training_code(config: RunConfig) -> str:
+    """The freezing helpers, the optimiser and schedule of the run, and the training loop with ``main``."""
+    return _FREEZE_HELPERS_CODE + "\n" + _optimizer_code(config) + _schedule_code(config) + _TRAINING_LOOP_CODE
+
+
+def _optimizer_code(config: RunConfig) -> str:
+    """``make_optimizer``: one parameter group per layer group with an lr range, else all parameters."""
     train, plan = config.train, config.freeze
     options = "".join(f", {name}={value!r}" for name, value in OPTIMIZERS[train.optimizer].options)
     if plan.lr_range is not None:
-        optimizer_code = textwrap.dedent(f'''
+        return textwrap.dedent(f'''
             def make_optimizer(model):
                 """{OPTIMIZERS[train.optimizer].torch_class} with one parameter group (and learning rate) per layer group.
                 Frozen parameters are included: they get no gradient, so the optimiser skips them."""
                 groups = [{{"params": params_of(model, LAYER_GROUPS[name]), "lr": GROUP_LR[name]}} for name in LAYER_GROUPS]
                 return torch.optim.{OPTIMIZERS[train.optimizer].torch_class}(groups, lr=LR, weight_decay=WEIGHT_DECAY{options})
             ''')
-    else:
-        optimizer_code = textwrap.dedent(f'''
-            def make_optimizer(model):
-                """{OPTIMIZERS[train.optimizer].torch_class} over all parameters; frozen ones get no gradient, so it skips them."""
-                return torch.optim.{OPTIMIZERS[train.optimizer].torch_class}(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY{options})
-            ''')
-    schedule_code = textwrap.dedent(f'''
+    return textwrap.dedent(f'''
+        def make_optimizer(model):
+            """{OPTIMIZERS[train.optimizer].torch_class} over all parameters; frozen ones get no gradient, so it skips them."""
+            return torch.optim.{OPTIMIZERS[train.optimizer].torch_class}(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY{options})
+        ''')
+
+
+def _schedule_code(config: RunConfig) -> str:
+    """``make_scheduler``: the run's learning-rate schedule, stepped once per batch."""
+    train = config.train
+    return textwrap.dedent(f'''
 
         def make_scheduler(optimizer, total_steps):
             """{train.schedule}: stepped once per batch, over total_steps batches."""
             return {_SCHEDULE_CODE[train.schedule]}
         ''')
-    return textwrap.dedent('''
-        def params_of(model, module_names):
-            return [p for name in module_names for p in model.get_submodule(name).parameters()]
 
 
-        def freeze(model, trainable):
-            """Only the parameters of the groups in `trainable` learn."""
-            for group, module_names in LAYER_GROUPS.items():
-                for p in params_of(model, module_names):
-                    p.requires_grad_(group in trainable)
+# Freezing by layer group, and BatchNorm in frozen groups (tl_core.model.freeze), as script code.
+_FREEZE_HELPERS_CODE = textwrap.dedent('''
+    def params_of(model, module_names):
+        return [p for name in module_names for p in model.get_submodule(name).parameters()]
 
 
-        def set_train_mode(model, trainable):
-            """model.train(), but the BatchNorm layers of frozen groups keep their ImageNet statistics."""
-            model.train()
-            if TRAIN_BN:
-                return
-            for group, module_names in LAYER_GROUPS.items():
-                if group not in trainable:
-                    for name in module_names:
-                        for m in model.get_submodule(name).modules():
-                            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                                m.eval()
-        ''') + "\n" + optimizer_code + schedule_code + textwrap.dedent('''
-
-        def class_weights(train_loader, num_classes):
-            """n / (k * n_c) per class (n training images, k classes, n_c of class c): each class adds
-            the same total to the training loss. The validation loss stays unweighted."""
-            subset = train_loader.dataset
-            counts = np.bincount([subset.dataset.targets[i] for i in subset.indices], minlength=num_classes)
-            weights = np.zeros(num_classes)
-            weights[counts > 0] = counts.sum() / ((counts > 0).sum() * counts[counts > 0])
-            return torch.tensor(weights, dtype=torch.float32)
+    def freeze(model, trainable):
+        """Only the parameters of the groups in `trainable` learn."""
+        for group, module_names in LAYER_GROUPS.items():
+            for p in params_of(model, module_names):
+                p.requires_grad_(group in trainable)
 
 
-        def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, steps_left):
-            total_loss, correct, seen = 0.0, 0, 0
-            for images, labels in loader:
-                images, labels = images.to(device), labels.to(device)
-                optimizer.zero_grad(set_to_none=True)
-                logits = model(images)
-                loss = loss_fn(logits, labels)
-                loss.backward()
-                optimizer.step()
-                if steps_left > 0:  # OneCycle refuses to step past its end
-                    scheduler.step()
-                    steps_left -= 1
-                total_loss += loss.item() * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
-                seen += len(labels)
-            return total_loss / max(seen, 1), correct / max(seen, 1), steps_left
+    def set_train_mode(model, trainable):
+        """model.train(), but the BatchNorm layers of frozen groups keep their ImageNet statistics."""
+        model.train()
+        if TRAIN_BN:
+            return
+        for group, module_names in LAYER_GROUPS.items():
+            if group not in trainable:
+                for name in module_names:
+                    for m in model.get_submodule(name).modules():
+                        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                            m.eval()
+    ''')
+
+# One epoch of training, the evaluation, the best epoch and early stopping, and main(), as script code.
+_TRAINING_LOOP_CODE = textwrap.dedent('''
+
+    def class_weights(train_loader, num_classes):
+        """n / (k * n_c) per class (n training images, k classes, n_c of class c): each class adds
+        the same total to the training loss. The validation loss stays unweighted."""
+        subset = train_loader.dataset
+        counts = np.bincount([subset.dataset.targets[i] for i in subset.indices], minlength=num_classes)
+        weights = np.zeros(num_classes)
+        weights[counts > 0] = counts.sum() / ((counts > 0).sum() * counts[counts > 0])
+        return torch.tensor(weights, dtype=torch.float32)
 
 
-        @torch.no_grad()
-        def evaluate(model, loader, device):
-            """Loss (without label smoothing) and accuracy on a held-out split."""
-            model.eval()
-            total_loss, correct, seen = 0.0, 0, 0
-            for images, labels in loader:
-                images, labels = images.to(device), labels.to(device)
-                logits = model(images)
-                total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-                correct += (logits.argmax(1) == labels).sum().item()
-                seen += len(labels)
-            return total_loss / max(seen, 1), correct / max(seen, 1)
+    def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, steps_left):
+        total_loss, correct, seen = 0.0, 0, 0
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+            loss.backward()
+            optimizer.step()
+            if steps_left > 0:  # OneCycle refuses to step past its end
+                scheduler.step()
+                steps_left -= 1
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        return total_loss / max(seen, 1), correct / max(seen, 1), steps_left
 
 
-        def is_better(val_loss, val_acc, best):
-            if best is None:
-                return True
-            return val_loss < best if MONITOR == "val_loss" else val_acc > best
+    @torch.no_grad()
+    def evaluate(model, loader, device):
+        """Loss (without label smoothing) and accuracy on a held-out split."""
+        model.eval()
+        total_loss, correct, seen = 0.0, 0, 0
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            logits = model(images)
+            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-        def main():
-            parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-            parser.add_argument("data", help="folder with one sub-folder of images per class")
-            parser.add_argument("--out", default="best_model.pt", help="where the best model's weights go")
-            args = parser.parse_args()
+    def is_better(val_loss, val_acc, best):
+        if best is None:
+            return True
+        return val_loss < best if MONITOR == "val_loss" else val_acc > best
 
-            seed_everything(SEED)
-            device = pick_device()
-            classes, loaders = make_loaders(args.data)
-            model = TransferNet(len(classes)).to(device)
-            freeze(model, trainable_groups(1))
-            optimizer = make_optimizer(model)
-            total_steps = len(loaders["train"]) * EPOCHS
-            scheduler = make_scheduler(optimizer, total_steps)
-            weight = class_weights(loaders["train"], len(classes)).to(device) if BALANCE == "weighted_loss" else None
-            loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=LABEL_SMOOTHING)
-            print(json.dumps({"run_name": RUN_NAME, "backbone": BACKBONE, "pretrained": PRETRAINED, "classes": classes,
-                              "trainable_params": count_params(model, trainable_only=True),
-                              "total_params": count_params(model), "optimizer": OPTIMIZER, "lr": LR,
-                              "weight_decay": WEIGHT_DECAY, "schedule": SCHEDULE, "epochs": EPOCHS,
-                              "batch_size": BATCH_SIZE, "label_smoothing": LABEL_SMOOTHING, "balance": BALANCE}))
 
-            best, best_epoch, epochs_without_gain, steps_left = None, None, 0, total_steps
-            for epoch in range(1, EPOCHS + 1):
-                trainable = trainable_groups(epoch)
-                freeze(model, trainable)
-                set_train_mode(model, trainable)
-                train_loss, train_acc, steps_left = train_one_epoch(
-                    model, loaders["train"], optimizer, scheduler, loss_fn, device, steps_left)
-                val_loss, val_acc = evaluate(model, loaders["val"], device)
-                print(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
-                      f"val loss {val_loss:.4f} acc {val_acc:.3f}")
-                if is_better(val_loss, val_acc, best):
-                    best, best_epoch, epochs_without_gain = (val_loss if MONITOR == "val_loss" else val_acc), epoch, 0
-                    torch.save(model.state_dict(), args.out)
-                else:
-                    epochs_without_gain += 1
-                if PATIENCE and epochs_without_gain >= PATIENCE:
-                    print(f"Stopped early: {MONITOR} did not improve for {PATIENCE} epochs.")
-                    break
+    def main():
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("data", help="folder with one sub-folder of images per class")
+        parser.add_argument("--out", default="best_model.pt", help="where the best model's weights go")
+        args = parser.parse_args()
 
-            print(f"Best epoch {best_epoch} (by {MONITOR}); its weights are in {args.out}")
-            if loaders["test"] is not None:
-                model.load_state_dict(torch.load(args.out, map_location=device))
-                test_loss, test_acc = evaluate(model, loaders["test"], device)
-                print(f"test loss {test_loss:.4f} acc {test_acc:.3f}")
-        ''')
+        seed_everything(SEED)
+        device = pick_device()
+        classes, loaders = make_loaders(args.data)
+        model = TransferNet(len(classes)).to(device)
+        freeze(model, trainable_groups(1))
+        optimizer = make_optimizer(model)
+        total_steps = len(loaders["train"]) * EPOCHS
+        scheduler = make_scheduler(optimizer, total_steps)
+        weight = class_weights(loaders["train"], len(classes)).to(device) if BALANCE == "weighted_loss" else None
+        loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=LABEL_SMOOTHING)
+        print(json.dumps({"run_name": RUN_NAME, "backbone": BACKBONE, "pretrained": PRETRAINED, "classes": classes,
+                          "trainable_params": count_params(model, trainable_only=True),
+                          "total_params": count_params(model), "optimizer": OPTIMIZER, "lr": LR,
+                          "weight_decay": WEIGHT_DECAY, "schedule": SCHEDULE, "epochs": EPOCHS,
+                          "batch_size": BATCH_SIZE, "label_smoothing": LABEL_SMOOTHING, "balance": BALANCE}))
 
+        best, best_epoch, epochs_without_gain, steps_left = None, None, 0, total_steps
+        for epoch in range(1, EPOCHS + 1):
+            trainable = trainable_groups(epoch)
+            freeze(model, trainable)
+            set_train_mode(model, trainable)
+            train_loss, train_acc, steps_left = train_one_epoch(
+                model, loaders["train"], optimizer, scheduler, loss_fn, device, steps_left)
+            val_loss, val_acc = evaluate(model, loaders["val"], device)
+            print(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | "
+                  f"val loss {val_loss:.4f} acc {val_acc:.3f}")
+            if is_better(val_loss, val_acc, best):
+                best, best_epoch, epochs_without_gain = (val_loss if MONITOR == "val_loss" else val_acc), epoch, 0
+                torch.save(model.state_dict(), args.out)
+            else:
+                epochs_without_gain += 1
+            if PATIENCE and epochs_without_gain >= PATIENCE:
+                print(f"Stopped early: {MONITOR} did not improve for {PATIENCE} epochs.")
+                break
+
+        print(f"Best epoch {best_epoch} (by {MONITOR}); its weights are in {args.out}")
+        if loaders["test"] is not None:
+            model.load_state_dict(torch.load(args.out, map_location=device))
+            test_loss, test_acc = evaluate(model, loaders["test"], device)
+            print(f"test loss {test_loss:.4f} acc {test_acc:.3f}")
+    ''')
 
 def _classical_code(classifier: str, kind: str) -> str:
     return textwrap.dedent(f'''

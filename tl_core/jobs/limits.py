@@ -53,8 +53,8 @@ def check_can_start(workspace: Workspace, config: RunConfig | None = None, *, ne
 def estimate_run_bytes(config: RunConfig) -> int:
     """About what a run writes: its checkpoints (best and last: model size x2), the decoded images
     and, for a frozen backbone, the stored features. Rough on purpose: it guards the free space."""
+    from tl_core.config import feature_views
     from tl_core.errors import ConfigError
-    from tl_core.model.features import feature_views
     from tl_core.model.registry import get_backbone
 
     try:

@@ -3,7 +3,7 @@
 When the whole backbone stays frozen, the body's features are computed once per view of the
 images and only the head trains on them. The views are computed lazily: epoch 1 needs one
 augmented view of the training images (and the validation set's eval view), each later epoch
-adds a view until ``MAX_FEATURE_VIEWS``, then epochs cycle through them. So the first curve point
+adds a view until ``config.MAX_FEATURE_VIEWS``, then epochs cycle through them. So the first curve point
 comes after one pass of the backbone, not after all of them.
 
 Two caches: ``FeatureCache`` holds a run's features in memory; ``FeatureStore`` keeps them on disk
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from tl_core.config import TrainConfig
     from tl_core.model.registry import Preprocess
 
-MAX_FEATURE_VIEWS = 4  # augmented views whose features are cached; epochs cycle through them
 FEATURES_VERSION = 2  # bump when how features are computed changes, so old stored ones are not reused
 
 
@@ -82,11 +81,6 @@ class EvalBatches:
                 torch.as_tensor(self.labels[start:start + self.batch_size])
 
 
-def feature_views(augment: str, epochs: int) -> int:
-    """How many augmented views of the training set a cached run computes."""
-    return 1 if augment == "none" else min(epochs, MAX_FEATURE_VIEWS)
-
-
 @dataclass(frozen=True)
 class FeatureView:
     """Which view of the images the body saw: the eval centre crop (``augment="none"``), or
@@ -123,7 +117,7 @@ def train_feature_view(augment: str, index: int, seed: int) -> FeatureView:
 class FeatureCache:
     """Body features of a run's images, on CPU; filled view by view as epochs first need them."""
 
-    n_views: int = 1  # training views the run cycles through (``feature_views``)
+    n_views: int = 1  # training views the run cycles through (``config.feature_views``)
     train_views: dict[int, torch.Tensor] = field(default_factory=dict)  # view index -> [N_train, D]
     val: torch.Tensor | None = None  # [N_val, D], the eval view
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tl_core import events as ev
-from tl_core.config import CLASSICAL_HEADS, RunConfig
+from tl_core.config import CLASSICAL_HEADS, RunConfig, feature_views
 from tl_core.device import autocast_dtype, seed_everything, select_device
 from tl_core.errors import ConfigError
 from tl_core.model.features import (
@@ -32,7 +32,6 @@ from tl_core.model.features import (
     FeatureView,
     feature_key,
     feature_numerics,
-    feature_views,
     model_fingerprint,
 )
 from tl_core.model.preprocess import Normalizer, View, decode_dataset, eval_view, make_loader, train_view
