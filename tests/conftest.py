@@ -13,6 +13,14 @@ from PIL import Image
 # Tests never touch the network or the user's own workspace.
 os.environ.setdefault("TL_STUDIO_OFFLINE", "1")
 
+# The tiny test backbone (tests/tiny_backbone.py) is registered through the plugin variable, set
+# before tl_core is first imported: the test process and every worker it starts (jobs, torchrun
+# ranks, Ray jobs) register it the same way. A developer's own plugins stay.
+TINY_BACKBONE_MODULE = "tests.tiny_backbone"
+_plugins = [m.strip() for m in os.environ.get("TL_STUDIO_BACKBONE_PLUGINS", "").split(",") if m.strip()]
+os.environ["TL_STUDIO_BACKBONE_PLUGINS"] = ",".join(
+    _plugins + ([] if TINY_BACKBONE_MODULE in _plugins else [TINY_BACKBONE_MODULE]))
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 
 
@@ -47,6 +55,23 @@ def write_image_folder(root: Path, classes: dict[str, int], size=(64, 48), fmt: 
             ext = "jpg" if fmt == "JPEG" else fmt.lower()
             synthetic_image(colour, seed=1000 * c_index + i, size=size).save(root / name / f"{i}.{ext}", fmt)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_backbone_weights(tmp_path_factory) -> Path:
+    """The tiny backbone's "pretrained" weights file, in a ``TL_STUDIO_WEIGHTS`` folder of the
+    session (the lookup's second place; workers inherit the variable). Its path."""
+    from tests import tiny_backbone
+    from tl_core.model.registry import ENV_WEIGHTS
+
+    path = tiny_backbone.save_weights(tmp_path_factory.mktemp("weights"))
+    before = os.environ.get(ENV_WEIGHTS)
+    os.environ[ENV_WEIGHTS] = str(path.parent)
+    yield path
+    if before is None:
+        os.environ.pop(ENV_WEIGHTS, None)
+    else:
+        os.environ[ENV_WEIGHTS] = before
 
 
 @pytest.fixture
