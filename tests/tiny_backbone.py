@@ -1,4 +1,4 @@
-"""``tiny_cnn``: a backbone of about 9,000 parameters for the tests that check plumbing (the trainer,
+"""``tiny_cnn``: a backbone of about 15,000 parameters for the tests that check plumbing (the trainer,
 jobs, the CLI, limits, runs), not MobileNetV2 itself. A training step costs milliseconds.
 
 It is a real backbone in every way the engine sees: a torchvision-style model (``features``, then a
@@ -32,7 +32,8 @@ CROP_SIZE = 32  # small inputs, as torchvision's own model tests use
 FEATURE_DIM = 32
 # What the seeded "pretrained" head was made for (the weights were never trained: a made-up set).
 CATEGORIES = ("red", "green", "blue", "yellow")
-WIDTHS = (8, 16, 16, FEATURE_DIM)  # output channels of the stem and the three stages
+WIDTHS = (8, 16, 32, FEATURE_DIM)  # output channels of the stem and the three stages
+STRIDES = (2, 2, 1, 2)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -45,13 +46,17 @@ class TinyCNN(nn.Module):
 
     def __init__(self, num_classes: int = len(CATEGORIES)):
         super().__init__()
-        strides = (2, 2, 1, 2)
         blocks, c_in = [], 3
-        for c_out, stride in zip(WIDTHS, strides, strict=True):
+        for c_out, stride in zip(WIDTHS, STRIDES, strict=True):
             blocks.append(_conv_bn_relu(c_in, c_out, stride))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(FEATURE_DIM, num_classes))
+        # He initialisation keeps the activations' scale through the blocks (torchvision's models
+        # initialise their convolutions so too); PyTorch's default would shrink the features ~10x.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
@@ -80,7 +85,7 @@ NUM_PARAMS = sum(p.numel() for p in TinyCNN().parameters())
 def _gflops() -> float:
     """Multiply-adds of the convolutions and the classifier at CROP_SIZE px, in GFLOPs."""
     ops, size, c_in = 0, CROP_SIZE, 3
-    for c_out, stride in zip(WIDTHS, (2, 2, 1, 2), strict=True):
+    for c_out, stride in zip(WIDTHS, STRIDES, strict=True):
         size = (size + 1) // stride
         ops += size * size * c_out * c_in * 9
         c_in = c_out
@@ -118,5 +123,5 @@ def save_weights(folder: Path) -> Path:
 # The family picks the adapter: "mobilenet_v2" is features -> global average pool -> classifier[-1].
 SPEC = register(BackboneSpec(
     NAME, "mobilenet_v2", tiny_cnn, TinyCNN_Weights.SEEDED,
-    "Tiny CNN (tests only): four conv-BN-ReLU blocks, about 9,000 parameters.", FEATURE_DIM,
+    "Tiny CNN (tests only): four conv-BN-ReLU blocks, about 15,000 parameters.", FEATURE_DIM,
     stage_starts=(0, 1, 2, 3)))

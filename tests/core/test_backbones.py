@@ -480,7 +480,7 @@ def test_the_tiny_backbone_is_plugged_in_with_weights_the_lookup_checks(tiny_bac
     status = weights_status(tiny_backbone.NAME)
     assert status.available and status.source == "weights_dir" and status.path == tiny_backbone_weights
     model = build_model(tiny_backbone.NAME, num_classes=3)  # pretrained: the seeded file, hash-checked
-    assert model.pretrained and 5_000 < sum(p.numel() for p in model.parameters()) < 10_000
+    assert model.pretrained and 5_000 < sum(p.numel() for p in model.parameters()) < 20_000
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.body.modules())
     torch.testing.assert_close(model.body.features[0][0].weight,
                                load_pretrained_state_dict(tiny_backbone.NAME)[0]["features.0.0.weight"])
