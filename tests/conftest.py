@@ -88,6 +88,35 @@ def workspace(tmp_path: Path, monkeypatch):
     return Workspace(tmp_path / "home")
 
 
+def train_tiny_run(root: Path) -> Path:
+    """A real tiny run under ``root`` (its own workspace): the tiny test backbone as a feature
+    extractor, 5 epochs (a fraction of a second) on 2 colour classes, its dataset ingested in the workspace. Its folder."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
+    from tl_core.runs import RunStore
+    from tl_core.training.trainer import train
+    from tl_core.workspace import Workspace
+
+    workspace = Workspace(root)
+    folder = write_image_folder(root / "src", {"red": 10, "blue": 10})
+    dest = DatasetCatalog(workspace).new_dir("colours")
+    ingest(folder, dest)
+    config = RunConfig(data=DataConfig(source=str(dest), dataset_dir=str(dest), val_fraction=0.3, augment="none"),
+                       model=ModelConfig(backbone=TINY),
+                       train=TrainConfig(epochs=5, batch_size=8, lr=1e-2, schedule="constant"), name="tiny")
+    run = RunStore(workspace).create(config)
+    train(config, run, workspace)
+    return run.dir
+
+
+@pytest.fixture(scope="session")
+def trained_run_dir(tmp_path_factory) -> Path:
+    """The tiny run, trained once per test session (read only: tests copy it, see tests/app/conftest.py)."""
+    return train_tiny_run(tmp_path_factory.mktemp("trained"))
+
+
 @pytest.fixture(scope="session")
 def real_photos() -> dict[str, Image.Image]:
     """Real photos shipped with scikit-image: a cat and a cup of coffee."""

@@ -36,19 +36,21 @@ WIDTHS = (8, 16, 32, FEATURE_DIM)  # output channels of the stem and the three s
 STRIDES = (2, 2, 1, 2)
 
 
-def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+def _conv_bn(c_in: int, c_out: int, stride: int, relu: bool = True) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
 
 
 class TinyCNN(nn.Module):
-    """Four conv-BN-ReLU blocks, global average pooling and a linear classifier (MobileNetV2's shape)."""
+    """Four conv-BN blocks (ReLU after all but the last), global average pooling and a linear classifier."""
 
     def __init__(self, num_classes: int = len(CATEGORIES)):
         super().__init__()
         blocks, c_in = [], 3
-        for c_out, stride in zip(WIDTHS, STRIDES, strict=True):
-            blocks.append(_conv_bn_relu(c_in, c_out, stride))
+        for i, (c_out, stride) in enumerate(zip(WIDTHS, STRIDES, strict=True)):
+            # The last block is linear (no ReLU), as MobileNetV2's bottlenecks end: features of
+            # both signs, which a new linear head separates in a few steps.
+            blocks.append(_conv_bn(c_in, c_out, stride, relu=i < len(WIDTHS) - 1))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(FEATURE_DIM, num_classes))
@@ -123,5 +125,5 @@ def save_weights(folder: Path) -> Path:
 # The family picks the adapter: "mobilenet_v2" is features -> global average pool -> classifier[-1].
 SPEC = register(BackboneSpec(
     NAME, "mobilenet_v2", tiny_cnn, TinyCNN_Weights.SEEDED,
-    "Tiny CNN (tests only): four conv-BN-ReLU blocks, about 15,000 parameters.", FEATURE_DIM,
+    "Tiny CNN (tests only): four conv-BN blocks, about 15,000 parameters.", FEATURE_DIM,
     stage_starts=(0, 1, 2, 3)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,18 @@ def tiny_dataset(session_workspace, tmp_path):
     dest = DatasetCatalog(session_workspace).new_dir("tiny")
     ingest(folder, dest)
     return dest.name
+
+
+@pytest.fixture
+def trained_run(trained_run_dir, session_workspace):
+    """The session's tiny run (tests/conftest.py), copied into this test's session workspace (the
+    dataset stays in the shared copy)."""
+    from tl_core.runs import RunStore
+
+    target = session_workspace.runs_dir / trained_run_dir.name
+    if not target.exists():
+        shutil.copytree(trained_run_dir, target)
+    return RunStore(session_workspace).get(target.name)
 
 
 def no_exceptions(at) -> None:

@@ -23,14 +23,10 @@ _TRAINED: dict[str, Path] = {}
 
 
 @pytest.fixture
-def source(tmp_path_factory) -> Workspace:
-    """A workspace with one dataset and one tiny trained run: the app tests' run, trained once per
-    test session whichever module asks first (read only here)."""
-    from tests.app import trained_run
-
-    if "dir" not in trained_run._TRAINED:
-        trained_run._TRAINED["dir"] = trained_run.train_tiny_run(tmp_path_factory.mktemp("trained"))
-    return Workspace(trained_run._TRAINED["dir"].parent.parent)
+def source(trained_run_dir) -> Workspace:
+    """A workspace with one dataset and one tiny trained run: the session's run (tests/conftest.py),
+    trained once per test session whichever test asks first (read only here)."""
+    return Workspace(trained_run_dir.parent.parent)
 
 
 @pytest.fixture

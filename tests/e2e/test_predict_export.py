@@ -27,7 +27,7 @@ def open_page(page, server: str, url_path: str, run_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def shipped_run(server_home):
-    from tests.app.trained_run import train_tiny_run
+    from tests.conftest import train_tiny_run
 
     return train_tiny_run(server_home / "sessions" / SESSION).name
 
