@@ -19,8 +19,6 @@ from tl_core.model.loading import load_model
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 
-_TRAINED: dict[str, Path] = {}
-
 
 @pytest.fixture
 def source(trained_run_dir) -> Workspace:
@@ -29,12 +27,12 @@ def source(trained_run_dir) -> Workspace:
     return Workspace(trained_run_dir.parent.parent)
 
 
-@pytest.fixture
-def archive(source, tmp_path_factory) -> Path:
-    if "zip" not in _TRAINED:
-        _TRAINED["zip"] = tmp_path_factory.mktemp("project-zip") / "project.zip"
-        project.export_project(source, _TRAINED["zip"])
-    return _TRAINED["zip"]
+@pytest.fixture(scope="session")
+def archive(trained_run_dir, tmp_path_factory) -> Path:
+    """The source workspace exported once per session (read only)."""
+    path = tmp_path_factory.mktemp("project-zip") / "project.zip"
+    project.export_project(Workspace(trained_run_dir.parent.parent), path)
+    return path
 
 
 def listed(workspace: Workspace) -> tuple[list[str], list[str]]:
