@@ -125,8 +125,16 @@ def real_photos() -> dict[str, Image.Image]:
     return {"chelsea": Image.fromarray(data.chelsea()), "coffee": Image.fromarray(data.coffee())}
 
 
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: elsewhere they skip with the reason, rather than fail."""
+    """Everything under tests/e2e/ drives a real browser: marked ``e2e`` (and ``-m "not e2e"``
+    leaves it out) by its folder, not file by file. Tests marked ``gpu`` need CUDA: elsewhere they
+    skip with the reason, rather than fail."""
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

@@ -8,13 +8,10 @@ import re
 import time
 from urllib.parse import parse_qs, urlparse
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 
 def _student_starts_a_run(browser, server, name: str):

@@ -6,12 +6,8 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.e2e.conftest import open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 KEPT = ("linear probe", "logistic regression on features", "full fine-tune")
 DROPPED = ("LP-FT (probe, then fine-tune all)", "random init (no transfer)")

@@ -6,12 +6,8 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.e2e.conftest import open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 
 def test_sample_and_defaults_train_a_good_model(page, server):

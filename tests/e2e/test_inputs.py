@@ -6,12 +6,9 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.conftest import open_app, screenshot
-
-pytestmark = pytest.mark.e2e
 
 
 def test_upload_a_folder_of_class_folders(page, server, tmp_path):

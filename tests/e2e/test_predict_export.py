@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.conftest import click_plot_point, open_app, screenshot
 
-pytestmark = pytest.mark.e2e
 SESSION = "e2eship"
 
 

@@ -7,12 +7,8 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.e2e.conftest import open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 HOSTILE_NAME = "**bold** [x](http://e.com)"
 

@@ -10,13 +10,9 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import COLOURS, synthetic_image
 from tests.e2e.conftest import open_app, screenshot
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 
 def patients_zip(path: Path) -> Path:

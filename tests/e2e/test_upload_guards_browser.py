@@ -10,12 +10,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import psutil
-import pytest
 
 from tests.e2e.conftest import open_app, screenshot
 from tests.image_bombs import BOMB_SIDE, png_bomb
-
-pytestmark = pytest.mark.e2e
 
 
 def _server_process(server: str) -> psutil.Process:

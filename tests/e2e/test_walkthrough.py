@@ -6,11 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.e2e.conftest import make_zip, open_app, screenshot
-
-pytestmark = pytest.mark.e2e
 
 
 def upload_zip(page, path) -> None:
