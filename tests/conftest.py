@@ -88,9 +88,10 @@ def workspace(tmp_path: Path, monkeypatch):
     return Workspace(tmp_path / "home")
 
 
-def train_tiny_run(root: Path) -> Path:
-    """A real tiny run under ``root`` (its own workspace): the tiny test backbone as a feature
-    extractor, 5 epochs (a fraction of a second) on 2 colour classes, its dataset ingested in the workspace. Its folder."""
+def train_tiny_run(root: Path, backbone: str | None = None) -> Path:
+    """A real tiny run under ``root`` (its own workspace): a feature extractor (the tiny test
+    backbone unless ``backbone`` names another), 5 epochs on 2 colour classes, its dataset ingested
+    in the workspace. Its folder."""
     from tests.tiny_backbone import NAME as TINY
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data import ingest
@@ -104,7 +105,7 @@ def train_tiny_run(root: Path) -> Path:
     dest = DatasetCatalog(workspace).new_dir("colours")
     ingest(folder, dest)
     config = RunConfig(data=DataConfig(source=str(dest), dataset_dir=str(dest), val_fraction=0.3, augment="none"),
-                       model=ModelConfig(backbone=TINY),
+                       model=ModelConfig(backbone=backbone or TINY),
                        train=TrainConfig(epochs=5, batch_size=8, lr=1e-2, schedule="constant"), name="tiny")
     run = RunStore(workspace).create(config)
     train(config, run, workspace)

@@ -130,6 +130,40 @@ def open_app(page, server: str, path: str = "") -> None:
     page.wait_for_selector("h1")
 
 
+# Streamlit's root element says whether the script is running: data-test-script-state is "running"
+# while it runs and "notRunning" once the page is drawn.
+_SCRIPT_DONE = "[data-testid=stApp][data-test-script-state=notRunning]"
+# Every visible image has loaded and every visible plotly chart has drawn its plot.
+_DRAWN = """() => {
+    const visible = (el) => el.offsetParent !== null;
+    return [...document.images].filter(visible).every((img) => img.complete)
+        && [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
+               .every((chart) => chart.querySelector('.main-svg .plot'));
+}"""
+
+
+def settled(page, timeout: float = 60_000) -> None:
+    """Wait until the page stops changing as a user would see it (before a screenshot): the script
+    run is over and its images and charts are drawn."""
+    page.wait_for_selector(_SCRIPT_DONE, timeout=timeout)
+    page.wait_for_function(_DRAWN, timeout=timeout)
+
+
+def after_rerun(page, action, timeout: float = 60_000) -> None:
+    """Do ``action`` (a widget change: a fill and Enter, a click) and wait until the script run it
+    starts is over, so that the app has taken the new value before the test goes on."""
+    page.evaluate("""() => {
+        window.__tlScriptRuns = 0;
+        const app = document.querySelector('[data-testid=stApp]');
+        new MutationObserver((changes) => { window.__tlScriptRuns += changes.length; })
+            .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    }""")
+    action()
+    page.wait_for_function(
+        "() => window.__tlScriptRuns > 0 && document.querySelector('[data-testid=stApp]')"
+        ".getAttribute('data-test-script-state') === 'notRunning'", timeout=timeout)
+
+
 def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:
     """Click the Plotly point ``point`` (a locator) the way a user does: rest the pointer on it
     until Plotly shows its hover label (holding ``hover_text``), then click.

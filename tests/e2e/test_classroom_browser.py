@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlparse
 
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot
+from tests.e2e.conftest import TEACHER_PASSWORD, after_rerun, open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 
@@ -23,8 +23,7 @@ def _student_starts_a_run(browser, server, name: str):
     page.get_by_text("2 · Health report").wait_for(timeout=90_000)
     box = page.locator("[data-testid=stSidebar]").get_by_label("Your name", exact=True)
     box.fill(name)
-    box.press("Enter")
-    time.sleep(1.0)  # the name is saved by the box's callback on the next rerun
+    after_rerun(page, lambda: box.press("Enter"))  # the name is saved by the box's callback on the rerun
     go_to(page, "train")
     page.get_by_role("button", name="Start training").click()
     page.locator("[data-testid=stSidebar]").get_by_text(re.compile("queued|running")).first.wait_for(timeout=60_000)
@@ -68,7 +67,7 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
         teacher.locator(".js-plotly-plot").first.wait_for()  # the disk chart, and the tables, drawn
         teacher.locator("[data-testid=stDataFrame] canvas").first.wait_for()
         teacher.locator("[data-testid=stFileUploaderDropzone]").first.wait_for()
-        time.sleep(2.0)
+        settled(teacher)
         screenshot(teacher, "18_teacher")
 
         queue_b.get_by_role("button", name="Stop").click()

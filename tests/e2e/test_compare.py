@@ -4,9 +4,8 @@ sample dataset, their curves overlaid under their names, the table and what the 
 from __future__ import annotations
 
 import re
-import time
 
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 KEPT = ("linear probe", "logistic regression on features", "full fine-tune")
@@ -20,8 +19,7 @@ def test_compare_three_strategies_on_the_sample(page, server, server_home):
     go_to(page, "train")  # a short budget for every member: 2 epochs
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
-    epochs.press("Enter")
-    time.sleep(1.0)
+    after_rerun(page, lambda: epochs.press("Enter"))
 
     go_to(page, "compare")
     for label in DROPPED:
@@ -38,5 +36,5 @@ def test_compare_three_strategies_on_the_sample(page, server, server_home):
     page.locator("[data-testid=stDataFrame]").first.wait_for()
     runs = list((server_home / "sessions" / "e2ecompare" / "runs").glob("*/config.json"))
     assert len(runs) == 3
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "17_compare_strategies")

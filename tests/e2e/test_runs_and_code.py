@@ -5,9 +5,8 @@ typed), re-run it (the stored backbone features make the second run quick) and d
 from __future__ import annotations
 
 import re
-import time
 
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 HOSTILE_NAME = "**bold** [x](http://e.com)"
@@ -16,8 +15,7 @@ HOSTILE_NAME = "**bold** [x](http://e.com)"
 def train_two_epochs(page) -> None:
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
-    epochs.press("Enter")
-    time.sleep(0.5)  # the rerun that takes the new value
+    after_rerun(page, lambda: epochs.press("Enter"))  # the rerun that takes the new value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 
@@ -54,12 +52,12 @@ def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server, server_h
     table.wait_for()
     page.get_by_role("button", name="Delete run…").click()
     page.get_by_text("Delete this run for good?").wait_for()
-    time.sleep(0.5)  # the rerun that drew the question is over
+    settled(page)  # the rerun that drew the question is over
     page.get_by_role("button", name="Delete for good").click()
     # The question goes, and one run is left: the renamed one, still listed by its name.
     page.get_by_role("button", name="Delete run…").wait_for(timeout=60_000)
     page.get_by_text(HOSTILE_NAME).first.wait_for()
     runs_left = list((server_home / "sessions" / "e2eruns" / "runs").glob("*/config.json"))
     assert len(runs_left) == 1
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "16_runs_page")

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import zipfile
 from pathlib import Path
 
 from tests.conftest import COLOURS, synthetic_image
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 
@@ -41,7 +40,7 @@ def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_h
 
     leak = page.get_by_text(re.compile(r"'P1' in train and validation"))
     leak.wait_for(timeout=30_000)
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "19_data_sheet_group_leak")
     page.get_by_role("button", name="Split again keeping each group in one split").click()
     page.get_by_text("Groups per class and split").wait_for()
@@ -51,8 +50,7 @@ def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_h
     go_to(page, "train")
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("1")
-    epochs.press("Enter")
-    time.sleep(1.0)  # the rerun that keeps the value
+    after_rerun(page, lambda: epochs.press("Enter"))  # the rerun that keeps the value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from tests.e2e.conftest import make_zip, open_app, screenshot
+from tests.e2e.conftest import after_rerun, make_zip, open_app, screenshot, settled
 
 
 def upload_zip(page, path) -> None:
@@ -46,7 +46,7 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     assert page.locator("h1").first.inner_text() == "Your images"
     upload_zip(page, make_zip(tmp_path / "colours.zip", {"red": 6, "green": 6, "blue": 6}))
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "1_data_health")
 
     go_to(page, "model")
@@ -59,9 +59,9 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     go_to(page, "train")
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("300")
-    epochs.press("Enter")
-    page.get_by_text("Compute frozen features once").click()  # train the head on images each epoch
-    time.sleep(1.0)
+    after_rerun(page, lambda: epochs.press("Enter"))
+    # Train the head on images each epoch.
+    after_rerun(page, lambda: page.get_by_text("Compute frozen features once").click())
     page.get_by_role("button", name="Start training").click()
     second = wait_for_growth(page, 0, timeout=120)
     page.locator(".js-plotly-plot").first.wait_for()
@@ -84,7 +84,7 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     page.get_by_text("Error analysis").wait_for(timeout=60_000)
     page.locator("[data-testid=stMetricValue]").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "6_results")
 
 
@@ -96,7 +96,7 @@ def test_upload_with_broken_files_lists_them(page, server, tmp_path):
     assert "Skipped files (3)" in body
     page.locator("[data-testid=stDataFrame]").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.5)  # let the thumbnails and charts finish drawing
+    settled(page)  # let the thumbnails and charts finish drawing
     screenshot(page, "7_data_skipped")
 
 
