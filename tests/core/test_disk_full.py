@@ -461,8 +461,8 @@ def test_an_export_on_a_full_disk_keeps_the_previous_export(workspace, disk):
     from tl_core.export.bundle import export_model
     from tl_core.model.registry import build_model, get_backbone
 
-    model = build_model("mobilenet_v3_small", 2, pretrained=False).eval()
-    pre = get_backbone("mobilenet_v3_small").preprocess
+    model = build_model(TINY, 2, pretrained=False).eval()
+    pre = get_backbone(TINY).preprocess
     out = workspace.root / "runs" / "r" / "export"
     photo = [Image.new("RGB", (64, 48), (90, 120, 30))]
     export_model(model, ["a", "b"], pre, out, formats=("safetensors",), check_images=photo)

@@ -133,12 +133,13 @@ def open_app(page, server: str, path: str = "") -> None:
 # Streamlit's root element says whether the script is running: data-test-script-state is "running"
 # while it runs and "notRunning" once the page is drawn.
 _SCRIPT_DONE = "[data-testid=stApp][data-test-script-state=notRunning]"
-# Every visible image has loaded and every visible plotly chart has drawn its plot.
+# Every visible image has loaded (a lazy one below the fold loads when scrolled to) and every
+# visible plotly chart has drawn its SVG.
 _DRAWN = """() => {
     const visible = (el) => el.offsetParent !== null;
-    return [...document.images].filter(visible).every((img) => img.complete)
+    return [...document.images].filter(visible).every((img) => img.complete || img.loading === 'lazy')
         && [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
-               .every((chart) => chart.querySelector('.main-svg .plot'));
+               .every((chart) => chart.querySelector('.main-svg'));
 }"""
 
 
