@@ -50,6 +50,7 @@ def test_train_step_updates_only_trainable_parameters():
     assert not torch.equal(model[2].weight, trainable)
 
 
+@pytest.mark.slow
 def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
     # MobileNetV2 itself: its ImageNet features are what make 3 epochs of a linear head learn the
     # colours (the tiny test backbone's seeded features do not, reliably).
