@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -150,19 +151,34 @@ def settled(page, timeout: float = 60_000) -> None:
     page.wait_for_function(_DRAWN, timeout=timeout)
 
 
-def after_rerun(page, action, timeout: float = 60_000) -> None:
-    """Do ``action`` (a widget change: a fill and Enter, a click) and wait until the script run it
-    starts is over, so that the app has taken the new value before the test goes on."""
-    page.evaluate("""() => {
-        window.__tlScriptRuns = 0;
-        const app = document.querySelector('[data-testid=stApp]');
-        new MutationObserver((changes) => { window.__tlScriptRuns += changes.length; })
-            .observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
-    }""")
-    action()
-    page.wait_for_function(
-        "() => window.__tlScriptRuns > 0 && document.querySelector('[data-testid=stApp]')"
-        ".getAttribute('data-test-script-state') === 'notRunning'", timeout=timeout)
+def saved_setting(page, server_home: Path, section: str, name: str, value, timeout: float = 60) -> None:
+    """Wait until the session's saved settings (choices.json, which the pages write on every change)
+    hold ``value``: the app has taken a widget's new value before the test goes on."""
+    from tests.conftest import wait_for
+    from tl_core import atomic
+    from tl_core.workspace import Workspace
+
+    session = parse_qs(urlparse(page.url).query)["s"][0]
+    path = Workspace(server_home).for_session(session).root / "choices.json"
+
+    def saved():
+        data = atomic.read_json(path, default={})
+        return isinstance(data, dict) and data.get(section, {}).get(name) == value
+
+    wait_for(saved, timeout=timeout)
+
+
+def tiny_backbone_picked(server_home: Path, session: str) -> None:
+    """The session's saved settings with the tiny test backbone picked (as on the Model page), so
+    that the jobs a browser test starts check the app's plumbing in seconds, not MobileNetV2."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core import atomic
+    from tl_core.config import DataConfig, ModelConfig, RunConfig
+    from tl_core.workspace import Workspace
+
+    root = Workspace(server_home).for_session(session).root
+    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY))
+    atomic.write_json(root / "choices.json", draft.to_dict())
 
 
 def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:

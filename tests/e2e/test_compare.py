@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled, tiny_backbone_picked
 from tests.e2e.test_walkthrough import go_to
 
 KEPT = ("linear probe", "logistic regression on features", "full fine-tune")
@@ -13,13 +13,15 @@ DROPPED = ("LP-FT (probe, then fine-tune all)", "random init (no transfer)")
 
 
 def test_compare_three_strategies_on_the_sample(page, server, server_home):
+    tiny_backbone_picked(server_home, "e2ecompare")  # the page's plumbing, not MobileNetV2
     open_app(page, server, "?s=e2ecompare")
     page.get_by_role("button", name="Use the sample dataset").click()
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)
     go_to(page, "train")  # a short budget for every member: 2 epochs
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
-    after_rerun(page, lambda: epochs.press("Enter"))
+    epochs.press("Enter")
+    saved_setting(page, server_home, "train", "epochs", 2)
 
     go_to(page, "compare")
     for label in DROPPED:

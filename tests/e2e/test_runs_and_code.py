@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 HOSTILE_NAME = "**bold** [x](http://e.com)"
 
 
-def train_two_epochs(page) -> None:
+def train_two_epochs(page, server_home) -> None:
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
-    after_rerun(page, lambda: epochs.press("Enter"))  # the rerun that takes the new value
+    epochs.press("Enter")
+    saved_setting(page, server_home, "train", "epochs", 2)  # the app took the new value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 
@@ -34,7 +35,7 @@ def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server, server_h
     page.get_by_role("button", name="Download train.py").wait_for()
     screenshot(page, "15_train_show_the_code")
     page.get_by_text("Show the code").click()  # fold it again
-    train_two_epochs(page)
+    train_two_epochs(page, server_home)
 
     go_to(page, "runs")
     page.get_by_role("textbox", name="Name", exact=True).fill(HOSTILE_NAME)

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from tests.conftest import COLOURS, synthetic_image
-from tests.e2e.conftest import after_rerun, open_app, screenshot, settled
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 
 
@@ -50,7 +50,8 @@ def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_h
     go_to(page, "train")
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("1")
-    after_rerun(page, lambda: epochs.press("Enter"))  # the rerun that keeps the value
+    epochs.press("Enter")
+    saved_setting(page, server_home, "train", "epochs", 1)  # the rerun that keeps the value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 

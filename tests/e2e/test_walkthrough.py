@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-from tests.e2e.conftest import after_rerun, make_zip, open_app, screenshot, settled
+from tests.e2e.conftest import make_zip, open_app, saved_setting, screenshot, settled
 
 
 def upload_zip(page, path) -> None:
@@ -41,7 +41,7 @@ def wait_for_growth(page, above: int, timeout: float = 90.0) -> int:
     raise AssertionError(f"training did not get past epoch {above}")
 
 
-def test_upload_train_reload_stop_results(page, server, tmp_path):
+def test_upload_train_reload_stop_results(page, server, server_home, tmp_path):
     open_app(page, server)
     assert page.locator("h1").first.inner_text() == "Your images"
     upload_zip(page, make_zip(tmp_path / "colours.zip", {"red": 6, "green": 6, "blue": 6}))
@@ -59,9 +59,10 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     go_to(page, "train")
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("300")
-    after_rerun(page, lambda: epochs.press("Enter"))
-    # Train the head on images each epoch.
-    after_rerun(page, lambda: page.get_by_text("Compute frozen features once").click())
+    epochs.press("Enter")
+    saved_setting(page, server_home, "train", "epochs", 300)
+    page.get_by_text("Compute frozen features once").click()  # train the head on images each epoch
+    saved_setting(page, server_home, "train", "feature_cache", False)
     page.get_by_role("button", name="Start training").click()
     second = wait_for_growth(page, 0, timeout=120)
     page.locator(".js-plotly-plot").first.wait_for()
