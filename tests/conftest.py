@@ -13,6 +13,14 @@ from PIL import Image
 # Tests never touch the network or the user's own workspace.
 os.environ.setdefault("TL_STUDIO_OFFLINE", "1")
 
+# The tiny test backbone (tests/tiny_backbone.py) is registered through the plugin variable, set
+# before tl_core is first imported: the test process and every worker it starts (jobs, torchrun
+# ranks, Ray jobs) register it the same way. A developer's own plugins stay.
+TINY_BACKBONE_MODULE = "tests.tiny_backbone"
+_plugins = [m.strip() for m in os.environ.get("TL_STUDIO_BACKBONE_PLUGINS", "").split(",") if m.strip()]
+os.environ["TL_STUDIO_BACKBONE_PLUGINS"] = ",".join(
+    _plugins + ([] if TINY_BACKBONE_MODULE in _plugins else [TINY_BACKBONE_MODULE]))
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 
 
@@ -49,6 +57,23 @@ def write_image_folder(root: Path, classes: dict[str, int], size=(64, 48), fmt: 
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_backbone_weights(tmp_path_factory) -> Path:
+    """The tiny backbone's "pretrained" weights file, in a ``TL_STUDIO_WEIGHTS`` folder of the
+    session (the lookup's second place; workers inherit the variable). Its path."""
+    from tests import tiny_backbone
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
+
+    path = tiny_backbone.save_weights(tmp_path_factory.mktemp("weights"))
+    before = os.environ.get(ENV_WEIGHTS)
+    os.environ[ENV_WEIGHTS] = str(path.parent)
+    yield path
+    if before is None:
+        os.environ.pop(ENV_WEIGHTS, None)
+    else:
+        os.environ[ENV_WEIGHTS] = before
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """A 3-class ImageFolder of 12 small JPEGs per class."""
@@ -63,6 +88,36 @@ def workspace(tmp_path: Path, monkeypatch):
     return Workspace(tmp_path / "home")
 
 
+def train_tiny_run(root: Path, backbone: str | None = None) -> Path:
+    """A real tiny run under ``root`` (its own workspace): a feature extractor (the tiny test
+    backbone unless ``backbone`` names another), 5 epochs on 2 colour classes, its dataset ingested
+    in the workspace. Its folder."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.data import ingest
+    from tl_core.data.catalog import DatasetCatalog
+    from tl_core.runs import RunStore
+    from tl_core.training.trainer import train
+    from tl_core.workspace import Workspace
+
+    workspace = Workspace(root)
+    folder = write_image_folder(root / "src", {"red": 10, "blue": 10})
+    dest = DatasetCatalog(workspace).new_dir("colours")
+    ingest(folder, dest)
+    config = RunConfig(data=DataConfig(source=str(dest), dataset_dir=str(dest), val_fraction=0.3, augment="none"),
+                       model=ModelConfig(backbone=backbone or TINY),
+                       train=TrainConfig(epochs=5, batch_size=8, lr=1e-2, schedule="constant"), name="tiny")
+    run = RunStore(workspace).create(config)
+    train(config, run, workspace)
+    return run.dir
+
+
+@pytest.fixture(scope="session")
+def trained_run_dir(tmp_path_factory) -> Path:
+    """The tiny run, trained once per test session (read only: tests copy it, see tests/app/conftest.py)."""
+    return train_tiny_run(tmp_path_factory.mktemp("trained"))
+
+
 @pytest.fixture(scope="session")
 def real_photos() -> dict[str, Image.Image]:
     """Real photos shipped with scikit-image: a cat and a cup of coffee."""
@@ -71,8 +126,16 @@ def real_photos() -> dict[str, Image.Image]:
     return {"chelsea": Image.fromarray(data.chelsea()), "coffee": Image.fromarray(data.coffee())}
 
 
+E2E_DIR = Path(__file__).parent / "e2e"
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: elsewhere they skip with the reason, rather than fail."""
+    """Everything under tests/e2e/ drives a real browser: marked ``e2e`` (and ``-m "not e2e"``
+    leaves it out) by its folder, not file by file. Tests marked ``gpu`` need CUDA: elsewhere they
+    skip with the reason, rather than fail."""
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,30 @@ def tiny_dataset(session_workspace, tmp_path):
     dest = DatasetCatalog(session_workspace).new_dir("tiny")
     ingest(folder, dest)
     return dest.name
+
+
+@pytest.fixture
+def tiny_draft(session_workspace):
+    """The session's saved settings with the tiny test backbone picked (as the Model page would),
+    so a job the Train page starts trains it: the page's plumbing, in a fraction of a second."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core import atomic
+    from tl_core.config import DataConfig, ModelConfig, RunConfig
+
+    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY))
+    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+
+
+@pytest.fixture
+def trained_run(trained_run_dir, session_workspace):
+    """The session's tiny run (tests/conftest.py), copied into this test's session workspace (the
+    dataset stays in the shared copy)."""
+    from tl_core.runs import RunStore
+
+    target = session_workspace.runs_dir / trained_run_dir.name
+    if not target.exists():
+        shutil.copytree(trained_run_dir, target)
+    return RunStore(session_workspace).get(target.name)
 
 
 def no_exceptions(at) -> None:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.app.conftest import no_exceptions
+from tests.tiny_backbone import NAME as TINY
 
 PICKED = ["linear_probe", "logreg", "full_finetune"]
 LABELS = ["linear probe", "logistic regression on features", "full fine-tune"]
@@ -24,11 +25,12 @@ def no_workers(monkeypatch):
 
 @pytest.fixture
 def short_draft(session_workspace):
-    """The session's saved settings: 2 short epochs, so the members train in seconds."""
+    """The session's saved settings: 2 short epochs of the tiny test backbone, so the members train
+    in a fraction of a second."""
     from tl_core import atomic
-    from tl_core.config import DataConfig, RunConfig, TrainConfig
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
-    draft = RunConfig(data=DataConfig(source="", val_fraction=0.25, augment="none"),
+    draft = RunConfig(data=DataConfig(source="", val_fraction=0.25, augment="none"), model=ModelConfig(backbone=TINY),
                       train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, schedule="constant"))
     atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
 
@@ -69,7 +71,7 @@ def test_compare_starts_one_run_per_strategy_with_its_config(app, tiny_dataset, 
     assert configs["logreg"].model.head.kind == "logreg"
     assert configs["full_finetune"].freeze.mode == "full"
     assert {c.data.dataset_dir for c in configs.values()} == {str(session_workspace.datasets_dir / tiny_dataset)}
-    assert {(c.train.epochs, c.train.seed, c.model.backbone) for c in configs.values()} == {(2, 0, "mobilenet_v2")}
+    assert {(c.train.epochs, c.train.seed, c.model.backbone) for c in configs.values()} == {(2, 0, TINY)}
     assert sorted(r.display_name() for r in runs.values()) == sorted(f"Colours <b>bold</b> · {label}"
                                                                       for label in LABELS)
     # The name is shown as text, never through Markdown.
@@ -174,7 +176,7 @@ def test_freeze_depth_starts_one_run_per_number_of_frozen_groups(app, tiny_datas
     no_exceptions(app)
     experiment = ExperimentStore(session_workspace).get(app.query_params["experiment"])
     assert experiment.kind == "freeze_depth"
-    groups = len(body_group_names("mobilenet_v2"))
+    groups = len(body_group_names(TINY))
     runs = {r.id: r for r in RunStore(session_workspace).list()}
     plans = sorted((runs[m.run_id].config.freeze.mode, runs[m.run_id].config.freeze.last_n, m.x)
                    for m in experiment.members)

@@ -7,7 +7,6 @@ import io
 import zipfile
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 
 
 def test_no_trained_run_points_to_train(app):

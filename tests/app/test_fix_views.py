@@ -11,7 +11,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.conftest import SESSION, no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 from tests.conftest import write_image_folder
 from tl_core.data import Dataset, fixes, ingest
 

@@ -37,7 +37,8 @@ _TRAINED: dict[str, Path] = {}
 def _hostile_workspace(root: Path) -> tuple[str, str]:
     """A dataset whose class, file and dataset names are hostile, and a run trained on it (1 epoch)."""
     from tests.conftest import synthetic_image
-    from tl_core.config import DataConfig, RunConfig, TrainConfig
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from tl_core.data import UploadedImage, ingest
     from tl_core.data.catalog import DatasetCatalog
     from tl_core.runs import RunStore
@@ -55,7 +56,7 @@ def _hostile_workspace(root: Path) -> tuple[str, str]:
     ds = ingest(uploads, dest, name=DATASET_NAME)
     assert sorted(ds.classes) == sorted(CLASSES) and ds.name == DATASET_NAME
     config = RunConfig(data=DataConfig(source=str(dest), dataset_dir=str(dest), val_fraction=0.4, augment="none"),
-                       train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, schedule="constant"), name=RUN_NAME)
+                       model=ModelConfig(backbone=TINY), train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, schedule="constant"), name=RUN_NAME)
     run = RunStore(workspace).create(config)
     train(config, run, workspace)
     assert run.state == "finished"

@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 
 SUGGEST_BUTTON = "Balance the classes in training (weighted loss)"
 

@@ -10,7 +10,6 @@ import zipfile
 import pytest
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 
 
 class _File:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 from tl_core.jobs import backends as job_backends
 
 ADDRESS = "http://ray-head.test:8265"
@@ -50,7 +49,7 @@ def test_the_train_page_follows_a_ray_job(app, trained_run, monkeypatch):  # noq
     app.run()
     no_exceptions(app)
     assert run.state == "running"  # not taken for a dead local worker
-    assert [p.proto.text for p in app.get("progress")] == ["Epoch 1 of 1 done"]  # the run folder's curves
+    assert [p.proto.text for p in app.get("progress")] == ["Epoch 5 of 5 done"]  # the run folder's curves (the session's tiny run: 5 epochs)
     assert any(m.label == "Validation accuracy" and m.value != "—" for m in app.metric)
     assert app.button(key="stop") is not None
     assert not app.error

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 from tl_core.evaluation import analysis
 from tl_ui.analysis_views import cell_from_selection, confusion_click_figure, default_cell
 

@@ -8,7 +8,6 @@ import dataclasses
 import pytest
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 
 TRICKY = "**bold** [x](http://e.com)"
 
@@ -78,7 +77,7 @@ def test_edit_and_run_loads_the_settings_into_the_train_page(app, trained_run, t
     no_exceptions(app)
     assert app.title[0].value == "Train"
     config = trained_run.config
-    assert app.number_input(key="epochs").value == config.train.epochs == 1
+    assert app.number_input(key="epochs").value == config.train.epochs == 5  # the session's tiny run
     assert app.select_slider(key="lr").value == config.train.lr == 1e-2
     assert app.select_slider(key="batch_size").value == config.train.batch_size == 8
     assert app.radio(key="augment").value == "none"

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.app.conftest import SESSION, no_exceptions
+from tests.tiny_backbone import NAME as TINY
 from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.catalog import DatasetCatalog
@@ -41,7 +42,7 @@ def markdown_text(at) -> str:
 
 def _config(folder) -> RunConfig:
     return RunConfig(data=DataConfig(source=str(folder), dataset_dir=str(folder), val_fraction=0.25, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"), freeze=FreezePlan(mode="feature_extractor"),
+                     model=ModelConfig(backbone=TINY), freeze=FreezePlan(mode="feature_extractor"),
                      train=TrainConfig(epochs=1, batch_size=8, num_workers=0))
 
 

@@ -30,7 +30,7 @@ def test_without_a_dataset_the_page_points_to_data(app):
     assert any("choose a dataset" in i.value for i in app.info)
 
 
-def test_start_trains_in_a_worker_and_shows_curves(app, tiny_dataset):
+def test_start_trains_in_a_worker_and_shows_curves(app, tiny_dataset, tiny_draft):
     app.query_params["dataset"] = tiny_dataset
     app.switch_page("pages/3_train.py").run()
     no_exceptions(app)
@@ -46,7 +46,7 @@ def test_start_trains_in_a_worker_and_shows_curves(app, tiny_dataset):
     assert len(app.get("plotly_chart")) >= 3
 
 
-def test_stop_keeps_the_run_and_marks_it_cancelled(app, tiny_dataset):
+def test_stop_keeps_the_run_and_marks_it_cancelled(app, tiny_dataset, tiny_draft):
     app.query_params["dataset"] = tiny_dataset
     app.switch_page("pages/3_train.py").run()
     app.number_input(key="epochs").set_value(200)

@@ -9,7 +9,6 @@ import io
 import threading
 
 from tests.app.conftest import no_exceptions
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 from tests.conftest import COLOURS, synthetic_image
 from tests.image_bombs import BOMB_SIDE, png_bomb
 

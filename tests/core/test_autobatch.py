@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny_backbone import NAME as TINY
 from tl_core import atomic
 from tl_core import events as ev
-from tl_core.config import DataConfig, RunConfig, TrainConfig
+from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.training import autobatch
 from tl_core.training.autobatch import choose_batch_size, largest_fitting, power_of_two_floor
 
@@ -119,7 +120,7 @@ def test_a_run_with_auto_batch_on_cpu_trains_at_the_configured_size(workspace, i
     from tl_core.training.trainer import train
 
     cfg = RunConfig(data=DataConfig(source=str(image_folder), val_fraction=0.25, augment="none"),
-                    train=TrainConfig(epochs=1, batch_size=8, auto_batch=True, schedule="constant"))
+                    model=ModelConfig(backbone=TINY), train=TrainConfig(epochs=1, batch_size=8, auto_batch=True, schedule="constant"))
     run = RunStore(workspace).create(cfg)
     seen: list = []
     train(cfg, run, workspace, subscribers=[seen.append])

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
+import textwrap
 import urllib.error
 from collections import Counter
 from pathlib import Path
@@ -13,6 +18,7 @@ import torchvision.models._api as tv_api
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from tests import tiny_backbone
 from tl_core.config import HeadConfig
 from tl_core.errors import ConfigError, WeightsUnavailable
 from tl_core.model import adapters, registry, weights, weights_lookup
@@ -29,6 +35,8 @@ from tl_core.model.weights import load_pretrained_state_dict, weights_status
 
 EXPECTED = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
             "efficientnet_b0", "convnext_tiny", "vit_b_16", "vgg16"}
+REPO = Path(__file__).resolve().parents[2]
+PLUGGED_IN = {tiny_backbone.NAME}  # registered by the test session through TL_STUDIO_BACKBONE_PLUGINS
 BUNDLED_FILE = "mobilenet_v2-b0353104.pth"
 
 
@@ -58,7 +66,7 @@ def _param_counts(model) -> Counter:
 
 
 def test_registry_holds_the_promised_backbones():
-    assert {s.name for s in list_backbones()} == EXPECTED
+    assert {s.name for s in list_backbones()} == EXPECTED | PLUGGED_IN
     assert get_backbone("mobilenet_v2").weights.name == "IMAGENET1K_V1"
     assert get_backbone("mobilenet_v2").weights_filename == BUNDLED_FILE
 
@@ -70,15 +78,21 @@ def test_unknown_and_duplicate_names_list_the_valid_ones():
         register(get_backbone("resnet18"))
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED) + sorted(PLUGGED_IN))
 def test_backbone_convention(name):
-    """Random init (no weights needed): groups, shapes, preprocessing, faithfulness to torchvision."""
+    """Random init (no weights needed): groups, shapes, preprocessing, faithfulness to torchvision.
+    Every registered backbone, the test session's tiny one too; the ImageNet facts for the shipped ones."""
     spec = get_backbone(name)
-    assert spec.num_params > 1_000_000 and 50 < spec.top1 < 100 and spec.gflops > 0
+    assert spec.gflops > 0
+    if name in EXPECTED:
+        assert spec.num_params > 1_000_000 and 50 < spec.top1 < 100
+        assert len(spec.categories) == 1000 and spec.preprocess.crop_size == 224
+    else:
+        assert spec.num_params == sum(p.numel() for p in spec.builder(weights=None).parameters())
     assert spec.weights_filename.endswith(".pth") and spec.weights_url.endswith(spec.weights_filename)
-    assert spec.description and len(spec.categories) == 1000
+    assert spec.description and spec.categories
     p = spec.preprocess
-    assert p.crop_size == 224 and p.resize_size >= p.crop_size
+    assert p.resize_size >= p.crop_size
     assert len(p.mean) == len(p.std) == 3 and all(0 < s < 1 for s in p.std)
     assert InterpolationMode(p.interpolation) in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)
     assert Preprocess.from_dict(p.to_dict()) == p
@@ -428,3 +442,47 @@ def test_every_backbone_has_a_weights_name_with_a_hash_and_its_shapes():
     for spec in registry.list_backbones():
         assert weights.spec_for_weights_file(spec.weights_filename) is spec
         assert weights.expected_state_shapes(spec)
+
+
+# ----------------------------------------------------------------------------- plugins
+
+
+def test_plugin_variable_registers_backbones_and_names_a_missing_module():
+    """TL_STUDIO_BACKBONE_PLUGINS: without it the registry is exactly the shipped backbones; each
+    module it names registers its own; a module that is not there is a ConfigError naming it."""
+    script = textwrap.dedent("""
+        import json
+        from tl_core.errors import ConfigError
+        from tl_core.model import registry
+        before = [s.name for s in registry.list_backbones()]
+        loaded = registry.load_backbone_plugins(" tests.tiny_backbone , ")
+        after = [s.name for s in registry.list_backbones()]
+        try:
+            registry.load_backbone_plugins("tests.no_such_plugin")
+            error = ""
+        except ConfigError as exc:
+            error = str(exc)
+        print(json.dumps({"before": before, "loaded": loaded, "after": after, "error": error}))
+    """)
+    env = {**os.environ, registry.ENV_BACKBONE_PLUGINS: "", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert set(result["before"]) == EXPECTED
+    assert result["loaded"] == [tiny_backbone.MODULE]
+    assert result["after"] == result["before"] + [tiny_backbone.NAME]
+    assert registry.ENV_BACKBONE_PLUGINS in result["error"] and "tests.no_such_plugin" in result["error"]
+
+
+def test_the_tiny_backbone_is_plugged_in_with_weights_the_lookup_checks(tiny_backbone_weights):
+    assert os.environ[registry.ENV_BACKBONE_PLUGINS].split(",")[-1] == tiny_backbone.MODULE
+    status = weights_status(tiny_backbone.NAME)
+    assert status.available and status.source == "weights_dir" and status.path == tiny_backbone_weights
+    model = build_model(tiny_backbone.NAME, num_classes=3)  # pretrained: the seeded file, hash-checked
+    assert model.pretrained and 5_000 < sum(p.numel() for p in model.parameters()) < 20_000
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.body.modules())
+    torch.testing.assert_close(model.body.features[0][0].weight,
+                               load_pretrained_state_dict(tiny_backbone.NAME)[0]["features.0.0.weight"])
+    # It passes the four checks of an imported file, its hash prefix included.
+    saved = weights.import_weights(tiny_backbone_weights, dest_dir=tiny_backbone_weights.parent / "imported")
+    assert saved.read_bytes() == tiny_backbone_weights.read_bytes()

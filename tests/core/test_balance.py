@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
-from tl_core.config import BALANCE_LABELS, Balance, DataConfig, RunConfig, TrainConfig, choices
+from tests.tiny_backbone import NAME as TINY
+from tl_core.config import BALANCE_LABELS, Balance, DataConfig, ModelConfig, RunConfig, TrainConfig, choices
 from tl_core.data.health import IMBALANCE_WARN
 from tl_core.errors import ConfigError
 from tl_core.model.preprocess import make_loader
@@ -87,7 +88,7 @@ def test_runs_train_with_each_choice_and_save_it(workspace, tmp_path):
     losses = {}
     for balance, cache in (("none", True), ("weighted_loss", True), ("sampler", False)):
         config = RunConfig(data=DataConfig(source=str(folder), val_fraction=0.34, augment="none"),
-                           train=TrainConfig(epochs=1, batch_size=4, lr=1e-2, schedule="constant",
+                           model=ModelConfig(backbone=TINY), train=TrainConfig(epochs=1, batch_size=4, lr=1e-2, schedule="constant",
                                              balance=balance, feature_cache=cache))
         run = RunStore(workspace).create(config)
         result = train(config, run, workspace)

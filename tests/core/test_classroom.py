@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_backbone import NAME as TINY
 from tl_core.classroom import teacher as classroom
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.data.catalog import DatasetCatalog
@@ -41,7 +42,7 @@ def _dataset(session, tmp_path: Path, name: str = "tiny") -> str:
 def _config(dataset_dir: Path) -> RunConfig:
     return RunConfig(data=DataConfig(source=str(dataset_dir), dataset_dir=str(dataset_dir), val_fraction=0.25,
                                      augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"), freeze=FreezePlan(mode="feature_extractor"),
+                     model=ModelConfig(backbone=TINY), freeze=FreezePlan(mode="feature_extractor"),
                      train=TrainConfig(epochs=1, batch_size=8, num_workers=0))
 
 
@@ -90,7 +91,7 @@ def test_list_sessions_shows_each_sessions_datasets_runs_and_disk(home, tmp_path
     assert [d.id for d in by_id["ada"].datasets] == [ada_data]
     assert [d.name for d in by_id["bob"].datasets] == ["birds"]
     (row,) = by_id["ada"].runs
-    assert (row.run_id, row.state, row.best_val_acc, row.backbone) == (run.id, "finished", 0.75, "mobilenet_v2")
+    assert (row.run_id, row.state, row.best_val_acc, row.backbone) == (run.id, "finished", 0.75, TINY)
     assert row.strategy == "frozen"
     assert by_id["bob"].runs == []
     assert by_id["ada"].disk_bytes > 0
@@ -252,7 +253,7 @@ def test_a_shared_dataset_is_decoded_once_for_the_class(home, tmp_path):
     own = DatasetCatalog(bob).path(_dataset(bob, tmp_path))
     assert classroom.cache_dir_for(own, bob) == bob.cache_dir
 
-    preprocess = get_backbone("mobilenet_v2").preprocess
+    preprocess = get_backbone(TINY).preprocess
     prepare_data(_config(folder), ada, preprocess)
     decoded = sorted((home / "shared" / "cache").glob("decoded-*.npy"))
     assert len(decoded) == 1
@@ -277,7 +278,7 @@ def test_leaderboard_ranks_the_class_by_validation_accuracy_without_session_ids(
 
     rows = classroom.leaderboard(shared_id, home)
     assert [(r.rank, r.student, r.best_val_acc) for r in rows] == [(1, classroom.NO_NAME, 0.90), (2, "Ada", 0.70)]
-    assert all(r.strategy == "frozen" and r.backbone == "mobilenet_v2" for r in rows)
+    assert all(r.strategy == "frozen" and r.backbone == TINY for r in rows)
     assert "session-key" not in repr(rows)
 
     assert not classroom.leaderboard_visible(home)

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
+from tests.tiny_backbone import NAME as TINY
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError
 from tl_core.events import CheckpointSaved, EpochEnded, RunCancelled, RunFinished, RunStarted
@@ -31,7 +32,7 @@ def ddp_config(folder: Path, nproc: int, augment: str = "none", **train_kw) -> R
     train = dict(epochs=3, batch_size=5, lr=5e-2, schedule="cosine", num_workers=0, device="cpu", nproc=nproc)
     train.update(train_kw)
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment=augment),
-                     model=ModelConfig(backbone="mobilenet_v2"),
+                     model=ModelConfig(backbone=TINY),
                      freeze=FreezePlan(mode="feature_extractor"), train=TrainConfig(**train))
 
 

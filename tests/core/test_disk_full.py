@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
+from tests.tiny_backbone import NAME as TINY
 from tl_core import atomic
 from tl_core import events as ev
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
@@ -131,7 +132,7 @@ def make_config(folder: Path | str = "unused", **train) -> RunConfig:
     settings = dict(epochs=2, batch_size=8, lr=1e-2, schedule="constant")
     settings.update(train)
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"), freeze=FreezePlan(mode="feature_extractor"),
+                     model=ModelConfig(backbone=TINY), freeze=FreezePlan(mode="feature_extractor"),
                      train=TrainConfig(**settings))
 
 
@@ -460,8 +461,8 @@ def test_an_export_on_a_full_disk_keeps_the_previous_export(workspace, disk):
     from tl_core.export.bundle import export_model
     from tl_core.model.registry import build_model, get_backbone
 
-    model = build_model("mobilenet_v3_small", 2, pretrained=False).eval()
-    pre = get_backbone("mobilenet_v3_small").preprocess
+    model = build_model(TINY, 2, pretrained=False).eval()
+    pre = get_backbone(TINY).preprocess
     out = workspace.root / "runs" / "r" / "export"
     photo = [Image.new("RGB", (64, 48), (90, 120, 30))]
     export_model(model, ["a", "b"], pre, out, formats=("safetensors",), check_images=photo)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.tiny_backbone import NAME as TINY
 from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from tl_core.errors import ConfigError, ExperimentNotFound
 from tl_core.experiments.columns import TABLE_COLUMNS
@@ -28,7 +29,7 @@ def base_config(folder, **train_kw) -> RunConfig:
     train = dict(epochs=8, batch_size=8, lr=1e-2, schedule="constant", seed=3)
     train.update(train_kw)
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, split_seed=5, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind="mlp", hidden=64)),
+                     model=ModelConfig(backbone=TINY, head=HeadConfig(kind="mlp", hidden=64)),
                      freeze=FreezePlan(train_bn=True), train=TrainConfig(**train), name="ignored")
 
 
@@ -117,7 +118,7 @@ def test_every_member_trains_on_the_same_split_seed_backbone_and_budget(workspac
     for m in members:
         c = m.config
         assert (c.data, c.train, c.model.backbone) == (base.data, base.train, base.model.backbone)
-    preprocess = get_backbone("mobilenet_v2").preprocess
+    preprocess = get_backbone(TINY).preprocess
     splits = {(tuple(d.train), tuple(d.val), tuple(d.test))
               for d in (prepare_data(m.config, workspace, preprocess) for m in members)}
     assert len(splits) == 1
@@ -288,7 +289,7 @@ def test_the_training_subset_is_stratified_nested_and_keeps_validation(workspace
 
     folder = write_image_folder(tmp_path / "uneven", {"red": 30, "green": 12, "blue": 5})
     base = base_config(folder)
-    preprocess = get_backbone("mobilenet_v2").preprocess
+    preprocess = get_backbone(TINY).preprocess
     data = {f: prepare_data(dataclasses.replace(base, data=dataclasses.replace(base.data, train_fraction=f)),
                             workspace, preprocess) for f in (0.05, 0.1, 0.25, 0.5, 1.0)}
     full = data[1.0]
@@ -335,7 +336,7 @@ def test_freeze_depth_members_go_from_full_fine_tune_to_probe(tmp_path):
     from tl_core.model.registry import body_group_names
 
     base = base_config(tmp_path)
-    groups = len(body_group_names("mobilenet_v2"))
+    groups = len(body_group_names(TINY))
     members = plan_freeze_depth(base, "Depth")
     one = [m for m in members if m.key.startswith("one_lr@")]
     spread = [m for m in members if m.key.startswith("discriminative@")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.tiny_backbone import NAME as TINY
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.jobs import launch as jobs
 from tl_core.jobs import queue as job_queue
@@ -23,7 +24,7 @@ def tiny_config(folder: Path, **train_kw) -> RunConfig:
     train = dict(epochs=2, batch_size=8, lr=1e-2, schedule="constant", num_workers=0)
     train.update(train_kw)
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"),
+                     model=ModelConfig(backbone=TINY),
                      freeze=FreezePlan(mode="feature_extractor"), train=TrainConfig(**train))
 
 

@@ -63,18 +63,13 @@ def test_folds_follow_the_smallest_class_and_a_class_of_one_is_refused():
 
 
 @pytest.mark.slow
-def test_a_frozen_runs_stored_features_are_read_back():
-    """The app tests' tiny run (a 1-epoch feature extractor without augmentation, trained once per
+def test_a_frozen_runs_stored_features_are_read_back(trained_run_dir):
+    """The session's tiny run (a 5-epoch feature extractor without augmentation, trained once per
     test session) stored the eval view of its splits: the list needs no backbone pass."""
-    from tests.app.trained_run import _TRAINED, train_tiny_run
     from tl_core.runs import Run
     from tl_core.workspace import Workspace
 
-    if "dir" not in _TRAINED:
-        import tempfile
-
-        _TRAINED["dir"] = train_tiny_run(Path(tempfile.mkdtemp(prefix="tl-trained-")))
-    run = Run(_TRAINED["dir"])
+    run = Run(trained_run_dir)
     workspace = Workspace(run.dir.parent.parent)
     messages: list[str] = []
     report = find_for_run(run, workspace, progress=lambda done, total, message="": messages.append(message))

@@ -19,26 +19,20 @@ from tl_core.model.loading import load_model
 from tl_core.runs import RunStore
 from tl_core.workspace import Workspace
 
-_TRAINED: dict[str, Path] = {}
-
 
 @pytest.fixture
-def source(tmp_path_factory) -> Workspace:
-    """A workspace with one dataset and one tiny trained run: the app tests' run, trained once per
-    test session whichever module asks first (read only here)."""
-    from tests.app import trained_run
-
-    if "dir" not in trained_run._TRAINED:
-        trained_run._TRAINED["dir"] = trained_run.train_tiny_run(tmp_path_factory.mktemp("trained"))
-    return Workspace(trained_run._TRAINED["dir"].parent.parent)
+def source(trained_run_dir) -> Workspace:
+    """A workspace with one dataset and one tiny trained run: the session's run (tests/conftest.py),
+    trained once per test session whichever test asks first (read only here)."""
+    return Workspace(trained_run_dir.parent.parent)
 
 
-@pytest.fixture
-def archive(source, tmp_path_factory) -> Path:
-    if "zip" not in _TRAINED:
-        _TRAINED["zip"] = tmp_path_factory.mktemp("project-zip") / "project.zip"
-        project.export_project(source, _TRAINED["zip"])
-    return _TRAINED["zip"]
+@pytest.fixture(scope="session")
+def archive(trained_run_dir, tmp_path_factory) -> Path:
+    """The source workspace exported once per session (read only)."""
+    path = tmp_path_factory.mktemp("project-zip") / "project.zip"
+    project.export_project(Workspace(trained_run_dir.parent.parent), path)
+    return path
 
 
 def listed(workspace: Workspace) -> tuple[list[str], list[str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.tiny_backbone import NAME as TINY
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.events import EpochEnded, RunCancelled, RunFinished
 from tl_core.jobs import backends as job_backends
@@ -49,7 +50,7 @@ def ray_address():
 
 def tiny_config(folder: Path) -> RunConfig:
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"), freeze=FreezePlan(mode="feature_extractor"),
+                     model=ModelConfig(backbone=TINY), freeze=FreezePlan(mode="feature_extractor"),
                      train=TrainConfig(epochs=1, batch_size=8, lr=1e-2, schedule="constant", num_workers=0,
                                        device="cpu"))
 

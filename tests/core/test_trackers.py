@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_backbone import NAME as TINY
 from tl_core import events as ev
 from tl_core.config import DataConfig, FreezePlan, ModelConfig, RunConfig, TrainConfig
 from tl_core.runs import RunStore
@@ -23,7 +24,7 @@ EPOCHS = 2
 
 def _config(folder: Path) -> RunConfig:
     return RunConfig(data=DataConfig(source=str(folder), val_fraction=0.25, augment="none"),
-                     model=ModelConfig(backbone="mobilenet_v2"), freeze=FreezePlan(mode="feature_extractor"),
+                     model=ModelConfig(backbone=TINY), freeze=FreezePlan(mode="feature_extractor"),
                      train=TrainConfig(epochs=EPOCHS, batch_size=8, lr=1e-2, schedule="constant", num_workers=0))
 
 
@@ -68,7 +69,7 @@ def test_a_run_is_in_tensorboard_and_mlflow(tracked_run, tmp_path):
     assert client.get_experiment(mlflow_run.info.experiment_id).name == "tl-test"
     assert mlflow_run.data.tags["tl_studio.run_id"] == run.id
     params = mlflow_run.data.params
-    assert params["model.backbone"] == "mobilenet_v2" and params["train.epochs"] == str(EPOCHS)
+    assert params["model.backbone"] == TINY and params["train.epochs"] == str(EPOCHS)
     history = client.get_metric_history(mlflow_run.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([e.val_acc for e in epochs])

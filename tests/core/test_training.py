@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.tiny_backbone import NAME as TINY
 from tl_core import events as ev
 from tl_core.config import (
     MAX_FEATURE_VIEWS,
@@ -27,7 +28,7 @@ torch.set_num_threads(2)
 
 
 def config_for(folder, **train_kw) -> RunConfig:
-    model = train_kw.pop("model", ModelConfig(backbone="mobilenet_v2"))
+    model = train_kw.pop("model", ModelConfig(backbone=TINY))
     freeze = train_kw.pop("freeze", FreezePlan(mode="feature_extractor"))
     augment = train_kw.pop("augment", "none")
     defaults = dict(epochs=3, batch_size=8, lr=1e-2, schedule="constant")
@@ -56,8 +57,11 @@ def test_train_step_updates_only_trainable_parameters():
     assert not torch.equal(model[2].weight, trainable)
 
 
+@pytest.mark.slow
 def test_feature_extractor_run_writes_a_complete_run(workspace, image_folder):
-    run, result, seen = run_training(workspace, config_for(image_folder))
+    # MobileNetV2 itself: its ImageNet features are what make 3 epochs of a linear head learn the
+    # colours (the tiny test backbone's seeded features do not, reliably).
+    run, result, seen = run_training(workspace, config_for(image_folder, model=ModelConfig(backbone="mobilenet_v2")))
     types = [type(e).__name__ for e in seen]
     assert types.count("RunStarted") == 1 and types[-1] == "RunFinished"
     assert types.count("EpochEnded") == 3
@@ -141,7 +145,7 @@ def test_a_second_run_on_the_same_features_reuses_them_from_disk(workspace, imag
     extractions.clear()
 
     other_head = config_for(image_folder, epochs=3, augment="light", lr=3e-3,
-                            model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind="mlp")))
+                            model=ModelConfig(backbone=TINY, head=HeadConfig(kind="mlp")))
     at_epoch_end, seen = extractions_at_epoch_ends(workspace, other_head, extractions)
     assert at_epoch_end == [0, 0, 0]
     assert any(isinstance(e, ev.Note) and "loaded from the cache" in e.message for e in seen)
@@ -155,7 +159,7 @@ def test_a_second_run_on_the_same_features_reuses_them_from_disk(workspace, imag
     assert extractions_at_epoch_ends(workspace, config_for(image_folder, epochs=1, augment="standard"),
                                      extractions)[0] == [1]
     extractions.clear()
-    for model in (ModelConfig(backbone="mobilenet_v2", pretrained=False),
+    for model in (ModelConfig(backbone=TINY, pretrained=False),
                   ModelConfig(backbone="mobilenet_v3_small", pretrained=False)):
         assert extractions_at_epoch_ends(workspace, config_for(image_folder, epochs=1, augment="light", model=model),
                                          extractions)[0] == [2], model
@@ -168,18 +172,19 @@ def test_a_damaged_feature_file_is_computed_again(workspace, image_folder, monke
     _, first = extractions_at_epoch_ends(workspace, cfg, extractions)
     files = sorted((workspace.cache_dir / "features").glob("features-*.npy"))
     assert len(files) == 2  # the training images' view and the validation set's
+    sizes = [f.stat().st_size for f in files]
     files[0].write_bytes(b"not a numpy file")
     files[1].write_bytes(files[1].read_bytes()[:-100])  # cut short
     extractions.clear()
     at_epoch_end, second = extractions_at_epoch_ends(workspace, cfg, extractions)
-    assert at_epoch_end == [2] and all(f.stat().st_size > 1000 for f in files)
+    assert at_epoch_end == [2] and [f.stat().st_size for f in files] == sizes  # both whole again
     assert [e.val_loss for e in first if isinstance(e, ev.EpochEnded)] == \
         [e.val_loss for e in second if isinstance(e, ev.EpochEnded)]
 
 
 def test_fine_tuning_trains_images_with_augmentation(workspace, image_folder):
     cfg = config_for(image_folder, epochs=1, augment="standard", feature_cache=False,
-                     model=ModelConfig(backbone="mobilenet_v3_small", pretrained=False),
+                     model=ModelConfig(backbone=TINY, pretrained=False),
                      freeze=FreezePlan(mode="last_n", last_n=1), optimizer="sgd", schedule="cosine")
     run, result, seen = run_training(workspace, cfg)
     started = next(e for e in seen if isinstance(e, ev.RunStarted))
@@ -242,7 +247,7 @@ def test_early_stopping_stops_when_the_metric_stalls(workspace, image_folder):
 
 @pytest.mark.parametrize("kind", ["logreg", "linear_svm", "lda"])
 def test_classical_heads_on_cached_features(workspace, image_folder, kind):
-    cfg = config_for(image_folder, model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind=kind)))
+    cfg = config_for(image_folder, model=ModelConfig(backbone=TINY, head=HeadConfig(kind=kind)))
     run, result, _ = run_training(workspace, cfg)
     assert result["val"]["accuracy"] >= 0.85
     assert predict(run, [image_folder / "blue" / "0.jpg"])[0][0][0] == "blue"
@@ -340,7 +345,7 @@ def test_same_seed_same_run(workspace, image_folder, tmp_path):
     from tl_core.workspace import Workspace
 
     cfg = config_for(image_folder, epochs=3, augment="light", seed=7,
-                     model=ModelConfig(backbone="mobilenet_v2", head=HeadConfig(kind="mlp")))
+                     model=ModelConfig(backbone=TINY, head=HeadConfig(kind="mlp")))
     histories = []
     for ws in (workspace, workspace, Workspace(tmp_path / "fresh")):
         _, result, _ = run_training(ws, cfg)

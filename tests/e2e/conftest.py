@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -128,6 +129,56 @@ def open_app(page, server: str, path: str = "") -> None:
     page.goto(f"{server}/{path}")
     page.wait_for_selector("[data-testid=stApp]")
     page.wait_for_selector("h1")
+
+
+# Streamlit's root element says whether the script is running: data-test-script-state is "running"
+# while it runs and "notRunning" once the page is drawn.
+_SCRIPT_DONE = "[data-testid=stApp][data-test-script-state=notRunning]"
+# Every visible image has loaded (a lazy one below the fold loads when scrolled to) and every
+# visible plotly chart has drawn its SVG.
+_DRAWN = """() => {
+    const visible = (el) => el.offsetParent !== null;
+    return [...document.images].filter(visible).every((img) => img.complete || img.loading === 'lazy')
+        && [...document.querySelectorAll('.js-plotly-plot')].filter(visible)
+               .every((chart) => chart.querySelector('.main-svg'));
+}"""
+
+
+def settled(page, timeout: float = 60_000) -> None:
+    """Wait until the page stops changing as a user would see it (before a screenshot): the script
+    run is over and its images and charts are drawn."""
+    page.wait_for_selector(_SCRIPT_DONE, timeout=timeout)
+    page.wait_for_function(_DRAWN, timeout=timeout)
+
+
+def saved_setting(page, server_home: Path, section: str, name: str, value, timeout: float = 60) -> None:
+    """Wait until the session's saved settings (choices.json, which the pages write on every change)
+    hold ``value``: the app has taken a widget's new value before the test goes on."""
+    from tests.conftest import wait_for
+    from tl_core import atomic
+    from tl_core.workspace import Workspace
+
+    session = parse_qs(urlparse(page.url).query)["s"][0]
+    path = Workspace(server_home).for_session(session).root / "choices.json"
+
+    def saved():
+        data = atomic.read_json(path, default={})
+        return isinstance(data, dict) and data.get(section, {}).get(name) == value
+
+    wait_for(saved, timeout=timeout)
+
+
+def tiny_backbone_picked(server_home: Path, session: str) -> None:
+    """The session's saved settings with the tiny test backbone picked (as on the Model page), so
+    that the jobs a browser test starts check the app's plumbing in seconds, not MobileNetV2."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core import atomic
+    from tl_core.config import DataConfig, ModelConfig, RunConfig
+    from tl_core.workspace import Workspace
+
+    root = Workspace(server_home).for_session(session).root
+    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY))
+    atomic.write_json(root / "choices.json", draft.to_dict())
 
 
 def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:

@@ -8,16 +8,16 @@ import re
 import time
 from urllib.parse import parse_qs, urlparse
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot
+from tests.conftest import wait_for
+from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
+from tl_core.classroom.teacher import display_name
+from tl_core.workspace import Workspace
 
-pytestmark = pytest.mark.e2e
 
-
-def _student_starts_a_run(browser, server, name: str):
+def _student_starts_a_run(browser, server, server_home, name: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     context.set_default_timeout(120_000)  # a class-sized server on a busy machine
     page = context.new_page()
@@ -27,7 +27,9 @@ def _student_starts_a_run(browser, server, name: str):
     box = page.locator("[data-testid=stSidebar]").get_by_label("Your name", exact=True)
     box.fill(name)
     box.press("Enter")
-    time.sleep(1.0)  # the name is saved by the box's callback on the next rerun
+    # The box's callback saves the name on the rerun the Enter starts: wait until it is saved.
+    workspace = Workspace(server_home).for_session(parse_qs(urlparse(page.url).query)["s"][0])
+    wait_for(lambda: display_name(workspace) == name, timeout=60)
     go_to(page, "train")
     page.get_by_role("button", name="Start training").click()
     page.locator("[data-testid=stSidebar]").get_by_text(re.compile("queued|running")).first.wait_for(timeout=60_000)
@@ -48,8 +50,8 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
     fcntl.flock(blocker, fcntl.LOCK_EX)
     contexts = []
     try:
-        ctx_a, ada, session_a = _student_starts_a_run(browser, server, "Student Ada")
-        ctx_b, bob, session_b = _student_starts_a_run(browser, server, "Student Bob")
+        ctx_a, ada, session_a = _student_starts_a_run(browser, server, server_home, "Student Ada")
+        ctx_b, bob, session_b = _student_starts_a_run(browser, server, server_home, "Student Bob")
         contexts += [ctx_a, ctx_b]
         assert session_a != session_b and len(session_a) == 32
         (run_a,), (run_b,) = _run_ids(server_home, session_a), _run_ids(server_home, session_b)
@@ -71,7 +73,7 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
         teacher.locator(".js-plotly-plot").first.wait_for()  # the disk chart, and the tables, drawn
         teacher.locator("[data-testid=stDataFrame] canvas").first.wait_for()
         teacher.locator("[data-testid=stFileUploaderDropzone]").first.wait_for()
-        time.sleep(2.0)
+        settled(teacher)
         screenshot(teacher, "18_teacher")
 
         queue_b.get_by_role("button", name="Stop").click()

@@ -4,20 +4,16 @@ sample dataset, their curves overlaid under their names, the table and what the 
 from __future__ import annotations
 
 import re
-import time
 
-import pytest
-
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled, tiny_backbone_picked
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 KEPT = ("linear probe", "logistic regression on features", "full fine-tune")
 DROPPED = ("LP-FT (probe, then fine-tune all)", "random init (no transfer)")
 
 
 def test_compare_three_strategies_on_the_sample(page, server, server_home):
+    tiny_backbone_picked(server_home, "e2ecompare")  # the page's plumbing, not MobileNetV2
     open_app(page, server, "?s=e2ecompare")
     page.get_by_role("button", name="Use the sample dataset").click()
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)
@@ -25,7 +21,7 @@ def test_compare_three_strategies_on_the_sample(page, server, server_home):
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
-    time.sleep(1.0)
+    saved_setting(page, server_home, "train", "epochs", 2)
 
     go_to(page, "compare")
     for label in DROPPED:
@@ -42,5 +38,5 @@ def test_compare_three_strategies_on_the_sample(page, server, server_home):
     page.locator("[data-testid=stDataFrame]").first.wait_for()
     runs = list((server_home / "sessions" / "e2ecompare" / "runs").glob("*/config.json"))
     assert len(runs) == 3
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "17_compare_strategies")

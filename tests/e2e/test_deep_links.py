@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.conftest import streamlit_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 APP_LABELS = ["1 · Data", "2 · Model", "3 · Train", "Compare strategies", "4 · Results", "5 · Predict",
               "6 · Export", "Runs", "Teacher"]

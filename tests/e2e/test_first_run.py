@@ -4,14 +4,9 @@ MobileNetV2, offline, in a few clicks and with no setting changed."""
 from __future__ import annotations
 
 import re
-import time
 
-import pytest
-
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import open_app, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 
 def test_sample_and_defaults_train_a_good_model(page, server):
@@ -24,7 +19,7 @@ def test_sample_and_defaults_train_a_good_model(page, server):
     page.get_by_text(re.compile(r"Epoch \d+ of 10 done")).first.wait_for(timeout=240_000)
     page.get_by_text("Training finished").wait_for(timeout=240_000)
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.5)  # let the curves finish drawing
+    settled(page)  # let the curves finish drawing
     screenshot(page, "0_first_run_trained")
 
     go_to(page, "results")

@@ -4,14 +4,10 @@ and webcam photos (Chromium's fake camera) that survive a browser refresh and be
 from __future__ import annotations
 
 import re
-import time
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.e2e.conftest import open_app, screenshot
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import open_app, screenshot, settled
 
 
 def test_upload_a_folder_of_class_folders(page, server, tmp_path):
@@ -26,7 +22,7 @@ def test_upload_a_folder_of_class_folders(page, server, tmp_path):
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)
     page.get_by_text(re.compile(r"leaves · 10 images, 2 classes")).first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "12_data_folder_upload")
 
 
@@ -63,7 +59,9 @@ def camera_ready(page) -> None:
     page.wait_for_function(
         "() => { const v = document.querySelector('[data-testid=stCameraInput] video');"
         " return v && v.readyState >= 2 && !v.paused; }", timeout=30_000)
-    time.sleep(0.3)
+    # ... and a new frame of it is on the screen.
+    page.evaluate("() => new Promise((done) => document.querySelector('[data-testid=stCameraInput] video')"
+                  ".requestVideoFrameCallback(() => done(true)))")
 
 
 def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
@@ -76,7 +74,7 @@ def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
     page.get_by_role("button", name="Take Photo").wait_for(timeout=30_000)
     take_photos(page, "left", 3)
     take_photos(page, "right", 2)
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "13_data_webcam")
 
     # A refresh: a new Streamlit session over the same workspace. The photos are still there, and
@@ -90,5 +88,5 @@ def test_webcam_photos_survive_a_refresh_and_become_a_dataset(page, server):
     page.get_by_role("button", name="Create dataset from 5 images").click()
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)
     page.get_by_text(re.compile(r"my-classes · 5 images, 2 classes")).first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "14_data_webcam_dataset")

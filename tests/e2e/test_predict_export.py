@@ -5,14 +5,12 @@ export's zip download arrives and unpacks."""
 from __future__ import annotations
 
 import re
-import time
 import zipfile
 
 import pytest
 
-from tests.e2e.conftest import click_plot_point, open_app, screenshot
+from tests.e2e.conftest import click_plot_point, open_app, screenshot, settled
 
-pytestmark = pytest.mark.e2e
 SESSION = "e2eship"
 
 
@@ -27,9 +25,11 @@ def open_page(page, server: str, url_path: str, run_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def shipped_run(server_home):
-    from tests.app.trained_run import train_tiny_run
+    from tests.conftest import train_tiny_run
 
-    return train_tiny_run(server_home / "sessions" / SESSION).name
+    # MobileNetV2 itself: this module is the end-to-end check of what a user ships (a real photo
+    # predicted, a bundle of the real network's size).
+    return train_tiny_run(server_home / "sessions" / SESSION, backbone="mobilenet_v2").name
 
 
 def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
@@ -49,18 +49,18 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     page.wait_for_function(
         "() => document.querySelector('input[aria-label=\\'True class\\']')?.value === 'red'", timeout=30_000)
     page.get_by_text("red → red", exact=True).wait_for()  # the cell's classes, as text
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "9_results_error_analysis")
 
     # Grad-CAM on the gallery, then the calibration and feature-map tabs.
     page.get_by_text("Show where the model looks (Grad-CAM)").click()
     page.get_by_text("Layer to explain").wait_for(timeout=60_000)
     page.locator("[data-testid=stImage]").first.wait_for()
-    time.sleep(3)
+    settled(page)
     screenshot(page, "9b_results_gradcam")
     page.get_by_role("tab", name="Calibration").click()
     page.get_by_text("Calibration error (ECE)").wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "9c_results_calibration")
     page.get_by_role("tab", name="Feature map").click()
     page.get_by_role("button", name="Compute the map").click()
@@ -70,13 +70,13 @@ def test_click_a_confusion_cell_shows_its_images(page, server, shipped_run):
     dot.wait_for()
     click_plot_point(page, feature_map, dot)
     page.get_by_text("1 image(s) picked on the map").wait_for(timeout=30_000)
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "9d_results_feature_map")
 
     # The images themselves drawn on the map.
     page.locator("[data-testid=stCheckbox]").filter(has_text="Show the images on the map").locator("label").click()
     feature_map.locator("svg image").first.wait_for(timeout=30_000)
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "9e_results_feature_map_pictures")
 
 
@@ -94,7 +94,7 @@ def test_predict_a_real_photo(page, server, shipped_run, tmp_path):
     page.get_by_text(re.compile(r"chelsea\.jpg → (red|blue)")).wait_for(timeout=60_000)
     page.get_by_text("where it looked for").wait_for(timeout=60_000)
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.5)
+    settled(page)
     screenshot(page, "10_predict")
 
 
@@ -104,7 +104,7 @@ def test_export_download_arrives_and_unpacks(page, server, shipped_run, tmp_path
     page.get_by_role("button", name="Build the bundle").click()
     download_button = page.get_by_role("button", name="Download the bundle (.zip)")
     download_button.wait_for(timeout=180_000)
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "11_export")
     with page.expect_download() as info:
         download_button.click()

@@ -5,23 +5,18 @@ typed), re-run it (the stored backbone features make the second run quick) and d
 from __future__ import annotations
 
 import re
-import time
 
-import pytest
-
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 HOSTILE_NAME = "**bold** [x](http://e.com)"
 
 
-def train_two_epochs(page) -> None:
+def train_two_epochs(page, server_home) -> None:
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
-    time.sleep(0.5)  # the rerun that takes the new value
+    saved_setting(page, server_home, "train", "epochs", 2)  # the app took the new value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 
@@ -40,7 +35,7 @@ def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server, server_h
     page.get_by_role("button", name="Download train.py").wait_for()
     screenshot(page, "15_train_show_the_code")
     page.get_by_text("Show the code").click()  # fold it again
-    train_two_epochs(page)
+    train_two_epochs(page, server_home)
 
     go_to(page, "runs")
     page.get_by_role("textbox", name="Name", exact=True).fill(HOSTILE_NAME)
@@ -58,12 +53,12 @@ def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server, server_h
     table.wait_for()
     page.get_by_role("button", name="Delete run…").click()
     page.get_by_text("Delete this run for good?").wait_for()
-    time.sleep(0.5)  # the rerun that drew the question is over
+    settled(page)  # the rerun that drew the question is over
     page.get_by_role("button", name="Delete for good").click()
     # The question goes, and one run is left: the renamed one, still listed by its name.
     page.get_by_role("button", name="Delete run…").wait_for(timeout=60_000)
     page.get_by_text(HOSTILE_NAME).first.wait_for()
     runs_left = list((server_home / "sessions" / "e2eruns" / "runs").glob("*/config.json"))
     assert len(runs_left) == 1
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "16_runs_page")

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import COLOURS, synthetic_image
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
-
-pytestmark = pytest.mark.e2e
 
 
 def patients_zip(path: Path) -> Path:
@@ -45,7 +40,7 @@ def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_h
 
     leak = page.get_by_text(re.compile(r"'P1' in train and validation"))
     leak.wait_for(timeout=30_000)
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "19_data_sheet_group_leak")
     page.get_by_role("button", name="Split again keeping each group in one split").click()
     page.get_by_text("Groups per class and split").wait_for()
@@ -56,7 +51,7 @@ def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_h
     epochs = page.get_by_role("spinbutton", name="Epochs", exact=True)
     epochs.fill("1")
     epochs.press("Enter")
-    time.sleep(1.0)  # the rerun that keeps the value
+    saved_setting(page, server_home, "train", "epochs", 1)  # the rerun that keeps the value
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Training finished").wait_for(timeout=240_000)
 

@@ -5,17 +5,13 @@ server process's peak memory does not grow by the 177 MB (and more) that decodin
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import psutil
-import pytest
 
-from tests.e2e.conftest import open_app, screenshot
+from tests.e2e.conftest import open_app, screenshot, settled
 from tests.image_bombs import BOMB_SIDE, png_bomb
-
-pytestmark = pytest.mark.e2e
 
 
 def _server_process(server: str) -> psutil.Process:
@@ -50,7 +46,7 @@ def test_a_png_bomb_dropped_on_a_class_is_refused_without_touching_server_memory
     uploader.locator("input[type=file]").set_input_files(str(bomb))
     page.get_by_text(re.compile(rf"huge\.png: image is too large: too many pixels \({BOMB_SIDE}x{BOMB_SIDE}")) \
         .wait_for(timeout=60_000)
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "13b_data_bomb_refused")
     assert page.get_by_text(re.compile(r"^cells · 0 images$")).is_visible()
     assert page.locator("[data-testid=stImage]").count() == 0  # no thumbnail of it

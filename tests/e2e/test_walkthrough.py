@@ -6,11 +6,7 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
-from tests.e2e.conftest import make_zip, open_app, screenshot
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.conftest import make_zip, open_app, saved_setting, screenshot, settled
 
 
 def upload_zip(page, path) -> None:
@@ -45,12 +41,12 @@ def wait_for_growth(page, above: int, timeout: float = 90.0) -> int:
     raise AssertionError(f"training did not get past epoch {above}")
 
 
-def test_upload_train_reload_stop_results(page, server, tmp_path):
+def test_upload_train_reload_stop_results(page, server, server_home, tmp_path):
     open_app(page, server)
     assert page.locator("h1").first.inner_text() == "Your images"
     upload_zip(page, make_zip(tmp_path / "colours.zip", {"red": 6, "green": 6, "blue": 6}))
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "1_data_health")
 
     go_to(page, "model")
@@ -64,8 +60,9 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("300")
     epochs.press("Enter")
+    saved_setting(page, server_home, "train", "epochs", 300)
     page.get_by_text("Compute frozen features once").click()  # train the head on images each epoch
-    time.sleep(1.0)
+    saved_setting(page, server_home, "train", "feature_cache", False)
     page.get_by_role("button", name="Start training").click()
     second = wait_for_growth(page, 0, timeout=120)
     page.locator(".js-plotly-plot").first.wait_for()
@@ -88,7 +85,7 @@ def test_upload_train_reload_stop_results(page, server, tmp_path):
     page.get_by_text("Error analysis").wait_for(timeout=60_000)
     page.locator("[data-testid=stMetricValue]").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.0)
+    settled(page)
     screenshot(page, "6_results")
 
 
@@ -100,7 +97,7 @@ def test_upload_with_broken_files_lists_them(page, server, tmp_path):
     assert "Skipped files (3)" in body
     page.locator("[data-testid=stDataFrame]").first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    time.sleep(1.5)  # let the thumbnails and charts finish drawing
+    settled(page)  # let the thumbnails and charts finish drawing
     screenshot(page, "7_data_skipped")
 
 

@@ -13,6 +13,7 @@ a file a user offers) sits above it and looks names up here.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ from tl_core.model.adapters import ADAPTERS as _ADAPTERS  # register() checks a 
 from tl_core.model.adapters import TransferModel
 from tl_core.model.heads import make_head
 from tl_core.model.weights_lookup import pretrained_state_dict
+
+# Comma-separated modules imported once the shipped backbones are registered; each registers its
+# own with ``register`` (a torchvision-style builder and WeightsEnum of one of the families below).
+ENV_BACKBONE_PLUGINS = "TL_STUDIO_BACKBONE_PLUGINS"
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,30 @@ for _spec in (
 del _spec
 
 
+def plugin_modules(value: str | None = None) -> list[str]:
+    """The modules ``TL_STUDIO_BACKBONE_PLUGINS`` (or ``value``) names, in order, without blanks."""
+    value = os.environ.get(ENV_BACKBONE_PLUGINS, "") if value is None else value
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def load_backbone_plugins(value: str | None = None) -> list[str]:
+    """Import the plugin modules (each registers its backbones when imported); their names.
+
+    Every process that builds models reads the same variable (the app, job workers, torchrun ranks
+    and Ray jobs inherit it), so a run can use a plugin's backbone anywhere. A module that cannot
+    be imported raises ``ConfigError`` naming it: a misspelt plugin is not silently left out.
+    """
+    names = plugin_modules(value)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"{ENV_BACKBONE_PLUGINS} names {name!r}, which cannot be imported ({exc}). "
+                              f"Check the module name and that it is on the Python path (PYTHONPATH), "
+                              f"or remove it from {ENV_BACKBONE_PLUGINS}.") from exc
+    return names
+
+
 def body_group_names(name: str) -> tuple[str, ...]:
     """The body's layer groups of a registered backbone, stem first, the head left out: what a
     freezing plan counts. The model is built on the meta device (no weights, a fraction of a second)."""
@@ -205,3 +234,7 @@ def _body_group_names(name: str) -> tuple[str, ...]:
     with torch.device("meta"):
         model = transfer_model_from(spec, spec.builder(weights=None), 2, HeadConfig(), pretrained=False)
     return tuple(model.group_names[:-1])
+
+
+# Last, so that a plugin finds every name of this module when it imports it.
+load_backbone_plugins()

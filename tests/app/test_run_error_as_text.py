@@ -8,7 +8,6 @@ import pytest
 
 from tests.app.conftest import no_exceptions
 from tests.app.test_hostile_names import _findings
-from tests.app.trained_run import trained_run  # noqa: F401 - fixture
 
 ERROR = "[Log in](http://h/x) ![t](http://h/p.png) <b>x</b> **bold**"
 
