@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# The suite on every core (at most 4 workers: each browser test file starts its own app server).
+PYTEST_PARALLEL ?= -n auto --maxprocesses 4 --dist loadgroup
 
 .PHONY: run setup setup-dev browser test test-fast test-e2e bench bench-gpu bench-load lint clean-workspace
 
@@ -39,14 +41,14 @@ browser: setup-dev
 
 ## The whole suite: engine, AppTest pages and end-to-end browser tests (~9 minutes on 2 cores).
 test: setup-dev browser
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 ## Everything but the browser and slow tests, for a quick check while developing.
 test-fast: setup-dev
-	$(PY) -m pytest -m "not e2e and not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not e2e and not slow"
 
 test-e2e: setup-dev browser
-	$(PY) -m pytest -m e2e
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m e2e
 
 ## Speed benchmarks (ratios against a baseline in the same run; see docs/benchmarks.md).
 bench: setup-dev

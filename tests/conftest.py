@@ -132,10 +132,15 @@ E2E_DIR = Path(__file__).parent / "e2e"
 def pytest_collection_modifyitems(config, items):
     """Everything under tests/e2e/ drives a real browser: marked ``e2e`` (and ``-m "not e2e"``
     leaves it out) by its folder, not file by file. Tests marked ``gpu`` need CUDA: elsewhere they
-    skip with the reason, rather than fail."""
+    skip with the reason, rather than fail.
+
+    With pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``), a browser test file stays
+    on one worker, in its order (its tests share a server and build on each other's sessions);
+    every other test goes to whichever worker is free."""
     for item in items:
         if E2E_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

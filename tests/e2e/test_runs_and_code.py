@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled, tiny_backbone_picked
 from tests.e2e.test_walkthrough import go_to
 
 HOSTILE_NAME = "**bold** [x](http://e.com)"
@@ -22,6 +22,7 @@ def train_two_epochs(page, server_home) -> None:
 
 
 def test_show_the_code_then_rename_rerun_and_delete_a_run(page, server, server_home):
+    tiny_backbone_picked(server_home, "e2eruns")  # the page's plumbing, not MobileNetV2
     open_app(page, server, "?s=e2eruns")
     page.get_by_role("button", name="Use the sample dataset").click()
     page.get_by_text("2 · Health report").wait_for(timeout=60_000)

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 from tests.conftest import COLOURS, synthetic_image
-from tests.e2e.conftest import open_app, saved_setting, screenshot, settled
+from tests.e2e.conftest import open_app, saved_setting, screenshot, settled, tiny_backbone_picked
 from tests.e2e.test_walkthrough import go_to
 
 
@@ -30,6 +30,7 @@ def patients_zip(path: Path) -> Path:
 
 
 def test_sheet_with_a_leaking_patient_is_fixed_and_trains(page, server, server_home, tmp_path):
+    tiny_backbone_picked(server_home, "e2esheets")  # the page's plumbing, not MobileNetV2
     open_app(page, server, "?s=e2esheets")
     page.get_by_role("tab", name=re.compile("Spreadsheet")).click()
     uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Spreadsheet and images")
