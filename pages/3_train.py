@@ -15,7 +15,7 @@ from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.ddp_views import gpus_for_run
 from tl_ui.label_views import balance_input, class_counts_of
 from tl_ui.models import augment_preview
-from tl_ui.widgets import choice_input, poll_every
+from tl_ui.widgets import choice_input, poll_every, steps_with
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -59,22 +59,26 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                     f"head: {draft.model.head.kind} · "
                     f"dataset `{state.dataset_id}` (change on the Data and Model pages)")
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, 500, DEFAULTS.epochs, key="epochs",
+        epochs = c1.number_input("Epochs", 1, max(500, DEFAULTS.epochs), DEFAULTS.epochs, key="epochs",
                                  help="Passes over the training images. 5-20 is typical.")
-        batch_size = c2.select_slider("Batch size", [4, 8, 16, 32, 64, 128], DEFAULTS.batch_size, key="batch_size",
+        batch_size = c2.select_slider("Batch size", steps_with([4, 8, 16, 32, 64, 128], DEFAULTS.batch_size),
+                                      DEFAULTS.batch_size, key="batch_size",
                                       help="Images per step; halved automatically if memory runs out.")
-        lr = c3.select_slider("Learning rate", [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr, key="lr",
+        lr = c3.select_slider("Learning rate", steps_with([1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], DEFAULTS.lr),
+                              DEFAULTS.lr, key="lr",
                               format_func=lambda v: f"{v:g}",
                               help="1e-3 suits a new head; use 1e-4 or less when fine-tuning the backbone.")
         optimizer = choice_input(c4.selectbox, "Optimizer", Optimizer, DEFAULTS.optimizer, key="optimizer")
         c1, c2, c3, c4 = st.columns(4)
         schedule = choice_input(c1.selectbox, "Schedule", Schedule, DEFAULTS.schedule, key="schedule")
-        weight_decay = c2.select_slider("Weight decay", [0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay,
+        weight_decay = c2.select_slider("Weight decay", steps_with([0.0, 1e-5, 1e-4, 1e-3, 1e-2], DEFAULTS.weight_decay),
+                                        DEFAULTS.weight_decay,
                                         key="weight_decay", format_func=lambda v: f"{v:g}",
                                         help="A pull towards small weights, against overfitting.")
-        label_smoothing = c3.slider("Label smoothing", 0.0, 0.3, DEFAULTS.label_smoothing, 0.05,
+        label_smoothing = c3.slider("Label smoothing", 0.0, max(0.3, DEFAULTS.label_smoothing), DEFAULTS.label_smoothing, 0.05,
                                     key="label_smoothing", help="0.1 helps when some labels are wrong.")
-        patience = c4.number_input("Early stopping (epochs)", 0, 50, DEFAULTS.early_stopping_patience,
+        patience = c4.number_input("Early stopping (epochs)", 0, max(50, DEFAULTS.early_stopping_patience),
+                                   DEFAULTS.early_stopping_patience,
                                    key="patience", help="Stop after this many epochs without improvement; 0 = off.")
         c1, c2, c3 = st.columns(3)
         pretrained = c1.toggle("Start from pretrained weights", draft.model.pretrained, key="pretrained",

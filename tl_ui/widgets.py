@@ -31,6 +31,13 @@ def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str,
                   format_func=labels or str, **kwargs)
 
 
+def steps_with(steps: Sequence[float], value: float) -> list[float]:
+    """A slider's ``steps`` with ``value`` among them: a run made elsewhere (the CLI's ``--lr 0.1``,
+    an opened project) brings values the page does not offer, and *Edit and run* must show them
+    rather than fail."""
+    return sorted({*steps, value})
+
+
 def progress_callback(bar):
     """An engine ``ProgressFn`` that drives an ``st.progress`` bar (called in the script thread)."""
     def report(done: int, total: int, message: str = "") -> None:

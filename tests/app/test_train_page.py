@@ -92,3 +92,26 @@ def test_option_lists_are_the_configs_choices(app, tiny_dataset):
     assert [o.split(":")[0] for o in app.radio(key="augment").options] == list(choices(AugmentPreset))
     assert app.selectbox(key="optimizer").value == TrainConfig().optimizer  # the defaults are the config's
     assert app.selectbox(key="schedule").value == TrainConfig().schedule
+
+
+def test_settings_from_elsewhere_are_shown_not_a_crash(app, tiny_dataset, session_workspace):
+    """*Edit and run* on a run made with the CLI (``--lr 0.1 --batch-size 24 --epochs 600``) or in an
+    opened project loads values the sliders do not offer: the page shows them (it raised
+    ``ValueError: 0.1 is not in iterable``)."""
+    from tests.tiny_backbone import NAME as TINY
+    from tl_core import atomic
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    train = TrainConfig(lr=0.1, batch_size=24, weight_decay=0.05, epochs=600, label_smoothing=0.4,
+                        early_stopping_patience=60)
+    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY), train=train)
+    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert app.select_slider(key="lr").value == 0.1
+    assert app.select_slider(key="batch_size").value == 24
+    assert app.select_slider(key="weight_decay").value == 0.05
+    assert app.number_input(key="epochs").value == 600
+    assert app.number_input(key="patience").value == 60
+    assert app.slider(key="label_smoothing").value == 0.4
