@@ -51,3 +51,33 @@ def test_without_ray_installed_the_user_is_told_what_to_do(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray.job_submission", None)  # as if Ray were not installed
     with pytest.raises(JobError, match="requirements-cluster.txt"):
         job_backends.ray_client("http://nowhere.test:8265")
+
+
+def test_a_submission_waits_for_a_cluster_that_says_try_again_later():
+    """Ray answers 'No available agent to submit job, please try again later' while its job agent
+    starts: the submission is tried again (within its patience); any other error is raised at once."""
+    answers = [RuntimeError("Request failed with status code 500: No available agent to submit job, "
+                            "please try again later.")] * 2 + ["raysubmit_1"]
+    waits: list[float] = []
+
+    def submit() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert job_backends.submit_when_ready(submit, sleep=waits.append) == "raysubmit_1"
+    assert waits == [0.5, 1.0]
+
+    def refused() -> str:
+        raise RuntimeError("Request failed with status code 400: bad runtime_env")
+
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        job_backends.submit_when_ready(refused, sleep=waits.append)
+    assert waits == [0.5, 1.0]  # not tried again
+
+    def never_ready() -> str:
+        raise RuntimeError("No available agent to submit job, please try again later.")
+
+    with pytest.raises(RuntimeError, match="try again later"):
+        job_backends.submit_when_ready(never_ready, patience_s=0.0, sleep=waits.append)

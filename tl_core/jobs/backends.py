@@ -92,6 +92,25 @@ class LocalBackend:
 # -- Ray -------------------------------------------------------------------------------------
 RAY_QUEUED, RAY_RUNNING = "PENDING", "RUNNING"
 RAY_FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+SUBMIT_PATIENCE_S = 30.0  # how long a submission waits for a cluster that says "try again later"
+
+
+def submit_when_ready(submit: Callable[[], str], *, patience_s: float = SUBMIT_PATIENCE_S,
+                      sleep: Callable[[float], None] = time.sleep) -> str:
+    """``submit()``, tried again while Ray answers that it cannot take a job yet ("No available
+    agent to submit job, please try again later": a head node still starting its job agent, or one
+    busy starting another job) for up to ``patience_s`` seconds; any other error at once."""
+    deadline, wait = time.monotonic() + patience_s, 0.5
+    while True:
+        try:
+            return submit()
+        except Exception as exc:  # noqa: BLE001 - Ray's SDK raises RuntimeError with the HTTP answer
+            if "try again later" not in str(exc) or time.monotonic() + wait > deadline:
+                raise
+        sleep(wait)
+        wait = min(2 * wait, 4.0)
+
+
 _clients: dict[str, Any] = {}  # one JobSubmissionClient per address (making one asks the cluster)
 _clients_lock = threading.Lock()
 
@@ -152,13 +171,13 @@ class RayBackend:
         cpus, gpus = self.resources(run)
         run.mark_queued(pid=None, queued_at=time.time())
         try:
-            job_id = client.submit_job(
+            job_id = submit_when_ready(lambda: client.submit_job(
                 # its output goes to the run's worker.log, as a local worker's does (messages point there)
                 entrypoint=f"{shlex.join(worker_command(run, workspace, resume=resume))} "
                            f">> {shlex.quote(str(run.worker_log_path))} 2>&1",
                 entrypoint_num_cpus=cpus, entrypoint_num_gpus=gpus or None,
                 runtime_env={"env_vars": forwarded_env()},
-                metadata={"tl_studio_run": run.id})
+                metadata={"tl_studio_run": run.id}))
         except Exception as exc:  # noqa: BLE001 - Ray's errors are many; the user needs one message
             run.mark_failed(f"The Ray cluster did not take the job: {exc}")
             raise JobError(f"The Ray cluster at {self.address} did not take the job ({exc}).") from exc
