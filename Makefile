@@ -39,7 +39,7 @@ browser: setup-dev
 		$(PY) -m playwright install chromium; \
 	fi
 
-## The whole suite: engine, AppTest pages and end-to-end browser tests (~9 minutes on 2 cores).
+## The whole suite: engine, AppTest pages and end-to-end browser tests (~6.5 minutes on 2 cores once installed).
 test: setup-dev browser
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
