@@ -1,13 +1,13 @@
 """A full disk, at every write: nothing written earlier is lost, no temporary file stays, the
 message is DiskFull's, and a run ends failed (never stuck "running") with an honest reason.
 
-``FullDisk`` stands in for a small tmpfs: below its folder, writes past the bytes left write what
-fits and raise ENOSPC, as a real full disk does (a short write first, then the error).
+``FullDisk`` (tests/full_disk.py) stands in for a small tmpfs: below its folder, writes past the
+bytes left write what fits and raise ENOSPC, as a real full disk does (a short write first, then
+the error).
 """
 
 from __future__ import annotations
 
-import builtins
 import errno
 import io
 import json
@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from tests.conftest import write_image_folder
+from tests.full_disk import FullDisk, enospc
 from tests.tiny_backbone import NAME as TINY
 from tl_core import atomic
 from tl_core import events as ev
@@ -31,96 +32,6 @@ from tl_core.jobs import launch as jobs
 from tl_core.runs import Run, RunStore
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
-
-
-def _enospc() -> OSError:
-    return OSError(errno.ENOSPC, "No space left on device")
-
-
-class FullDisk:
-    """Below ``root``, at most ``free`` more bytes can be written (None: no limit yet)."""
-
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.root = os.path.realpath(root)
-        self.free: int | None = None
-        real_write, real_open, real_fallocate = os.write, builtins.open, os.posix_fallocate
-
-        def write(fd: int, data) -> int:
-            if not self._limits_fd(fd):
-                return real_write(fd, data)
-            if self.free == 0:
-                raise _enospc()
-            allowed = self.take(len(data))
-            return real_write(fd, bytes(data)[:allowed])  # short when the disk fills up
-
-        def open_(file, mode="r", *args, **kw):
-            handle = real_open(file, mode, *args, **kw)
-            if isinstance(file, (str, os.PathLike)) and any(c in mode for c in "wax") and self._limits(file):
-                return _Limited(handle, self)
-            return handle
-
-        def fallocate(fd: int, offset: int, length: int) -> None:
-            if self._limits_fd(fd) and self.free is not None and length > self.free:
-                raise _enospc()
-            real_fallocate(fd, offset, length)
-
-        monkeypatch.setattr(os, "write", write)
-        monkeypatch.setattr(builtins, "open", open_)
-        monkeypatch.setattr(io, "open", open_)  # pathlib's Path.open
-        monkeypatch.setattr(os, "posix_fallocate", fallocate)
-
-    def fill(self, free: int = 0) -> None:
-        """From now on only ``free`` more bytes fit."""
-        self.free = free
-
-    def make_room(self) -> None:
-        self.free = None
-
-    def take(self, wanted: int) -> int:
-        if self.free is None:
-            return wanted
-        allowed = min(wanted, self.free)
-        self.free -= allowed
-        return allowed
-
-    def _limits(self, path) -> bool:
-        return self.free is not None and os.path.realpath(path).startswith(self.root + os.sep)
-
-    def _limits_fd(self, fd: int) -> bool:
-        try:
-            return self._limits(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:
-            return False
-
-
-class _Limited:
-    """A file object that writes only what fits on its ``FullDisk``."""
-
-    def __init__(self, handle, disk: FullDisk) -> None:
-        self._handle, self._disk = handle, disk
-
-    def write(self, data) -> int:
-        data = bytes(data) if not isinstance(data, str) else data
-        allowed = self._disk.take(len(data))
-        self._handle.write(data[:allowed])
-        if allowed < len(data):
-            raise _enospc()
-        return len(data)
-
-    def fileno(self) -> int:  # writers that would write to the descriptor directly (PIL) use write()
-        raise io.UnsupportedOperation("fileno")
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.close()
-
-    def __iter__(self):
-        return iter(self._handle)
 
 
 @pytest.fixture
@@ -291,7 +202,7 @@ def test_start_rolls_back_when_the_launch_fails_after_the_worker_started(workspa
     def ticket_fails_the_second_time(path, run_dir, pid, created):
         writes.append(pid)
         if len(writes) == 2:  # the worker is running; its ticket's pid cannot be written
-            raise atomic.disk_full(_enospc())
+            raise atomic.disk_full(enospc())
         real_write_ticket(path, run_dir, pid, created)
 
     monkeypatch.setattr(jobs, "write_ticket", ticket_fails_the_second_time)
@@ -315,7 +226,7 @@ def test_resume_on_a_full_disk_puts_the_run_back_as_it_was(workspace, monkeypatc
     def ticket_fails_the_second_time(path, run_dir, pid, created):
         writes.append(pid)
         if len(writes) == 2:
-            raise atomic.disk_full(_enospc())
+            raise atomic.disk_full(enospc())
         real_write_ticket(path, run_dir, pid, created)
 
     monkeypatch.setattr(jobs, "write_ticket", ticket_fails_the_second_time)
@@ -350,7 +261,7 @@ def test_the_worker_exits_cleanly_when_even_marking_failed_fails(workspace, disk
 
     def train_on_a_disk_that_fills(config, run, workspace, **kw):
         disk.fill()
-        raise atomic.disk_full(_enospc())
+        raise atomic.disk_full(enospc())
 
     monkeypatch.setattr(training, "train", train_on_a_disk_that_fills)
     assert worker.run_job(run.dir, workspace.root, ticket=None) == 1  # no exception
@@ -433,7 +344,6 @@ def test_an_upload_on_a_full_disk_leaves_nothing(workspace, disk, tmp_path):
 
 
 def test_snapshots_on_a_full_disk_keep_all_or_none(workspace, disk):
-    import io
 
     from PIL import Image
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COLOURS, synthetic_image
+from tests.full_disk import FullDisk
 from tl_core.data import UploadedImage, uploads
 from tl_core.data.catalog import DatasetCatalog
 from tl_core.data.sheets import SheetMapping
@@ -169,43 +170,10 @@ def test_the_teachers_folder_and_the_session_limits(tmp_path, staging, monkeypat
     assert len(DatasetCatalog(session).list()) == 1 and list(staging.iterdir()) == []
 
 
-class _FullHandle:
-    """A file on a disk with ``left`` bytes free: writes past them write what fits, then ENOSPC."""
-
-    def __init__(self, handle, left: int) -> None:
-        self._handle, self._left = handle, left
-
-    def write(self, data) -> int:
-        data = bytes(data)
-        fits = data[:self._left]
-        self._handle.write(fits)
-        self._left -= len(fits)
-        if len(fits) < len(data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return len(data)
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._handle.close()
-
-
 @pytest.fixture
 def full_staging(staging, monkeypatch) -> Path:
-    """The staging folder's disk fills up after 1,000 bytes of any file."""
-    real_open = Path.open
-
-    def open_(self, mode="r", *args, **kwargs):
-        handle = real_open(self, mode, *args, **kwargs)
-        if any(c in mode for c in "wax") and Path(self).is_relative_to(staging):
-            return _FullHandle(handle, 1000)
-        return handle
-
-    monkeypatch.setattr(Path, "open", open_)
+    """The staging folder's disk fills up after 1,000 bytes."""
+    FullDisk(staging, monkeypatch).fill(1000)
     return staging
 
 
@@ -229,16 +197,8 @@ def test_a_full_disk_when_the_datasets_folder_is_made_says_so_and_leaves_nothing
 
 
 def test_a_full_disk_while_staging_a_sheet_leaves_no_partial_folder(ws, monkeypatch):
-    real_open = Path.open
     staged_root = ws.cache_dir / uploads.STAGED_DIR
-
-    def open_(self, mode="r", *args, **kwargs):
-        handle = real_open(self, mode, *args, **kwargs)
-        if any(c in mode for c in "wax") and Path(self).is_relative_to(staged_root):
-            return _FullHandle(handle, 1000)
-        return handle
-
-    monkeypatch.setattr(Path, "open", open_)
+    FullDisk(staged_root, monkeypatch).fill(1000)
     with pytest.raises(DiskFull, match="disk is full"):
         uploads.stage_sheet_upload(sheet_files(), ws.cache_dir)
     assert list(staged_root.iterdir()) == []
