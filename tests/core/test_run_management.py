@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.core.test_jobs import FINAL, tiny_config, wait_for
+from tests.tiny_backbone import NAME as TINY
 from tl_core import events as ev
 from tl_core.cli.parser import main
 from tl_core.config import RunConfig
@@ -132,8 +133,8 @@ def test_a_dataset_is_not_deleted_while_a_run_trains_on_it(workspace, small_fold
 def test_cli_train_config_reproduces_a_saved_run_and_flags_override_only_what_is_given(
         workspace, small_folder, capsys):
     ws = ["--workspace", str(workspace.root)]
-    assert main([*ws, "train", str(small_folder), "--epochs", "1", "--augment", "none", "--lr", "0.01",
-                 "--batch-size", "8", "--freeze", "last_n", "--last-n", "2", "--seed", "3"]) == 0
+    assert main([*ws, "train", str(small_folder), "--backbone", TINY, "--epochs", "1", "--augment", "none",
+                 "--lr", "0.01", "--batch-size", "8", "--freeze", "last_n", "--last-n", "2", "--seed", "3"]) == 0
     first = RunStore(workspace).get(capsys.readouterr().out.strip().splitlines()[-1])
 
     assert main([*ws, "train", "--config", str(first.dir / "config.json")]) == 0
@@ -152,7 +153,7 @@ def test_cli_train_config_reproduces_a_saved_run_and_flags_override_only_what_is
 
     assert main([*ws, "runs"]) == 0
     listing = capsys.readouterr().out
-    assert "lower lr" in listing and "mobilenet_v2 · top 2 groups · linear · lr 1e-2" in listing
+    assert "lower lr" in listing and f"{TINY} · top 2 groups · linear · lr 1e-2" in listing
     assert listing.splitlines()[0].split()[:2] == ["run", "state"]  # names first, ids as a column
     assert main([*ws, "train", "--config", str(workspace.root / "nope.json")]) == 2
     assert "Cannot read the config" in capsys.readouterr().err
