@@ -122,6 +122,17 @@ def save_weights(folder: Path) -> Path:
     return path
 
 
+def save_tiny_draft(workspace, data=None, train=None) -> None:
+    """The session's saved settings (``runs.save_draft``, as the Model page keeps them) with this
+    backbone picked, so the jobs a page or a browser starts check the plumbing in seconds."""
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.runs import save_draft
+
+    draft = RunConfig(data=data or DataConfig(source=""), model=ModelConfig(backbone=NAME),
+                      train=train or TrainConfig())
+    save_draft(workspace, draft.to_dict())
+
+
 # The family picks the adapter: "mobilenet_v2" is features -> global average pool -> classifier[-1].
 SPEC = register(BackboneSpec(
     NAME, "mobilenet_v2", tiny_cnn, TinyCNN_Weights.SEEDED,

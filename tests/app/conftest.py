@@ -52,12 +52,9 @@ def tiny_dataset(session_workspace, tmp_path):
 def tiny_draft(session_workspace):
     """The session's saved settings with the tiny test backbone picked (as the Model page would),
     so a job the Train page starts trains it: the page's plumbing, in a fraction of a second."""
-    from tests.tiny_backbone import NAME as TINY
-    from tl_core import atomic
-    from tl_core.config import DataConfig, ModelConfig, RunConfig
+    from tests.tiny_backbone import save_tiny_draft
 
-    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY))
-    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+    save_tiny_draft(session_workspace)
 
 
 @pytest.fixture

@@ -27,12 +27,11 @@ def no_workers(monkeypatch):
 def short_draft(session_workspace):
     """The session's saved settings: 2 short epochs of the tiny test backbone, so the members train
     in a fraction of a second."""
-    from tl_core import atomic
-    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tests.tiny_backbone import save_tiny_draft
+    from tl_core.config import DataConfig, TrainConfig
 
-    draft = RunConfig(data=DataConfig(source="", val_fraction=0.25, augment="none"), model=ModelConfig(backbone=TINY),
-                      train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, schedule="constant"))
-    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+    save_tiny_draft(session_workspace, data=DataConfig(source="", val_fraction=0.25, augment="none"),
+                    train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, schedule="constant"))
 
 
 def chart_traces(app) -> dict[str, list[str]]:

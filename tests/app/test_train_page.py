@@ -98,14 +98,11 @@ def test_settings_from_elsewhere_are_shown_not_a_crash(app, tiny_dataset, sessio
     """*Edit and run* on a run made with the CLI (``--lr 0.1 --batch-size 24 --epochs 600``) or in an
     opened project loads values the sliders do not offer: the page shows them (it raised
     ``ValueError: 0.1 is not in iterable``)."""
-    from tests.tiny_backbone import NAME as TINY
-    from tl_core import atomic
-    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tests.tiny_backbone import save_tiny_draft
+    from tl_core.config import TrainConfig
 
-    train = TrainConfig(lr=0.1, batch_size=24, weight_decay=0.05, epochs=600, label_smoothing=0.4,
-                        early_stopping_patience=60)
-    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY), train=train)
-    atomic.write_json(session_workspace.root / "choices.json", draft.to_dict())
+    save_tiny_draft(session_workspace, train=TrainConfig(lr=0.1, batch_size=24, weight_decay=0.05, epochs=600,
+                                                         label_smoothing=0.4, early_stopping_patience=60))
     app.query_params["dataset"] = tiny_dataset
     app.switch_page("pages/3_train.py").run()
     no_exceptions(app)

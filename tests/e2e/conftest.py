@@ -171,14 +171,10 @@ def saved_setting(page, server_home: Path, section: str, name: str, value, timeo
 def tiny_backbone_picked(server_home: Path, session: str) -> None:
     """The session's saved settings with the tiny test backbone picked (as on the Model page), so
     that the jobs a browser test starts check the app's plumbing in seconds, not MobileNetV2."""
-    from tests.tiny_backbone import NAME as TINY
-    from tl_core import atomic
-    from tl_core.config import DataConfig, ModelConfig, RunConfig
+    from tests.tiny_backbone import save_tiny_draft
     from tl_core.workspace import Workspace
 
-    root = Workspace(server_home).for_session(session).root
-    draft = RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone=TINY))
-    atomic.write_json(root / "choices.json", draft.to_dict())
+    save_tiny_draft(Workspace(server_home).for_session(session))
 
 
 def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:
