@@ -105,9 +105,7 @@ def measure_upload(source: Any) -> tuple[int, int]:
             return (sum(p.stat().st_size for p in files),
                     sum(1 for p in files if _is_image(p.relative_to(path).as_posix())))
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names = [i.filename for i in archive.infolist() if not i.is_dir()]
-            return path.stat().st_size, sum(1 for name in names if _is_image(name))
+            return path.stat().st_size, _zip_images(path)
         return (path.stat().st_size if path.exists() else 0), 0
     if isinstance(source, Sequence):
         return sum(len(getattr(item, "data", b"")) for item in source), len(source)
@@ -118,14 +116,18 @@ def _is_image(name: str) -> bool:
     return not is_junk(name) and extension_reason(name) is None
 
 
+def _zip_images(file: Path | io.BytesIO) -> int:
+    """How many members of a zip (a path, or bytes in memory) are images, by their names."""
+    with zipfile.ZipFile(file) as archive:
+        return sum(1 for info in archive.infolist() if not info.is_dir() and _is_image(info.filename))
+
+
 def _measure_zip_bytes(data: bytes) -> tuple[int, int]:
     """``measure_upload`` of a zip still in memory (bytes that are not a zip: no images)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = [i.filename for i in archive.infolist() if not i.is_dir()]
+        return len(data), _zip_images(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError):
         return len(data), 0
-    return len(data), sum(1 for name in names if _is_image(name))
 
 
 def check_dataset_source(workspace: Workspace, source: Any, *, settings: Settings | None = None,
