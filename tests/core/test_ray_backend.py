@@ -106,7 +106,9 @@ def test_a_job_that_dies_on_ray_is_failed_with_rays_message(ray_address, workspa
 
     run = RunStore(workspace).create(tiny_config(write_image_folder(tmp_path / "small", {"red": 4, "green": 4})))
     client = job_backends.ray_client(ray_address)
-    job_id = client.submit_job(entrypoint="python -c 'import sys; sys.exit(3)'")
+    # the backend's own patience: a cluster still starting its job agent says "try again later"
+    job_id = job_backends.submit_when_ready(
+        lambda: client.submit_job(entrypoint="python -c 'import sys; sys.exit(3)'"))
     run.mark_running(pid=2**22 + 7)  # a pid on some node of the cluster: not this machine's business
     run.record_job(backend="ray", address=ray_address, job_id=job_id)
     status = wait_for(lambda: (s := jobs.job_state(run)).state != "running" and s, timeout=60)
