@@ -17,9 +17,10 @@ os.environ.setdefault("TL_STUDIO_OFFLINE", "1")
 # before tl_core is first imported: the test process and every worker it starts (jobs, torchrun
 # ranks, Ray jobs) register it the same way. A developer's own plugins stay.
 TINY_BACKBONE_MODULE = "tests.tiny_backbone"
+TINY_FOUNDATION_MODULE = "tests.tiny_foundation"  # tiny timm and open_clip backbones
 _plugins = [m.strip() for m in os.environ.get("TL_STUDIO_BACKBONE_PLUGINS", "").split(",") if m.strip()]
 os.environ["TL_STUDIO_BACKBONE_PLUGINS"] = ",".join(
-    _plugins + ([] if TINY_BACKBONE_MODULE in _plugins else [TINY_BACKBONE_MODULE]))
+    _plugins + [m for m in (TINY_BACKBONE_MODULE, TINY_FOUNDATION_MODULE) if m not in _plugins])
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 

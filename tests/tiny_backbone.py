@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchvision.models import MobileNet_V2_Weights, Weights, WeightsEnum
 
-from tl_core.model.registry import BackboneSpec, register
+from tl_core.model.registry import register, torchvision_spec
 
 NAME = "tiny_cnn"
 MODULE = __name__  # what TL_STUDIO_BACKBONE_PLUGINS names
@@ -134,7 +134,7 @@ def save_tiny_draft(workspace, data=None, train=None) -> None:
 
 
 # The family picks the adapter: "mobilenet_v2" is features -> global average pool -> classifier[-1].
-SPEC = register(BackboneSpec(
+SPEC = register(torchvision_spec(
     NAME, "mobilenet_v2", tiny_cnn, TinyCNN_Weights.SEEDED,
     "Tiny CNN (tests only): four conv-BN blocks, about 15,000 parameters.", FEATURE_DIM,
     stage_starts=(0, 1, 2, 3)))

@@ -22,6 +22,7 @@ from tests import tiny_backbone
 from tl_core.config import HeadConfig
 from tl_core.errors import ConfigError, WeightsUnavailable
 from tl_core.model import adapters, registry, weights, weights_lookup
+from tl_core.model import groups as groups_mod
 from tl_core.model.registry import (
     Preprocess,
     build_model,
@@ -37,6 +38,10 @@ EXPECTED = {"resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobil
             "efficientnet_b0", "convnext_tiny", "vit_b_16", "vgg16"}
 REPO = Path(__file__).resolve().parents[2]
 PLUGGED_IN = {tiny_backbone.NAME}  # registered by the test session through TL_STUDIO_BACKBONE_PLUGINS
+# timm and open_clip entries, and their tiny test models: tests/core/test_foundation_backbones.py
+FOUNDATION = {"dinov2_vits14", "dinov2_vitb14", "convnextv2_nano", "efficientnetv2_s", "mobileclip_s1",
+              "clip_vit_b32", "siglip_vit_b16"}
+TINY_FOUNDATION = {"tiny_vit", "tiny_effnet", "tiny_clip"}
 BUNDLED_FILE = "mobilenet_v2-b0353104.pth"
 
 
@@ -66,8 +71,9 @@ def _param_counts(model) -> Counter:
 
 
 def test_registry_holds_the_promised_backbones():
-    assert {s.name for s in list_backbones()} == EXPECTED | PLUGGED_IN
-    assert get_backbone("mobilenet_v2").weights.name == "IMAGENET1K_V1"
+    assert {s.name for s in list_backbones()} == EXPECTED | PLUGGED_IN | FOUNDATION | TINY_FOUNDATION
+    assert {s.source for s in list_backbones()} == {"torchvision", "timm", "open_clip"}
+    assert get_backbone("mobilenet_v2").option("weights_member") == "IMAGENET1K_V1"
     assert get_backbone("mobilenet_v2").weights_filename == BUNDLED_FILE
 
 
@@ -88,7 +94,7 @@ def test_backbone_convention(name):
         assert spec.num_params > 1_000_000 and 50 < spec.top1 < 100
         assert len(spec.categories) == 1000 and spec.preprocess.crop_size == 224
     else:
-        assert spec.num_params == sum(p.numel() for p in spec.builder(weights=None).parameters())
+        assert spec.num_params == sum(p.numel() for p in spec.build().parameters())
     assert spec.weights_filename.endswith(".pth") and spec.weights_url.endswith(spec.weights_filename)
     assert spec.description and spec.categories
     p = spec.preprocess
@@ -99,7 +105,7 @@ def test_backbone_convention(name):
 
     size = 224 if spec.family == "vit" else 64  # ViT's position embedding fixes 224px
     x = torch.randn(1, 3, size, size)
-    tv = spec.builder(weights=None).eval()  # random init: no weights needed
+    tv = spec.build().eval()  # random init: no weights needed
     with torch.no_grad():
         expected = tv(x)
     original_last = adapters.ADAPTERS[spec.family](spec, tv, HeadConfig())[2]
@@ -143,7 +149,7 @@ def test_vgg_keras_recipe_flattens_7x7x512():
 
 def test_generic_splitter_covers_children():
     body = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)], torch.nn.ReLU())
-    groups = adapters.split_evenly(body, 4)
+    groups = groups_mod.split_evenly(body, 4)
     assert [n for n, _ in groups] == ["stem", "stage1", "stage2", "stage3"]
     assert sum(len(paths) for _, paths in groups) == 6
 
@@ -282,12 +288,12 @@ def _saved(tmp_path, obj, name="weights.pth") -> Path:
 
 def _named_after_own_hash(monkeypatch, path: Path, backbone: str = "mobilenet_v3_small") -> str:
     """Make ``backbone``'s expected file name carry ``path``'s sha256 prefix; returns that name."""
-    import copy
+    import dataclasses
     import hashlib
 
-    spec = copy.copy(get_backbone(backbone))
+    spec = get_backbone(backbone)
     name = f"{backbone}-{hashlib.sha256(path.read_bytes()).hexdigest()[:8]}.pth"
-    object.__setattr__(spec, "weights_filename", name)
+    spec = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, filename=name))
     monkeypatch.setitem(registry._REGISTRY, backbone, spec)
     return name
 
@@ -468,14 +474,14 @@ def test_plugin_variable_registers_backbones_and_names_a_missing_module():
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     result = json.loads(out.splitlines()[-1])
-    assert set(result["before"]) == EXPECTED
+    assert set(result["before"]) == EXPECTED | FOUNDATION
     assert result["loaded"] == [tiny_backbone.MODULE]
     assert result["after"] == result["before"] + [tiny_backbone.NAME]
     assert registry.ENV_BACKBONE_PLUGINS in result["error"] and "tests.no_such_plugin" in result["error"]
 
 
 def test_the_tiny_backbone_is_plugged_in_with_weights_the_lookup_checks(tiny_backbone_weights):
-    assert os.environ[registry.ENV_BACKBONE_PLUGINS].split(",")[-1] == tiny_backbone.MODULE
+    assert tiny_backbone.MODULE in os.environ[registry.ENV_BACKBONE_PLUGINS].split(",")
     status = weights_status(tiny_backbone.NAME)
     assert status.available and status.source == "weights_dir" and status.path == tiny_backbone_weights
     model = build_model(tiny_backbone.NAME, num_classes=3)  # pretrained: the seeded file, hash-checked

@@ -108,7 +108,7 @@ def script_namespace(config: RunConfig, classes=None) -> dict:
 def app_model(config: RunConfig, num_classes: int = 3, epoch: int = 1):
     spec = get_backbone(config.model.backbone)
     with torch.device("meta"):
-        model = transfer_model_from(spec, spec.builder(weights=None), num_classes, config.model.head, pretrained=False)
+        model = transfer_model_from(spec, spec.build(), num_classes, config.model.head, pretrained=False)
     apply_freeze(model, config.freeze, epoch=epoch)
     return model
 
@@ -128,7 +128,7 @@ def shapes(model) -> dict[str, tuple[tuple[int, ...], bool]]:
 # The script builds the network with torchvision alone: every torchvision backbone of the registry
 # (a plugin's, such as the test session's tiny one, is not torchvision's to build).
 @pytest.mark.parametrize("backbone", [spec.name for spec in list_backbones()
-                                      if spec.builder.__module__.startswith("torchvision.")])
+                                      if spec.option("module", "").startswith("torchvision.")])
 def test_the_script_builds_every_backbone_as_the_app_does(backbone):
     config = _config(model=ModelConfig(backbone=backbone), freeze=FreezePlan(mode="last_n", last_n=2))
     namespace = script_namespace(config)

@@ -84,10 +84,15 @@ def _layer_groups(backbone: str, head_kind: str, pool: str) -> tuple[tuple[str, 
 
     spec = get_backbone(backbone)
     with torch.device("meta"):
-        model = transfer_model_from(spec, spec.builder(weights=None), 2, HeadConfig(kind=head_kind, pool=pool),
+        model = transfer_model_from(spec, spec.build(), 2, HeadConfig(kind=head_kind, pool=pool),
                                     pretrained=False)
     names = {id(module): name for name, module in model.named_modules()}
-    return tuple((group, tuple(names[id(m)] for m in modules)) for group, modules in model.groups())
+    names.update({id(param): name for name, param in model.named_parameters()})
+
+    def paths(module) -> list[str]:  # a loose-parameter set (a ViT's tokens) by its parameters' paths
+        return [names[id(module)]] if id(module) in names else [names[id(p)] for p in module.parameters()]
+
+    return tuple((group, tuple(p for m in modules for p in paths(m))) for group, modules in model.groups())
 
 
 def _names_code(paths: tuple[str, ...]) -> str:
@@ -419,13 +424,13 @@ def _group_lr_code(plan, group_names: list[str]) -> str:
 def _model_code(spec, head, classical: bool) -> str:
     """``load_backbone``, ``make_body`` (the network without its classifier) and, for a trained head,
     ``TransferNet`` (the body and the new head)."""
-    weights_enum = type(spec.weights).__name__
+    weights_enum, weights_member = spec.option("weights_enum"), spec.option("weights_member")
     model_code = textwrap.dedent(f'''
         def load_backbone():
-            """torchvision's {spec.builder.__name__}. Its ImageNet weights are downloaded once into the torch hub
+            """torchvision's {spec.source_name}. Its ImageNet weights are downloaded once into the torch hub
             cache (~/.cache/torch/hub/checkpoints, or $TORCH_HOME/hub/checkpoints) and read from there."""
-            weights = models.{weights_enum}.{spec.weights.name} if PRETRAINED else None
-            return models.{spec.builder.__name__}(weights=weights)
+            weights = models.{weights_enum}.{weights_member} if PRETRAINED else None
+            return models.{spec.source_name}(weights=weights)
 
 
         def make_body(net):

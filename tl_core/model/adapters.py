@@ -17,6 +17,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from tl_core.config import HeadConfig
+from tl_core.model.groups import Groups, ParameterSet
 
 
 class AdaptedBackbone(Protocol):
@@ -38,7 +39,6 @@ class AdaptedBackbone(Protocol):
 # groups as (name, [qualified module names inside the body]) ordered stem -> top, and the
 # pretrained classifier that the new head replaces (kept only to hand back on request).
 
-Groups = list[tuple[str, list[str]]]
 
 
 def _features_groups(spec: AdaptedBackbone, n_features: int, prefix: str = "features") -> Groups:
@@ -137,19 +137,6 @@ ADAPTERS = {
 }
 
 
-def split_evenly(body: nn.Module, n_groups: int = 4) -> Groups:
-    """Generic fallback splitter: the body's parameterised children in ``n_groups`` chunks."""
-    names = [name for name, child in body.named_children() if any(True for _ in child.parameters())]
-    n_groups = max(1, min(n_groups, len(names)))
-    size, extra = divmod(len(names), n_groups)
-    groups, start = [], 0
-    for k in range(n_groups):
-        end = start + size + (1 if k < extra else 0)
-        groups.append(("stem" if k == 0 else f"stage{k}", names[start:end]))
-        start = end
-    return groups
-
-
 class TransferModel(nn.Module):
     """A pretrained body and a new head; ``forward(x) = head(body(x))``.
 
@@ -177,8 +164,19 @@ class TransferModel(nn.Module):
         return [name for name, _ in self._group_paths]
 
     def groups(self) -> list[tuple[str, list[nn.Module]]]:
-        """Layer groups stem -> top of body, then "head"; together they hold every parameter once."""
-        return [(name, [self.get_submodule(p) for p in paths]) for name, paths in self._group_paths]
+        """Layer groups stem -> top of body, then "head"; together they hold every parameter once.
+        A group's loose parameters (paths that name a parameter, not a module) come as one
+        ``ParameterSet`` at the group's end."""
+        found = []
+        for name, paths in self._group_paths:
+            modules, loose = [], {}
+            for path in paths:
+                try:
+                    modules.append(self.get_submodule(path))
+                except AttributeError:
+                    loose[path] = self.get_parameter(path)
+            found.append((name, modules + ([ParameterSet(loose)] if loose else [])))
+        return found
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))

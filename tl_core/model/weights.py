@@ -3,7 +3,7 @@
 ``weights_status`` and ``load_pretrained_state_dict`` take a backbone's name and look its file up
 (``tl_core.model.weights_lookup`` says where). ``import_weights`` adds a file a user offers (the
 Model page's upload) after four named checks (``WEIGHT_CHECKS``); ``import_weights_folder`` does
-so for each ``.pth`` file of a folder on the server.
+so for each weights file (``.pth``, ``.safetensors``) of a folder on the server.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from tl_core.model.weights_lookup import (
     ENV_WEIGHTS,
     WeightsStatus,
     find_weights,
+    load_weights_file,
     pretrained_state_dict,
     torch_cache_dir,
 )
 
 WEIGHT_CHECKS = ("file name", "hash", "safe load", "keys and shapes")  # import_weights, in this order
+WEIGHTS_SUFFIXES = (".pth", ".safetensors")  # torchvision's files; timm's and open_clip's
 
 
 def weights_status(name: str, weights_dir: str | Path | None = None) -> WeightsStatus:
@@ -55,9 +57,10 @@ def spec_for_weights_file(file_name: str) -> BackboneSpec:
         if spec.weights_filename == name:
             return spec
     expected = ", ".join(f"{s.weights_filename} ({s.name})" for s in list_backbones())
-    raise WeightsRejected("file name", f"Refused {name!r} (check: file name): it is not the torchvision weights "
-                                       f"file of a backbone TL Studio knows. Keep the name torchvision gives it; "
-                                       f"expected one of: {expected}.")
+    raise WeightsRejected("file name", f"Refused {name!r} (check: file name): it is not the weights file of a "
+                                       f"backbone TL Studio knows. Keep the name torchvision gives it, or for "
+                                       f"timm and open_clip the name the Model page shows; expected one of: "
+                                       f"{expected}.")
 
 
 def weights_import_dir() -> Path:
@@ -76,16 +79,17 @@ def weights_import_dir() -> Path:
 
 
 def expected_state_shapes(spec: BackboneSpec) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the torchvision model's state dict; built on the meta device (no memory, instant)."""
+    """Key -> shape of the library's model's state dict; built on the meta device (no memory, instant)."""
     with torch.device("meta"):
-        model = spec.builder(weights=None)
+        model = spec.build()
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
 def max_weights_bytes(spec: BackboneSpec) -> int:
-    """The most bytes a torchvision weights file of ``spec`` can sensibly hold: its parameters as
-    float32, half as much again for buffers (BatchNorm statistics) and pickle framing, plus 4 MiB."""
-    return int(spec.num_params * 4 * 1.5) + 4 * 1024**2
+    """The most bytes a weights file of ``spec`` can sensibly hold: its parameters as float32 (an
+    image-text model's file holds both towers), half as much again for buffers (BatchNorm
+    statistics) and pickle framing, plus 4 MiB."""
+    return int(spec.option("file_params", spec.num_params) * 4 * 1.5) + 4 * 1024**2
 
 
 def _too_big(spec: BackboneSpec, name: str) -> WeightsRejected:
@@ -131,8 +135,11 @@ def _copy_hashing(source: bytes | Path | IO[bytes], dest: Path, spec: BackboneSp
 
 
 def _check_hash(digest: str, spec: BackboneSpec, name: str) -> None:
-    expected_hash = HASH_REGEX.search(spec.weights_filename).group(1)
-    if not digest.startswith(expected_hash):
+    """Against the checksum published for the file: the spec's, or the one in a torchvision name.
+    (A Hugging Face file a user offers has none to compare here; its keys and shapes are checked.)"""
+    match = HASH_REGEX.search(spec.weights_filename)
+    expected_hash = spec.weights.sha256_prefix or (match.group(1) if match else "")
+    if expected_hash and not digest.startswith(expected_hash):
         raise WeightsRejected("hash", f"Refused {name!r} (check: hash): its sha256 starts with "
                                       f"{digest[:len(expected_hash)]}, not {expected_hash} as its name says. "
                                       f"It is damaged or a different file; download {spec.weights_url} again.")
@@ -140,7 +147,7 @@ def _check_hash(digest: str, spec: BackboneSpec, name: str) -> None:
 
 def _load_safely(path: Path, name: str) -> dict[str, torch.Tensor]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_file(path, name)
     except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
         raise WeightsRejected("safe load", f"Refused {name!r} (check: safe load): it holds code or objects other "
                                            "than tensors, so torch.load(weights_only=True) will not open it. "
@@ -164,16 +171,17 @@ def _check_keys_and_shapes(spec: BackboneSpec, state: dict[str, torch.Tensor], n
     if problems:
         shown = "; ".join(problems)
         raise WeightsRejected("keys and shapes", f"Refused {name!r} (check: keys and shapes): it does not fit "
-                                                 f"{spec.name} ({shown}). It is not {spec.name}'s ImageNet weights.")
+                                                 f"{spec.name} ({shown}). It is not {spec.name}'s pretrained weights.")
 
 
 def import_weights(source: bytes | Path | IO[bytes], file_name: str | None = None,
                    dest_dir: Path | None = None) -> Path:
-    """Add a torchvision ``.pth`` file (bytes, a path or a binary file object such as an upload) to
+    """Add a weights file (bytes, a path or a binary file object such as an upload) to
     the weights this machine has, after four checks (``WEIGHT_CHECKS``): its name is a registered
-    backbone's torchvision file name; its sha256 starts with the hash in that name (torchvision's
-    rule; a file larger than ``max_weights_bytes`` fails it before it is read to the end); it loads
-    with ``torch.load(weights_only=True)``; its keys and shapes are the backbone's.
+    backbone's weights file name; its sha256 starts with the published one, where there is one (the
+    hash in a torchvision name; a file larger than ``max_weights_bytes`` fails it before it is read
+    to the end); it loads with safetensors or ``torch.load(weights_only=True)``, neither of which
+    runs code; its keys and shapes are exactly the backbone's.
 
     Saved atomically in ``dest_dir`` (default ``weights_import_dir()``); returns the saved path.
     A failed check raises ``WeightsRejected`` naming it, and nothing is saved.
@@ -203,13 +211,13 @@ class WeightsImportResult:
 
 
 def import_weights_folder(folder: str | Path, dest_dir: Path | None = None) -> list[WeightsImportResult]:
-    """``import_weights`` for each ``.pth`` file directly in ``folder`` (a folder on this server the
+    """``import_weights`` for each weights file directly in ``folder`` (a folder on this server the
     teacher names), one result per file, sorted by name; other files are listed as skipped. A file
     refused does not stop the others."""
     source = Path(folder).expanduser()
     if not source.is_dir():
         raise WeightsUnavailable(f"There is no folder {source} on this server. Name a folder that holds "
-                                 "torchvision .pth files (e.g. the one you copied them to from a USB stick).")
+                                 "weights files (e.g. the one you copied them to from a USB stick).")
     try:
         files = sorted((p for p in source.iterdir() if p.is_file()), key=lambda p: p.name)
     except OSError as exc:
@@ -224,8 +232,8 @@ def import_weights_file(path: str | Path, dest_dir: Path | None = None) -> Weigh
     if not path.is_file():
         return WeightsImportResult(path.name, "refused", f"{path.name}: not added. There is no file {path} on this "
                                                          "server; check the path.")
-    if path.suffix.lower() != ".pth":
-        return WeightsImportResult(path.name, "skipped", f"{path.name}: skipped, not a .pth file.")
+    if path.suffix.lower() not in WEIGHTS_SUFFIXES:
+        return WeightsImportResult(path.name, "skipped", f"{path.name}: skipped, not a .pth or .safetensors file.")
     try:
         saved = import_weights(path, path.name, dest_dir=dest_dir)
     except WeightsRejected as exc:
