@@ -14,13 +14,14 @@ from tl_core.errors import ConfigError
 # read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
 AugmentPreset = Literal["none", "light", "standard"]
 FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups", "lp_ft"]
-HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
+HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda", "zero_shot"]
 Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
 Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.training.balance
 CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
+ZERO_SHOT_HEAD = "zero_shot"  # image-text backbones: a linear head made from the class names' text embeddings
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
 # choice has one.
@@ -34,7 +35,8 @@ FREEZE_MODE_LABELS: dict[str, str] = {
     "lp_ft": "Linear probe, then fine-tune everything (LP-FT)"}
 HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
-    "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
+    "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis",
+    "zero_shot": "Zero-shot from the class names (image-text backbones; 0 epochs = no training images)"}
 POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
 
 
@@ -131,6 +133,9 @@ class HeadConfig:
     hidden: int = field(default=1024, metadata=_help("MLP hidden width (the seed recipe's Dense(1024))"))
     dropout: float = field(default=0.2, metadata=_help("dropout before the last layer of the MLP head"))
     pool: Pooling = field(default="avg", metadata=_help("VGG only: global average pool or Keras-style Flatten"))
+    class_words: tuple[tuple[str, str], ...] = field(default=(), metadata=_help(
+        "zero_shot: (class, its words) pairs for the prompts, several words comma-separated; a class "
+        "not listed uses its own name"))
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         try:
             model = dict(data.get("model", {}))
-            model["head"] = HeadConfig(**model.get("head", {}))
+            head = dict(model.get("head", {}))
+            head["class_words"] = tuple((str(c), str(w)) for c, w in head.get("class_words", ()))
+            model["head"] = HeadConfig(**head)
             freeze = dict(data.get("freeze", {}))
             freeze["groups"] = tuple(freeze.get("groups", ()))
             if freeze.get("lr_range") is not None:
@@ -241,8 +248,8 @@ class RunConfig:
         """Raise ConfigError for values no training can use; the message says what to change."""
         self.check_choices()
         t = self.train
-        if t.epochs < 1:
-            raise ConfigError("Epochs must be at least 1.")
+        if t.epochs < 1 and not (t.epochs == 0 and self.model.head.kind == ZERO_SHOT_HEAD):
+            raise ConfigError("Epochs must be at least 1 (0 only with the zero-shot head: no training at all).")
         if t.batch_size < 1:
             raise ConfigError("Batch size must be at least 1.")
         if not (0 < t.lr < 10):

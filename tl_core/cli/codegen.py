@@ -56,6 +56,8 @@ def cli_command(config: RunConfig, data_path: str | None = None) -> str:
         parts.append(["--groups", ",".join(config.freeze.groups)])
     if config.freeze.lr_range is not None:
         parts.append(["--lr-range", ",".join(_option_value(float(v)) for v in config.freeze.lr_range)])
+    for name, words in config.model.head.class_words:
+        parts.append(["--class-words", f"{name}={words}"])
     if config.name:
         parts.append(["--name", config.name])
     data = data_path or config.data.source or PLACEHOLDER_DATA

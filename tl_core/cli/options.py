@@ -88,6 +88,18 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"give a whole number or 'auto', not {text!r}") from None
 
 
+def class_words_option(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--class-words CLASS=WORDS`` (repeated) as ``HeadConfig.class_words``."""
+    pairs = []
+    for item in items:
+        name, sep, words = item.partition("=")
+        if not sep or not name.strip() or not words.strip():
+            raise argparse.ArgumentTypeError(f"--class-words takes CLASS=WORDS (e.g. 'colts-foot=coltsfoot, yellow "
+                                             f"wildflower'), not {item!r}")
+        pairs.append((name.strip(), words.strip()))
+    return tuple(pairs)
+
+
 def build_config(args):
     """The ``RunConfig`` of a parsed ``train`` command line."""
     from tl_core.config import DataConfig, FreezePlan, HeadConfig, ModelConfig, RunConfig, TrainConfig
@@ -102,6 +114,7 @@ def build_config(args):
     values["data"]["split_seed"] = args.seed
     values["freeze"]["groups"] = tuple(g for g in (args.groups or "").split(",") if g)
     values["freeze"]["lr_range"] = tuple(float(v) for v in args.lr_range.split(",")) if args.lr_range else None
+    values["head"]["class_words"] = class_words_option(getattr(args, "class_words", None) or [])
     return RunConfig(
         data=DataConfig(source=str(args.data), **values["data"]),
         model=ModelConfig(head=HeadConfig(**values["head"]), **values["model"]),

@@ -47,6 +47,9 @@ def make_parser() -> argparse.ArgumentParser:
         add_field_option(s, flag, section, name)
     s.add_argument("--groups", default="", help="comma-separated trainable groups (with --freeze groups)")
     s.add_argument("--lr-range", default="", help="discriminative learning rates LOW,HIGH")
+    s.add_argument("--class-words", action="append", metavar="CLASS=WORDS",
+                   help="with --head zero_shot: the words for one class's prompts, several comma-separated "
+                        "(repeat the option per class; a class not named uses its own name)")
     _add_sheet_options(s)
     s.set_defaults(func=cmd_train)
 

@@ -153,6 +153,8 @@ def saved_config(args):
     for dest, field_name in (("groups", "groups"), ("lr_range", "lr_range")):
         if dest in given:
             sections["freeze"][field_name] = getattr(flags.freeze, field_name)
+    if "class_words" in given:
+        head["class_words"] = flags.model.head.class_words
     if args.data:
         sections["data"].update(source=str(args.data), dataset_dir="")
     return RunConfig.from_dict({**sections, "model": {**model, "head": head},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from tl_core.config import CLASSICAL_HEADS, HeadConfig
+from tl_core.config import CLASSICAL_HEADS, ZERO_SHOT_HEAD, HeadConfig
 from tl_core.errors import ConfigError
 
 
@@ -13,12 +13,13 @@ def make_head(cfg: HeadConfig, in_features: int, num_classes: int) -> nn.Module:
 
     ``linear``: one Linear. ``mlp``: Linear(hidden) + ReLU + Dropout (none at 0) + Linear (the Keras
     seed recipe's Dense(1024, relu) + Dense(N)). Classical kinds (logreg, linear_svm, lda) get a Linear
-    whose weights ``tl_core.model.classical.fit_classical`` fills in later.
+    whose weights ``tl_core.model.classical.fit_classical`` fills in later; ``zero_shot`` one that
+    ``tl_core.model.zero_shot.zero_shot_head`` fills with the class names' text embeddings.
     """
     if num_classes < 1 or in_features < 1:
         raise ConfigError(f"A head needs at least one input feature and one class "
                           f"(got {in_features} features, {num_classes} classes).")
-    if cfg.kind == "linear" or cfg.kind in CLASSICAL_HEADS:
+    if cfg.kind in ("linear", ZERO_SHOT_HEAD) or cfg.kind in CLASSICAL_HEADS:
         return nn.Linear(in_features, num_classes)
     if cfg.kind == "mlp":
         if cfg.hidden < 1:
@@ -34,4 +35,4 @@ def make_head(cfg: HeadConfig, in_features: int, num_classes: int) -> nn.Module:
             nn.Linear(cfg.hidden, num_classes),
         )
     raise ConfigError(f"Unknown head kind {cfg.kind!r}. Choose one of: linear, mlp, "
-                      f"{', '.join(CLASSICAL_HEADS)}.")
+                      f"{', '.join(CLASSICAL_HEADS)}, {ZERO_SHOT_HEAD}.")

@@ -40,10 +40,16 @@ TEMPLATES = (
 
 def _create(model_name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
+        import logging
+
         import open_clip
 
-        # on the default device: the meta device when only shapes are wanted
-        return open_clip.create_model(model_name, pretrained=None, device=torch.empty(0).device)
+        logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights loaded": they load after
+        try:
+            # on the default device: the meta device when only shapes are wanted
+            return open_clip.create_model(model_name, pretrained=None, device=torch.empty(0).device)
+        finally:
+            logging.disable(logging.NOTSET)
     return build
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tl_core import events as ev
-from tl_core.config import CLASSICAL_HEADS, RunConfig, feature_views
+from tl_core.config import CLASSICAL_HEADS, ZERO_SHOT_HEAD, RunConfig, feature_views
 from tl_core.device import autocast_dtype, seed_everything, select_device
 from tl_core.errors import ConfigError
 from tl_core.model.features import (
@@ -35,6 +35,7 @@ from tl_core.model.features import (
     model_fingerprint,
 )
 from tl_core.model.preprocess import Normalizer, View, decode_dataset, eval_view, make_loader, train_view
+from tl_core.model.zero_shot import zero_shot_head
 from tl_core.training.balance import sample_weights
 from tl_core.workspace import Workspace, cache_dir_for
 
@@ -148,6 +149,11 @@ class Session:
     group: Group | None = None  # the ranks training this run together (tl_core.training.distributed); None: one process
 
     @property
+    def zero_shot_only(self) -> bool:
+        """The zero-shot head with 0 epochs: the class names' embeddings classify, nothing trains."""
+        return self.config.model.head.kind == ZERO_SHOT_HEAD and self.config.train.epochs == 0
+
+    @property
     def classical(self) -> bool:
         """A scikit-learn head fitted once on features, instead of epochs of gradient steps."""
         return self.config.model.head.kind in CLASSICAL_HEADS
@@ -232,6 +238,10 @@ def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Eve
 
     model = build_model(config.model.backbone, len(data.classes), config.model.head,
                         pretrained=config.model.pretrained, weights_dir=config.model.weights_dir)
+    if config.model.head.kind == ZERO_SHOT_HEAD:  # the head starts as the class names' text embeddings
+        emit(ev.Note("Zero-shot head: embedding the class names with the text tower."))
+        model.head = zero_shot_head(config.model.backbone, config.model.head, data.classes,
+                                    pretrained=config.model.pretrained, weights_dir=config.model.weights_dir)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
@@ -244,7 +254,7 @@ def open_session(config: RunConfig, workspace: Workspace, emit: Callable[[ev.Eve
         body_frozen_throughout(config.freeze, model.group_names, config.train.epochs)
     session = Session(config=config, preprocess=spec.preprocess, device=device, amp_dtype=amp_dtype, data=data,
                       model=model, normalize=normalize, use_cache=use_cache,
-                      features=FeatureCache(n_views=feature_views(config.data.augment, config.train.epochs)))
+                      features=FeatureCache(n_views=max(1, feature_views(config.data.augment, config.train.epochs))))
     if (use_cache or session.classical) and data.image_ids and all(data.image_ids):
         session.feature_store = FeatureStore(cache_dir_for(data.dataset_dir, workspace) / "features")
         session.model_fingerprint = model_fingerprint(config.model.backbone, config.model.pretrained, model.body)

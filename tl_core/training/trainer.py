@@ -460,19 +460,26 @@ class ClassicalHead(Strategy):
     """A scikit-learn head (logistic regression, linear SVM, LDA) fitted once on the body's
     features, recorded as a run of one epoch."""
 
-    def train(self) -> dict[str, Any]:
+    def fit(self, train_feats: torch.Tensor, y: list[int]) -> tuple[nn.Module, int]:
+        """The head, and how many of its numbers were learnt from the training images."""
         from tl_core.model.classical import fit_classical
 
+        s = self.session
+        linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
+                               len(s.data.classes), seed=s.config.train.seed,
+                               balanced=s.config.train.balance != "none")
+        return linear, linear.weight.numel() + linear.bias.numel()
+
+    def train(self) -> dict[str, Any]:
         s, state = self.session, self.state
         self.started(epochs=1, steps_per_epoch=1, trainable=0, feature_cache=True)
         t0 = time.perf_counter()
         train_feats, s.features.val = self.features([(s.data.train, EVAL_VIEW), (s.data.val, EVAL_VIEW)])
         y = s.data.labels_of(s.data.train)
-        linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
-                               len(s.data.classes), seed=s.config.train.seed,
-                               balanced=s.config.train.balance != "none")
-        s.model.head = linear.to(s.device)
-        train_logits = s.model.head(train_feats.to(s.device)).float().cpu()
+        head, learnt = self.fit(train_feats, y)
+        s.model.head = head.to(s.device)
+        with torch.no_grad():
+            train_logits = s.model.head(train_feats.to(s.device)).float().cpu()
         y_t = torch.tensor(y)
         train_loss = nn.functional.cross_entropy(train_logits, y_t).item()
         train_acc = (train_logits.argmax(1) == y_t).float().mean().item()
@@ -480,11 +487,21 @@ class ClassicalHead(Strategy):
         state.history.append({"epoch": 1, "train_loss": train_loss, "train_acc": train_acc,
                               "val_loss": val_loss, "val_acc": val_acc})
         self.emit(ev.EpochEnded(1, train_loss, train_acc, val_loss, val_acc, 0.0,
-                                time.perf_counter() - t0, linear.weight.numel() + linear.bias.numel()))
+                                time.perf_counter() - t0, learnt))
         state.best_epoch = 1
         self.save("best", 1)
         self.save("last", 1)
         return self.final_evaluation()
+
+
+class ZeroShot(ClassicalHead):
+    """The zero-shot head with 0 epochs: the class names' text embeddings classify the images and
+    nothing is learnt from them. Recorded as one pass, so the run reads as any other."""
+
+    def fit(self, train_feats: torch.Tensor, y: list[int]) -> tuple[nn.Module, int]:
+        self.emit(ev.Note("Zero-shot: no training image was used. The training accuracy is how well the class "
+                          "names alone sort the training images."))
+        return self.session.model.head, 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,7 +562,8 @@ class Trainer:
                             config.data, dataset_dir=dataset_dir))
                 session = open_session(config, self.workspace, self.emit, data_ready=data_ready)
                 session.group = self.group
-                strategy = ClassicalHead(self, session) if session.classical else EpochLoop(self, session)
+                strategy = (ClassicalHead(self, session) if session.classical else
+                            ZeroShot(self, session) if session.zero_shot_only else EpochLoop(self, session))
                 result = strategy.train()
             except _Stopped:
                 if strategy is not None and state.best_epoch is not None:  # results first, so a reader of "cancelled" finds them
