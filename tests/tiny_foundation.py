@@ -86,3 +86,9 @@ def save_weights(name: str, folder: Path, seed: int = 0) -> Path:
     path = folder / spec.weights_filename
     save_file(state, str(path))
     return path
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))

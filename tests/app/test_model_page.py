@@ -173,7 +173,7 @@ def test_a_bad_weights_file_is_refused_with_the_check_named(app, no_vgg_weights,
 
 def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, monkeypatch, tmp_path):
     """Through a backbone whose expected name carries the fake file's hash (a real one cannot be forged)."""
-    import copy
+    import dataclasses
     import hashlib
 
     import torch
@@ -184,8 +184,8 @@ def test_an_uploaded_file_that_passes_is_listed_at_once(app, no_vgg_weights, mon
     data = io.BytesIO()
     torch.save(tvm.mobilenet_v3_small(weights=None).state_dict(), data)
     name = f"mobilenet_v3_small-{hashlib.sha256(data.getvalue()).hexdigest()[:8]}.pth"
-    spec = copy.copy(backbones.get_backbone("mobilenet_v3_small"))
-    object.__setattr__(spec, "weights_filename", name)
+    spec = backbones.get_backbone("mobilenet_v3_small")
+    spec = dataclasses.replace(spec, weights=dataclasses.replace(spec.weights, filename=name))
     monkeypatch.setitem(backbones._REGISTRY, "mobilenet_v3_small", spec)
     _fake_uploader(monkeypatch, Upload(name, data.getvalue()))
 

@@ -95,7 +95,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("archive")
     s.set_defaults(func=cmd_project)
 
-    s = sub.add_parser("fetch-weights", help="download backbones' ImageNet weights for offline use later")
+    s = sub.add_parser("fetch-weights", help="download backbones' pretrained weights (torchvision, timm, open_clip) for offline use later")
     s.add_argument("names", nargs="*", help="backbone names (default: all)")
     s.set_defaults(func=cmd_fetch_weights)
 
