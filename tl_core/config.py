@@ -14,13 +14,13 @@ from tl_core.errors import ConfigError
 # read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
 AugmentPreset = Literal["none", "light", "standard"]
 FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups", "lp_ft"]
-HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda"]
+HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda", "nearest_mean", "knn"]
 Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
 Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.training.balance
-CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
+CLASSICAL_HEADS = ("logreg", "linear_svm", "lda", "nearest_mean", "knn")  # scikit-learn classifiers on cached features
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
 # choice has one.
@@ -34,7 +34,8 @@ FREEZE_MODE_LABELS: dict[str, str] = {
     "lp_ft": "Linear probe, then fine-tune everything (LP-FT)"}
 HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
-    "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis"}
+    "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis",
+    "nearest_mean": "Nearest class mean (class prototypes)", "knn": "k nearest neighbours"}
 POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
 
 
@@ -131,6 +132,8 @@ class HeadConfig:
     hidden: int = field(default=1024, metadata=_help("MLP hidden width (the seed recipe's Dense(1024))"))
     dropout: float = field(default=0.2, metadata=_help("dropout before the last layer of the MLP head"))
     pool: Pooling = field(default="avg", metadata=_help("VGG only: global average pool or Keras-style Flatten"))
+    neighbours: int = field(default=5, metadata=_help(
+        "knn head: how many of the most similar training images vote (fewer when there are fewer)"))
 
 
 @dataclass(frozen=True)
@@ -276,3 +279,11 @@ class RunConfig:
         if self.model.head.kind in CLASSICAL_HEADS and f.mode != "feature_extractor":
             raise ConfigError(f"Classical heads ({', '.join(CLASSICAL_HEADS)}) train on frozen features: "
                               "use the feature-extractor freezing plan.")
+        if self.model.head.kind == "knn":
+            if self.model.head.neighbours < 1:
+                raise ConfigError(f"The k-nearest-neighbours head needs at least 1 neighbour, "
+                                  f"got {self.model.head.neighbours}.")
+            if t.balance != "none":  # its votes take no class weights, and sampling has no meaning for it
+                raise ConfigError("A k-nearest-neighbours head counts votes and takes no class weights: set class "
+                                  "balancing to none, or choose nearest class mean (each class one prototype, "
+                                  "whatever its size) or logistic regression.")
