@@ -36,6 +36,25 @@ HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
     "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis",
     "nearest_mean": "Nearest class mean (class prototypes)", "knn": "k nearest neighbours"}
+# What each head does and when it helps, in a sentence or two for a student (the Model page).
+HEAD_HELP: dict[str, str] = {
+    "linear": "One new layer: for each class, a weighted sum of the backbone's features, learnt over the "
+              "epochs by gradient descent.",
+    "mlp": "Two new layers: they can combine features in ways one layer cannot, but need more images not to "
+           "overfit.",
+    "logreg": "A linear classifier that scikit-learn fits in one go on the frozen features: no epochs, no "
+              "learning rate to choose.",
+    "linear_svm": "A linear classifier that puts each boundary as far as it can from the nearest images of the "
+                  "classes on either side; fitted in one go.",
+    "lda": "Sees each class as a cloud of features, all clouds of the same shape, and draws the boundaries "
+           "where they meet; fitted in one go, steady with few images.",
+    "nearest_mean": "Each class becomes one prototype, the average of its images' features; a new image gets "
+                    "the class of the nearest prototype. Nothing to train, and it works with very few images "
+                    "per class (even one), whatever the classes' sizes.",
+    "knn": "A new image gets the class most common among the k training images whose features are nearest to "
+           "its own. It learns nothing and remembers every training image: good with very few images per "
+           "class, slower and bigger with many.",
+}
 POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
 
 
