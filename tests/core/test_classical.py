@@ -73,12 +73,29 @@ def test_nearest_mean_is_the_nearest_prototype_and_its_probabilities_a_gaussian_
     with torch.no_grad():
         logits = head(torch.from_numpy(x_test)).double().numpy()
     np.testing.assert_array_equal(logits.argmax(1), pipeline.predict(x_test))
-    # softmax = a round Gaussian of the pooled within-class spread around each prototype, equal priors
+    # softmax of minus the squared distances to the prototypes, divided by the temperature
     z, mu = _scaled(pipeline, x_test), pipeline[-1].centroids_
-    spread = np.mean(pipeline[-1].within_class_std_dev_ ** 2)
-    posterior = softmax(-((z[:, None, :] - mu[None]) ** 2).sum(-1) / (2 * spread), axis=1)
+    with torch.no_grad():
+        logits = fold_into_linear(pipeline, n_classes, temperature=7.0)(torch.from_numpy(x_test)).double().numpy()
+    posterior = softmax(-((z[:, None, :] - mu[None]) ** 2).sum(-1) / 7.0, axis=1)
     present = [int(c) for c in pipeline[-1].classes_]
     np.testing.assert_allclose(softmax(logits, axis=1)[:, present], posterior, atol=1e-4)
+    assert softmax(logits, axis=1)[:, [c for c in range(n_classes) if c not in present]].max(initial=0) < 1e-6
+
+
+@pytest.mark.parametrize("shift", [0.05, 0.15, 0.3])
+def test_nearest_mean_is_about_as_sure_as_it_is_right_in_many_dimensions(shift):
+    """Two classes in 500 features, from overlapping to apart: an unscaled -d^2 would give ~100% to
+    every answer; the leave-one-out temperature keeps the mean confidence near the accuracy."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (20, 500)), rng.normal(shift, 1, (20, 500))])
+    y = np.repeat([0, 1], 20)
+    x_test = np.concatenate([rng.normal(0, 1, (300, 500)), rng.normal(shift, 1, (300, 500))])
+    head = fit_classical("nearest_mean", x, y, 2)
+    with torch.no_grad():
+        probs = head(torch.from_numpy(x_test).float()).softmax(1)
+    accuracy = float((probs.argmax(1) == torch.from_numpy(np.repeat([0, 1], 300))).float().mean())
+    assert abs(float(probs.max(1).values.mean()) - accuracy) < 0.15, (float(probs.max(1).values.mean()), accuracy)
 
 
 def test_nearest_mean_with_one_image_per_class():
@@ -89,8 +106,9 @@ def test_nearest_mean_with_one_image_per_class():
         probs = head(torch.tensor([[3.9, 0.2], [2.0, -1.0], [0.1, 0.1]])).softmax(1)
     assert torch.isfinite(probs).all()
     assert probs[[0, 2]].argmax(1).tolist() == [1, 0]
-    # (2, -1) is as far from prototype 0 as from prototype 1: half and half, prototype 2 far behind
-    assert abs(float(probs[1, 0] - probs[1, 1])) < 1e-4 and float(probs[1, 2]) < 0.05
+    # (2, -1) is as far from prototype 0 as from prototype 1: half and half, prototype 2 behind
+    assert abs(float(probs[1, 0] - probs[1, 1])) < 1e-4 and float(probs[1, 2]) < 0.1
+    assert 0.5 < float(probs[0, 1]) < 0.99  # near prototype 1, sure of it but not 100%
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])

@@ -56,28 +56,62 @@ def make_classical_pipeline(kind: str, seed: int = 0, balanced: bool = False, nu
     return make_pipeline(StandardScaler(), clf)
 
 
-def _prototype_scores(clf: NearestCentroid) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest class mean as linear scores: ``argmin ||z - mu_k||^2 = argmax (mu_k . z - ||mu_k||^2 / 2)``
-    (``||z||^2`` is the same for every class), each divided by ``s2``, the classes' mean squared
-    spread per feature around their own mean (pooled). Softmax of these scores is then the
-    posterior of a model in which each class is a round Gaussian cloud of that spread around its
-    prototype, classes equally likely: an image halfway between two prototypes gets 50/50, one
-    near a prototype a high probability. With one image per class the spread is unknown and is 1,
-    the standardised features' overall variance."""
+def _prototype_scores(clf: NearestCentroid, temperature: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest class mean as linear scores: ``-||z - mu_k||^2 / T`` is ``(2 mu_k . z - ||mu_k||^2) / T``
+    up to ``-||z||^2 / T``, the same for every class, which softmax and argmax ignore.
+
+    Softmax then says: each ``T`` by which an image is nearer (in squared distance) to one
+    prototype than to another multiplies the odds of the nearer class by e; an image halfway
+    between two prototypes gets 50/50. An unscaled ``-d^2`` over hundreds of features would give
+    ~100% to every answer, right or wrong. ``T`` is ``temperature`` (``prototype_temperature``), or
+    without one the classes' squared radius (how far a training image typically lies from its own
+    class's mean; the number of features when every class has one image).
+    """
     mu = np.asarray(clf.centroids_, dtype=np.float64)
-    spread = np.asarray(clf.within_class_std_dev_, dtype=np.float64) ** 2
-    s2 = float(np.mean(spread)) if spread.size and np.all(np.isfinite(spread)) else 0.0
-    s2 = s2 if s2 > 1e-12 else 1.0
-    return mu / s2, -(mu * mu).sum(1) / (2 * s2)
+    if temperature is None:
+        spread = np.asarray(clf.within_class_std_dev_, dtype=np.float64) ** 2
+        temperature = float(spread.sum()) if spread.size and np.all(np.isfinite(spread)) else 0.0
+        temperature = temperature if temperature > 1e-12 else float(mu.shape[1])
+    return 2 * mu / temperature, -(mu * mu).sum(1) / temperature
 
 
-def fold_into_linear(pipeline: Pipeline, num_classes: int) -> nn.Linear:
-    """The fitted scaler + linear classifier (or nearest class mean) as one ``nn.Linear(D,
-    num_classes)`` whose argmax is the pipeline's prediction (class ``k`` = label index ``k``)."""
+def prototype_temperature(z: np.ndarray, y: np.ndarray, centroids: np.ndarray, classes: np.ndarray) -> float | None:
+    """The ``T`` of ``_prototype_scores`` whose probabilities are the most honest on the training
+    images themselves, each judged by the prototypes without it (leave one out: its own class's
+    mean is then ``(n mu - z) / (n - 1)``), as temperature scaling fits one on held-out images
+    (Guo et al. 2017). None when no class has two images (there is nothing to leave out)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    index = np.searchsorted(classes, y)
+    counts = np.bincount(index, minlength=len(classes)).astype(np.float64)
+    d2 = ((z[:, None, :] - centroids[None]) ** 2).sum(-1)  # [N, classes]
+    keep = counts[index] >= 2
+    if not keep.any():
+        return None
+    d2, index = d2[keep], index[keep]
+    rows = np.arange(len(index))
+    d2[rows, index] *= (counts[index] / (counts[index] - 1)) ** 2  # the distance to its own mean without it
+    scale = float(np.median(d2)) or 1.0
+
+    def loss(log_t: float) -> float:
+        logits = -d2 / (scale * np.exp(log_t))
+        return float(np.mean(logsumexp(logits, axis=1) - logits[rows, index]))
+
+    return scale * float(np.exp(minimize_scalar(loss, bounds=(-12.0, 12.0), method="bounded").x))
+
+
+def fold_into_linear(pipeline: Pipeline, num_classes: int, temperature: float | None = None) -> nn.Linear:
+    """The fitted scaler + linear classifier (or nearest class mean, its logits divided by
+    ``temperature``, see ``_prototype_scores``) as one ``nn.Linear(D, num_classes)`` whose argmax is
+    the pipeline's prediction (class ``k`` = label index ``k``)."""
     scaler, clf = pipeline[0], pipeline[-1]
     mean = scaler.mean_ if scaler.mean_ is not None else 0.0
     scale = scaler.scale_ if scaler.scale_ is not None else 1.0
-    coef, intercept = _prototype_scores(clf) if isinstance(clf, NearestCentroid) else (clf.coef_, clf.intercept_)
+    if isinstance(clf, NearestCentroid):
+        coef, intercept = _prototype_scores(clf, temperature)
+    else:
+        coef, intercept = clf.coef_, clf.intercept_
     coef = np.asarray(coef, dtype=np.float64) / scale
     intercept = np.asarray(intercept, dtype=np.float64) - coef @ np.broadcast_to(mean, coef.shape[1:])
     classes = [int(c) for c in clf.classes_]
@@ -140,4 +174,8 @@ def fit_classical(kind: str, features_train: torch.Tensor | np.ndarray, y_train:
                             "Check that the training images differ from each other.") from exc
     if kind == "knn":
         return knn_head(pipeline, x, y, num_classes)
+    if kind == "nearest_mean":
+        clf = pipeline[-1]
+        return fold_into_linear(pipeline, num_classes, prototype_temperature(
+            pipeline[0].transform(x), y, np.asarray(clf.centroids_, dtype=np.float64), clf.classes_))
     return fold_into_linear(pipeline, num_classes)
