@@ -9,6 +9,7 @@ from tl_core.classroom import teacher as classroom
 from tl_core.config import (
     CLASSICAL_HEADS,
     FREEZE_MODE_LABELS,
+    HEAD_HELP,
     HEAD_LABELS,
     POOLING_LABELS,
     FreezeMode,
@@ -58,12 +59,14 @@ helps when your images look very different (microscopy, X-rays).
 features change little while task-specific ones change more.
 
 **The head** is the new last layer: a linear layer, a small MLP, or a classical classifier
-(logistic regression, linear SVM, LDA) fitted on the frozen features in seconds.
+(logistic regression, linear SVM, LDA, nearest class mean, k nearest neighbours) fitted on the
+frozen features in seconds. With only a few images per class, try nearest class mean or k nearest
+neighbours: they compare a new image with your images instead of learning weights.
 """)
 
 # The widgets a recipe sets: their remembered values are dropped so they show the new draft.
 RECIPE_WIDGETS = ("backbone_pick", "freeze_mode", "last_n", "unfreeze_every", "train_bn", "use_lr_range",
-                  "lr_ratio", "head_kind", "mlp_hidden", "mlp_dropout", "head_pool")
+                  "lr_ratio", "head_kind", "mlp_hidden", "mlp_dropout", "head_pool", "knn_neighbours")
 
 
 def apply_recipe(key: str, backbone: str) -> None:
@@ -211,6 +214,8 @@ with user_errors("Could not show the layer groups"):
     st.subheader("3 · Head")
     head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
                              key="head_kind")
+    if head_kind in HEAD_HELP:
+        st.caption(HEAD_HELP[head_kind])
     is_vgg = get_backbone(backbone).family == "vgg"
     pool = choice_input(st.radio, "From feature map to features", Pooling, draft.model.head.pool if is_vgg else "avg",
                         labels=POOLING_LABELS, horizontal=True, key="head_pool", disabled=not is_vgg)
@@ -225,6 +230,14 @@ with user_errors("Could not show the layer groups"):
                                                                     key="mlp_hidden")),
                                    dropout=c2.slider("Dropout", 0.0, 0.8, draft.model.head.dropout, 0.05,
                                                      key="mlp_dropout"))
+    if head_kind == "knn":
+        head = dataclasses.replace(head, neighbours=int(st.number_input(
+            "Neighbours that vote (k)", 1, 50, draft.model.head.neighbours, key="knn_neighbours",
+            help="An odd k avoids most ties between two classes; a tie goes to the class listed first. "
+                 "With fewer training images than k, all of them vote.")))
+        if draft.train.balance != "none":
+            st.warning("k nearest neighbours counts votes and takes no class balancing: set *Class balance* "
+                       "on the Train page to none, or pick nearest class mean.")
     if head_kind in CLASSICAL_HEADS and mode != "feature_extractor":
         st.warning("Classical heads are fitted on frozen features: choose the *Feature extractor* preset.")
     state.edit_draft(model={"head": head})

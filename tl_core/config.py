@@ -14,13 +14,13 @@ from tl_core.errors import ConfigError
 # read them from here (``choices(Optimizer)``); the engine's registries must have the same keys.
 AugmentPreset = Literal["none", "light", "standard"]
 FreezeMode = Literal["feature_extractor", "last_n", "full", "gradual", "groups", "lp_ft"]
-HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda", "zero_shot"]
+HeadKind = Literal["linear", "mlp", "logreg", "linear_svm", "lda", "nearest_mean", "knn", "zero_shot"]
 Pooling = Literal["avg", "flatten"]
 Optimizer = Literal["adamw", "sgd", "rmsprop", "rmsprop_keras"]  # each one described in OPTIMIZERS below
 Schedule = Literal["cosine", "onecycle", "step", "constant"]
 Monitor = Literal["val_loss", "val_acc"]
 Balance = Literal["none", "weighted_loss", "sampler"]  # for imbalanced classes, see tl_core.training.balance
-CLASSICAL_HEADS = ("logreg", "linear_svm", "lda")  # scikit-learn classifiers on cached features
+CLASSICAL_HEADS = ("logreg", "linear_svm", "lda", "nearest_mean", "knn")  # scikit-learn classifiers on cached features
 ZERO_SHOT_HEAD = "zero_shot"  # image-text backbones: a linear head made from the class names' text embeddings
 
 # What each choice means, in words for people (page labels, CLI help). A test checks that every
@@ -36,7 +36,30 @@ FREEZE_MODE_LABELS: dict[str, str] = {
 HEAD_LABELS: dict[str, str] = {
     "linear": "Linear layer", "mlp": "Small MLP (one hidden layer)", "logreg": "Logistic regression",
     "linear_svm": "Linear SVM", "lda": "Linear discriminant analysis",
+    "nearest_mean": "Nearest class mean (class prototypes)", "knn": "k nearest neighbours",
     "zero_shot": "Zero-shot from the class names (image-text backbones; 0 epochs = no training images)"}
+# What each head does and when it helps, in a sentence or two for a student (the Model page).
+HEAD_HELP: dict[str, str] = {
+    "linear": "One new layer: for each class, a weighted sum of the backbone's features, learnt over the "
+              "epochs by gradient descent.",
+    "mlp": "Two new layers: they can combine features in ways one layer cannot, but need more images not to "
+           "overfit.",
+    "logreg": "A linear classifier that scikit-learn fits in one go on the frozen features: no epochs, no "
+              "learning rate to choose.",
+    "linear_svm": "A linear classifier that puts each boundary as far as it can from the nearest images of the "
+                  "classes on either side; fitted in one go.",
+    "lda": "Sees each class as a cloud of features, all clouds of the same shape, and draws the boundaries "
+           "where they meet; fitted in one go, steady with few images.",
+    "nearest_mean": "Each class becomes one prototype, the average of its images' features; a new image gets "
+                    "the class of the nearest prototype. Nothing to train, and it works with very few images "
+                    "per class (even one), whatever the classes' sizes.",
+    "knn": "A new image gets the class most common among the k training images whose features are nearest to "
+           "its own. It learns nothing and remembers every training image: good with very few images per "
+           "class, slower and bigger with many.",
+    "zero_shot": "No training images at all: an image-text model (CLIP, SigLIP) compares each image with the "
+                 "words of each class name and picks the closest (Radford et al. 2021). Good words matter "
+                 "('cls_03' tells it nothing); with epochs, a linear layer trains on from this start.",
+}
 POOLING_LABELS: dict[str, str] = {"avg": "global average pooling", "flatten": "Keras-style Flatten"}
 
 
@@ -136,6 +159,8 @@ class HeadConfig:
     class_words: tuple[tuple[str, str], ...] = field(default=(), metadata=_help(
         "zero_shot: (class, its words) pairs for the prompts, several words comma-separated; a class "
         "not listed uses its own name"))
+    neighbours: int = field(default=5, metadata=_help(
+        "knn head: how many of the most similar training images vote (fewer when there are fewer)"))
 
 
 @dataclass(frozen=True)
@@ -283,3 +308,11 @@ class RunConfig:
         if self.model.head.kind in CLASSICAL_HEADS and f.mode != "feature_extractor":
             raise ConfigError(f"Classical heads ({', '.join(CLASSICAL_HEADS)}) train on frozen features: "
                               "use the feature-extractor freezing plan.")
+        if self.model.head.kind == "knn":
+            if self.model.head.neighbours < 1:
+                raise ConfigError(f"The k-nearest-neighbours head needs at least 1 neighbour, "
+                                  f"got {self.model.head.neighbours}.")
+            if t.balance != "none":  # its votes take no class weights, and sampling has no meaning for it
+                raise ConfigError("A k-nearest-neighbours head counts votes and takes no class weights: set class "
+                                  "balancing to none, or choose nearest class mean (each class one prototype, "
+                                  "whatever its size) or logistic regression.")

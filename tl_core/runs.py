@@ -76,7 +76,8 @@ def auto_label(config: RunConfig) -> str:
 
     head = config.model.head
     parts = [config.model.backbone + ("" if config.model.pretrained else " (random init)"),
-             strategy_label(config), head.kind + (" on flatten" if head.pool == "flatten" else "")]
+             strategy_label(config), head.kind + (f" k={head.neighbours}" if head.kind == "knn" else "")
+             + (" on flatten" if head.pool == "flatten" else "")]
     if head.kind not in CLASSICAL_HEADS:
         lr = config.freeze.lr_range
         parts.append(f"lr {format_lr(lr[0])}–{format_lr(lr[1])}" if lr else f"lr {format_lr(config.train.lr)}")

@@ -80,6 +80,21 @@ def test_compare_starts_one_run_per_strategy_with_its_config(app, tiny_dataset, 
     assert list(table["strategy"]) == LABELS and set(table["state"]) == {"created"}
 
 
+def test_nearest_class_mean_is_a_strategy_to_pick(app, tiny_dataset, session_workspace, no_workers, short_draft):
+    from tl_core.runs import RunStore
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    assert "nearest class mean on features" in app.multiselect(key="strategies").options
+    assert any("nearest class mean on features" in m.value and "few images per class" in m.value
+               for m in app.markdown)
+    app.multiselect(key="strategies").set_value(["linear_probe", "nearest_mean"]).run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    heads = sorted(r.config.model.head.kind for r in RunStore(session_workspace).list())
+    assert heads == ["linear", "nearest_mean"]
+
+
 @pytest.mark.slow
 def test_the_view_overlays_labelled_curves_tables_and_explains_finished_members(
         app, tiny_dataset, session_workspace, no_workers, short_draft):

@@ -47,6 +47,42 @@ def test_classical_head_with_fine_tuning_warns(app):
     assert any("Feature extractor" in w.value for w in app.warning)
 
 
+def test_nearest_mean_and_knn_are_offered_and_explained(app, session_workspace):
+    from tl_core.config import HEAD_HELP, HEAD_LABELS, RunConfig
+    from tl_core.runs import read_draft
+
+    app.switch_page("pages/2_model.py").run()
+    options = list(app.selectbox(key="head_kind").options)
+    assert HEAD_LABELS["nearest_mean"] in options and HEAD_LABELS["knn"] in options
+
+    app.selectbox(key="head_kind").set_value("nearest_mean").run()
+    no_exceptions(app)
+    assert any(HEAD_HELP["nearest_mean"] == c.value for c in app.caption)
+    assert "knn_neighbours" not in [n.key for n in app.number_input]
+    assert RunConfig.from_dict(read_draft(session_workspace)).model.head.kind == "nearest_mean"
+    assert not any("Feature extractor" in w.value or "balancing" in w.value for w in app.warning)
+
+    app.selectbox(key="head_kind").set_value("knn").run()
+    assert any(HEAD_HELP["knn"] == c.value for c in app.caption)
+    app.number_input(key="knn_neighbours").set_value(3).run()
+    no_exceptions(app)
+    head = RunConfig.from_dict(read_draft(session_workspace)).model.head
+    assert (head.kind, head.neighbours) == ("knn", 3)
+    line = next(m.value for m in app.markdown if "parameters will train" in m.value)
+    assert line.startswith("**0 of ")  # a knn head has no weights: it keeps the training images' features
+
+
+def test_knn_with_class_balancing_warns(app, session_workspace):
+    from tl_core.config import DataConfig, RunConfig, TrainConfig
+    from tl_core.runs import save_draft
+
+    save_draft(session_workspace, RunConfig(data=DataConfig(source=""), train=TrainConfig(balance="sampler")).to_dict())
+    app.switch_page("pages/2_model.py").run()
+    app.selectbox(key="head_kind").set_value("knn").run()
+    no_exceptions(app)
+    assert any("no class balancing" in w.value for w in app.warning)
+
+
 def test_model_choices_come_back_after_a_refresh(home):
     """A refresh is a new script session with the same URL: the choices are read back from disk."""
     from streamlit.testing.v1 import AppTest

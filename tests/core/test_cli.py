@@ -43,6 +43,37 @@ def test_inspect_backbones_train_eval_predict_runs(workspace, image_folder, caps
     assert "No runs yet" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("head", [["nearest_mean"], ["knn", "--neighbours", "3"]])
+def test_prototype_and_neighbour_heads_train_evaluate_predict_explain_and_export(workspace, image_folder, head,
+                                                                                 capsys):
+    """Fitted on the tiny backbone's frozen features through the CLI; the checkpoint loads back
+    (a knn head's stored training set included) for eval, predict, Grad-CAM and export."""
+    from tl_core.evaluation.explain import explain_run_images
+    from tl_core.model.loading import load_model
+    from tl_core.runs import RunStore
+
+    ws = ["--workspace", str(workspace.root)]
+    assert main([*ws, "train", str(image_folder), "--backbone", TINY, "--head", *head, "--augment", "none"]) == 0
+    run_id = capsys.readouterr().out.strip().splitlines()[-1]
+    run = RunStore(workspace).get(run_id)
+    assert run.state == "finished" and run.config.model.head.kind == head[0]
+    assert run.read_metrics()["history"][0]["epoch"] == 1  # fitted once: one "epoch"
+
+    assert main([*ws, "eval", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] >= 0.8
+    assert main([*ws, "predict", run_id, str(image_folder / "green" / "3.jpg")]) == 0
+    assert capsys.readouterr().out.split(": ")[1].startswith("green")
+    if head[0] == "knn":
+        stored = load_model(run).head
+        assert stored.neighbours == 3 and len(stored.train_labels) == len(stored.train_features) > 0
+    (explained,) = explain_run_images(run, [str(image_folder / "red" / "1.jpg")], None, [None])
+    assert not isinstance(explained, str), explained  # an overlay, not a reason it could not be made
+
+    assert main([*ws, "export", run_id]) == 0
+    export = json.loads((run.export_dir / "export.json").read_text())["report"]
+    assert export["checks"] and all(check["passed"] for check in export["checks"]), export
+
+
 @pytest.mark.parametrize("argv, words", [
     (["train", "{folder}", "--backbone", "resnet9000"], "Unknown backbone"),
     (["train", "/no/such/folder"], "does not exist"),

@@ -40,6 +40,8 @@ CONFIGS = {
     "random_init": _config(model=ModelConfig(pretrained=False), freeze=FreezePlan(mode="full"),
                            train=TrainConfig(amp=False, feature_cache=False, device="cpu", num_workers=2)),
     "classical": _config(model=ModelConfig(head=HeadConfig(kind="lda"))),
+    "nearest_mean": _config(model=ModelConfig(head=HeadConfig(kind="nearest_mean"))),
+    "knn": _config(model=ModelConfig(head=HeadConfig(kind="knn", neighbours=3))),
     "groups_gradual_vgg": _config(model=ModelConfig(backbone="vgg16", head=HeadConfig(kind="mlp", pool="flatten"),
                                                     weights_dir="/w"),
                                   freeze=FreezePlan(mode="groups", groups=("stage3", "stage4"), train_bn=True),
@@ -352,6 +354,17 @@ def test_the_classical_script_fits_scikit_learn_on_frozen_features(tmp_path):
     assert summary["trainable_params"] == 0 and summary["total_params"] == body
     assert summary["classifier"] == "LogisticRegression(max_iter=2000, random_state=0)"
     assert "val acc" in output
+
+
+@pytest.mark.parametrize(("name", "classifier"), [("nearest_mean", "NearestCentroid()"),
+                                                  ("knn", "KNeighborsClassifier(algorithm='brute', n_neighbors=3)")])
+def test_the_prototype_and_neighbour_scripts_fit_the_apps_classifier(name, classifier):
+    config = CONFIGS[name]
+    script = standalone_script(config)
+    assert f"from sklearn.neighbors import {classifier.split('(')[0]}" in script
+    assert "--neighbours 3" in cli_command(config) if name == "knn" else "--neighbours" not in cli_command(config)
+    pipeline = script_namespace(config)["make_classifier"]()
+    assert repr(pipeline[-1]) == classifier and type(pipeline[0]).__name__ == "StandardScaler"
 
 
 def test_every_generated_script_is_clean_python(tmp_path):

@@ -51,6 +51,11 @@ def test_classical_heads_are_head_choices():
     assert set(config.CLASSICAL_HEADS) <= set(choices(config.HeadKind))
 
 
+def test_every_head_is_explained_in_a_sentence_or_two():
+    assert list(config.HEAD_HELP) == list(choices(config.HeadKind))
+    assert all(0 < text.count(". ") + 1 <= 3 for text in config.HEAD_HELP.values())
+
+
 @pytest.mark.parametrize("cls, name, alias", list(literal_fields()), ids=lambda v: getattr(v, "__name__", str(v)))
 def test_an_unknown_choice_is_rejected_with_the_valid_names(cls, name, alias):
     section = {DataConfig: "data", ModelConfig: "model", FreezePlan: "freeze", TrainConfig: "train"}

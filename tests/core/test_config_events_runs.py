@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -49,6 +50,33 @@ def test_classical_head_needs_frozen_backbone():
                     freeze=FreezePlan(mode="full"))
     with pytest.raises(ConfigError, match="feature-extractor"):
         cfg.validate()
+
+
+@pytest.mark.parametrize("kind", ["nearest_mean", "knn"])
+@pytest.mark.parametrize("change, words", [
+    ({"freeze": FreezePlan(mode="last_n")}, "feature-extractor"),
+    ({"train": TrainConfig(nproc=2)}, "nproc"),
+])
+def test_prototype_and_neighbour_heads_are_refused_where_they_cannot_fit(kind, change, words):
+    cfg = RunConfig(data=DataConfig(source="x"), model=ModelConfig(head=HeadConfig(kind=kind)), **change)
+    with pytest.raises(ConfigError, match=words):
+        cfg.validate()
+
+
+def test_knn_needs_a_neighbour_and_takes_no_class_balancing():
+    knn = RunConfig(data=DataConfig(source="x"), model=ModelConfig(head=HeadConfig(kind="knn")))
+    knn.validate()
+    with pytest.raises(ConfigError, match="at least 1 neighbour"):
+        dataclasses.replace(knn, model=ModelConfig(head=HeadConfig(kind="knn", neighbours=0))).validate()
+    with pytest.raises(ConfigError, match="class balancing to none"):
+        dataclasses.replace(knn, train=TrainConfig(balance="weighted_loss")).validate()
+    # nearest class mean is balanced by construction: one prototype per class
+    dataclasses.replace(knn, model=ModelConfig(head=HeadConfig(kind="nearest_mean")),
+                        train=TrainConfig(balance="sampler")).validate()
+    assert RunConfig.from_json(knn.to_json()) == knn
+    old = knn.to_dict()
+    del old["model"]["head"]["neighbours"]  # a config saved before the field existed
+    assert RunConfig.from_dict(old).model.head.neighbours == 5
 
 
 def test_broken_config_json_is_a_config_error():

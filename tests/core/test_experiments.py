@@ -75,6 +75,7 @@ EXPECTED_CHANGES = {
     "logreg": PROBE,
     "linear_svm": PROBE,
     "lda": PROBE,
+    "nearest_mean": PROBE,
     "top_n": {"model.head.kind", "freeze.mode", "freeze.last_n"},
     "top_n_discriminative": {"model.head.kind", "freeze.mode", "freeze.last_n", "freeze.lr_range"},
     "lp_ft": {"model.head.kind", "freeze.mode", "freeze.probe_epochs"},
@@ -104,8 +105,9 @@ def test_each_member_differs_from_the_base_only_where_its_strategy_says(tmp_path
     assert by_key["top_n_discriminative"].freeze.lr_range == pytest.approx((1e-4, 1e-2))
     assert by_key["lp_ft"].freeze.probe_epochs == 2  # a quarter of 8 epochs
     assert by_key["linear_probe"].model.head.kind == "linear" and by_key["logreg"].model.head.kind == "logreg"
+    assert by_key["nearest_mean"].model.head.kind == "nearest_mean"
     assert by_key["random_init"].model.pretrained is False and by_key["random_init"].freeze.mode == "full"
-    frozen = {"linear_probe", "logreg", "linear_svm", "lda"}
+    frozen = {"linear_probe", "logreg", "linear_svm", "lda", "nearest_mean"}
     assert all(c.freeze.train_bn is (k not in frozen) for k, c in by_key.items())  # the base's, but in probes
 
 
@@ -214,6 +216,29 @@ def test_the_table_reads_finished_members_and_explain_uses_their_numbers(workspa
     best = rows["best val acc"].idxmax()
     assert sentences and (rows.loc[best, "strategy"] in sentences[0] or "about the same" in sentences[0])
     assert any("Kornblith et al. 2019" in s for s in sentences)
+
+
+def test_the_nearest_class_mean_strategy_fits_prototypes_beside_the_probe(workspace, image_folder):
+    base = base_config(image_folder, epochs=3)
+    experiment = start_experiment(workspace, base, ["linear_probe", "nearest_mean"], "Prototypes",
+                                  launch=train_here)
+    table = experiment_table(workspace, experiment).set_index("key")
+    assert list(table["state"]) == ["finished"] * 2
+    assert table.loc["nearest_mean", "strategy"] == "nearest class mean on features"
+    assert table.loc["nearest_mean", "best epoch"] == 1  # fitted once
+    assert table.loc["nearest_mean", "best val acc"] >= 0.8
+    run = RunStore(workspace).get(table.loc["nearest_mean", "run"])
+    assert run.config.model.head.kind == "nearest_mean" and run.config.freeze.mode == "feature_extractor"
+    assert any("Snell et al. 2017" in s for s in explain(table.reset_index()))
+
+
+def test_explain_puts_the_nearest_class_mean_beside_the_probe():
+    said = " ".join(explain(fake_table({"linear_probe": 0.80, "nearest_mean": 0.90})))
+    assert "The nearest class mean (90.0%), which learns nothing but each class's average features, beat the " \
+           "trained linear probe (80.0%)" in said
+    assert "nearest class mean on features 90.0%" in said  # with the other heads on the same features
+    assert "Wang et al. 2019" in said
+    assert "trailed" in " ".join(explain(fake_table({"linear_probe": 0.90, "nearest_mean": 0.80})))
 
 
 def fake_table(accs: dict[str, float], n_val: int = 100, state: str = "finished") -> pd.DataFrame:

@@ -220,3 +220,46 @@ def test_predict_script_agrees_with_the_apps_predict_function(exported):
                          capture_output=True, text=True, timeout=300, check=True)
     app = predict(exported["run"], paths, top_k=1)
     assert [r["label"] for r in json.loads(out.stdout)] == [top[0][0] for top in app]
+
+
+def test_a_knn_head_exports_with_parity_and_its_safetensors_rebuild_it(tmp_path, real_photos):
+    """A k-nearest-neighbours head keeps its training features as buffers: TorchScript and ONNX
+    vote as PyTorch does on real photos, and the weights file rebuilds it into a fresh model."""
+    from safetensors.torch import load_model
+
+    from tl_core.config import HeadConfig
+    from tl_core.model.classical import fit_classical
+    from tl_core.model.preprocess import decode, model_inputs
+
+    head = HeadConfig(kind="knn", neighbours=3)
+    torch.manual_seed(0)
+    model = build_model(BACKBONE, len(CLASSES), head, pretrained=False).eval()
+    pre = get_backbone(BACKBONE).preprocess
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for label, name in enumerate(("chelsea", "coffee")):  # crops of each photo as its class's images
+        photo = real_photos[name]
+        for i in range(4):
+            w, h = photo.size
+            s = int(min(w, h) * rng.uniform(0.5, 0.9))
+            x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+            paths.append(photos / f"{name}{i}.png")
+            photo.crop((x, y, x + s, y + s)).save(paths[-1])
+            labels.append(label)
+    with torch.no_grad():
+        features = model.body(model_inputs(decode(paths, pre), pre))
+    model.head = fit_classical("knn", features, torch.tensor(labels), len(CLASSES), neighbours=3)
+
+    checks = [real_photos["chelsea"], real_photos["coffee"], real_photos["coffee"].resize((500, 300))]
+    report = export_model(model, CLASSES, pre, tmp_path / "b", check_images=checks)
+    assert report.ok, report.to_dict()
+    assert {c.format for c in report.checks} == {"torchscript", "onnx"}
+    assert all(c.passed and c.same_argmax for c in report.checks)
+
+    rebuilt = build_model(BACKBONE, len(CLASSES), head, pretrained=False).eval()
+    load_model(rebuilt, str(tmp_path / "b" / "model.safetensors"))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))

@@ -8,7 +8,7 @@ from torch import nn
 
 from tl_core.config import CLASSICAL_HEADS, HeadConfig
 from tl_core.errors import ConfigError
-from tl_core.model.heads import make_head
+from tl_core.model.heads import KNNHead, make_head
 
 
 def test_linear_head_is_default():
@@ -24,10 +24,18 @@ def test_mlp_head_is_the_keras_seed_recipe():
     assert head(torch.randn(2, 16)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("kind", CLASSICAL_HEADS)
+@pytest.mark.parametrize("kind", [k for k in CLASSICAL_HEADS if k != "knn"])
 def test_classical_heads_are_linear_placeholders(kind):
     head = make_head(HeadConfig(kind=kind), 8, 2)
     assert isinstance(head, nn.Linear) and head.out_features == 2
+
+
+def test_knn_head_is_an_empty_neighbour_store_until_fitted():
+    head = make_head(HeadConfig(kind="knn", neighbours=3), 8, 2)
+    assert isinstance(head, KNNHead) and head.neighbours == 3 and head.train_features.shape == (0, 8)
+    assert list(head.parameters()) == []  # nothing for an optimiser: it is fitted, not trained
+    with pytest.raises(ConfigError, match="neighbour"):
+        make_head(HeadConfig(kind="knn", neighbours=0), 8, 2)
 
 
 def test_bad_head_settings_are_config_errors():

@@ -245,7 +245,7 @@ def test_early_stopping_stops_when_the_metric_stalls(workspace, image_folder):
     assert result["stopped_early"] and result["best_epoch"] == 1
 
 
-@pytest.mark.parametrize("kind", ["logreg", "linear_svm", "lda"])
+@pytest.mark.parametrize("kind", ["logreg", "linear_svm", "lda", "nearest_mean", "knn"])
 def test_classical_heads_on_cached_features(workspace, image_folder, kind):
     cfg = config_for(image_folder, model=ModelConfig(backbone=TINY, head=HeadConfig(kind=kind)))
     run, result, _ = run_training(workspace, cfg)

@@ -187,11 +187,12 @@ _SCHEDULE_CODE: dict[str, str] = {
 }
 
 
-def _classifier_code(kind: str, seed: int, balanced: bool = False, num_classes: int = 2) -> tuple[str, str]:
+def _classifier_code(kind: str, seed: int, balanced: bool = False, num_classes: int = 2,
+                     neighbours: int = 5) -> tuple[str, str]:
     """(import line, constructor) of the scikit-learn classifier the app fits for ``kind``."""
     from tl_core.model.classical import make_classical_pipeline
 
-    clf = make_classical_pipeline(kind, seed, balanced, num_classes)[-1]
+    clf = make_classical_pipeline(kind, seed, balanced, num_classes, neighbours)[-1]
     module = type(clf).__module__.split("._")[0]  # the public module, e.g. sklearn.linear_model
     return f"from {module} import {type(clf).__name__}", repr(clf)
 
@@ -619,7 +620,7 @@ def _run_code(config: RunConfig, classes: list[str] | None) -> tuple[str, list[s
     if head.kind not in CLASSICAL_HEADS:
         return _training_code(config), []
     import_line, classifier = _classifier_code(head.kind, train.seed, train.balance != "none",
-                                               len(classes) if classes else 2)
+                                               len(classes) if classes else 2, head.neighbours)
     return _classical_code(classifier, head.kind), ["from sklearn.pipeline import make_pipeline",
                                                      "from sklearn.preprocessing import StandardScaler", import_line]
 

@@ -14,7 +14,7 @@ from typing import Any
 FIELD_OPTIONS: dict[str, tuple[str, str]] = {
     "--backbone": ("model", "backbone"), "--weights-dir": ("model", "weights_dir"),
     "--head": ("head", "kind"), "--hidden": ("head", "hidden"), "--dropout": ("head", "dropout"),
-    "--pool": ("head", "pool"),
+    "--pool": ("head", "pool"), "--neighbours": ("head", "neighbours"),
     "--freeze": ("freeze", "mode"), "--last-n": ("freeze", "last_n"), "--unfreeze-every": ("freeze", "unfreeze_every"),
     "--probe-epochs": ("freeze", "probe_epochs"), "--train-bn": ("freeze", "train_bn"),
     "--epochs": ("train", "epochs"), "--batch-size": ("train", "batch_size"), "--lr": ("train", "lr"),

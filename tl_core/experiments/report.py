@@ -110,13 +110,22 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
                    "shifted ones: a head trained first keeps the early fine-tuning steps from distorting "
                    "the features.")
 
-    classical = [k for k in ("logreg", "linear_svm", "lda") if k in acc]
+    classical = [k for k in ("logreg", "linear_svm", "lda", "nearest_mean") if k in acc]
     if classical and "linear_probe" in acc:
         parts = ", ".join(f"{label[k]} {_pct(acc[k])}" for k in classical)
         out.append(f"On the same frozen features: linear probe {_pct(acc['linear_probe'])}, {parts}. With "
                    "fixed features, Kornblith et al. 2019 found that better ImageNet models transfer better "
                    "(r = 0.99 with logistic regression), so a stronger backbone is the first thing to try "
                    "for a probe.")
+
+    if "nearest_mean" in acc and "linear_probe" in acc:
+        a, b = acc["nearest_mean"], acc["linear_probe"]
+        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        out.append(f"The nearest class mean ({_pct(a)}), which learns nothing but each class's average "
+                   f"features, {word} the trained linear probe ({_pct(b)}). Prototypical networks (Snell et al. "
+                   "2017) classify by the nearest class mean too, and Wang et al. 2019 (SimpleShot) found it, "
+                   "on good features, as accurate as far more complex few-shot methods: with a handful of "
+                   "images per class, a head with nothing to fit has nothing to overfit.")
 
     if "top_n" in acc and "top_n_discriminative" in acc:
         a, b = acc["top_n_discriminative"], acc["top_n"]

@@ -72,6 +72,10 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
     Strategy("lda", "LDA on features",
              "Backbone frozen; linear discriminant analysis is fitted on the cached features.",
              lambda b, o: member_config(b, freeze=FreezePlan(mode="feature_extractor"), head="lda")),
+    Strategy("nearest_mean", "nearest class mean on features",
+             "Backbone frozen; each class is the average of its images' features and an image goes to the "
+             "nearest one: no training, works with a few images per class.",
+             lambda b, o: member_config(b, freeze=FreezePlan(mode="feature_extractor"), head="nearest_mean")),
     Strategy("top_n", "fine-tune top {n} groups",
              "The last N groups of the backbone and the head learn, all at the same learning rate.",
              lambda b, o: member_config(b, freeze=FreezePlan(mode="last_n", last_n=o.top_n))),

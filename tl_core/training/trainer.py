@@ -227,7 +227,16 @@ class Strategy:
         if s.features.val is None:
             return self.image_logits(s.data.val, shared=shared)
         s.model.eval()
-        return s.model.head(s.features.val.to(s.device)).float().cpu()
+        return self.head_logits(s.features.val)
+
+    @torch.no_grad()
+    def head_logits(self, features: torch.Tensor, rows: int = 1024) -> torch.Tensor:
+        """The head's logits of cached features, ``rows`` at a time: a knn head compares each row
+        with every training image, so all of them at once could fill the memory."""
+        head = self.session.model.head
+        head.eval()
+        out = [head(features[i:i + rows].to(self.session.device)).float().cpu() for i in range(0, len(features), rows)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.session.data.classes))
 
     def validate(self) -> tuple[float, float]:
         """The validation loss and accuracy, the same on every rank."""
@@ -457,18 +466,19 @@ class EpochLoop(Strategy):
 
 
 class ClassicalHead(Strategy):
-    """A scikit-learn head (logistic regression, linear SVM, LDA) fitted once on the body's
-    features, recorded as a run of one epoch."""
+    """A scikit-learn head (logistic regression, linear SVM, LDA, nearest class mean, k nearest
+    neighbours) fitted once on the body's features, recorded as a run of one epoch."""
 
     def fit(self, train_feats: torch.Tensor, y: list[int]) -> tuple[nn.Module, int]:
         """The head, and how many of its numbers were learnt from the training images."""
         from tl_core.model.classical import fit_classical
 
         s = self.session
-        linear = fit_classical(s.config.model.head.kind, train_feats.numpy(), np.asarray(y),
-                               len(s.data.classes), seed=s.config.train.seed,
-                               balanced=s.config.train.balance != "none")
-        return linear, linear.weight.numel() + linear.bias.numel()
+        head_config = s.config.model.head
+        head = fit_classical(head_config.kind, train_feats.numpy(), np.asarray(y), len(s.data.classes),
+                             seed=s.config.train.seed, balanced=s.config.train.balance != "none",
+                             neighbours=head_config.neighbours)
+        return head, sum(t.numel() for t in head.state_dict().values())
 
     def train(self) -> dict[str, Any]:
         s, state = self.session, self.state
@@ -478,8 +488,7 @@ class ClassicalHead(Strategy):
         y = s.data.labels_of(s.data.train)
         head, learnt = self.fit(train_feats, y)
         s.model.head = head.to(s.device)
-        with torch.no_grad():
-            train_logits = s.model.head(train_feats.to(s.device)).float().cpu()
+        train_logits = self.head_logits(train_feats)
         y_t = torch.tensor(y)
         train_loss = nn.functional.cross_entropy(train_logits, y_t).item()
         train_acc = (train_logits.argmax(1) == y_t).float().mean().item()
