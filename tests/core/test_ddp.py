@@ -165,3 +165,24 @@ def test_on_images_two_processes_draw_the_same_augmented_batches_as_one(workspac
     assert b.train_loss == pytest.approx(a.train_loss, rel=REL_TOLERANCE)
     assert b.val_loss == pytest.approx(a.val_loss, rel=REL_TOLERANCE)
     assert (b.train_acc, b.val_acc) == (a.train_acc, a.val_acc)
+
+
+def test_a_timm_vit_fine_tunes_on_two_processes_as_on_one(workspace, home, folder):
+    """A timm model through DDP: the top layer group of a ViT (random init: no weights here) trains
+    on two gloo processes, and each step's loss is the one process's."""
+    from tl_core.training.trainer import train
+
+    one_ws, two_ws = workspace.for_session("one"), workspace.for_session("two")
+    base = ddp_config(folder, nproc=2, epochs=2, feature_cache=False, lr=1e-2)
+    config = dataclasses.replace(base, model=ModelConfig(backbone="tiny_vit", pretrained=False),
+                                 freeze=FreezePlan(mode="last_n", last_n=1))
+    two = RunStore(two_ws).get(jobs.start_job(two_ws, config))
+    one = RunStore(one_ws).create(dataclasses.replace(config, train=dataclasses.replace(config.train, nproc=1)))
+    train(one.config, one, one_ws)
+    assert finished(two).state == "finished", (two.dir / "worker.log").read_text()
+    a_epochs, b_epochs = ([e for e in run.read_events()[0] if isinstance(e, EpochEnded)] for run in (one, two))
+    assert [e.epoch for e in b_epochs] == [1, 2]
+    for a, b in zip(a_epochs, b_epochs, strict=True):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=REL_TOLERANCE)
+        assert b.val_loss == pytest.approx(a.val_loss, rel=REL_TOLERANCE)
+        assert (b.train_acc, b.val_acc) == (a.train_acc, a.val_acc)
