@@ -71,14 +71,16 @@ def strategy_label(config: RunConfig) -> str:
 def auto_label(config: RunConfig) -> str:
     """A run's label when the user gave it no name: backbone, strategy, head and learning rate,
     e.g. "mobilenet_v2 · frozen · linear · lr 1e-3". Random initialisation is said, a Flatten
-    head too; scikit-learn heads have no learning rate."""
+    head too; scikit-learn heads and pure zero-shot (0 epochs) have no learning rate."""
     from tl_core.config import CLASSICAL_HEADS
 
     head = config.model.head
     parts = [config.model.backbone + ("" if config.model.pretrained else " (random init)"),
              strategy_label(config), head.kind + (f" k={head.neighbours}" if head.kind == "knn" else "")
              + (" on flatten" if head.pool == "flatten" else "")]
-    if head.kind not in CLASSICAL_HEADS:
+    if head.kind == "zero_shot" and config.train.epochs == 0:
+        parts[-1] = "zero-shot (no training)"
+    elif head.kind not in CLASSICAL_HEADS:
         lr = config.freeze.lr_range
         parts.append(f"lr {format_lr(lr[0])}–{format_lr(lr[1])}" if lr else f"lr {format_lr(config.train.lr)}")
     return " · ".join(parts)

@@ -30,6 +30,10 @@ def config(**parts) -> RunConfig:
       "train": TrainConfig(lr=1e-4, optimizer="rmsprop")}, "vgg16 · frozen · mlp on flatten · lr 1e-4"),
     ({"model": ModelConfig(head=HeadConfig(kind="lda"))}, "mobilenet_v2 · frozen · lda"),  # no lr to speak of
     ({"model": ModelConfig(head=HeadConfig(kind="knn", neighbours=3))}, "mobilenet_v2 · frozen · knn k=3"),
+    ({"model": ModelConfig(backbone="clip_vit_b32", head=HeadConfig(kind="zero_shot")), "train": TrainConfig(epochs=0)},
+     "clip_vit_b32 · frozen · zero-shot (no training)"),
+    ({"model": ModelConfig(backbone="clip_vit_b32", head=HeadConfig(kind="zero_shot"))},
+     "clip_vit_b32 · frozen · zero_shot · lr 1e-3"),  # trained on from the words
     ({"freeze": FreezePlan(mode="groups", groups=("features.18",))}, "mobilenet_v2 · 1 chosen group · linear · lr 1e-3"),
 ])
 def test_auto_label_says_backbone_strategy_head_and_lr(parts, label):
