@@ -20,7 +20,13 @@ from typing import Any
 from tl_core.config import FreezePlan, RunConfig
 from tl_core.errors import ConfigError
 from tl_core.experiments.store import Experiment, ExperimentStore, Member
-from tl_core.experiments.strategies import DISCRIMINATIVE_SPREAD, STRATEGIES, StrategyOptions, member_config
+from tl_core.experiments.strategies import (
+    DISCRIMINATIVE_SPREAD,
+    STRATEGIES,
+    StrategyOptions,
+    member_config,
+    unavailable,
+)
 from tl_core.runs import MAX_NAME_LENGTH
 from tl_core.workspace import Workspace
 
@@ -42,6 +48,9 @@ def plan_strategies(base: RunConfig, keys: Sequence[str], options: StrategyOptio
         raise ConfigError("Choose at least one strategy to compare.")
     if options.top_n < 1 and {"top_n", "top_n_discriminative"} & set(keys):
         raise ConfigError("Fine-tuning the top N groups needs N of at least 1.")
+    blocked = unavailable(base, keys)
+    if blocked:
+        raise ConfigError(" ".join(blocked.values()))
     members = []
     for key in (k for k in STRATEGIES if k in keys):
         strategy = STRATEGIES[key]
