@@ -24,6 +24,12 @@ network from random weights, which shows what the pretrained weights are worth.
 (the validation images stay the same) and draws accuracy against images per class. *Freeze depth*
 freezes the lowest k layer groups and fine-tunes the rest, from everything (k = 0) to nothing.
 
+*Zero-shot* (image-text backbones: CLIP, SigLIP, MobileCLIP) trains nothing: the class names become
+the classifier, so it shows what the words alone reach before any of your images. *Which backbone?*
+trains the same linear probe on every backbone whose weights are on this machine and plots its
+accuracy on your images against its published ImageNet accuracy and against its speed here: do
+better ImageNet models transfer better on your images?
+
 The runs wait in the queue and train one after another; frozen members share one pass of the
 backbone over the images (each share of the images computes its own once).
 """)

@@ -152,3 +152,31 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+TINY_BACKBONES = ("tiny_cnn", "tiny_vit", "tiny_effnet", "tiny_clip")  # every test backbone
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_folder(tiny_backbone_weights, tmp_path_factory) -> Path:
+    """A weights folder holding the "pretrained" weights of every tiny backbone (tiny_cnn's file and
+    seeded ones for tiny_vit, tiny_effnet and tiny_clip), written once per test session."""
+    import shutil
+
+    from tests import tiny_foundation
+
+    folder = tmp_path_factory.mktemp("all_tiny_weights")
+    shutil.copy(tiny_backbone_weights, folder / tiny_backbone_weights.name)
+    for name in TINY_BACKBONES[1:]:
+        tiny_foundation.save_weights(name, folder)
+    return folder
+
+
+@pytest.fixture
+def all_tiny_weights(tiny_weights_folder, monkeypatch) -> Path:
+    """``TL_STUDIO_WEIGHTS`` names ``tiny_weights_folder`` for this test: every tiny backbone's
+    weights are on this machine (workers started now inherit it). The folder."""
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
+
+    monkeypatch.setenv(ENV_WEIGHTS, str(tiny_weights_folder))
+    return tiny_weights_folder

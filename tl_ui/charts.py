@@ -269,3 +269,23 @@ def sweep_figure(table: pd.DataFrame, x: str, x_label: str, log_x: bool = False)
                   hover_name="strategy")
     fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_tickformat=".0%")
     return fig
+
+
+# "Which backbone?": one marker per kind of published accuracy (BackboneSpec.accuracy), so that a
+# supervised top-1, a self-supervised linear probe and an image-text zero-shot number are told apart.
+ACCURACY_SYMBOLS = {"top-1": "circle", "linear probe": "diamond", "zero-shot": "star"}
+
+
+def backbone_figure(table: pd.DataFrame, x: str, x_label: str, log_x: bool = False) -> go.Figure:
+    """"Which backbone?": each finished backbone's best validation accuracy against ``x`` (its
+    published accuracy "x", or "images/s"), labelled with its name, the marker saying what its
+    published accuracy measures; members without both numbers are left out."""
+    frame = table[table["best val acc"].notna() & table[x].notna()]
+    frame = plot_labels(frame.assign(**{"published as": frame["series"]}), "strategy", "published as")
+    fig = px.scatter(frame, x=x, y="best val acc", text="strategy", symbol="published as", color="published as",
+                     symbol_map={plot_label(k): v for k, v in ACCURACY_SYMBOLS.items()}, log_x=log_x,
+                     labels={x: x_label, "best val acc": "best validation accuracy",
+                             "published as": "published ImageNet accuracy"})
+    fig.update_traces(textposition="top center", marker={"size": 12})
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_tickformat=".0%")
+    return fig

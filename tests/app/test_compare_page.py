@@ -197,3 +197,81 @@ def test_freeze_depth_starts_one_run_per_number_of_frozen_groups(app, tiny_datas
     # k frozen groups, 0 (a full fine-tune) ... all (a linear probe): the top G - k train.
     assert plans == sorted(("last_n", groups - k, k) for k in range(groups + 1))
     assert {runs[m.run_id].config.freeze.lr_range for m in experiment.members} == {None}
+
+
+def test_zero_shot_is_offered_only_for_an_image_text_backbone(app, tiny_dataset, session_workspace, short_draft):
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    no_exceptions(app)
+    assert "zero_shot" not in app.multiselect(key="strategies").options
+    assert any("Not offered: zero-shot (no training images). tiny_cnn sees images only" in c.value
+               for c in app.caption)
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import REPO, SESSION
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.runs import save_draft
+
+    # the Model page picked an image-text backbone
+    save_draft(session_workspace, RunConfig(data=DataConfig(source=""), model=ModelConfig(backbone="tiny_clip"),
+                                            train=TrainConfig(epochs=1)).to_dict())
+    clip = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    clip.query_params["s"] = SESSION
+    clip.query_params["dataset"] = tiny_dataset
+    clip.switch_page("pages/8_compare.py").run()
+    no_exceptions(clip)
+    strategies = clip.multiselect(key="strategies")
+    assert "zero-shot (no training images)" in strategies.options and "zero_shot" in strategies.value
+    assert not any("Not offered" in c.value for c in clip.caption)
+
+
+def test_which_backbone_offers_the_backbones_with_weights_here(app, tiny_dataset, session_workspace, no_workers,
+                                                               short_draft, all_tiny_weights):
+    from tests.conftest import TINY_BACKBONES
+    from tl_core.experiments.store import ExperimentStore
+    from tl_core.runs import RunStore
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.radio(key="experiment_kind").set_value("backbones").run()
+    no_exceptions(app)
+    assert set(TINY_BACKBONES) <= set(app.multiselect(key="backbones").options)
+    assert any(c.value.startswith("Not offered, their weights are not on this machine:") and "dinov2\\_vits14" in c.value
+               for c in app.caption)
+    app.multiselect(key="backbones").set_value(["tiny_cnn", "tiny_vit"]).run()
+    app.button(key="compare").click().run()
+    no_exceptions(app)
+    experiment = ExperimentStore(session_workspace).get(app.query_params["experiment"])
+    runs = {r.id: r for r in RunStore(session_workspace).list()}
+    assert experiment.kind == "backbones"
+    assert sorted(runs[m.run_id].config.model.backbone for m in experiment.members) == ["tiny_cnn", "tiny_vit"]
+    assert {runs[m.run_id].config.model.head.kind for m in experiment.members} == {"linear"}
+
+
+@pytest.mark.slow
+def test_which_backbone_plots_two_finished_members(app, tiny_dataset, session_workspace, no_workers, short_draft,
+                                                   all_tiny_weights):
+    from tl_core.runs import RunStore
+    from tl_core.training.trainer import train
+
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/8_compare.py").run()
+    app.radio(key="experiment_kind").set_value("backbones").run()
+    app.multiselect(key="backbones").set_value(["tiny_cnn", "tiny_vit"]).run()
+    app.button(key="compare").click().run()
+    for run in RunStore(session_workspace).list():
+        train(run.config, run, session_workspace)  # in this process, as a worker would
+    app.run()
+    no_exceptions(app)
+    charts = {c.proto.id.rsplit("-", 1)[-1]: json.loads(c.proto.spec) for c in app.get("plotly_chart")}
+    speed = [text for trace in charts["experiment_backbone_speed"]["data"] for text in trace["text"]]
+    assert sorted(speed) == ["tiny_cnn", "tiny_vit"]
+    # tiny_cnn publishes no accuracy: only tiny_vit has a point against the published one
+    assert [t for trace in charts["experiment_backbone_published"]["data"] for t in trace["text"]] == ["tiny_vit"]
+    assert charts["experiment_backbone_speed"]["layout"]["xaxis"]["type"] == "log"
+    table = app.dataframe[0].value
+    assert sorted(table["backbone"]) == ["tiny_cnn", "tiny_vit"] and set(table["state"]) == {"finished"}
+    assert "published ImageNet acc (%)" in table.columns
+    assert any(h.value == "What this shows" for h in app.subheader)
+    assert any("On your images" in m.value and "computed features fastest" in m.value for m in app.markdown)

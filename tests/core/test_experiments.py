@@ -18,7 +18,7 @@ from tl_core.experiments.columns import TABLE_COLUMNS
 from tl_core.experiments.plan import plan_strategies, start_experiment
 from tl_core.experiments.report import explain
 from tl_core.experiments.store import ExperimentStore
-from tl_core.experiments.strategies import STRATEGIES, StrategyOptions
+from tl_core.experiments.strategies import STRATEGIES, StrategyOptions, unavailable
 from tl_core.experiments.table import experiment_table
 from tl_core.runs import RunStore
 
@@ -81,6 +81,7 @@ EXPECTED_CHANGES = {
     "lp_ft": {"model.head.kind", "freeze.mode", "freeze.probe_epochs"},
     "full_finetune": {"model.head.kind", "freeze.mode"},
     "random_init": {"model.head.kind", "freeze.mode", "model.pretrained"},
+    "zero_shot": PROBE | {"train.epochs"},  # on an image-text backbone
 }
 
 
@@ -92,10 +93,14 @@ def test_every_strategy_is_listed_with_what_it_changes():
 
 def test_each_member_differs_from_the_base_only_where_its_strategy_says(tmp_path):
     base = base_config(tmp_path)
-    members = plan_strategies(base, list(STRATEGIES), StrategyOptions(top_n=3), "Cats")
-    assert [m.key for m in members] == list(STRATEGIES)
-    before = flat(base.to_dict())
+    offered = [k for k in STRATEGIES if k not in unavailable(base)]
+    assert offered == [k for k in STRATEGIES if k != "zero_shot"]  # tiny_cnn sees images only
+    members = plan_strategies(base, offered, StrategyOptions(top_n=3), "Cats")
+    assert [m.key for m in members] == offered
+    clip = dataclasses.replace(base, model=dataclasses.replace(base.model, backbone="tiny_clip"))
+    members += plan_strategies(clip, ["zero_shot"], StrategyOptions(top_n=3), "Cats")
     for member in members:
+        before = flat((clip if member.key == "zero_shot" else base).to_dict())
         after = flat(member.config.to_dict())
         changed = {k for k in before if before[k] != after[k]} - {"name"}
         assert changed == EXPECTED_CHANGES[member.key], member.key
@@ -107,7 +112,7 @@ def test_each_member_differs_from_the_base_only_where_its_strategy_says(tmp_path
     assert by_key["linear_probe"].model.head.kind == "linear" and by_key["logreg"].model.head.kind == "logreg"
     assert by_key["nearest_mean"].model.head.kind == "nearest_mean"
     assert by_key["random_init"].model.pretrained is False and by_key["random_init"].freeze.mode == "full"
-    frozen = {"linear_probe", "logreg", "linear_svm", "lda", "nearest_mean"}
+    frozen = {"linear_probe", "logreg", "linear_svm", "lda", "nearest_mean", "zero_shot"}
     assert all(c.freeze.train_bn is (k not in frozen) for k, c in by_key.items())  # the base's, but in probes
 
 
@@ -116,7 +121,8 @@ def test_every_member_trains_on_the_same_split_seed_backbone_and_budget(workspac
     from tl_core.training.session import prepare_data
 
     base = base_config(image_folder)
-    members = plan_strategies(base, list(STRATEGIES), StrategyOptions(), "Same")
+    # every strategy tiny_cnn is offered (zero-shot, on image-text backbones, trains no epoch)
+    members = plan_strategies(base, [k for k in STRATEGIES if k not in unavailable(base)], StrategyOptions(), "Same")
     for m in members:
         c = m.config
         assert (c.data, c.train, c.model.backbone) == (base.data, base.train, base.model.backbone)

@@ -4,7 +4,8 @@ Kinds (``KINDS``): "strategies" compares transfer strategies (``STRATEGIES``) on
 split, seed, backbone and epoch budget; "data_size" trains chosen strategies on 5 ... 100% of each
 class's training images (``DataConfig.train_fraction``; validation stays whole); "freeze_depth"
 freezes the lowest k body groups of one backbone and fine-tunes the rest, for k = 0 (full
-fine-tune) ... all (a probe). Each kind plans its members with its own ``plan_*`` function and
+fine-tune) ... all (a probe); "backbones" ("Which backbone?") trains the same linear probe on each
+backbone whose weights are here. Each kind plans its members with its own ``plan_*`` function and
 reuses the rest: the file (``tl_core.experiments.store``), ``launch_members``, the table
 (``tl_core.experiments.table``) and the report (``tl_core.experiments.report``).
 """
@@ -20,7 +21,13 @@ from typing import Any
 from tl_core.config import FreezePlan, RunConfig
 from tl_core.errors import ConfigError
 from tl_core.experiments.store import Experiment, ExperimentStore, Member
-from tl_core.experiments.strategies import DISCRIMINATIVE_SPREAD, STRATEGIES, StrategyOptions, member_config
+from tl_core.experiments.strategies import (
+    DISCRIMINATIVE_SPREAD,
+    STRATEGIES,
+    StrategyOptions,
+    member_config,
+    unavailable,
+)
 from tl_core.runs import MAX_NAME_LENGTH
 from tl_core.workspace import Workspace
 
@@ -42,6 +49,9 @@ def plan_strategies(base: RunConfig, keys: Sequence[str], options: StrategyOptio
         raise ConfigError("Choose at least one strategy to compare.")
     if options.top_n < 1 and {"top_n", "top_n_discriminative"} & set(keys):
         raise ConfigError("Fine-tuning the top N groups needs N of at least 1.")
+    blocked = unavailable(base, keys)
+    if blocked:
+        raise ConfigError(" ".join(blocked.values()))
     members = []
     for key in (k for k in STRATEGIES if k in keys):
         strategy = STRATEGIES[key]
@@ -132,7 +142,62 @@ def plan_freeze_depth(base: RunConfig, name: str, discriminative: bool = True) -
     return members
 
 
-DEFAULT_NAMES = {"strategies": "Comparison", "data_size": "Data sweep", "freeze_depth": "Freeze depth"}
+def backbones_here(weights_dir: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """The registered backbones whose pretrained weights are on this machine (in the registry's
+    order), and the others, each with how to get its weights (``weights_status``)."""
+    from tl_core.model.registry import list_backbones
+    from tl_core.model.weights import weights_status
+
+    here, missing = [], {}
+    for spec in list_backbones():
+        status = weights_status(spec.name, weights_dir)
+        if status.available:
+            here.append(spec.name)
+        else:
+            missing[spec.name] = status.how_to
+    return here, missing
+
+
+def plan_backbones(base: RunConfig, name: str, backbones: Sequence[str] | None = None) -> list[Member]:
+    """The members of "Which backbone?": the strategy comparison's linear probe (backbone frozen, a
+    new linear head on average-pooled features, pretrained weights; the base's data, split, seed,
+    epochs, batch size and learning rate) on each of ``backbones`` (default: every one whose weights
+    are here, ``backbones_here``, in the registry's order), each once, in the order given. A member's ``x`` is its backbone's
+    published ImageNet accuracy in % (None where none is published), its ``series`` what that
+    number measures ("top-1", "linear probe", "zero-shot"). ConfigError for no backbone, an unknown
+    one, one without weights here, or 0 epochs."""
+    from tl_core.model.registry import get_backbone
+    from tl_core.model.weights import weights_status
+
+    here, _ = backbones_here(base.model.weights_dir)
+    chosen = here if backbones is None else list(dict.fromkeys(backbones))
+    if not chosen:
+        raise ConfigError("No backbone to compare: none has its pretrained weights on this machine. The Model "
+                          "page says how to get them.")
+    if base.train.epochs < 1:
+        raise ConfigError("Which backbone? trains a linear probe on each backbone: set at least 1 epoch on the "
+                          "Train page.")
+    specs = [get_backbone(b) for b in chosen]  # ConfigError with close matches for an unknown name
+    for spec in specs:
+        status = weights_status(spec.name, base.model.weights_dir)
+        if not status.available:
+            raise ConfigError(status.how_to)
+    members = []
+    for spec in specs:
+        # Flatten is VGG's Keras recipe; every backbone pools by average, so only the backbone differs
+        head = dataclasses.replace(base.model.head, pool="avg")
+        on_it = dataclasses.replace(base, model=dataclasses.replace(base.model, backbone=spec.name, head=head))
+        config = STRATEGIES["linear_probe"].build(on_it, StrategyOptions())
+        config = dataclasses.replace(config, name=member_name(name, spec.name),
+                                     model=dataclasses.replace(config.model, pretrained=True))
+        config.validate()
+        members.append(Member(key=spec.name, label=spec.name, config=config, series=spec.accuracy,
+                              x=spec.top1 if spec.top1 > 0 else None))
+    return members
+
+
+DEFAULT_NAMES = {"strategies": "Comparison", "data_size": "Data sweep", "freeze_depth": "Freeze depth",
+                 "backbones": "Which backbone"}
 
 
 def _start(workspace: Workspace, base: RunConfig, kind: str, name: str, plan: Callable[[str], list[Member]],
@@ -171,3 +236,10 @@ def start_freeze_depth(workspace: Workspace, base: RunConfig, name: str = "", *,
     """Plan, save and queue a freeze-depth sweep (``plan_freeze_depth``)."""
     return _start(workspace, base, "freeze_depth", name, lambda n: plan_freeze_depth(base, n, discriminative),
                   {"discriminative": discriminative}, launch)
+
+
+def start_which_backbone(workspace: Workspace, base: RunConfig, backbones: Sequence[str] | None = None,
+                         name: str = "", *, launch: Launcher | None = None) -> Experiment:
+    """Plan, save and queue "Which backbone?" (``plan_backbones``)."""
+    return _start(workspace, base, "backbones", name, lambda n: plan_backbones(base, n, backbones),
+                  {"backbones": None if backbones is None else list(backbones)}, launch)

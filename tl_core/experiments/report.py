@@ -31,9 +31,14 @@ def _finished(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["state"] == "finished") & table["best val acc"].notna()]
 
 
+def _val_images(done: pd.DataFrame) -> int:
+    """The smallest validation set of the finished members (0 when unknown)."""
+    return min(int(v) for v in done["val images"].dropna()) if done["val images"].notna().any() else 0
+
+
 def _margin(done: pd.DataFrame) -> float:
     """One validation image (at least half a point): smaller differences count as "about the same"."""
-    n_val = min(int(v) for v in done["val images"].dropna()) if done["val images"].notna().any() else 0
+    n_val = _val_images(done)
     return max(1.0 / n_val if n_val else 0.0, 0.005)
 
 
@@ -45,6 +50,8 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
         return explain_data_size(table)
     if kind == "freeze_depth":
         return explain_freeze_depth(table)
+    if kind == "backbones":
+        return explain_backbones(table)
     done = _finished(table)
     if len(done) < 2:
         return []
@@ -65,6 +72,22 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
     if n_val and n_val < 200:
         out.append(f"Your validation set has {n_val} images, so one image is {_pct(1 / n_val)}: differences "
                    "that small can be chance; a second split seed would tell.")
+
+    trained = {k: a for k, a in acc.items() if k != "zero_shot"}
+    if "zero_shot" in acc and trained:
+        words, best = acc["zero_shot"], max(trained, key=trained.get)
+        verdict = _compare(trained[best], words, margin)
+        mine = {1: f"The class names alone (zero-shot, no training image) reached {_pct(words)}; your training "
+                   f"images added {_points(trained[best] - words)} ({label[best]}, {_pct(trained[best])}).",
+                0: f"The class names alone (zero-shot, no training image) reached {_pct(words)}, about the same "
+                   f"as {label[best]} trained on your images ({_pct(trained[best])}).",
+                -1: f"The class names alone (zero-shot, no training image) reached {_pct(words)}, "
+                    f"{_points(words - trained[best])} more than {label[best]} trained on your images "
+                    f"({_pct(trained[best])}): with few images a trained head can overfit."}
+        out.append(mine[verdict] + " Radford et al. 2021 found CLIP's zero-shot as good as a linear probe on "
+                   "ResNet-50 features on 16 of 27 datasets, and weak on specialised images (satellite, "
+                   "medical, counting), and that choosing the prompts well added almost 5 points on ImageNet: words "
+                   "that say what your images show (edit them on the Model page) can help.")
 
     if "random_init" in acc:
         pretrained = "full_finetune" if "full_finetune" in acc else max(
@@ -229,4 +252,123 @@ def explain_freeze_depth(table: pd.DataFrame) -> list[str]:
     out.append("Yosinski et al. 2014 found the first layers general (edges, colour blobs) and the later ones "
                "specific to the original task: freezing the lowest groups costs little, while the top groups "
                "gain most from fine-tuning, the more so the further your images are from ImageNet.")
+    return out
+
+
+# What a backbone's published accuracy measures (``BackboneSpec.accuracy``), for people.
+ACCURACY_KINDS = {"top-1": "a supervised network's top-1", "linear probe": "a self-supervised one's linear probe",
+                  "zero-shot": "an image-text model's zero-shot accuracy"}
+
+
+def rank_swap_step(n: int) -> float:
+    """How far Spearman's rank correlation of ``n`` items moves when two neighbours swap places:
+    12 / (n (n^2 - 1)), from rho = 1 - 6 sum(d^2) / (n (n^2 - 1)) with one more sum(d^2) of 2."""
+    return 12 / (n * (n * n - 1))
+
+
+def explain_backbones(table: pd.DataFrame) -> list[str]:
+    """"Which backbone?" (member labels are backbone names, ``x`` the published ImageNet accuracy
+    in %, ``series`` what it measures): which backbone won on the user's images and by how much,
+    the speed of feature extraction on this machine, whether the ranking follows the published
+    accuracy (Spearman's rank correlation, from 3 backbones, and how little it says from few
+    backbones and images), then Kornblith et al. 2019, Fang et al. 2023 and the foundation-model
+    families present."""
+    done = _finished(table)
+    if len(done) < 2:
+        return []
+    margin, n_val = _margin(done), _val_images(done)
+    done = done.sort_values("best val acc", ascending=False, kind="stable")
+    acc = {str(r["strategy"]): float(r["best val acc"]) for _, r in done.iterrows()}
+    names = list(acc)
+    best, second, worst = names[0], names[1], names[-1]
+    out: list[str] = []
+
+    if _compare(acc[best], acc[worst], margin) == 0:
+        out.append(f"On your images, all {len(names)} backbones reached about the same validation accuracy "
+                   f"({_pct(acc[worst])} to {_pct(acc[best])}): one validation image or less apart.")
+    else:
+        lead = (f"{best} reached the highest validation accuracy ({_pct(acc[best])}), {_points(acc[best] - acc[second])} "
+                f"ahead of {second} ({_pct(acc[second])})" if _compare(acc[best], acc[second], margin) else
+                f"{best} ({_pct(acc[best])}) and {second} ({_pct(acc[second])}) reached about the same highest "
+                "validation accuracy")
+        out.append(f"On your images, {lead}" + (f"; {worst} was lowest ({_pct(acc[worst])})." if len(names) > 2 else "."))
+    if n_val and n_val < 200:
+        out.append(f"Your validation set has {n_val} images, so one image is {_pct(1 / n_val)}: differences "
+                   "that small can be chance; a second split seed would tell.")
+
+    rated = done[(done["images/s of"] == RATE_OF_FEATURES) & (done["images/s"].fillna(0) > 0)]
+    rate = {str(r["strategy"]): float(r["images/s"]) for _, r in rated.iterrows()}
+    if len(rate) >= 2:
+        fast, slow = max(rate, key=rate.get), min(rate, key=rate.get)
+        line = (f"On this machine, {fast} computed features fastest ({rate[fast]:.0f} images/s) and {slow} "
+                f"slowest ({rate[slow]:.0f} images/s, {rate[fast] / rate[slow]:.1f} times slower).")
+        if fast == best:
+            line += " The most accurate backbone was also the fastest."
+        elif best in rate:
+            gap = _compare(acc[best], acc[fast], margin)
+            line += (f" {fast} ran {rate[fast] / rate[best]:.1f} times as fast as {best}, "
+                     + (f"for {_points(acc[best] - acc[fast])} less." if gap else "at about the same accuracy."))
+        out.append(line)
+    unrated = [n for n in names if n not in rate]
+    if unrated:
+        its = "their features" if len(unrated) > 1 else "its features"
+        out.append(f"No speed for {', '.join(unrated)}: {its} came from the feature store (an earlier run "
+                   "computed them), so nothing was timed.")
+
+    published = done[done["x"].notna()]
+    pub = {str(r["strategy"]): float(r["x"]) for _, r in published.iterrows()}
+    agrees: bool | None = None  # does the user's ranking follow the published one?
+    if len(pub) >= 2 and len(set(pub.values())) == 1:
+        out.append("The backbones' published ImageNet accuracies are all the same: they give no ranking to "
+                   "compare yours with.")
+    elif len(pub) >= 3:
+        rho = float(published["best val acc"].astype(float).corr(published["x"].astype(float), method="spearman"))
+        if not pd.isna(rho):  # NaN when every validation accuracy is the same
+            agrees = rho >= 0.3
+            how = ("followed the published ImageNet accuracy closely" if rho >= 0.7 else
+                   "roughly followed the published ImageNet accuracy" if rho >= 0.3 else
+                   "did not follow the published ImageNet accuracy" if rho > -0.3 else
+                   "ran against the published ImageNet accuracy")
+            out.append(f"Your ranking {how} (Spearman's rank correlation {rho:+.2f} over {len(pub)} backbones; "
+                       f"+1 is the same order, -1 the reverse). With {len(pub)} backbones one swap of two "
+                       f"neighbours moves it by {rank_swap_step(len(pub)):.2f}"
+                       + (f", and {n_val} validation images cannot tell apart backbones less than "
+                          f"{_pct(1 / n_val)} apart" if n_val else "") + ": a hint, not a finding.")
+    elif len(pub) == 2:
+        top = max(pub, key=pub.get)
+        other = next(n for n in pub if n != top)
+        verdict = _compare(acc[top], acc[other], margin)
+        agrees = verdict > 0 if verdict else None
+        did = {1: "it also did better on your images", 0: "on your images the two were about the same",
+               -1: "it did worse on your images"}[verdict]
+        out.append(f"Of the two, {top} has the higher published ImageNet accuracy ({pub[top]:.1f}% against "
+                   f"{pub[other]:.1f}%) and {did}; two backbones cannot show a trend.")
+    kinds = [k for k in ACCURACY_KINDS if k in set(published["series"])]
+    if len(kinds) > 1:
+        out.append(f"The published numbers are not of one kind ({', '.join(ACCURACY_KINDS[k] for k in kinds)}; "
+                   "the plot marks each): they are measured differently, so they rank backbones only roughly.")
+
+    kornblith = ("ImageNet top-1 predicted transfer almost perfectly for fixed features (r = 0.99 with logistic "
+                 "regression on them; 0.96 when fine-tuned), though regularisers that raise ImageNet accuracy "
+                 "(label smoothing, dropout, auxiliary heads) made the features worse for transfer.")
+    fang = ("on real-world datasets (camera traps, satellite images) higher ImageNet accuracy did not "
+            "consistently transfer better, and augmentation sometimes mattered more.")
+    study = "Kornblith et al. 2019 (16 ImageNet networks, 12 datasets)"
+    out.append({True: f"Your ranking agrees with {study}, who found that {kornblith} Fang et al. 2023 found the "
+                      f"link weaker: {fang}",
+                False: f"{study} found that {kornblith} Your ranking sides with Fang et al. 2023 instead, who "
+                       f"found that {fang}",
+                None: f"{study} found that {kornblith} Fang et al. 2023 found that {fang}"}[agrees])
+    present = set(done["series"])
+    if "linear probe" in present:
+        out.append("Self-supervised backbones such as DINOv2 (Oquab et al. 2023) learnt from 142M curated images "
+                   "with no labels; their published number is itself a linear probe on frozen features (ViT-S/14 "
+                   "81.1%, ViT-B/14 84.5% on ImageNet), the recipe you ran, and their features are strong on "
+                   "fine-grained images.")
+    if "zero-shot" in present:
+        out.append("Image-text backbones (CLIP, Radford et al. 2021; SigLIP, Zhai et al. 2023) are published with "
+                   "their zero-shot accuracy, from class names alone, which is below what a probe on their "
+                   "features reaches: Radford et al. found linear probes on CLIP features beat those on "
+                   "ImageNet-trained features on most datasets studied. The zero-shot strategy (Compare "
+                   "strategies) shows what the words alone reach on your images.")
     return out

@@ -4,7 +4,7 @@ An ``Experiment`` is a name, a kind (``KINDS``), the base ``RunConfig`` the user
 members: one normal run each (listed on the Results and Runs pages, labelled
 "<experiment> · <member>"). The runs keep their own folders, so the experiment file only lists
 their ids. Members of a sweep carry the line they belong to (``Member.series``) and, where the
-plan fixes it, their x (frozen groups).
+plan fixes it, their x (frozen groups; for "Which backbone?" the published accuracy and its kind).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tl_core.errors import ConfigError, ExperimentNotFound, TLError
 from tl_core.workspace import Workspace, is_safe_id
 
 KINDS: dict[str, str] = {"strategies": "Compare strategies", "data_size": "How much data is enough",
-                         "freeze_depth": "Freeze depth"}
+                         "freeze_depth": "Freeze depth", "backbones": "Which backbone?"}
 EXPERIMENT_FILE = "experiment.json"
 
 
@@ -30,8 +30,12 @@ class Member:
     label: str  # for people: legends and tables
     run_id: str = ""  # "" until its run exists
     config: RunConfig | None = None
-    series: str = ""  # sweeps: the line it belongs to (a strategy, a learning-rate rule); "" otherwise
-    x: float | None = None  # sweeps: its x when the plan fixes it (freeze depth: frozen body groups)
+    # sweeps: the line it belongs to (a strategy, a learning-rate rule); "backbones": what its backbone's
+    # published accuracy measures ("top-1", "linear probe", "zero-shot"); "" otherwise
+    series: str = ""
+    # its x when the plan fixes it: frozen body groups (freeze depth), the backbone's published ImageNet
+    # accuracy in % ("backbones"; None where none is published)
+    x: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "run_id": self.run_id,

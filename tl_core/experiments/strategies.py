@@ -2,14 +2,16 @@
 
 A ``Strategy`` is a key, a label, a one-line explanation and ``build``: the base ``RunConfig`` the
 user set up -> the config of a member that uses the strategy (its freezing plan, head kind and
-weights; nothing else changes). ``STRATEGIES`` lists them in the order the pages and tables show;
-``tl_core.experiments.plan`` turns a choice of them into an experiment's members.
+weights; zero-shot also 0 epochs; nothing else changes), and ``needs``: why it cannot train on a
+base, if it cannot (zero-shot needs an image-text backbone). ``STRATEGIES`` lists them in the
+order the pages and tables show; ``tl_core.experiments.plan`` turns a choice of them into an
+experiment's members.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tl_core.config import FreezePlan, RunConfig
@@ -27,6 +29,8 @@ class Strategy:
     label: str  # for people; "{n}" is replaced by StrategyOptions.top_n
     explanation: str  # one line: what trains, and why one would choose it
     build: Callable[[RunConfig, StrategyOptions], RunConfig]  # base config -> the member's config
+    # base config -> "" when the strategy can train on it, else why not (for people)
+    needs: Callable[[RunConfig], str] = lambda base: ""
 
     def label_for(self, options: StrategyOptions) -> str:
         return self.label.format(n=options.top_n)
@@ -59,7 +63,28 @@ def _probe_epochs(epochs: int) -> int:
 # lowest trained group 100 times slower.
 DISCRIMINATIVE_SPREAD = 100.0
 
+
+def _zero_shot(base: RunConfig, options: StrategyOptions) -> RunConfig:
+    """The zero-shot head (the class names' text embeddings) on the frozen backbone, 0 epochs."""
+    member = member_config(base, freeze=FreezePlan(mode="feature_extractor"), head="zero_shot")
+    return dataclasses.replace(member, train=dataclasses.replace(member.train, epochs=0))
+
+
+def _needs_image_text(base: RunConfig) -> str:
+    from tl_core.model.registry import get_backbone
+
+    spec = get_backbone(base.model.backbone)
+    if spec.zero_shot:
+        return ""
+    return (f"{spec.name} sees images only; zero-shot needs an image-text backbone (CLIP, SigLIP, MobileCLIP), "
+            "whose text tower turns the class names into a classifier. Choose one on the Model page.")
+
+
 STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
+    Strategy("zero_shot", "zero-shot (no training images)",
+             "Nothing trains: the image-text model's text tower turns the class names into the head. "
+             "What the words alone get, before any of your images.",
+             _zero_shot, needs=_needs_image_text),
     Strategy("linear_probe", "linear probe",
              "Backbone frozen, a new linear layer learns: fast, and safe with few images.",
              lambda b, o: member_config(b, freeze=FreezePlan(mode="feature_extractor"))),
@@ -93,4 +118,13 @@ STRATEGIES: dict[str, Strategy] = {s.key: s for s in (
              "The same network trained in full from random weights: what transfer learning saves you.",
              lambda b, o: member_config(b, freeze=FreezePlan(mode="full"), pretrained=False)),
 )}
+
+
+def unavailable(base: RunConfig, keys: Iterable[str] = STRATEGIES) -> dict[str, str]:
+    """Those of ``keys`` that cannot train on ``base`` (e.g. zero-shot on an image-only backbone),
+    each with why."""
+    reasons = {key: STRATEGIES[key].needs(base) for key in keys if key in STRATEGIES}
+    return {key: why for key, why in reasons.items() if why}
+
+
 DEFAULT_STRATEGIES = ("linear_probe", "logreg", "lp_ft", "full_finetune", "random_init")
