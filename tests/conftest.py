@@ -120,6 +120,16 @@ def trained_run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_vit_run_dir(tmp_path_factory, tiny_backbone_weights) -> Path:
+    """The tiny run on the tiny timm ViT (``tests/tiny_foundation.py``), from its "pretrained"
+    weights in the session's weights folder; trained once per session, read only."""
+    from tests.tiny_foundation import save_weights
+
+    save_weights("tiny_vit", tiny_backbone_weights.parent)
+    return train_tiny_run(tmp_path_factory.mktemp("trained_vit"), backbone="tiny_vit")
+
+
+@pytest.fixture(scope="session")
 def real_photos() -> dict[str, Image.Image]:
     """Real photos shipped with scikit-image: a cat and a cup of coffee."""
     from skimage import data
