@@ -158,12 +158,16 @@ def test_image_features_are_the_bodys_output_on_the_centre_crop():
         np.testing.assert_allclose(feats, body(x).numpy(), atol=1e-5)
 
 
-def test_backbone_features_of_a_timm_vit_run_before_and_after(trained_vit_run_dir):
+def test_backbone_features_of_a_timm_vit_run_before_and_after(trained_vit_run_dir, tiny_vit_weights_dir,
+                                                              monkeypatch):
     """The feature map's numbers for a DINOv2-style ViT (class token ++ mean patch token): a
     frozen body's features are the pretrained ones, before and after training."""
     from tl_core.evaluation.analysis import backbone_features, body_was_frozen
     from tl_core.model.registry import get_backbone
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
     from tl_core.runs import Run
+
+    monkeypatch.setenv(ENV_WEIGHTS, str(tiny_vit_weights_dir))  # "before" loads the pretrained weights
 
     run = Run(trained_vit_run_dir)
     root = run.dataset_dir()

@@ -138,14 +138,15 @@ def test_timm_and_open_clip_bodies_give_the_same_features_batched_and_alone(back
 
 @pytest.mark.parametrize("backbone", FOUNDATION)
 def test_a_second_frozen_run_on_a_timm_or_open_clip_backbone_reads_the_stored_features(
-        backbone, workspace, image_folder, tiny_backbone_weights, monkeypatch):
+        backbone, workspace, image_folder, tmp_path, monkeypatch):
     import tl_core.training.trainer as training
     from tests.tiny_foundation import save_weights
     from tl_core import events as ev
     from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
     from tl_core.runs import RunStore
 
-    save_weights(backbone, tiny_backbone_weights.parent)  # its "pretrained" weights, where the lookup reads
+    monkeypatch.setenv(ENV_WEIGHTS, str(save_weights(backbone, tmp_path / "weights").parent))  # "pretrained"
     extractions: list[int] = []
     real_extract = training.extract_features
     monkeypatch.setattr(training, "extract_features", lambda *a, **kw: extractions.append(1) or real_extract(*a, **kw))
