@@ -120,6 +120,35 @@ def trained_run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vit_weights_dir(tmp_path_factory) -> Path:
+    """A weights folder with the tiny timm ViT's "pretrained" weights (``tests/tiny_foundation.py``),
+    apart from the session's: set ``TL_STUDIO_WEIGHTS`` to it where a test needs them, so that other
+    tests do not find one more backbone with weights."""
+    from tests.tiny_foundation import save_weights
+
+    folder = tmp_path_factory.mktemp("vit_weights")
+    save_weights("tiny_vit", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained_vit_run_dir(tmp_path_factory, tiny_vit_weights_dir) -> Path:
+    """The tiny run on the tiny timm ViT, from its "pretrained" weights (``tiny_vit_weights_dir``);
+    trained once per session, read only."""
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
+
+    before = os.environ.get(ENV_WEIGHTS)
+    os.environ[ENV_WEIGHTS] = str(tiny_vit_weights_dir)
+    try:
+        return train_tiny_run(tmp_path_factory.mktemp("trained_vit"), backbone="tiny_vit")
+    finally:
+        if before is None:
+            os.environ.pop(ENV_WEIGHTS, None)
+        else:
+            os.environ[ENV_WEIGHTS] = before
+
+
+@pytest.fixture(scope="session")
 def real_photos() -> dict[str, Image.Image]:
     """Real photos shipped with scikit-image: a cat and a cup of coffee."""
     from skimage import data

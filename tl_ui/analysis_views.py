@@ -284,7 +284,7 @@ def pictured_rows(labels: Sequence[Any], limit: int, seed: int = 0) -> list[int]
 @heavy_task()  # under the cache: a cache miss only takes one of the server's bounded heavy-task slots
 def body_features(run_dir: str, stamp: float, which: str, root: str, paths: tuple[str, ...]) -> np.ndarray:
     """Backbone features [N, D] of the images: ``which`` = "after" (the run's body) or "before"
-    (the same backbone with its ImageNet weights); ``analysis.backbone_features``."""
+    (the same backbone with its pretrained weights); ``analysis.backbone_features``."""
     return analysis.backbone_features(Run(Path(run_dir)), which, root, paths)
 
 
@@ -340,12 +340,12 @@ def embedding_section(run: Run, frame: pd.DataFrame, key: str) -> None:
         bar.empty()
         if frozen:
             st.info("The backbone was frozen during this run (feature extractor), so its features are the "
-                    "ImageNet ones, before and after: only the head learned. One map shows both.",
+                    "pretrained ones, before and after: only the head learned. One map shows both.",
                     icon=":material/ac_unit:")
-            maps = [(st.container(), "after", "Backbone features (ImageNet = fine-tuned)")]
+            maps = [(st.container(), "after", "Backbone features (pretrained = fine-tuned)")]
         else:
             left, right = st.columns(2)
-            maps = [(left, "before", "Before: ImageNet backbone"), (right, "after", "After: fine-tuned backbone")]
+            maps = [(left, "before", "Before: pretrained backbone"), (right, "after", "After: fine-tuned backbone")]
         rows = pictured_rows(list(shown["true"]), MAP_PICTURES_MAX) if show_pictures else []
         pictures = dict(zip(rows, thumbnails([Path(root) / paths[row] for row in rows], MAP_PICTURE_SIZE),
                             strict=True))

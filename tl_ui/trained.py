@@ -20,7 +20,10 @@ from tl_core.runs import Run, unique_labels
 from .state import AppState
 
 CAM_HELP = ("Grad-CAM colours the parts of the image that pushed the model towards its answer: red = "
-            "strong, blue = little. Earlier stages show finer detail, the last stage the clearest objects.")
+            "strong, blue = little. Earlier stages show finer detail, the last stage the clearest objects. "
+            "For a vision transformer (DINOv2, CLIP, SigLIP, ViT) it is Grad-CAM on the patch tokens of "
+            "the last block, laid out on the patch grid: one coarse cell per patch (16 x 16 cells for "
+            "224-px images and 14-px patches), not the attention maps.")
 
 
 def has_model(run: Run) -> bool:
@@ -70,10 +73,11 @@ def pick_trained_run(state: AppState, key: str, label: str = "Trained run") -> R
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def stage_choices(run_dir: str, stamp: float) -> list[tuple[str, str]]:
-    """(module name, label) of the stages Grad-CAM can explain, input to output."""
+    """(module name, label) of the stages Grad-CAM can explain, input to output; a transformer's
+    label says that its map is patch tokens on a grid."""
     from tl_core.evaluation.explain import run_stages  # here: it imports torch
 
-    return [(stage.name, stage.label) for stage in run_stages(Run(Path(run_dir)))]
+    return [(stage.name, stage.description) for stage in run_stages(Run(Path(run_dir)))]
 
 
 CAM_CHUNK = 6  # images per Grad-CAM call: one model load serves them, the progress bar moves between

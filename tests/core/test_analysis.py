@@ -156,3 +156,25 @@ def test_image_features_are_the_bodys_output_on_the_centre_crop():
     x = (images[:, :, 2:18, 2:18].float() / 255 - 0.5) / 0.25
     with torch.no_grad():
         np.testing.assert_allclose(feats, body(x).numpy(), atol=1e-5)
+
+
+def test_backbone_features_of_a_timm_vit_run_before_and_after(trained_vit_run_dir, tiny_vit_weights_dir,
+                                                              monkeypatch):
+    """The feature map's numbers for a DINOv2-style ViT (class token ++ mean patch token): a
+    frozen body's features are the pretrained ones, before and after training."""
+    from tl_core.evaluation.analysis import backbone_features, body_was_frozen
+    from tl_core.model.registry import get_backbone
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
+    from tl_core.runs import Run
+
+    monkeypatch.setenv(ENV_WEIGHTS, str(tiny_vit_weights_dir))  # "before" loads the pretrained weights
+
+    run = Run(trained_vit_run_dir)
+    root = run.dataset_dir()
+    paths = sorted(str(p.relative_to(root)) for p in root.rglob("*.jpg"))[:6]
+    before = backbone_features(run, "before", root, paths)
+    after = backbone_features(run, "after", root, paths)
+    assert before.shape == after.shape == (6, get_backbone("tiny_vit").feature_dim)
+    assert body_was_frozen(run)
+    np.testing.assert_allclose(before, after, atol=1e-5)
+    assert embedding_map(after, method="pca").shape == (6, 2)

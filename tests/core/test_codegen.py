@@ -138,6 +138,44 @@ def test_the_script_builds_every_backbone_as_the_app_does(backbone):
     assert set(namespace["LAYER_GROUPS"]) == set(app_model(config).group_names)
 
 
+FOUNDATION_PLANS = {"last_n": FreezePlan(mode="last_n", last_n=2),
+                    "stem_and_top": FreezePlan(mode="groups", groups=("stem", "final"))}
+
+
+# timm and open_clip build the script's network (their tiny test models, on the CPU: open_clip
+# moves a model to its device, which a meta tensor cannot do). "stem_and_top" trains the groups
+# that hold loose parameters (a ViT's class token and position embedding, CLIP's projection).
+@pytest.mark.parametrize("plan", list(FOUNDATION_PLANS))
+@pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_effnet", "tiny_clip"])
+def test_the_script_builds_timm_and_open_clip_backbones_as_the_app_does(backbone, plan):
+    from tests.tiny_foundation import add_tiny_clip_config
+    from tl_core.model.freeze import set_train_mode
+    from tl_core.model.registry import build_model
+
+    add_tiny_clip_config()  # the tiny CLIP's made-up config, which open_clip reads by name
+    config = _config(model=ModelConfig(backbone=backbone), freeze=FOUNDATION_PLANS[plan])
+    namespace = script_namespace(config)
+    namespace["PRETRAINED"] = False
+    ours = namespace["TransferNet"](3)
+    namespace["freeze"](ours, namespace["trainable_groups"](1))
+    app = build_model(backbone, 3, config.model.head, pretrained=False)
+    apply_freeze(app, config.freeze)
+    assert shapes(ours) == shapes(app)
+    assert any(not trainable for _, trainable in shapes(app).values())
+    assert list(namespace["LAYER_GROUPS"]) == app.group_names
+    # BatchNorm of frozen groups stays in eval mode, as the app's set_train_mode keeps it
+    namespace["set_train_mode"](ours, namespace["trainable_groups"](1))
+    set_train_mode(app, config.freeze)
+    assert {n: m.training for n, m in ours.named_modules()} == {n: m.training for n, m in app.named_modules()}
+    # the same network: the app's weights in the script's model give the app's features
+    ours.load_state_dict(app.state_dict())
+    size = get_backbone(backbone).preprocess.crop_size
+    x = torch.randn(2, 3, size, size)
+    ours.eval(), app.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.body(x), app.body(x))
+
+
 @pytest.mark.parametrize("name", ["defaults", "last_n_discriminative", "mlp_head", "random_init",
                                   "groups_gradual_vgg"])
 def test_the_script_freezes_the_parameters_the_app_freezes(name):
@@ -324,6 +362,19 @@ def test_the_script_trains_the_apps_model_without_tl_core(tmp_path):
     assert (summary["lr"], summary["epochs"], summary["batch_size"], summary["label_smoothing"]) == (1e-3, 1, 4, 0.1)
     assert summary["classes"] == ["blue", "red"] and "note:" not in output
     assert "epoch 1: train loss" in output and (tmp_path / "script" / "best.pt").is_file()
+
+
+def test_the_script_trains_a_timm_vit_with_timm_alone(tmp_path):
+    """timm builds the network in the script's own process; the ViT's top group (its last norm)
+    and the head learn, as in the app."""
+    data = tiny_folder(tmp_path / "images")
+    config = _config(data=DataConfig(source=str(data)), model=ModelConfig(backbone="tiny_vit", pretrained=False),
+                     freeze=FreezePlan(mode="last_n", last_n=1), train=TrainConfig(epochs=1, batch_size=8))
+    script = standalone_script(config, ["blue", "red"])
+    assert "import timm" in script and "timm.create_model" in script
+    summary, output = run_script(script, data, tmp_path / "script")
+    assert (summary["trainable_params"], summary["total_params"]) == app_counts(config, 2)
+    assert "epoch 1: train loss" in output
 
 
 @pytest.mark.slow

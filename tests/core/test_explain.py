@@ -182,3 +182,41 @@ def test_explain_image_sees_what_the_app_sees(tmp_path, real_photos):
     result, crop = explain_image(model, path, pre, target_class=2)
     assert result.target_class == 2 and result.heatmap.shape == (224, 224)
     assert overlay(crop, result.heatmap).size == (224, 224)
+
+
+# timm and open_clip backbones: a convnet's last conv stage; a ViT's patch tokens on the patch grid
+# (DINOv2-style pooling reads the last block's tokens after the final norm; CLIP reads its class
+# token only, so its last block is read at the input of its attention).
+FOUNDATION_LAST_STAGES = {"tiny_vit": ("body.vit.norm", "tokens", (4, 4)),
+                          "tiny_effnet": ("body.bn2", "conv", (2, 2)),
+                          "tiny_clip": ("body.visual.transformer.resblocks.1.ln_1", "tokens", (4, 4))}
+
+
+@pytest.mark.parametrize("backbone", list(FOUNDATION_LAST_STAGES))
+def test_timm_and_open_clip_backbones_explain_their_last_stage(backbone):
+    from tl_core.model.registry import build_model, get_backbone
+
+    torch.manual_seed(0)
+    model = build_model(backbone, 3, pretrained=False).eval()
+    size = get_backbone(backbone).preprocess.crop_size
+    stages = list_stages(model, input_size=size)
+    assert (stages[-1].name, stages[-1].kind, stages[-1].grid) == FOUNDATION_LAST_STAGES[backbone]
+    assert [s.label for s in stages] == [g for g in model.group_names if g != "head"][:len(stages)]
+    if stages[-1].kind == "tokens":
+        assert "patch tokens, 4 x 4 grid" in stages[-1].description
+    result = explain(model, torch.randn(1, 3, size, size))  # the predicted class: evidence for it
+    assert result.stage == stages[-1].name and result.heatmap.shape == (size, size)
+    assert result.heatmap.max() == pytest.approx(1.0) and result.heatmap.min() >= 0
+
+
+def test_a_trained_timm_vit_run_explains_its_images(trained_vit_run_dir):
+    from tl_core.evaluation.explain import explain_run_images, run_stages
+    from tl_core.runs import Run
+
+    run = Run(trained_vit_run_dir)
+    assert run_stages(run)[-1].kind == "tokens"
+    images = sorted((trained_vit_run_dir.parent.parent / "src").rglob("*.jpg"))[:2]
+    explained = explain_run_images(run, [str(images[0]), images[1].read_bytes()], None, [None, 0])
+    assert all(not isinstance(item, str) for item in explained), explained
+    (first, label), (second, label_0) = explained
+    assert first.shape == second.shape == (64, 64, 3) and label in run.classes and label_0 == run.classes[0]

@@ -67,12 +67,12 @@ def exported(tmp_path_factory, real_photos):
     return {"run": run, "report": report, "dir": root / "bundle", "paths": paths, "model": model}
 
 
-def engine_probs(model, paths) -> np.ndarray:
+def engine_probs(model, paths, backbone: str = BACKBONE) -> np.ndarray:
     """What the app predicts: the training decode (tl_core.data) + the evaluation path."""
     from tl_core.data import decode_square
     from tl_core.evaluation.metrics import predict_tensors
 
-    pre = get_backbone(BACKBONE).preprocess
+    pre = get_backbone(backbone).preprocess
     batch = torch.stack([torch.from_numpy(np.array(decode_square(p, pre.resize_size))) for p in paths])
     return predict_tensors(model, batch, pre).softmax(1).numpy()
 
@@ -263,3 +263,44 @@ def test_a_knn_head_exports_with_parity_and_its_safetensors_rebuild_it(tmp_path,
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# timm and open_clip backbones: traced, checked, and predicted with their own preprocessing
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backbone", ["tiny_vit", "tiny_effnet", "tiny_clip"])
+def test_timm_and_open_clip_models_export_and_predict_with_their_own_preprocessing(backbone, tmp_path, real_photos):
+    torch.manual_seed(0)
+    model = build_model(backbone, len(CLASSES), pretrained=False).eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.5 if backbone != "tiny_clip" else 20.0)  # CLIP's features are unit vectors
+    paths = []
+    for name in ("chelsea", "coffee"):
+        paths.append(tmp_path / f"{name}.jpg")
+        real_photos[name].save(paths[-1])
+    report = export_model(model, CLASSES, get_backbone(backbone).preprocess, tmp_path / "bundle",
+                          metadata={"backbone": backbone}, check_images=paths)
+    assert report.ok, report.to_dict()
+    assert {c.format for c in report.checks} == {"torchscript", "onnx"}
+    preprocess = json.loads((tmp_path / "bundle" / "preprocess.json").read_text())
+    assert preprocess == get_backbone(backbone).preprocess.to_dict()
+    out = subprocess.run([sys.executable, "-I", "predict.py", "--json", "--top-k", "3", *map(str, paths)],
+                         cwd=tmp_path / "bundle", capture_output=True, text=True, timeout=300, check=True)
+    results = json.loads(out.stdout)
+    expected = engine_probs(model, paths, backbone)
+    assert [r["label"] for r in results] == [CLASSES[i] for i in expected.argmax(1)]
+    got = np.array([[dict(r["top_k"])[c] for c in CLASSES] for r in results])
+    np.testing.assert_allclose(got, expected, atol=PROB_TOLERANCE)
+
+
+def test_a_trained_timm_vit_run_exports_with_checks_that_pass(trained_vit_run_dir, tmp_path):
+    from tl_core.runs import Run
+
+    run = Run(trained_vit_run_dir)
+    assert run.config.model.backbone == "tiny_vit"
+    report = export_bundle(run, tmp_path / "bundle")
+    assert report.ok, report.to_dict()
+    assert len(report.checks) == 2 and all(len(c.images) > 2 for c in report.checks)  # photos + its own images
+    card = (tmp_path / "bundle" / "MODEL_CARD.md").read_text()
+    assert "tiny_vit" in card and "crop 64x64" in card

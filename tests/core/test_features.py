@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from tl_core.config import MAX_FEATURE_VIEWS, feature_views
 from tl_core.model.features import (
     EVAL_VIEW,
+    EvalBatches,
     FeatureCache,
     FeatureStore,
     FeatureView,
@@ -17,6 +20,7 @@ from tl_core.model.features import (
     train_feature_view,
 )
 from tl_core.model.preprocess import Normalizer
+from tl_core.model.registry import get_backbone
 
 
 def test_extract_features_runs_the_body_on_normalised_images_in_eval_mode():
@@ -96,8 +100,6 @@ def test_the_feature_store_round_trips_and_drops_damaged_files(tmp_path):
 def test_a_full_disk_does_not_fail_the_store(tmp_path, monkeypatch):
     import errno
 
-    import numpy as np
-
     def no_space(*args, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -105,3 +107,63 @@ def test_a_full_disk_does_not_fail_the_store(tmp_path, monkeypatch):
     store = FeatureStore(tmp_path / "features")
     assert store.save("k", torch.randn(2, 3)) is False
     assert list(store.folder.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# timm and open_clip bodies: their features, and the store a second frozen run reads
+# ---------------------------------------------------------------------------------------------
+FOUNDATION = ["tiny_vit", "tiny_effnet", "tiny_clip"]
+
+
+@pytest.mark.parametrize("backbone", FOUNDATION)
+def test_timm_and_open_clip_bodies_give_the_same_features_batched_and_alone(backbone):
+    from tl_core.model.preprocess import eval_view
+    from tl_core.model.registry import build_model
+
+    torch.manual_seed(0)
+    spec = get_backbone(backbone)
+    body = build_model(backbone, 2, pretrained=False).body
+    pre = spec.preprocess
+    images = torch.randint(0, 256, (5, 3, pre.resize_size, pre.resize_size), dtype=torch.uint8)
+    normalize = Normalizer.for_preprocess(pre, torch.device("cpu"))
+    fingerprint = model_fingerprint(backbone, False, body)
+    loader = EvalBatches(images, range(5), [0] * 5, eval_view(pre), batch_size=2)
+    feats, _ = extract_features(body, loader, normalize)
+    assert feats.shape == (5, spec.feature_dim) and feats.dtype == torch.float32
+    with torch.no_grad():
+        one_by_one = torch.cat([body(normalize(eval_view(pre)(images[i:i + 1]))) for i in range(5)])
+    torch.testing.assert_close(feats, one_by_one, atol=1e-4, rtol=1e-4)
+    assert model_fingerprint(backbone, False, body) == fingerprint  # channels-last changed no weight
+
+
+@pytest.mark.parametrize("backbone", FOUNDATION)
+def test_a_second_frozen_run_on_a_timm_or_open_clip_backbone_reads_the_stored_features(
+        backbone, workspace, image_folder, tmp_path, monkeypatch):
+    import tl_core.training.trainer as training
+    from tests.tiny_foundation import save_weights
+    from tl_core import events as ev
+    from tl_core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tl_core.model.weights_lookup import ENV_WEIGHTS
+    from tl_core.runs import RunStore
+
+    monkeypatch.setenv(ENV_WEIGHTS, str(save_weights(backbone, tmp_path / "weights").parent))  # "pretrained"
+    extractions: list[int] = []
+    real_extract = training.extract_features
+    monkeypatch.setattr(training, "extract_features", lambda *a, **kw: extractions.append(1) or real_extract(*a, **kw))
+
+    def train_with(lr: float) -> list:
+        config = RunConfig(data=DataConfig(source=str(image_folder), val_fraction=0.25),
+                           model=ModelConfig(backbone=backbone),
+                           train=TrainConfig(epochs=1, batch_size=8, lr=lr, schedule="constant"))
+        seen: list = []
+        training.train(config, RunStore(workspace).create(config), workspace, subscribers=[seen.append])
+        return seen
+
+    first = train_with(1e-2)
+    assert len(extractions) == 2  # the training images and the validation images
+    files = sorted((workspace.cache_dir / "features").glob("features-*.npy"))
+    assert len(files) == 2 and np.load(files[0]).shape[1] == get_backbone(backbone).feature_dim
+    extractions.clear()
+    second = train_with(3e-2)
+    assert extractions == [] and any(isinstance(e, ev.Note) and "loaded from the cache" in e.message for e in second)
+    assert any(isinstance(e, ev.EpochEnded) for e in first + second)

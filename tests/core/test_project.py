@@ -228,3 +228,17 @@ def test_a_dataset_travels_with_its_versions_and_nothing_else(tmp_path):
     [item] = project_import.import_project(tmp_path / "p.zip", home).datasets
     assert (home.datasets_dir / item.id / dropped.path).is_file()  # version 1 can still be brought back
     assert (home.datasets_dir / item.id / "history.jsonl").is_file()
+
+
+def test_a_timm_vit_run_travels_in_a_project(trained_vit_run_dir, tmp_path):
+    """A run on a timm backbone (the tiny ViT, with its loose class token and position embedding)
+    exports and imports like any other: same model, same predictions."""
+    source = Workspace(trained_vit_run_dir.parent.parent)
+    path = tmp_path / "vit-project.zip"
+    project.export_project(source, path)
+    fresh = Workspace(tmp_path / "elsewhere")
+    project_import.import_project(path, fresh)
+    assert listed(fresh) == listed(source)
+    [run], [old_run] = RunStore(fresh).list(), RunStore(source).list()
+    assert run.config.model.backbone == "tiny_vit" and run.classes == old_run.classes
+    torch.testing.assert_close(predictions(run, run.dataset_dir()), predictions(old_run, old_run.dataset_dir()))

@@ -4,7 +4,8 @@
 the CLI gains is written here too, and parsing the command gives back the same ``RunConfig``.
 
 ``standalone_script`` writes a readable training script with no TL Studio import (torch,
-torchvision, numpy, Pillow; scikit-learn for a classical head), for a teacher to show. What it
+torchvision, numpy, Pillow; timm or open_clip for their backbones; scikit-learn for a classical
+head), for a teacher to show. What it
 freezes, the layer groups and their learning rates are read from the engine (``backbones``,
 ``freeze``, ``classical``), not written out a second time; what is written here a second time
 (the body adapters, the augmentation presets, the split) is checked against the engine by
@@ -235,7 +236,8 @@ def _section(title: str) -> str:
 def _header(config: RunConfig, spec, classical: bool) -> str:
     head = config.model.head
     plan, train = config.freeze, config.train
-    start = "pretrained on ImageNet" if config.model.pretrained else "from random initialisation (no transfer)"
+    start = f"from {_WEIGHTS_WORDS[spec.source]}" if config.model.pretrained else \
+        "from random initialisation (no transfer)"
     head_words = {"linear": "a new linear head", "mlp": f"a new MLP head ({head.hidden} hidden units)"}.get(
         head.kind, f"a scikit-learn classifier ({head.kind}) on the frozen backbone's features")
     if classical:
@@ -264,20 +266,39 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
             path/to/images/cat/001.jpg, path/to/images/dog/002.jpg, ...
 
         {caveat}
-        Written by TL Studio; needs torch, torchvision, numpy{", Pillow and scikit-learn" if classical else " and Pillow"}.
+        Written by TL Studio; needs {_needs(spec, classical)}.
         """
         ''')
 
 
+# The pretrained weights of each source library, in the script's words.
+_WEIGHTS_WORDS = {"torchvision": "torchvision's ImageNet weights",
+                  "timm": "timm's pretrained weights (Hugging Face hub)",
+                  "open_clip": "open_clip's pretrained weights (Hugging Face hub)"}
+_PIP_NAMES = {"timm": "timm", "open_clip": "open_clip_torch"}  # what `pip install` calls each library
+
+
+def _needs(spec, classical: bool) -> str:
+    """The packages the script needs, in words: "torch, torchvision, timm, numpy and Pillow"."""
+    packages = ["torch", "torchvision", *([_PIP_NAMES[spec.source]] if spec.source in _PIP_NAMES else []),
+                "numpy", "Pillow", *(["scikit-learn"] if classical else [])]
+    return ", ".join(packages[:-1]) + " and " + packages[-1]
+
+
 def _imports_code(spec, extra_imports: list[str]) -> str:
-    """The script's imports: the standard library, then numpy and torch, then the ``from`` lines."""
+    """The script's imports: the standard library, then numpy, the model's library and torch, then
+    the ``from`` lines."""
+    torchvision = "from torchvision import datasets, models" if spec.source == "torchvision" else \
+        "from torchvision import datasets"
     from_imports = sorted([*extra_imports, "from PIL import Image, ImageOps", "from torch import nn",
                            "from torch.utils.data import DataLoader, Subset, WeightedRandomSampler",
-                           "from torchvision import datasets, models", "from torchvision.transforms import v2"],
+                           torchvision, "from torchvision.transforms import v2"],
                           key=lambda line: line.split()[1].lower())
+    plain = sorted(["numpy as np", "torch", *([spec.source] if spec.source in _PIP_NAMES else [])])
+    ordered_dict = spec.source == "torchvision" and spec.family != "vit"
     return ("import argparse\nimport json\nimport math\nimport random\n"
-            + ("" if spec.family == "vit" else "from collections import OrderedDict\n")
-            + "\nimport numpy as np\nimport torch\n" + "".join(line + "\n" for line in from_imports))
+            + ("from collections import OrderedDict\n" if ordered_dict else "")
+            + "\n" + "".join(f"import {name}\n" for name in plain) + "".join(line + "\n" for line in from_imports))
 
 
 # -- the recipe, as constants at the top ---------------------------------------------------------
@@ -298,7 +319,7 @@ def _model_constants(config: RunConfig, spec) -> list[str]:
     lines = [
         "# Model",
         f'BACKBONE = "{spec.name}"  # {spec.description}',
-        f"PRETRAINED = {config.model.pretrained}  # start from ImageNet weights"
+        f"PRETRAINED = {config.model.pretrained}  # start from {_WEIGHTS_WORDS[spec.source]}"
         + ("" if config.model.pretrained else " (off: random initialisation, no transfer)"),
     ]
     if head.kind not in CLASSICAL_HEADS:
@@ -311,7 +332,7 @@ def _model_constants(config: RunConfig, spec) -> list[str]:
 
 def _image_constants(config: RunConfig, spec) -> list[str]:
     pre, data = spec.preprocess, config.data
-    return ["", "# Images (the backbone's preprocessing, from its torchvision weights)",
+    return ["", "# Images (the backbone's preprocessing, from its pretrained weights' configuration)",
             f"RESIZE_SIZE = {pre.resize_size}  # each image's centre square is resized to this",
             f"CROP_SIZE = {pre.crop_size}  # the network sees CROP_SIZE x CROP_SIZE crops",
             f"MEAN = {tuple(pre.mean)!r}",
@@ -356,7 +377,8 @@ def _freezing_code(config: RunConfig, spec) -> str:
     group_lines = [f'    "{name}": {_names_code(paths)},' for name, paths in groups]
     freezing = ("# Layer groups, from the input (stem) to the new head, as TL Studio splits "
                 f"{spec.name}.\n# Freezing and learning rates work per group; a group is a list of "
-                "module names.\nLAYER_GROUPS = {\n" + "\n".join(group_lines) + "\n}\n")
+                "module names\n# (or of parameter names, for loose parameters such as a ViT's class "
+                "token).\nLAYER_GROUPS = {\n" + "\n".join(group_lines) + "\n}\n")
     freezing += _trainable_groups_code(config.freeze, group_names)
     if config.freeze.lr_range is not None:
         freezing += _group_lr_code(config.freeze, group_names)
@@ -427,6 +449,12 @@ def _group_lr_code(plan, group_names: list[str]) -> str:
 def _model_code(spec, head, classical: bool) -> str:
     """``load_backbone``, ``make_body`` (the network without its classifier) and, for a trained head,
     ``TransferNet`` (the body and the new head)."""
+    model_code = {"torchvision": _torchvision_model_code, "timm": _timm_model_code,
+                  "open_clip": _open_clip_model_code}[spec.source](spec, head)
+    return model_code if classical else model_code + _transfer_net_code(head)
+
+
+def _torchvision_model_code(spec, head) -> str:
     weights_enum, weights_member = spec.option("weights_enum"), spec.option("weights_member")
     model_code = textwrap.dedent(f'''
         def load_backbone():
@@ -439,11 +467,86 @@ def _model_code(spec, head, classical: bool) -> str:
         def make_body(net):
             """The pretrained network without its ImageNet classifier: images -> feature vectors."""
         ''') + _indent(_body_code(spec, head), 4) + "\n    return body\n"
-    if not classical:
-        model_code += _transfer_net_code(head)
-    if spec.family == "vit":
-        model_code = _VIT_BODY + model_code
-    return model_code
+    return _VIT_BODY + model_code if spec.family == "vit" else model_code
+
+
+# The timm and open_clip adapters (tl_core.model.timm_source, tl_core.model.open_clip_source) as
+# script code. The body's module names are the app's, so LAYER_GROUPS names the same parameters.
+_TOKEN_POOL_CODE = '''
+
+class TokenPool(nn.Module):
+    """A ViT's features as DINOv2's linear evaluation takes them (Oquab et al. 2023): the class
+    token after the last norm, concatenated with the mean of the patch tokens."""
+
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
+        self.prefix = vit.num_prefix_tokens  # the class token (and register tokens, if any)
+
+    def forward(self, x):
+        tokens = self.vit.forward_features(x)  # [batch, prefix + patches, width], normed
+        return torch.cat([tokens[:, 0], tokens[:, self.prefix:].mean(dim=1)], dim=1)
+'''
+
+_TIMM_VIT_BODY_CODE = '''
+
+def make_body(net):
+    """The pretrained ViT without its classifier: images -> feature vectors."""
+    if tuple(net.patch_embed.img_size) != (CROP_SIZE, CROP_SIZE):
+        # the position embedding is resampled to the crop (fewer patches than published: less compute)
+        net.set_input_size(img_size=(CROP_SIZE, CROP_SIZE))
+    net.reset_classifier(0)
+    return TokenPool(net)
+'''
+
+_TIMM_BODY_CODE = '''
+
+def make_body(net):
+    """The pretrained network without its classifier: images -> timm's pooled feature vectors."""
+    net.reset_classifier(0)
+    return net
+'''
+
+
+def _timm_model_code(spec, head) -> str:
+    load = textwrap.dedent(f'''
+        def load_backbone():
+            """timm's {spec.source_name}.
+            Its pretrained weights are downloaded once from the Hugging Face hub into its cache
+            (~/.cache/huggingface, or $HF_HOME) and read from there."""
+            return timm.create_model("{spec.source_name}", pretrained=PRETRAINED)
+        ''')
+    if spec.family == "timm_vit":
+        return _TOKEN_POOL_CODE + "\n" + load + _TIMM_VIT_BODY_CODE
+    return load + _TIMM_BODY_CODE
+
+
+def _open_clip_model_code(spec, head) -> str:
+    model_name, tag = spec.option("model_name"), spec.option("tag")
+    return textwrap.dedent(f'''
+
+        class ImageTower(nn.Module):
+            """The image-text model's image tower: images -> L2-normalised image embeddings."""
+
+            def __init__(self, visual):
+                super().__init__()
+                self.visual = visual
+
+            def forward(self, x):
+                return nn.functional.normalize(self.visual(x), dim=-1)
+
+
+        def load_backbone():
+            """open_clip's {model_name} with its "{tag}" weights.
+            They are downloaded once from the Hugging Face hub into its cache (~/.cache/huggingface,
+            or $HF_HOME) and read from there."""
+            return open_clip.create_model("{model_name}", pretrained="{tag}" if PRETRAINED else None)
+
+
+        def make_body(net):
+            """The image tower alone (the text tower is not needed to classify images)."""
+            return ImageTower(net.visual)
+        ''')
 
 
 def _body_code(spec, head) -> str:
@@ -662,26 +765,39 @@ def _schedule_code(config: RunConfig) -> str:
 
 # Freezing by layer group, and BatchNorm in frozen groups (tl_core.model.freeze), as script code.
 _FREEZE_HELPERS_CODE = textwrap.dedent('''
-    def params_of(model, module_names):
-        return [p for name in module_names for p in model.get_submodule(name).parameters()]
+    def params_of(model, names):
+        """The parameters of the named modules; a name may also be one loose parameter (a ViT's class token)."""
+        params = []
+        for name in names:
+            try:
+                params.append(model.get_parameter(name))
+            except AttributeError:  # a module, not a parameter
+                params += model.get_submodule(name).parameters()
+        return params
+
+
+    def modules_of(model, names):
+        """The named modules (loose parameters left out)."""
+        loose = dict(model.named_parameters())
+        return [model.get_submodule(name) for name in names if name not in loose]
 
 
     def freeze(model, trainable):
         """Only the parameters of the groups in `trainable` learn."""
-        for group, module_names in LAYER_GROUPS.items():
-            for p in params_of(model, module_names):
+        for group, names in LAYER_GROUPS.items():
+            for p in params_of(model, names):
                 p.requires_grad_(group in trainable)
 
 
     def set_train_mode(model, trainable):
-        """model.train(), but the BatchNorm layers of frozen groups keep their ImageNet statistics."""
+        """model.train(), but the BatchNorm layers of frozen groups keep their pretrained statistics."""
         model.train()
         if TRAIN_BN:
             return
-        for group, module_names in LAYER_GROUPS.items():
+        for group, names in LAYER_GROUPS.items():
             if group not in trainable:
-                for name in module_names:
-                    for m in model.get_submodule(name).modules():
+                for module in modules_of(model, names):
+                    for m in module.modules():
                         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                             m.eval()
     ''')

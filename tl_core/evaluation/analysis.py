@@ -214,7 +214,7 @@ def image_features(model, images_uint8, preprocess, device: str = "cpu", batch_s
 def backbone_features(run: Run, which: Literal["before", "after"], root: Path | str,
                       paths: Sequence[str]) -> np.ndarray:
     """Backbone features [N, D] of the images ``paths`` (relative to ``root``): ``which`` = "after"
-    (the run's body) or "before" (the same backbone with its ImageNet weights)."""
+    (the run's body) or "before" (the same backbone with its pretrained weights)."""
     from tl_core.model.preprocess import decode
     from tl_core.model.registry import build_model, get_backbone
 

@@ -2,8 +2,13 @@
 
 Grad-CAM (Selvaraju et al., 2017): weight each channel of a stage's activations by the mean
 gradient of the target logit with respect to it, sum, keep the positive part, upsample to the
-input size. For a transformer the stage's patch tokens are reshaped to the patch grid first, the
-same ``reshape_transform`` that pytorch-grad-cam uses for ViTs.
+input size. For a convnet (torchvision's, timm's) the stage is a block of convolutions, the last
+one by default. For a vision transformer (torchvision's, timm's DINOv2, open_clip's CLIP and
+SigLIP towers) it is Grad-CAM on patch tokens, reshaped to the patch grid (the same
+``reshape_transform`` that pytorch-grad-cam uses for ViTs), one cell per patch: the output tokens
+of a block when they reach the features (DINOv2's features average the last block's patch
+tokens), else the input of the block's attention (a model that reads out only the class token,
+such as CLIP, gives its last block's own output tokens no gradient). It is not attention rollout.
 
 Written here with forward hooks (about 100 lines) rather than taken from ``pytorch-grad-cam``:
 that package pulls in OpenCV and matplotlib for what is a few tensor operations, and we need the
@@ -41,6 +46,13 @@ class Stage:
     label: str  # what to show the user, e.g. "layer4" or "encoder block 12"
     kind: Literal["conv", "tokens"]  # a [B,C,h,w] feature map, or [B,T,D] patch tokens
     grid: tuple[int, int]  # spatial size of the heatmap before upsampling (for a given input)
+
+    @property
+    def description(self) -> str:
+        """The label and, for a transformer, what the map is: "stage3 (patch tokens, 16 x 16 grid)"."""
+        if self.kind == "tokens":
+            return f"{self.label} (patch tokens, {self.grid[0]} x {self.grid[1]} grid)"
+        return self.label
 
 
 def _candidates(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
@@ -92,18 +104,19 @@ def _as_map(act: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _hook_target(module: nn.Module, kind: str) -> nn.Module:
-    # In a pre-norm transformer block the patch tokens of the *last* block never reach the class
-    # token (only the class token is read out), so their gradient is zero. The block's first
-    # LayerNorm - the input to its attention - is where the patch tokens still matter.
-    if kind == "tokens":
-        blocks = [m for m in module.modules()
-                  if any(isinstance(c, nn.MultiheadAttention) for c in m.children())]
-        block = blocks[-1] if blocks else module
-        for sub in block.modules():
-            if isinstance(sub, nn.LayerNorm):
-                return sub
-    return module
+def _hook_targets(module: nn.Module, kind: str) -> list[nn.Module]:
+    """Where to read a stage's map, in order of preference: the module's own output, and for
+    tokens a fallback. In a pre-norm transformer whose class token alone is read out (torchvision's
+    ViT, CLIP), the patch tokens of the *last* block never reach the output, so their gradient is
+    zero; the block's first LayerNorm - the input to its attention - is where they still matter.
+    (A model that pools the patch tokens, as DINOv2's linear evaluation does, keeps its output.)"""
+    if kind != "tokens":
+        return [module]
+    blocks = [m for m in module.modules()
+              if any(isinstance(c, nn.MultiheadAttention) for c in m.children())]
+    block = blocks[-1] if blocks else module
+    norm = next((sub for sub in block.modules() if isinstance(sub, nn.LayerNorm)), None)
+    return [module] if norm is None or norm is module else [module, norm]
 
 
 class _Recorder:
@@ -152,14 +165,15 @@ def list_stages(model: nn.Module, image: torch.Tensor | None = None, input_size:
     hooked = {n: m for n, _, m in cands}
     with _Recorder(hooked) as shapes, torch.no_grad():
         _eval_forward(model, x)
-    found: list[tuple[str, str, str, tuple[int, int]]] = []  # label, target name, kind, grid
+    found: list[tuple[str, list[str], str, tuple[int, int]]] = []  # label, target names, kind, grid
     for name, label, module in cands:
         act = shapes.outputs.get(name)
         if act is None or (fmap := _as_map(act)) is None:
             continue
         kind = "conv" if act.dim() == 4 else "tokens"
-        found.append((label, names[id(_hook_target(module, kind))], kind, (int(fmap.shape[1]), int(fmap.shape[2]))))
-    targets = {target: modules[target] for _, target, _, _ in found}
+        found.append((label, [names[id(m)] for m in _hook_targets(module, kind)], kind,
+                      (int(fmap.shape[1]), int(fmap.shape[2]))))
+    targets = {target: modules[target] for _, preferred, _, _ in found for target in preferred}
     with _Recorder(targets) as rec, torch.enable_grad():
         body = getattr(model, "body", None)
         # The body's features, not the logits: an untrained head may be all zeros.
@@ -170,8 +184,9 @@ def list_stages(model: nn.Module, image: torch.Tensor | None = None, input_size:
              if g is not None and (gmap := _as_map(g)) is not None and bool(gmap.abs().sum() > 0)}
     # Several modules of one group: keep the group's last stage, so the picker lists groups.
     by_label: dict[str, Stage] = {}
-    for label, target, kind, grid in found:
-        if target in alive:
+    for label, preferred, kind, grid in found:
+        target = next((t for t in preferred if t in alive), None)
+        if target is not None:
             by_label[label] = Stage(target, label, kind, grid)
     return list(by_label.values())
 

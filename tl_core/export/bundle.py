@@ -204,11 +204,15 @@ def _write_bundle(model: nn.Module, classes: Sequence[str], preprocess, out: Pat
 
 
 def _export_torchscript(model, dummy, path, classes, meta) -> None:
+    # Traced, not scripted: timm's and open_clip's models do not script, and a trace of a fixed
+    # input size is all a bundle needs (the crop is fixed; the batch axis stays free).
+    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        # timm's ViTs check the input size in Python; the trace keeps the crop's answer, as wanted
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, dummy)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer)
     atomic.write_bytes(path, buffer.getvalue())
 
 
@@ -260,7 +264,7 @@ def model_card(classes: Sequence[str], preprocess, meta: dict[str, Any], report:
     metrics = meta.get("metrics", {})
     lines = [f"# Model card: {name}", "",
              f"An image classifier for {len(classes)} classes, trained with TL Studio by transfer learning "
-             f"from **{backbone}** ({'ImageNet-pretrained weights' if pretrained else 'random initialisation, not pretrained'}).",
+             f"from **{backbone}** ({'pretrained weights' if pretrained else 'random initialisation, not pretrained'}).",
              "", "## Classes", "", ", ".join(code_span(c) for c in classes), "", "## Input", "",
              f"RGB image; EXIF orientation applied; shorter side resized to {preprocess.resize_size} px "
              f"(bilinear, antialiased), centre square, centre crop {preprocess.crop_size}x{preprocess.crop_size}; "

@@ -29,6 +29,7 @@ def groups_in_order(body: nn.Module, n_middle: int = 3) -> Groups:
     """
     units: list[str] = []
     numbered: list[bool] = []
+    loose: set[str] = set()  # units that are one parameter, not a module
     for name, _ in body.named_parameters():
         parts = name.split(".")
         digit = next((i for i, part in enumerate(parts) if part.isdigit()), None)
@@ -39,6 +40,8 @@ def groups_in_order(body: nn.Module, n_middle: int = 3) -> Groups:
             leaf = bool(owner) and not any(any(True for _ in child.parameters())
                                            for child in body.get_submodule(owner).children())
             unit = owner if leaf else name
+            if not leaf:
+                loose.add(unit)
         if unit not in units:
             units.append(unit)
             # a numbered stem (ConvNeXt's stem.0, stem.1) is still the stem
@@ -46,7 +49,9 @@ def groups_in_order(body: nn.Module, n_middle: int = 3) -> Groups:
     # A loose output-side parameter registered before the blocks (open_clip's ViT registers its
     # final projection `proj` first) belongs to the final group: its registration order is not
     # where it runs.
-    late = [u for u, n in zip(units, numbered, strict=True) if not n and u.split(".")[-1] in _OUTPUT_SIDE]
+    # (Only a loose parameter: a ViT's patch embedding `patch_embed.proj` is a module and acts first.)
+    late = [u for u, n in zip(units, numbered, strict=True)
+            if not n and u in loose and u.split(".")[-1] in _OUTPUT_SIDE]
     if late:
         units, numbered = ([u for u in units if u not in late] + late,
                            [n for u, n in zip(units, numbered, strict=True) if u not in late] + [False] * len(late))
