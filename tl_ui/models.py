@@ -14,20 +14,66 @@ from tl_core.errors import TLError, WeightsRejected
 from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
 from tl_core.model.registry import list_backbones
+from tl_core.model.spec import BackboneSpec
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
 
 from .render_cache import dataset_key, shared_figure
 
+# The three kinds of backbone, by how they were pre-trained: what the Model page's table calls them.
+KIND_SUPERVISED = "supervised (ImageNet labels)"
+KIND_SELF_SUPERVISED = "self-supervised (no labels)"
+KIND_IMAGE_TEXT = "image-text (classifies from words)"
+
+
+def backbone_kind(spec: BackboneSpec) -> str:
+    """How ``spec`` was pre-trained, read from what its published accuracy measures: a zero-shot
+    number is an image-text model's, a linear-probe number a self-supervised one's ("" for a timm
+    name typed in, whose pre-training the registry does not know)."""
+    if spec.zero_shot:
+        return KIND_IMAGE_TEXT
+    if spec.accuracy == "linear probe":
+        return KIND_SELF_SUPERVISED
+    return KIND_SUPERVISED if spec.top1 > 0 else ""
+
+
+def accuracy_text(spec: BackboneSpec) -> str:
+    """The published accuracy with what it measures and, beyond torchvision's own, where it is
+    published: "ImageNet top-1 76.1%", "ImageNet linear probe 81.1% (Oquab et al. 2023, DINOv2)"."""
+    if spec.top1 <= 0:
+        return f"not listed here ({spec.accuracy_source})" if spec.accuracy_source else "not listed here"
+    if spec.source == "torchvision" or not spec.accuracy_source:
+        return spec.accuracy_label
+    return f"{spec.accuracy_label} ({spec.accuracy_source})"
+
+
+def on_disk_mb(path) -> float | None:
+    """The size of a weights file in MiB, or None when it is gone."""
+    try:
+        return path.stat().st_size / 1024**2
+    except OSError:  # removed since it was found
+        return None
+
 
 @st.cache_data(ttl=60, show_spinner=False)
 def backbone_table() -> pd.DataFrame:
-    """One row per registered backbone (the weights column is re-checked every minute)."""
+    """One row per registered backbone: its kind, library, published accuracy, size, speed, and
+    whether its weights are here (the size of the file) or where to get them. The weights columns
+    are re-checked every minute, and at once after an import."""
     specs = list_backbones()
-    fastest = min(s.gflops for s in specs)
-    return pd.DataFrame([{
-        "name": s.name, "description": s.description, "params (M)": s.num_params / 1e6,
-        "ImageNet top-1": s.top1, "relative speed": fastest / s.gflops,
-        "weights here": weights_status(s.name).available} for s in specs])
+    fastest = min((s.gflops for s in specs if s.gflops > 0), default=1.0)
+    rows = []
+    for s in specs:
+        status = weights_status(s.name)
+        rows.append({
+            "name": s.name, "kind": backbone_kind(s), "library": s.source, "accuracy": accuracy_text(s),
+            "params (M)": s.num_params / 1e6,
+            "relative speed": fastest / s.gflops if s.gflops > 0 else None,
+            "weights here": status.available,
+            "on disk (MB)": on_disk_mb(status.path) if status.available and status.path else None,
+            "get them": ("" if status.available else
+                         "downloaded on first use" if status.source == "download" else s.weights_url),
+            "description": s.description})
+    return pd.DataFrame(rows)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
@@ -53,10 +99,10 @@ class ImportOutcome:
 
 
 def import_uploaded_weights(state, upload) -> None:
-    """Button callback: check and save an uploaded ``.pth`` (streamed from the upload to a temp file
+    """Button callback: check and save an uploaded ``.pth`` or ``.safetensors`` file (streamed from the upload to a temp file
     beside its destination), refresh the weights column, keep the outcome in ``state`` for the page."""
     if upload is None:
-        outcome = ImportOutcome(False, "Choose a .pth file first.", "")
+        outcome = ImportOutcome(False, "Choose a weights file (.pth or .safetensors) first.", "")
     else:
         try:
             path = import_weights(upload, upload.name)
@@ -70,7 +116,8 @@ def import_uploaded_weights(state, upload) -> None:
 
 
 def import_folder_weights(state, folder: str) -> None:
-    """Check and add every ``.pth`` file of a folder on this server, as an upload is; keep one line
+    """Check and add every weights file (``.pth``, ``.safetensors``) of a folder on this server, as an
+    upload is; keep one line
     per file in ``state`` for the page."""
     if not folder.strip():
         state.weights_import_outcome = ImportOutcome(False, "Type the folder's path on this server first.", "")
@@ -83,8 +130,8 @@ def import_folder_weights(state, folder: str) -> None:
     counts = {kind: sum(r.outcome == kind for r in results) for kind in ("added", "refused", "skipped")}
     if counts["added"]:
         backbone_table.clear()  # the "weights here" column changes now, not in a minute
-    pth = counts["added"] + counts["refused"]
-    headline = (f"{counts['added']} of {pth} .pth files added, {counts['refused']} refused"
+    offered = counts["added"] + counts["refused"]
+    headline = (f"{counts['added']} of {offered} weights files added, {counts['refused']} refused"
                 + (f"; {counts['skipped']} other files skipped." if counts["skipped"] else ".")
                 if results else "The folder holds no files.")
     lines = tuple(f"added: {r.file}" if r.outcome == "added" else
