@@ -20,12 +20,14 @@ from tl_core.config import (
 )
 from tl_core.markup import code_span, escape_markdown
 from tl_core.model.presets import PRESETS
-from tl_core.model.registry import get_backbone, list_backbones
+from tl_core.model.registry import get_backbone
 from tl_core.model.weights import WEIGHT_CHECKS, weights_status
 from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
+    backbone_names,
     backbone_table,
     backbones_with_weights,
+    check_timm_name,
     freeze_diagram,
     group_report,
     import_folder_weights,
@@ -132,11 +134,26 @@ with user_errors("Could not list the backbones"):
     with st.expander("Three kinds of backbone, and what their accuracy measures", icon=":material/school:"):
         st.markdown(KINDS_EXPLAINED)
     table_slot, pick_slot, status_slot = st.container(), st.container(), st.container()
-    names = [spec.name for spec in list_backbones()]
+    names = backbone_names(draft.model.backbone)
     backbone = pick_slot.selectbox("Backbone", names, index=names.index(draft.model.backbone)
                                    if draft.model.backbone in names else 0, key="backbone_pick")
     state.edit_draft(model={"backbone": backbone})
     spec = get_backbone(backbone)
+
+    timm_outcome, state.timm_check = state.timm_check, None
+    with pick_slot.expander("Any other timm model (for experts)", icon=":material/manage_search:",
+                            expanded=timm_outcome is not None):
+        st.caption("timm (PyTorch Image Models) publishes over a thousand pretrained image models. Type one of its "
+                   "names, with or without the pretrained tag after the dot; it is checked (timm knows it, and it "
+                   "builds) before it becomes your backbone. Its weights come from the Hugging Face hub.")
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        c1.text_input("timm model name", key="timm_name", placeholder="convnext_tiny.in12k_ft_in1k")
+        c2.button("Check and use it", key="timm_check", on_click=check_timm_name,
+                  args=(state, "timm_name", "backbone_pick"), icon=":material/manage_search:")
+        if timm_outcome is not None:
+            (st.success if timm_outcome.ok else st.error)(timm_outcome.headline)
+            if timm_outcome.detail:
+                st.text(timm_outcome.detail)  # holds the typed name: text, never Markdown
 
     with st.expander("Add pretrained weights (a .pth or .safetensors file: an upload or a folder)",
                      icon=":material/upload_file:", expanded=not weights_status(backbone).available):

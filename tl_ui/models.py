@@ -13,8 +13,9 @@ from tl_core.config import FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
-from tl_core.model.registry import list_backbones
+from tl_core.model.registry import get_backbone, list_backbones
 from tl_core.model.spec import BackboneSpec
+from tl_core.model.timm_source import DYNAMIC_PREFIX
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
 
 from .render_cache import dataset_key, shared_figure
@@ -74,6 +75,48 @@ def backbone_table() -> pd.DataFrame:
                          "downloaded on first use" if status.source == "download" else s.weights_url),
             "description": s.description})
     return pd.DataFrame(rows)
+
+
+def backbone_names(current: str) -> list[str]:
+    """The picker's options: every registered backbone, and ``current`` when it is a timm name
+    chosen earlier that this server process has not resolved yet (after a restart). ``ConfigError``
+    when it no longer resolves."""
+    names = [spec.name for spec in list_backbones()]
+    if current not in names and current.startswith(DYNAMIC_PREFIX):
+        names.append(get_backbone(current).name)
+    return names
+
+
+@dataclass(frozen=True)
+class TimmCheck:
+    """The outcome of checking a timm name an expert typed, for the page to show once."""
+    ok: bool
+    headline: str  # no user text in it: shown through st.success / st.error (Markdown)
+    detail: str  # the registry's message (it holds the typed name): shown with st.text
+
+
+def check_timm_name(state, widget_key: str, picker_key: str) -> None:
+    """Button callback: the timm name typed in ``widget_key`` is checked (``get_backbone("timm/" +
+    name)``: timm knows it, and it builds on the meta device); when it builds it becomes the chosen
+    backbone (the picker ``picker_key`` shows it). The outcome is kept in ``state`` for the page."""
+    typed = str(st.session_state.get(widget_key) or "").strip()
+    if typed.startswith(DYNAMIC_PREFIX):
+        typed = typed[len(DYNAMIC_PREFIX):]
+    if not typed:
+        state.timm_check = TimmCheck(False, "Type a timm model name first, e.g. convnext_tiny.in12k_ft_in1k.", "")
+        return
+    try:
+        spec = get_backbone(DYNAMIC_PREFIX + typed)
+    except TLError as exc:
+        state.timm_check = TimmCheck(False, "Not added: it is not a timm model that builds here.", str(exc))
+        return
+    backbone_table.clear()  # the new entry is listed now, not in a minute
+    st.session_state[picker_key] = spec.name
+    state.edit_draft(model={"backbone": spec.name})
+    state.timm_check = TimmCheck(
+        True, "It builds, and it is now the chosen backbone.",
+        f"{spec.name}: {spec.num_params / 1e6:.1f} M parameters, {spec.feature_dim} features, "
+        f"{spec.preprocess.crop_size} px input ({spec.source_name}).")
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
