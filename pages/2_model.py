@@ -12,6 +12,7 @@ from tl_core.config import (
     HEAD_HELP,
     HEAD_LABELS,
     POOLING_LABELS,
+    ZERO_SHOT_HEAD,
     FreezeMode,
     FreezePlan,
     HeadConfig,
@@ -35,6 +36,7 @@ from tl_ui.models import (
     on_disk_mb,
 )
 from tl_ui.widgets import choice_input
+from tl_ui.zero_shot_views import class_words_editor, similar_texts_check
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -49,7 +51,8 @@ intro(
     """
 **Picking a backbone.** Bigger networks (more parameters, higher ImageNet accuracy) usually transfer
 better but train slower. `mobilenet_v2` is small, fast and ships with TL Studio, so it works offline.
-With few images per class, a self-supervised DINOv2 probe is a strong start.
+With few images per class, a self-supervised DINOv2 probe is a strong start; an image-text model can
+even classify with no training images, from the class names (the *zero-shot* head).
 
 **Freezing.** A *frozen* layer keeps its pretrained weights.
 - *Feature extractor*: the whole backbone is frozen and only the head learns. Fast, hard to overfit,
@@ -231,14 +234,15 @@ with user_errors("Could not list the backbones"):
 st.subheader("2 · Which layers train")
 plan = draft.freeze
 with user_errors("Could not show the layer groups"):
-    num_classes = 2
+    classes: list[str] = []
     if state.dataset_id:
         from tl_core.data import Dataset
 
         try:  # the session's own dataset or one the teacher shared
-            num_classes = max(2, len(Dataset.load(state.dataset_dir() or state.dataset_id).classes))
+            classes = list(Dataset.load(state.dataset_dir() or state.dataset_id).classes)
         except Exception:  # noqa: BLE001 - the Data page explains a broken dataset
             pass
+    num_classes = max(2, len(classes))
     mode = choice_input(st.radio, "Preset", FreezeMode, plan.mode, labels=FREEZE_MODE_LABELS, horizontal=True,
                         key="freeze_mode")
     body_names = [g.name for g in group_report(backbone, draft.model.head, num_classes, FreezePlan())][:-1]
@@ -270,7 +274,8 @@ with user_errors("Could not show the layer groups"):
     state.edit_draft(freeze=plan)
 
     st.subheader("3 · Head")
-    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
+    not_here = () if spec.zero_shot else (ZERO_SHOT_HEAD,)  # zero-shot needs a text tower
+    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS, exclude=not_here,
                              key="head_kind")
     if head_kind in HEAD_HELP:
         st.caption(HEAD_HELP[head_kind])
@@ -282,6 +287,12 @@ with user_errors("Could not show the layer groups"):
                    f"Dense layers. {backbone} ends in a global average pool, which it was trained with.")
         pool = "avg"
     head = HeadConfig(kind=head_kind, pool=pool)
+    if head_kind == ZERO_SHOT_HEAD:
+        head = dataclasses.replace(head, class_words=class_words_editor(classes, draft.model.head))
+        similar_texts_check(state, backbone, head, classes, pretrained=draft.model.pretrained,
+                            weights_dir=draft.model.weights_dir)
+        st.caption("On the Train page, 0 epochs is pure zero-shot: the words alone classify and no training image "
+                   "is used. More epochs train on from this start, a probe that begins from the words.")
     if head_kind == "mlp":
         c1, c2 = st.columns(2)
         head = dataclasses.replace(head, hidden=int(c1.number_input("Hidden units", 16, 4096, draft.model.head.hidden,

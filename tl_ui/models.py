@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -9,7 +10,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.config import FreezePlan, HeadConfig
+from tl_core.bounded import heavy_task
+from tl_core.config import ZERO_SHOT_HEAD, FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
@@ -17,6 +19,7 @@ from tl_core.model.registry import get_backbone, list_backbones
 from tl_core.model.spec import BackboneSpec
 from tl_core.model.timm_source import DYNAMIC_PREFIX
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
+from tl_core.model.zero_shot import similar_classes
 
 from .render_cache import dataset_key, shared_figure
 
@@ -186,7 +189,25 @@ def import_folder_weights(state, folder: str) -> None:
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,
                  epoch: int = 1) -> list[GroupInfo]:
-    return freeze_report(skeleton_model(backbone, head, num_classes), plan, epoch)
+    # the zero-shot head's words change no shape: one skeleton for all of them
+    return freeze_report(skeleton_model(backbone, dataclasses.replace(head, class_words=()), num_classes),
+                         plan, epoch)
+
+
+def similar_class_texts(backbone: str, head: HeadConfig, classes: list[str], *, pretrained: bool,
+                        weights_dir: str | None) -> list[tuple[str, str, float]]:
+    """``tl_core.model.zero_shot.similar_classes``: the pairs of classes whose texts the model can
+    barely tell apart. It loads the image-text model and embeds every prompt, so it is cached per
+    words and runs in one of the server's heavy-task slots (wrap the call in ``waiting_notice``)."""
+    return _similar_class_texts(backbone, tuple(classes), head.class_words, pretrained, weights_dir)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _similar_class_texts(backbone: str, classes: tuple[str, ...], words: tuple[tuple[str, str], ...],
+                         pretrained: bool, weights_dir: str | None) -> list[tuple[str, str, float]]:
+    with heavy_task():
+        return similar_classes(backbone, HeadConfig(kind=ZERO_SHOT_HEAD, class_words=words), classes,
+                               pretrained=pretrained, weights_dir=weights_dir)
 
 
 def freeze_diagram(frame: pd.DataFrame) -> go.Figure:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,14 @@ from .heavy import waiting_notice
 
 
 def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str, *,
-                 labels: dict[str, str] | Callable[[str], str] | None = None, **kwargs: Any) -> str:
+                 labels: dict[str, str] | Callable[[str], str] | None = None, exclude: Collection[str] = (),
+                 **kwargs: Any) -> str:
     """A selectbox or radio (``widget``, e.g. ``st.radio`` or ``column.selectbox``) over the choices of a
-    config Literal alias, starting at ``value``. ``labels`` (a dict or a function) names the options;
-    without one the options show their config names, and the help lists what each means."""
-    options = choices(alias)
+    config Literal alias, starting at ``value``, less those in ``exclude`` (choices that do not apply
+    here, such as the zero-shot head for an image-only backbone). ``labels`` (a dict or a function)
+    names the options; without one the options show their config names, and the help lists what
+    each means."""
+    options = tuple(name for name in choices(alias) if name not in exclude)
     if labels is None and "help" not in kwargs and alias in LABELS:
         kwargs["help"] = "\n".join(f"- `{name}`: {LABELS[alias][name]}" for name in options)
     if isinstance(labels, dict):

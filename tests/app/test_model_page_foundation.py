@@ -1,5 +1,6 @@
 """Model page: the timm and open_clip families in the backbone table (library, kind, what the
-published accuracy measures, weights on disk), and any timm name."""
+published accuracy measures, weights on disk), any timm name, and the zero-shot head (class words,
+similar texts)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def draft_of(workspace):
     from tl_core.runs import read_draft
 
     return RunConfig.from_dict(read_draft(workspace))
+
+
+def save_zero_shot_draft(workspace, backbone: str = "tiny_clip") -> None:
+    from tl_core.config import DataConfig, HeadConfig, ModelConfig, RunConfig
+    from tl_core.runs import save_draft
+
+    save_draft(workspace, RunConfig(data=DataConfig(source=""),
+                                    model=ModelConfig(backbone=backbone, head=HeadConfig(kind="zero_shot"))).to_dict())
 
 
 def test_the_table_shows_each_library_and_what_its_accuracy_measures(app, tiny_clip_weights):
@@ -74,3 +83,62 @@ def test_an_unknown_timm_name_shows_close_matches(app, session_workspace):
     detail = next(t.value for t in app.text if "convnext_tinny" in t.value)
     assert "Close matches" in detail and "convnext_tiny" in detail  # as text: the typed name is never Markdown
     assert app.selectbox(key="backbone_pick").value == "mobilenet_v2"
+
+
+def test_zero_shot_is_offered_only_for_image_text_backbones(app):
+    from tl_core.config import HEAD_LABELS
+
+    app.switch_page("pages/2_model.py").run()
+    app.selectbox(key="backbone_pick").set_value("tiny_vit").run()
+    no_exceptions(app)
+    assert HEAD_LABELS["zero_shot"] not in app.selectbox(key="head_kind").options
+    app.selectbox(key="backbone_pick").set_value("tiny_clip").run()
+    no_exceptions(app)
+    assert HEAD_LABELS["zero_shot"] in app.selectbox(key="head_kind").options
+    app.selectbox(key="head_kind").set_value("zero_shot").run()
+    no_exceptions(app)
+    assert any("Radford et al. 2021" in m.value for m in app.markdown)
+    assert any("cls_03" in c.value for c in app.caption)
+
+    app.selectbox(key="backbone_pick").set_value("tiny_vit").run()  # no text tower: back to a head it has
+    no_exceptions(app)
+    assert app.selectbox(key="head_kind").value != "zero_shot"
+
+
+def test_edited_class_words_land_in_the_draft(app, tiny_dataset, session_workspace):
+    from tl_ui.zero_shot_views import words_key
+
+    save_zero_shot_draft(session_workspace)
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/2_model.py").run()
+    no_exceptions(app)
+    assert app.text_input(key=words_key("blue")).value == "blue"  # the folder name, as words
+    assert [t.value for t in app.text if t.value in ("red", "blue")] == ["blue", "red"]  # the names as text
+    app.text_input(key=words_key("red")).input("ripe tomato ,  red ball,").run()
+    no_exceptions(app)
+    head = draft_of(session_workspace).model.head
+    assert (head.kind, head.class_words) == ("zero_shot", (("red", "ripe tomato, red ball"),))
+
+    app.text_input(key=words_key("blue")).input("cls_03").run()  # a code, not a word
+    assert any("numbers" in w.value for w in app.warning)
+    assert "blue" in [t.value for t in app.text]
+
+
+def test_classes_whose_texts_are_the_same_are_named(app, tiny_dataset, session_workspace, tiny_clip_weights):
+    from tl_ui.zero_shot_views import words_key
+
+    save_zero_shot_draft(session_workspace)
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/2_model.py").run()
+    app.text_input(key=words_key("red")).input("ball")
+    app.text_input(key=words_key("blue")).input("ball")
+    app.button(key="similar_check").click().run()
+    no_exceptions(app)
+    assert any("nearly the same" in w.value for w in app.warning)
+    pairs = table_with(app, "and class")
+    assert {pairs.iloc[0]["class"], pairs.iloc[0]["and class"]} == {"red", "blue"}
+
+    app.text_input(key=words_key("blue")).input("sky").run()  # the words changed: the old answer is not shown
+    no_exceptions(app)
+    assert table_with(app, "and class") is None
+    assert any("check again" in c.value for c in app.caption)
