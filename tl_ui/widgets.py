@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from tl_core.bounded import heavy_task
-from tl_core.config import LABELS, choices
+from tl_core.config import LABELS, ZERO_SHOT_HEAD, choices
 from tl_core.data.safety import ImageRefused, thumbnail_jpeg
 from tl_core.errors import LimitReached
 
@@ -32,6 +32,16 @@ def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str,
         labels = labels.get
     return widget(label, options, index=options.index(value) if value in options else 0,
                   format_func=labels or str, **kwargs)
+
+
+def epochs_input(widget: Callable[..., Any], value: int, head_kind: str, **kwargs: Any) -> int:
+    """The number of epochs (``widget``: ``st.number_input`` or a column's), starting at ``value``.
+    0 is allowed only with the zero-shot head, as ``RunConfig.validate`` allows it: the class words
+    alone classify, and no training image is used."""
+    least = 0 if head_kind == ZERO_SHOT_HEAD else 1
+    note = " 0 = pure zero-shot, no training images." if least == 0 else ""
+    return int(widget("Epochs", least, max(500, value), max(value, least),
+                      help="Passes over the training images. 5-20 is typical." + note, **kwargs))
 
 
 def steps_with(steps: Sequence[float], value: float) -> list[float]:

@@ -1,6 +1,6 @@
 """Model page: the timm and open_clip families in the backbone table (library, kind, what the
 published accuracy measures, weights on disk), any timm name, and the zero-shot head (class words,
-similar texts)."""
+similar texts, 0 epochs on the Train page)."""
 
 from __future__ import annotations
 
@@ -142,3 +142,28 @@ def test_classes_whose_texts_are_the_same_are_named(app, tiny_dataset, session_w
     no_exceptions(app)
     assert table_with(app, "and class") is None
     assert any("check again" in c.value for c in app.caption)
+
+
+def test_zero_epochs_start_a_pure_zero_shot_run(app, tiny_dataset, session_workspace, tiny_clip_weights):
+    from tests.app.test_train_page import follow
+    from tl_core.runs import RunStore
+
+    save_zero_shot_draft(session_workspace)
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    epochs = app.number_input(key="epochs")
+    assert epochs.min == 0 and "pure zero-shot" in epochs.help
+    epochs.set_value(0)
+    app.button(key="start").click().run()
+    no_exceptions(app)
+    run = RunStore(session_workspace).get(app.query_params["run"])
+    assert (run.config.train.epochs, run.config.model.head.kind) == (0, "zero_shot")
+    assert follow(app, ("finished", "failed")) == "finished"
+
+
+def test_other_heads_need_an_epoch(app, tiny_dataset, tiny_draft):
+    app.query_params["dataset"] = tiny_dataset
+    app.switch_page("pages/3_train.py").run()
+    no_exceptions(app)
+    assert app.number_input(key="epochs").min == 1
