@@ -196,13 +196,12 @@ with user_errors("Could not list the backbones"):
     with table_slot:  # drawn after a possible import, so the weights column is fresh
         table = backbone_table()
         st.dataframe(table, hide_index=True, key="backbone_table", column_config={
-            "name": st.column_config.TextColumn("Backbone", width="small", pinned=True),
-            "kind": st.column_config.TextColumn("Kind", width="small",
-                                                help="How it was pre-trained (see *Three kinds of backbone*)"),
-            "library": st.column_config.TextColumn("Library", width="small",
-                                                   help="torchvision, timm or open_clip: where the model comes from"),
+            "name": st.column_config.TextColumn("Backbone", pinned=True),
+            "kind": st.column_config.TextColumn("Kind", help="How it was pre-trained (see *Three kinds of backbone*)"),
+            "library": st.column_config.TextColumn("Library", help="torchvision, timm or open_clip: where the model "
+                                                                   "comes from"),
             "accuracy": st.column_config.TextColumn(
-                "Published accuracy", width="medium",
+                "Published accuracy", width="large",
                 help="On ImageNet: top-1 (supervised), linear probe (self-supervised) or zero-shot (image-text), "
                      "with its source. Compare numbers of one kind only."),
             "params (M)": st.column_config.NumberColumn("Params", format="%.1f M", width="small",

@@ -24,9 +24,9 @@ from tl_core.model.zero_shot import similar_classes
 from .render_cache import dataset_key, shared_figure
 
 # The three kinds of backbone, by how they were pre-trained: what the Model page's table calls them.
-KIND_SUPERVISED = "supervised (ImageNet labels)"
-KIND_SELF_SUPERVISED = "self-supervised (no labels)"
-KIND_IMAGE_TEXT = "image-text (classifies from words)"
+KIND_SUPERVISED = "supervised"  # on ImageNet's labels
+KIND_SELF_SUPERVISED = "self-supervised"  # no labels, no text
+KIND_IMAGE_TEXT = "image-text"  # photos and captions: classifies from words
 
 
 def backbone_kind(spec: BackboneSpec) -> str:

@@ -50,10 +50,10 @@ def test_the_table_shows_each_library_and_what_its_accuracy_measures(app, tiny_c
     assert table.loc["mobilenet_v2", "library"] == "torchvision"
     assert table.loc["mobilenet_v2", "accuracy"] == "ImageNet top-1 71.9%"
     dino = table.loc["dinov2_vits14"]
-    assert (dino["library"], dino["kind"]) == ("timm", "self-supervised (no labels)")
+    assert (dino["library"], dino["kind"]) == ("timm", "self-supervised")
     assert dino["accuracy"] == "ImageNet linear probe 81.1% (Oquab et al. 2023, DINOv2)"
     clip = table.loc["clip_vit_b32"]
-    assert (clip["library"], clip["kind"]) == ("open_clip", "image-text (classifies from words)")
+    assert (clip["library"], clip["kind"]) == ("open_clip", "image-text")
     assert clip["accuracy"].startswith("ImageNet zero-shot 63.2% (Radford et al. 2021")
     # offline: DINOv2's weights are not here, and the table says where they come from
     assert not dino["weights here"] and dino["get them"].startswith("https://huggingface.co/timm/")
