@@ -34,6 +34,7 @@ from tl_ui.models import (
     import_folder_weights,
     import_uploaded_weights,
     on_disk_mb,
+    speeds_note,
 )
 from tl_ui.widgets import choice_input
 from tl_ui.zero_shot_views import class_words_editor, similar_texts_check
@@ -209,6 +210,11 @@ with user_errors("Could not list the backbones"):
             "relative speed": st.column_config.ProgressColumn(
                 "Speed", min_value=0.0, max_value=1.0, format="%.2f", width="small",
                 help="1 = the fastest here (fewer GFLOPs per image)"),
+            "images/s here": st.column_config.NumberColumn(
+                "Images/s here", format="%.0f", width="small",
+                help="Frozen-feature extraction measured on this machine (bench/backbones.py --save)"),
+            "peak memory (MB)": st.column_config.NumberColumn("Memory", format="%.0f MB", width="small",
+                                                              help="Peak memory while extracting features here"),
             "weights here": st.column_config.CheckboxColumn("Weights here", width="small",
                                                             help="Pretrained weights are on this server"),
             "on disk (MB)": st.column_config.NumberColumn("On disk", format="%.0f MB", width="small",
@@ -219,6 +225,7 @@ with user_errors("Could not list the backbones"):
                      "status below says where to put it"),
             "description": st.column_config.TextColumn("What it is", width="large"),
         })
+        st.caption(speeds_note())
     status = weights_status(backbone)
     shown = escape_markdown(backbone)
     if status.available:

@@ -17,9 +17,11 @@ from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
 from tl_core.model.registry import get_backbone, list_backbones
 from tl_core.model.spec import BackboneSpec
+from tl_core.model.speeds import read_speeds
 from tl_core.model.timm_source import DYNAMIC_PREFIX
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
 from tl_core.model.zero_shot import similar_classes
+from tl_core.workspace import default_home
 
 from .render_cache import dataset_key, shared_figure
 
@@ -65,19 +67,36 @@ def backbone_table() -> pd.DataFrame:
     are re-checked every minute, and at once after an import."""
     specs = list_backbones()
     fastest = min((s.gflops for s in specs if s.gflops > 0), default=1.0)
+    measured = read_speeds(default_home())  # bench/backbones.py --save, on this machine
     rows = []
     for s in specs:
         status = weights_status(s.name)
+        speed = measured.get(s.name)
         rows.append({
             "name": s.name, "kind": backbone_kind(s), "library": s.source, "accuracy": accuracy_text(s),
             "params (M)": s.num_params / 1e6,
             "relative speed": fastest / s.gflops if s.gflops > 0 else None,
+            "images/s here": speed.images_per_s if speed else None,
+            "peak memory (MB)": speed.peak_memory_mb if speed else None,
             "weights here": status.available,
             "on disk (MB)": on_disk_mb(status.path) if status.available and status.path else None,
             "get them": ("" if status.available else
                          "downloaded on first use" if status.source == "download" else s.weights_url),
             "description": s.description})
     return pd.DataFrame(rows)
+
+
+def speeds_note() -> str:
+    """Where the speed columns come from: this machine's measurements (which machine, when), or
+    the published multiply-adds alone and how to measure. No user text in it (Markdown)."""
+    measured = read_speeds(default_home())
+    if not measured:
+        return ("Speed: multiply-adds per image, relative to the lightest backbone listed. To measure images/s "
+                "on this machine, run `python bench/backbones.py --save` once (a teacher, before the class).")
+    latest = max(measured.values(), key=lambda s: s.measured)
+    return (f"Images/s and peak memory: frozen-feature extraction measured on this machine ({latest.machine}, "
+            f"{latest.measured}) by `bench/backbones.py`; Speed: multiply-adds per image, relative to the "
+            "lightest backbone listed.")
 
 
 def backbone_names(current: str) -> list[str]:

@@ -62,6 +62,24 @@ def test_the_table_shows_each_library_and_what_its_accuracy_measures(app, tiny_c
     assert any("three kinds" in e.label.lower() for e in app.expander)
 
 
+def test_speeds_measured_here_are_shown(app, home):
+    from tl_core.model.speeds import BackboneSpeed, write_speeds
+    from tl_ui.models import backbone_table
+
+    backbone_table.clear()
+    app.switch_page("pages/2_model.py").run()
+    assert any("bench/backbones.py --save" in c.value for c in app.caption)  # nothing measured: how to
+    write_speeds(home, [BackboneSpeed("tiny_vit", 123.0, 456.0, 0.97, "test CPU, 2 threads", "2026-12-08")])
+    backbone_table.clear()
+    app.run()
+    no_exceptions(app)
+    table = table_with(app, "library").set_index("name")
+    assert (table.loc["tiny_vit", "images/s here"], table.loc["tiny_vit", "peak memory (MB)"]) == (123.0, 456.0)
+    assert table["images/s here"].isna().sum() == len(table) - 1
+    assert any("measured on this machine (test CPU, 2 threads, 2026-12-08)" in c.value for c in app.caption)
+    backbone_table.clear()
+
+
 def test_a_timm_name_that_builds_becomes_the_backbone(app, session_workspace):
     app.switch_page("pages/2_model.py").run()
     app.text_input(key="timm_name").input("test_convnext")
