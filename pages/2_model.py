@@ -12,25 +12,32 @@ from tl_core.config import (
     HEAD_HELP,
     HEAD_LABELS,
     POOLING_LABELS,
+    ZERO_SHOT_HEAD,
     FreezeMode,
     FreezePlan,
     HeadConfig,
     HeadKind,
     Pooling,
 )
+from tl_core.markup import code_span, escape_markdown
 from tl_core.model.presets import PRESETS
-from tl_core.model.registry import get_backbone, list_backbones
+from tl_core.model.registry import get_backbone
 from tl_core.model.weights import WEIGHT_CHECKS, weights_status
 from tl_ui import get_state, intro, start_page, user_errors
 from tl_ui.models import (
+    backbone_names,
     backbone_table,
     backbones_with_weights,
+    check_timm_name,
     freeze_diagram,
     group_report,
     import_folder_weights,
     import_uploaded_weights,
+    on_disk_mb,
+    speeds_note,
 )
 from tl_ui.widgets import choice_input
+from tl_ui.zero_shot_views import class_words_editor, similar_texts_check
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -38,12 +45,15 @@ draft = state.draft
 
 intro(
     "Choose a model",
-    "A *backbone* is a network already trained on ImageNet's 1.3 million photos; its early layers detect "
-    "edges and textures, its late layers whole objects. You keep what it learned and train a small new "
-    "*head* for your classes, deciding how many of the backbone's layers may change.",
+    "A *backbone* is a network already trained on millions of photos (ImageNet's 1.3 million labelled ones, or "
+    "far more without labels or with captions); its early layers detect edges and textures, its late layers "
+    "whole objects. You keep what it learned and train a small new *head* for your classes, deciding how many "
+    "of the backbone's layers may change.",
     """
 **Picking a backbone.** Bigger networks (more parameters, higher ImageNet accuracy) usually transfer
 better but train slower. `mobilenet_v2` is small, fast and ships with TL Studio, so it works offline.
+With few images per class, a self-supervised DINOv2 probe is a strong start; an image-text model can
+even classify with no training images, from the class names (the *zero-shot* head).
 
 **Freezing.** A *frozen* layer keeps its pretrained weights.
 - *Feature extractor*: the whole backbone is frozen and only the head learns. Fast, hard to overfit,
@@ -63,6 +73,23 @@ features change little while task-specific ones change more.
 frozen features in seconds. With only a few images per class, try nearest class mean or k nearest
 neighbours: they compare a new image with your images instead of learning weights.
 """)
+
+KINDS_EXPLAINED = """
+Backbones differ in how they learnt before they ever see your images, and their published accuracy
+measures different things, so compare numbers only within one kind.
+- **Supervised on ImageNet** (ResNet, MobileNet, EfficientNet, ConvNeXt, VGG, ViT): trained to name
+  ImageNet's 1,000 classes from 1.3 million labelled photos. *Top-1* is how often their first guess
+  is right. Across 16 such networks, better ImageNet accuracy meant better transfer (Kornblith et al.
+  2019), though not always on real-world images such as camera traps (Fang et al. 2023).
+- **Self-supervised** (DINOv2): learnt from 142 million photos with no labels and no text, by
+  matching views of the same image (Oquab et al. 2023). *Linear probe* is the accuracy of a linear
+  head trained on its frozen features: its features alone are that good. Strong for fine-grained
+  classes and few images.
+- **Image-text** (CLIP, SigLIP, MobileCLIP): an image tower and a text tower trained to match photos
+  with their captions (Radford et al. 2021; Zhai et al. 2023). They can classify from words alone:
+  *zero-shot* is ImageNet accuracy with no ImageNet training image, only the class names. Weaker on
+  specialised images (satellite, medical, counting); their features also probe well.
+"""
 
 # The widgets a recipe sets: their remembered values are dropped so they show the new draft.
 RECIPE_WIDGETS = ("backbone_pick", "freeze_mode", "last_n", "unfreeze_every", "train_bn", "use_lr_range",
@@ -108,35 +135,55 @@ with st.expander("Start from a recipe: the classic VGG16 one (Keras style), or d
 st.subheader("1 · Backbone")
 backbone = draft.model.backbone
 with user_errors("Could not list the backbones"):
+    with st.expander("Three kinds of backbone, and what their accuracy measures", icon=":material/school:"):
+        st.markdown(KINDS_EXPLAINED)
     table_slot, pick_slot, status_slot = st.container(), st.container(), st.container()
-    names = [spec.name for spec in list_backbones()]
+    names = backbone_names(draft.model.backbone)
     backbone = pick_slot.selectbox("Backbone", names, index=names.index(draft.model.backbone)
                                    if draft.model.backbone in names else 0, key="backbone_pick")
     state.edit_draft(model={"backbone": backbone})
     spec = get_backbone(backbone)
 
-    with st.expander("Add pretrained weights (torchvision .pth files: an upload or a folder)", icon=":material/upload_file:",
-                     expanded=not weights_status(backbone).available):
+    timm_outcome, state.timm_check = state.timm_check, None
+    with pick_slot.expander("Any other timm model (for experts)", icon=":material/manage_search:",
+                            expanded=timm_outcome is not None):
+        st.caption("timm (PyTorch Image Models) publishes over a thousand pretrained image models. Type one of its "
+                   "names, with or without the pretrained tag after the dot; it is checked (timm knows it, and it "
+                   "builds) before it becomes your backbone. Its weights come from the Hugging Face hub.")
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        c1.text_input("timm model name", key="timm_name", placeholder="convnext_tiny.in12k_ft_in1k")
+        c2.button("Check and use it", key="timm_check", on_click=check_timm_name,
+                  args=(state, "timm_name", "backbone_pick"), icon=":material/manage_search:")
+        if timm_outcome is not None:
+            (st.success if timm_outcome.ok else st.error)(timm_outcome.headline)
+            if timm_outcome.detail:
+                st.text(timm_outcome.detail)  # holds the typed name: text, never Markdown
+
+    with st.expander("Add pretrained weights (a .pth or .safetensors file: an upload or a folder)",
+                     icon=":material/upload_file:", expanded=not weights_status(backbone).available):
         checks = ", ".join(WEIGHT_CHECKS)
+        where = f", from {spec.weights_url}" if spec.weights_url else ""
         st.markdown(
-            "Upload a file exactly as torchvision publishes it. It is added only when it passes four checks "
-            f"({checks}): its name is a backbone's torchvision file name (for {backbone}: "
-            f"`{spec.weights_filename}`, from {spec.weights_url}); its sha256 starts with the 8 characters after "
-            "the last '-' of that name; it opens with `torch.load(weights_only=True)` (no code inside); and its "
-            "layers and their shapes are exactly the backbone's.")
-        upload = st.file_uploader("Weights file", type=["pth"], key="weights_upload")
+            "Upload a weights file under the name TL Studio expects: torchvision's own name for its backbones, "
+            f"the names below for timm and open_clip ones (for {escape_markdown(backbone)}: "
+            f"{code_span(spec.weights_filename)}{where}). It is added only when it passes four checks ({checks}): "
+            "its name is a backbone's weights file name; its sha256 matches the published one where there is one "
+            "(torchvision puts its first 8 characters in the name, after the last '-'); it opens with safetensors "
+            "or `torch.load(weights_only=True)`, so no code in it runs; and its layers and their shapes are "
+            "exactly the backbone's.")
+        upload = st.file_uploader("Weights file", type=["pth", "safetensors"], key="weights_upload")
         st.button("Check and add these weights", key="weights_add", on_click=import_uploaded_weights,
                   args=(state, upload), icon=":material/verified:")
         if classroom.teacher_enabled() and not state.teacher_unlocked:
             # a classroom server: only the teacher reads the server's folders
-            st.caption("The teacher can also add every .pth file of a folder on this server (after "
+            st.caption("The teacher can also add every weights file of a folder on this server (after "
                        "unlocking the Teacher page).")
         else:
-            folder = st.text_input("Or a folder on this server holding .pth files (e.g. copied from a USB stick)",
-                                   key="weights_folder", placeholder="/home/teacher/weights",
-                                   help="Every .pth file in it is checked as an upload is, and added if it passes.")
+            folder = st.text_input("Or a folder on this server holding weights files (.pth, .safetensors), e.g. "
+                                   "copied from a USB stick", key="weights_folder", placeholder="/home/teacher/weights",
+                                   help="Every weights file in it is checked as an upload is, and added if it passes.")
             # Not a callback: its args would be the folder typed before this run, not the one just typed.
-            if st.button("Check and add every .pth file in this folder", key="weights_add_folder",
+            if st.button("Check and add every weights file in this folder", key="weights_add_folder",
                          icon=":material/folder_open:"):
                 import_folder_weights(state, folder)
         outcome, state.weights_import_outcome = state.weights_import_outcome, None
@@ -150,37 +197,58 @@ with user_errors("Could not list the backbones"):
     with table_slot:  # drawn after a possible import, so the weights column is fresh
         table = backbone_table()
         st.dataframe(table, hide_index=True, key="backbone_table", column_config={
-            "name": st.column_config.TextColumn("Backbone", width="small"),
-            "description": st.column_config.TextColumn("What it is", width="large"),
+            "name": st.column_config.TextColumn("Backbone", pinned=True),
+            "kind": st.column_config.TextColumn("Kind", help="How it was pre-trained (see *Three kinds of backbone*)"),
+            "library": st.column_config.TextColumn("Library", help="torchvision, timm or open_clip: where the model "
+                                                                   "comes from"),
+            "accuracy": st.column_config.TextColumn(
+                "Published accuracy", width="large",
+                help="On ImageNet: top-1 (supervised), linear probe (self-supervised) or zero-shot (image-text), "
+                     "with its source. Compare numbers of one kind only."),
             "params (M)": st.column_config.NumberColumn("Params", format="%.1f M", width="small",
                                                         help="Parameters, in millions"),
-            "ImageNet top-1": st.column_config.NumberColumn("Top-1", format="%.1f %%", width="small",
-                                                            help="Accuracy on ImageNet"),
             "relative speed": st.column_config.ProgressColumn(
                 "Speed", min_value=0.0, max_value=1.0, format="%.2f", width="small",
                 help="1 = the fastest here (fewer GFLOPs per image)"),
+            "images/s here": st.column_config.NumberColumn(
+                "Images/s here", format="%.0f", width="small",
+                help="Frozen-feature extraction measured on this machine (bench/backbones.py --save)"),
+            "peak memory (MB)": st.column_config.NumberColumn("Memory", format="%.0f MB", width="small",
+                                                              help="Peak memory while extracting features here"),
             "weights here": st.column_config.CheckboxColumn("Weights here", width="small",
                                                             help="Pretrained weights are on this server"),
+            "on disk (MB)": st.column_config.NumberColumn("On disk", format="%.0f MB", width="small",
+                                                          help="Size of the weights file on this server"),
+            "get them": st.column_config.TextColumn(
+                "Get the weights", width="medium",
+                help="Where to download a file that is not here (then add it below); the selected backbone's "
+                     "status below says where to put it"),
+            "description": st.column_config.TextColumn("What it is", width="large"),
         })
+        st.caption(speeds_note())
     status = weights_status(backbone)
+    shown = escape_markdown(backbone)
     if status.available:
-        status_slot.success(f"Pretrained weights for **{backbone}** are on this server ({status.source}).",
+        size_mb = on_disk_mb(status.path) if status.path else None
+        size = f", {size_mb:.0f} MB" if size_mb is not None else ""
+        status_slot.success(f"Pretrained weights for **{shown}** are on this server ({status.source}{size}).",
                             icon=":material/check_circle:")
     else:
-        status_slot.warning(f"Pretrained weights for **{backbone}** are not on this server. {status.how_to} "
+        status_slot.warning(f"Pretrained weights for **{shown}** are not on this server. {status.how_to} "
                             "Or add the file under *Add pretrained weights* below.", icon=":material/cloud_off:")
 
 st.subheader("2 · Which layers train")
 plan = draft.freeze
 with user_errors("Could not show the layer groups"):
-    num_classes = 2
+    classes: list[str] = []
     if state.dataset_id:
         from tl_core.data import Dataset
 
         try:  # the session's own dataset or one the teacher shared
-            num_classes = max(2, len(Dataset.load(state.dataset_dir() or state.dataset_id).classes))
+            classes = list(Dataset.load(state.dataset_dir() or state.dataset_id).classes)
         except Exception:  # noqa: BLE001 - the Data page explains a broken dataset
             pass
+    num_classes = max(2, len(classes))
     mode = choice_input(st.radio, "Preset", FreezeMode, plan.mode, labels=FREEZE_MODE_LABELS, horizontal=True,
                         key="freeze_mode")
     body_names = [g.name for g in group_report(backbone, draft.model.head, num_classes, FreezePlan())][:-1]
@@ -212,7 +280,8 @@ with user_errors("Could not show the layer groups"):
     state.edit_draft(freeze=plan)
 
     st.subheader("3 · Head")
-    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS,
+    not_here = () if spec.zero_shot else (ZERO_SHOT_HEAD,)  # zero-shot needs a text tower
+    head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS, exclude=not_here,
                              key="head_kind")
     if head_kind in HEAD_HELP:
         st.caption(HEAD_HELP[head_kind])
@@ -224,6 +293,12 @@ with user_errors("Could not show the layer groups"):
                    f"Dense layers. {backbone} ends in a global average pool, which it was trained with.")
         pool = "avg"
     head = HeadConfig(kind=head_kind, pool=pool)
+    if head_kind == ZERO_SHOT_HEAD:
+        head = dataclasses.replace(head, class_words=class_words_editor(classes, draft.model.head))
+        similar_texts_check(state, backbone, head, classes, pretrained=draft.model.pretrained,
+                            weights_dir=draft.model.weights_dir)
+        st.caption("On the Train page, 0 epochs is pure zero-shot: the words alone classify and no training image "
+                   "is used. More epochs train on from this start, a probe that begins from the words.")
     if head_kind == "mlp":
         c1, c2 = st.columns(2)
         head = dataclasses.replace(head, hidden=int(c1.number_input("Hidden units", 16, 4096, draft.model.head.hidden,

@@ -15,7 +15,7 @@ from tl_ui.charts import FEATURES_EXPLAINED, curves_for, format_seconds
 from tl_ui.ddp_views import gpus_for_run
 from tl_ui.label_views import balance_input, class_counts_of
 from tl_ui.models import augment_preview
-from tl_ui.widgets import choice_input, poll_every, steps_with
+from tl_ui.widgets import choice_input, epochs_input, poll_every, steps_with
 
 start_page()  # opened without app.py (a deep link, first after a restart): becomes app.py's run
 state = get_state()
@@ -59,8 +59,7 @@ with st.expander("New run", expanded=not run_active, icon=":material/tune:"):
                     f"head: {draft.model.head.kind} · "
                     f"dataset `{state.dataset_id}` (change on the Data and Model pages)")
         c1, c2, c3, c4 = st.columns(4)
-        epochs = c1.number_input("Epochs", 1, max(500, DEFAULTS.epochs), DEFAULTS.epochs, key="epochs",
-                                 help="Passes over the training images. 5-20 is typical.")
+        epochs = epochs_input(c1.number_input, DEFAULTS.epochs, draft.model.head.kind, key="epochs")
         batch_size = c2.select_slider("Batch size", steps_with([4, 8, 16, 32, 64, 128], DEFAULTS.batch_size),
                                       DEFAULTS.batch_size, key="batch_size",
                                       help="Images per step; halved automatically if memory runs out.")

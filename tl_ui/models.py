@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -9,25 +10,135 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from tl_core.config import FreezePlan, HeadConfig
+from tl_core.bounded import heavy_task
+from tl_core.config import ZERO_SHOT_HEAD, FreezePlan, HeadConfig
 from tl_core.errors import TLError, WeightsRejected
 from tl_core.model import loading, preprocess
 from tl_core.model.freeze import GroupInfo, freeze_report
-from tl_core.model.registry import list_backbones
+from tl_core.model.registry import get_backbone, list_backbones
+from tl_core.model.spec import BackboneSpec
+from tl_core.model.speeds import read_speeds
+from tl_core.model.timm_source import DYNAMIC_PREFIX
 from tl_core.model.weights import import_weights, import_weights_folder, weights_status
+from tl_core.model.zero_shot import similar_classes
+from tl_core.workspace import default_home
 
 from .render_cache import dataset_key, shared_figure
+
+# The three kinds of backbone, by how they were pre-trained: what the Model page's table calls them.
+KIND_SUPERVISED = "supervised"  # on ImageNet's labels
+KIND_SELF_SUPERVISED = "self-supervised"  # no labels, no text
+KIND_IMAGE_TEXT = "image-text"  # photos and captions: classifies from words
+
+
+def backbone_kind(spec: BackboneSpec) -> str:
+    """How ``spec`` was pre-trained, read from what its published accuracy measures: a zero-shot
+    number is an image-text model's, a linear-probe number a self-supervised one's ("" for a timm
+    name typed in, whose pre-training the registry does not know)."""
+    if spec.zero_shot:
+        return KIND_IMAGE_TEXT
+    if spec.accuracy == "linear probe":
+        return KIND_SELF_SUPERVISED
+    return KIND_SUPERVISED if spec.top1 > 0 else ""
+
+
+def accuracy_text(spec: BackboneSpec) -> str:
+    """The published accuracy with what it measures and, beyond torchvision's own, where it is
+    published: "ImageNet top-1 76.1%", "ImageNet linear probe 81.1% (Oquab et al. 2023, DINOv2)"."""
+    if spec.top1 <= 0:
+        return f"not listed here ({spec.accuracy_source})" if spec.accuracy_source else "not listed here"
+    if spec.source == "torchvision" or not spec.accuracy_source:
+        return spec.accuracy_label
+    return f"{spec.accuracy_label} ({spec.accuracy_source})"
+
+
+def on_disk_mb(path) -> float | None:
+    """The size of a weights file in MiB, or None when it is gone."""
+    try:
+        return path.stat().st_size / 1024**2
+    except OSError:  # removed since it was found
+        return None
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def backbone_table() -> pd.DataFrame:
-    """One row per registered backbone (the weights column is re-checked every minute)."""
+    """One row per registered backbone: its kind, library, published accuracy, size, speed, and
+    whether its weights are here (the size of the file) or where to get them. The weights columns
+    are re-checked every minute, and at once after an import."""
     specs = list_backbones()
-    fastest = min(s.gflops for s in specs)
-    return pd.DataFrame([{
-        "name": s.name, "description": s.description, "params (M)": s.num_params / 1e6,
-        "ImageNet top-1": s.top1, "relative speed": fastest / s.gflops,
-        "weights here": weights_status(s.name).available} for s in specs])
+    fastest = min((s.gflops for s in specs if s.gflops > 0), default=1.0)
+    measured = read_speeds(default_home())  # bench/backbones.py --save, on this machine
+    rows = []
+    for s in specs:
+        status = weights_status(s.name)
+        speed = measured.get(s.name)
+        rows.append({
+            "name": s.name, "kind": backbone_kind(s), "library": s.source, "accuracy": accuracy_text(s),
+            "params (M)": s.num_params / 1e6,
+            "relative speed": fastest / s.gflops if s.gflops > 0 else None,
+            "images/s here": speed.images_per_s if speed else None,
+            "peak memory (MB)": speed.peak_memory_mb if speed else None,
+            "weights here": status.available,
+            "on disk (MB)": on_disk_mb(status.path) if status.available and status.path else None,
+            "get them": ("" if status.available else
+                         "downloaded on first use" if status.source == "download" else s.weights_url),
+            "description": s.description})
+    return pd.DataFrame(rows)
+
+
+def speeds_note() -> str:
+    """Where the speed columns come from: this machine's measurements (which machine, when), or
+    the published multiply-adds alone and how to measure. No user text in it (Markdown)."""
+    measured = read_speeds(default_home())
+    if not measured:
+        return ("Speed: multiply-adds per image, relative to the lightest backbone listed. To measure images/s "
+                "on this machine, run `python bench/backbones.py --save` once (a teacher, before the class).")
+    latest = max(measured.values(), key=lambda s: s.measured)
+    return (f"Images/s and peak memory: frozen-feature extraction measured on this machine ({latest.machine}, "
+            f"{latest.measured}) by `bench/backbones.py`; Speed: multiply-adds per image, relative to the "
+            "lightest backbone listed.")
+
+
+def backbone_names(current: str) -> list[str]:
+    """The picker's options: every registered backbone, and ``current`` when it is a timm name
+    chosen earlier that this server process has not resolved yet (after a restart). ``ConfigError``
+    when it no longer resolves."""
+    names = [spec.name for spec in list_backbones()]
+    if current not in names and current.startswith(DYNAMIC_PREFIX):
+        names.append(get_backbone(current).name)
+    return names
+
+
+@dataclass(frozen=True)
+class TimmCheck:
+    """The outcome of checking a timm name an expert typed, for the page to show once."""
+    ok: bool
+    headline: str  # no user text in it: shown through st.success / st.error (Markdown)
+    detail: str  # the registry's message (it holds the typed name): shown with st.text
+
+
+def check_timm_name(state, widget_key: str, picker_key: str) -> None:
+    """Button callback: the timm name typed in ``widget_key`` is checked (``get_backbone("timm/" +
+    name)``: timm knows it, and it builds on the meta device); when it builds it becomes the chosen
+    backbone (the picker ``picker_key`` shows it). The outcome is kept in ``state`` for the page."""
+    typed = str(st.session_state.get(widget_key) or "").strip()
+    if typed.startswith(DYNAMIC_PREFIX):
+        typed = typed[len(DYNAMIC_PREFIX):]
+    if not typed:
+        state.timm_check = TimmCheck(False, "Type a timm model name first, e.g. convnext_tiny.in12k_ft_in1k.", "")
+        return
+    try:
+        spec = get_backbone(DYNAMIC_PREFIX + typed)
+    except TLError as exc:
+        state.timm_check = TimmCheck(False, "Not added: it is not a timm model that builds here.", str(exc))
+        return
+    backbone_table.clear()  # the new entry is listed now, not in a minute
+    st.session_state[picker_key] = spec.name
+    state.edit_draft(model={"backbone": spec.name})
+    state.timm_check = TimmCheck(
+        True, "It builds, and it is now the chosen backbone.",
+        f"{spec.name}: {spec.num_params / 1e6:.1f} M parameters, {spec.feature_dim} features, "
+        f"{spec.preprocess.crop_size} px input ({spec.source_name}).")
 
 
 @st.cache_resource(max_entries=8, show_spinner="Reading the network's layers…")
@@ -53,10 +164,10 @@ class ImportOutcome:
 
 
 def import_uploaded_weights(state, upload) -> None:
-    """Button callback: check and save an uploaded ``.pth`` (streamed from the upload to a temp file
+    """Button callback: check and save an uploaded ``.pth`` or ``.safetensors`` file (streamed from the upload to a temp file
     beside its destination), refresh the weights column, keep the outcome in ``state`` for the page."""
     if upload is None:
-        outcome = ImportOutcome(False, "Choose a .pth file first.", "")
+        outcome = ImportOutcome(False, "Choose a weights file (.pth or .safetensors) first.", "")
     else:
         try:
             path = import_weights(upload, upload.name)
@@ -70,7 +181,8 @@ def import_uploaded_weights(state, upload) -> None:
 
 
 def import_folder_weights(state, folder: str) -> None:
-    """Check and add every ``.pth`` file of a folder on this server, as an upload is; keep one line
+    """Check and add every weights file (``.pth``, ``.safetensors``) of a folder on this server, as an
+    upload is; keep one line
     per file in ``state`` for the page."""
     if not folder.strip():
         state.weights_import_outcome = ImportOutcome(False, "Type the folder's path on this server first.", "")
@@ -83,8 +195,8 @@ def import_folder_weights(state, folder: str) -> None:
     counts = {kind: sum(r.outcome == kind for r in results) for kind in ("added", "refused", "skipped")}
     if counts["added"]:
         backbone_table.clear()  # the "weights here" column changes now, not in a minute
-    pth = counts["added"] + counts["refused"]
-    headline = (f"{counts['added']} of {pth} .pth files added, {counts['refused']} refused"
+    offered = counts["added"] + counts["refused"]
+    headline = (f"{counts['added']} of {offered} weights files added, {counts['refused']} refused"
                 + (f"; {counts['skipped']} other files skipped." if counts["skipped"] else ".")
                 if results else "The folder holds no files.")
     lines = tuple(f"added: {r.file}" if r.outcome == "added" else
@@ -96,7 +208,25 @@ def import_folder_weights(state, folder: str) -> None:
 
 def group_report(backbone: str, head: HeadConfig, num_classes: int, plan: FreezePlan,
                  epoch: int = 1) -> list[GroupInfo]:
-    return freeze_report(skeleton_model(backbone, head, num_classes), plan, epoch)
+    # the zero-shot head's words change no shape: one skeleton for all of them
+    return freeze_report(skeleton_model(backbone, dataclasses.replace(head, class_words=()), num_classes),
+                         plan, epoch)
+
+
+def similar_class_texts(backbone: str, head: HeadConfig, classes: list[str], *, pretrained: bool,
+                        weights_dir: str | None) -> list[tuple[str, str, float]]:
+    """``tl_core.model.zero_shot.similar_classes``: the pairs of classes whose texts the model can
+    barely tell apart. It loads the image-text model and embeds every prompt, so it is cached per
+    words and runs in one of the server's heavy-task slots (wrap the call in ``waiting_notice``)."""
+    return _similar_class_texts(backbone, tuple(classes), head.class_words, pretrained, weights_dir)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _similar_class_texts(backbone: str, classes: tuple[str, ...], words: tuple[tuple[str, str], ...],
+                         pretrained: bool, weights_dir: str | None) -> list[tuple[str, str, float]]:
+    with heavy_task():
+        return similar_classes(backbone, HeadConfig(kind=ZERO_SHOT_HEAD, class_words=words), classes,
+                               pretrained=pretrained, weights_dir=weights_dir)
 
 
 def freeze_diagram(frame: pd.DataFrame) -> go.Figure:

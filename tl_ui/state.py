@@ -55,6 +55,8 @@ class AppState:
     upload_generation: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # class -> uploader
     upload_refused: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)  # class -> why not kept
     weights_import_outcome: Any = field(default=None, repr=False, compare=False)  # the Model page's last import
+    timm_check: Any = field(default=None, repr=False, compare=False)  # the Model page's last timm name checked
+    similar_texts: Any = field(default=None, repr=False, compare=False)  # the Model page's last zero-shot text check
     pending_delete_run: str | None = field(default=None, repr=False, compare=False)  # awaits "delete for good"
     pending_delete_dataset: str | None = field(default=None, repr=False, compare=False)
     teacher_unlocked: bool = field(default=False, repr=False, compare=False)  # the right password was typed here

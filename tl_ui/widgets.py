@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from tl_core.bounded import heavy_task
-from tl_core.config import LABELS, choices
+from tl_core.config import LABELS, ZERO_SHOT_HEAD, choices
 from tl_core.data.safety import ImageRefused, thumbnail_jpeg
 from tl_core.errors import LimitReached
 
@@ -18,17 +18,30 @@ from .heavy import waiting_notice
 
 
 def choice_input(widget: Callable[..., Any], label: str, alias: Any, value: str, *,
-                 labels: dict[str, str] | Callable[[str], str] | None = None, **kwargs: Any) -> str:
+                 labels: dict[str, str] | Callable[[str], str] | None = None, exclude: Collection[str] = (),
+                 **kwargs: Any) -> str:
     """A selectbox or radio (``widget``, e.g. ``st.radio`` or ``column.selectbox``) over the choices of a
-    config Literal alias, starting at ``value``. ``labels`` (a dict or a function) names the options;
-    without one the options show their config names, and the help lists what each means."""
-    options = choices(alias)
+    config Literal alias, starting at ``value``, less those in ``exclude`` (choices that do not apply
+    here, such as the zero-shot head for an image-only backbone). ``labels`` (a dict or a function)
+    names the options; without one the options show their config names, and the help lists what
+    each means."""
+    options = tuple(name for name in choices(alias) if name not in exclude)
     if labels is None and "help" not in kwargs and alias in LABELS:
         kwargs["help"] = "\n".join(f"- `{name}`: {LABELS[alias][name]}" for name in options)
     if isinstance(labels, dict):
         labels = labels.get
     return widget(label, options, index=options.index(value) if value in options else 0,
                   format_func=labels or str, **kwargs)
+
+
+def epochs_input(widget: Callable[..., Any], value: int, head_kind: str, **kwargs: Any) -> int:
+    """The number of epochs (``widget``: ``st.number_input`` or a column's), starting at ``value``.
+    0 is allowed only with the zero-shot head, as ``RunConfig.validate`` allows it: the class words
+    alone classify, and no training image is used."""
+    least = 0 if head_kind == ZERO_SHOT_HEAD else 1
+    note = " 0 = pure zero-shot, no training images." if least == 0 else ""
+    return int(widget("Epochs", least, max(500, value), max(value, least),
+                      help="Passes over the training images. 5-20 is typical." + note, **kwargs))
 
 
 def steps_with(steps: Sequence[float], value: float) -> list[float]:
