@@ -429,3 +429,25 @@ def test_every_generated_script_is_clean_python(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F,E9,I",
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout
+
+
+def test_the_zero_shot_script_makes_the_apps_head_from_the_same_words():
+    """The script's zero_shot_head (open_clip alone) and the engine's, from the same text tower:
+    the same prompts, templates, temperature, hence the same weights."""
+    from tests.tiny_foundation import add_tiny_clip_config
+    from tl_core.model import zero_shot
+
+    add_tiny_clip_config()
+    head = HeadConfig(kind="zero_shot", class_words=(("red", "crimson, scarlet"),))
+    config = _config(model=ModelConfig(backbone="tiny_clip", head=head), train=TrainConfig(epochs=0))
+    namespace = script_namespace(config, ["green", "red"])
+    assert namespace["HEAD"] == "zero_shot" and namespace["CLASS_WORDS"] == {"red": "crimson, scarlet"}
+    spec = get_backbone("tiny_clip")
+    torch.manual_seed(0)
+    tower = spec.build().eval()
+    namespace["load_backbone"] = lambda: tower
+    classes = ["green", "red", "colts-foot"]
+    ours = zero_shot.head_from_text(tower, spec, zero_shot.class_words(head, classes))
+    theirs = namespace["zero_shot_head"](classes)
+    torch.testing.assert_close(theirs.weight, ours.weight)
+    assert torch.count_nonzero(theirs.bias) == 0

@@ -24,7 +24,14 @@ import textwrap
 import typing
 
 from tl_core.cli.options import FIELD_OPTIONS, option_field
-from tl_core.config import BALANCE_LABELS, CLASSICAL_HEADS, FREEZE_MODE_LABELS, OPTIMIZERS, RunConfig
+from tl_core.config import (
+    BALANCE_LABELS,
+    CLASSICAL_HEADS,
+    FREEZE_MODE_LABELS,
+    HEAD_LABELS,
+    OPTIMIZERS,
+    RunConfig,
+)
 
 # ----------------------------------------------------------------------------------------------
 # The command line
@@ -238,7 +245,8 @@ def _header(config: RunConfig, spec, classical: bool) -> str:
     plan, train = config.freeze, config.train
     start = f"from {_WEIGHTS_WORDS[spec.source]}" if config.model.pretrained else \
         "from random initialisation (no transfer)"
-    head_words = {"linear": "a new linear head", "mlp": f"a new MLP head ({head.hidden} hidden units)"}.get(
+    head_words = {"linear": "a new linear head", "mlp": f"a new MLP head ({head.hidden} hidden units)",
+                  "zero_shot": "a zero-shot head made of the class names' text embeddings"}.get(
         head.kind, f"a scikit-learn classifier ({head.kind}) on the frozen backbone's features")
     if classical:
         how = "features computed once; the classifier is fitted on them"
@@ -324,6 +332,7 @@ def _model_constants(config: RunConfig, spec) -> list[str]:
     ]
     if head.kind not in CLASSICAL_HEADS:
         lines.append(f"FEATURE_DIM = {spec.feature_dim_for(head)}  # width of the body's output features")
+        lines.append(f"HEAD = {head.kind!r}  # {HEAD_LABELS[head.kind]}")
     if head.kind == "mlp":
         lines += [f"HIDDEN = {head.hidden}  # width of the head's hidden layer",
                   f"DROPOUT = {_fmt(head.dropout)}  # dropout before the head's last layer"]
@@ -546,7 +555,53 @@ def _open_clip_model_code(spec, head) -> str:
         def make_body(net):
             """The image tower alone (the text tower is not needed to classify images)."""
             return ImageTower(net.visual)
-        ''')
+        ''') + (_zero_shot_code(spec, head) if head.kind == "zero_shot" else "")
+
+
+def _zero_shot_code(spec, head) -> str:
+    """``zero_shot_head(classes)``: the open_clip text tower's embeddings of each class's prompts as
+    a linear head (tl_core.model.zero_shot and open_clip_source.text_embeddings, as script code)."""
+    from tl_core.model.open_clip_source import TEMPLATES
+
+    words = "\n".join(f"    {name!r}: {text!r}," for name, text in head.class_words)
+    templates = "\n".join(f"    {t!r}," for t in TEMPLATES)
+    return textwrap.dedent('''
+
+
+        # Zero-shot (Radford et al. 2021): each class's words become prompts; the text tower embeds them.
+        CLASS_WORDS = {  # words for a class's prompts, several comma-separated; others: the folder name
+        @WORDS@
+        }
+        TEMPLATES = [
+        @TEMPLATES@
+        ]
+
+
+        def class_words(name):
+            text = CLASS_WORDS.get(name) or " ".join(name.replace("_", " ").replace("-", " ").replace(".", " ").split())
+            text = text or name
+            return [w.strip() for w in text.split(",") if w.strip()]
+
+
+        @torch.no_grad()
+        def zero_shot_head(classes):
+            """A linear layer whose rows are the model's temperature times each class's text direction:
+            the normalised mean embedding of its prompts. The image tower's outputs are normalised too,
+            so its logits are scaled cosine similarities."""
+            net = load_backbone().eval()
+            tokenizer = open_clip.get_tokenizer(@MODEL_NAME@)
+            rows = []
+            for name in classes:
+                prompts = [template.format(word) for word in class_words(name) for template in TEMPLATES]
+                embedded = nn.functional.normalize(net.encode_text(tokenizer(prompts)).float(), dim=-1)
+                rows.append(nn.functional.normalize(embedded.mean(dim=0), dim=-1))
+            directions = torch.stack(rows)
+            head = nn.Linear(directions.shape[1], len(classes))
+            head.weight.copy_(directions * net.logit_scale.exp())
+            head.bias.zero_()
+            return head
+        ''').replace("@WORDS@", words.strip()).replace("@TEMPLATES@", templates.strip()).replace(
+        "@MODEL_NAME@", repr(spec.option("model_name")))
 
 
 def _body_code(spec, head) -> str:
@@ -730,7 +785,10 @@ def _run_code(config: RunConfig, classes: list[str] | None) -> tuple[str, list[s
 
 def _training_code(config: RunConfig) -> str:
     """The freezing helpers, the optimiser and schedule of the run, and the training loop with ``main``."""
-    return _FREEZE_HELPERS_CODE + "\n" + _optimizer_code(config) + _schedule_code(config) + _TRAINING_LOOP_CODE
+    zero_shot_init = ("\n    # the class names' text embeddings are the head (training goes on from them)"
+                      "\n    model.head = zero_shot_head(classes)") if config.model.head.kind == "zero_shot" else ""
+    return (_FREEZE_HELPERS_CODE + "\n" + _optimizer_code(config) + _schedule_code(config)
+            + _TRAINING_LOOP_CODE.replace("@ZERO_SHOT_INIT@", zero_shot_init))
 
 
 def _optimizer_code(config: RunConfig) -> str:
@@ -862,11 +920,12 @@ _TRAINING_LOOP_CODE = textwrap.dedent('''
         seed_everything(SEED)
         device = pick_device()
         classes, loaders = make_loaders(args.data)
-        model = TransferNet(len(classes)).to(device)
+        model = TransferNet(len(classes))@ZERO_SHOT_INIT@
+        model = model.to(device)
         freeze(model, trainable_groups(1))
         optimizer = make_optimizer(model)
         total_steps = len(loaders["train"]) * EPOCHS
-        scheduler = make_scheduler(optimizer, total_steps)
+        scheduler = make_scheduler(optimizer, total_steps) if EPOCHS else None  # 0 epochs: pure zero-shot
         weight = class_weights(loaders["train"], len(classes)).to(device) if BALANCE == "weighted_loss" else None
         loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=LABEL_SMOOTHING)
         print(json.dumps({"run_name": RUN_NAME, "backbone": BACKBONE, "pretrained": PRETRAINED, "classes": classes,
@@ -894,7 +953,13 @@ _TRAINING_LOOP_CODE = textwrap.dedent('''
                 print(f"Stopped early: {MONITOR} did not improve for {PATIENCE} epochs.")
                 break
 
-        print(f"Best epoch {best_epoch} (by {MONITOR}); its weights are in {args.out}")
+        if EPOCHS == 0:  # pure zero-shot: the class names alone classify; nothing was trained
+            val_loss, val_acc = evaluate(model, loaders["val"], device)
+            print(f"zero-shot: val loss {val_loss:.4f} acc {val_acc:.3f}")
+            torch.save(model.state_dict(), args.out)
+            print(f"Its weights are in {args.out}")
+        else:
+            print(f"Best epoch {best_epoch} (by {MONITOR}); its weights are in {args.out}")
         if loaders["test"] is not None:
             model.load_state_dict(torch.load(args.out, map_location=device))
             test_loss, test_acc = evaluate(model, loaders["test"], device)
