@@ -286,6 +286,8 @@ def backbone_figure(table: pd.DataFrame, x: str, x_label: str, log_x: bool = Fal
                      symbol_map={plot_label(k): v for k, v in ACCURACY_SYMBOLS.items()}, log_x=log_x,
                      labels={x: x_label, "best val acc": "best validation accuracy",
                              "published as": "published ImageNet accuracy"})
-    fig.update_traces(textposition="top center", marker={"size": 12})
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, yaxis_tickformat=".0%")
+    # names are drawn beyond the axes rather than cut at them; accuracy stays on its 0-100% scale
+    fig.update_traces(textposition="top center", marker={"size": 12}, cliponaxis=False)
+    fig.update_layout(height=380, margin={"l": 10, "r": 40, "t": 40, "b": 10}, yaxis_tickformat=".0%",
+                      yaxis_range=[0, 1.08], legend={"orientation": "h", "y": -0.25})
     return fig
