@@ -283,7 +283,7 @@ with user_errors("Could not show the layer groups"):
     not_here = () if spec.zero_shot else (ZERO_SHOT_HEAD,)  # zero-shot needs a text tower
     head_kind = choice_input(st.selectbox, "Head", HeadKind, draft.model.head.kind, labels=HEAD_LABELS, exclude=not_here,
                              key="head_kind")
-    if head_kind in HEAD_HELP:
+    if head_kind in HEAD_HELP and head_kind != ZERO_SHOT_HEAD:  # zero-shot's editor below explains it at length
         st.caption(HEAD_HELP[head_kind])
     is_vgg = get_backbone(backbone).family == "vgg"
     pool = choice_input(st.radio, "From feature map to features", Pooling, draft.model.head.pool if is_vgg else "avg",
