@@ -425,7 +425,7 @@ def test_every_generated_script_is_clean_python(tmp_path):
     scripts.update({spec.name: standalone_script(_config(model=ModelConfig(backbone=spec.name)))
                     for spec in list_backbones()})
     for name, script in scripts.items():
-        (tmp_path / f"{name}.py").write_text(script, encoding="utf-8")
+        (tmp_path / f"{name.replace('/', '--')}.py").write_text(script, encoding="utf-8")  # timm/<name> too
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F,E9,I",
                            str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout

@@ -313,3 +313,16 @@ def test_the_cli_lists_the_families_and_trains_them(workspace, image_folder, wei
     assert len(zero.read_metrics()["history"]) == 1
     vit = next(r for r in runs if r.config.model.backbone == "tiny_vit")
     assert vit.status().state == "finished" and not vit.config.model.pretrained
+
+
+def test_listing_backbones_imports_neither_timm_nor_open_clip():
+    """The registry knows the curated entries without their libraries: pages and workers that
+    never build a timm or open_clip model do not pay for importing them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tl_core.model.registry as r; r.list_backbones(); "
+            "print(sorted(m for m in ('timm', 'open_clip') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip().splitlines()[-1] == "[]"
