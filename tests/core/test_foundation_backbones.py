@@ -326,3 +326,14 @@ def test_listing_backbones_imports_neither_timm_nor_open_clip():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_siglips_tokenizer_missing_is_said_with_what_to_install(monkeypatch):
+    import open_clip
+
+    def no_transformers(name):
+        raise ModuleNotFoundError("No module named 'transformers'")
+
+    monkeypatch.setattr(open_clip, "get_tokenizer", no_transformers)
+    with pytest.raises(ConfigError, match="pip install transformers"):
+        open_clip_source.text_embeddings(get_backbone("siglip_vit_b16"), None, [["cat"], ["dog"]])

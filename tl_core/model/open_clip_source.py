@@ -103,9 +103,15 @@ def text_embeddings(spec: BackboneSpec, model: nn.Module, class_texts: Sequence[
 
     try:
         tokenizer = open_clip.get_tokenizer(spec.option("model_name"))
-    except Exception as exc:  # noqa: BLE001 - SigLIP's tokenizer comes from the hub through transformers
+    except ImportError as exc:  # SigLIP's tokenizer is a Hugging Face one, read through transformers
+        raise ConfigError(f"Zero-shot with {spec.name} needs its text tokenizer, which Hugging Face's transformers "
+                          f"library reads ({exc}): pip install transformers, then run it once online (the tokenizer "
+                          "is downloaded and kept in the Hugging Face cache). CLIP and MobileCLIP need neither: "
+                          "their tokenizer ships with open_clip.") from exc
+    except Exception as exc:  # noqa: BLE001 - a hub tokenizer not downloaded yet, offline
         raise ConfigError(f"The text tokenizer of {spec.name} cannot be loaded here ({exc}). Zero-shot needs it; "
-                          "it comes with the model's download on a machine with internet.") from exc
+                          "it is downloaded into the Hugging Face cache on first use on a machine with internet. "
+                          "CLIP and MobileCLIP's tokenizer ships with open_clip and works offline.") from exc
     model.eval()
     rows = []
     for words in class_texts:
