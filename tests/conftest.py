@@ -146,7 +146,10 @@ def _kept_together(path: str) -> bool:
 
 def pytest_xdist_make_scheduler(config, log):
     """``--dist loadgroup`` (``make test``), done here: a file that must stay on one worker is one
-    unit of work, every other test its own, handed out in the order of the collection (below).
+    unit of work, every other test its own, handed out in the order of the collection (below); and
+    every other worker takes the browser files first, the others everything else first, so that a
+    browser test's waits (pages, app servers, jobs) overlap the CPU-bound tests instead of another
+    browser test's. A worker whose own kind has run out takes the other kind.
 
     pytest-xdist's own loadgroup groups tests by a suffix it writes into each test's node id; under
     pytest 9 that write no longer changes the node id, so every test was scheduled alone (a
@@ -160,6 +163,13 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             return path if _kept_together(path) else nodeid
+
+        def _assign_work_unit(self, node) -> None:
+            browsers = list(self.assigned_work).index(node) % 2 == 0
+            scope = next((s for s in self.workqueue if s.startswith("tests/e2e/") == browsers), None)
+            if scope is not None:
+                self.workqueue.move_to_end(scope, last=False)  # the unit the parent hands out next
+            super()._assign_work_unit(node)
 
     config.option.loadscopereorder = False
     return FileGroups(config, log)
