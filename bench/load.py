@@ -49,6 +49,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,9 @@ class WalkOptions:
     render_timeout_s: float = 120.0
     abort: threading.Event | None = None  # set: every student stops at its next step (the machine runs out of memory)
     server_pid: int | None = None  # to read the server's CPU time around each render
+    # Called with each student's fresh session id before the walk: the tests pick their tiny test
+    # backbone in the session's saved settings there (the bench itself trains the app's default).
+    prepare_session: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -279,6 +283,8 @@ async def walk(url: str, options: WalkOptions, delay_s: float = 0.0) -> StudentR
     """One student's walk through the app (see the module's docstring); never raises."""
     await asyncio.sleep(delay_s)
     session = secrets.token_hex(8)
+    if options.prepare_session is not None:
+        options.prepare_session(session)
     result = StudentResult(session=session)
     client = StudentClient(url, session, options.render_timeout_s, options.server_pid)
     began = time.perf_counter()

@@ -157,6 +157,52 @@ def real_photos() -> dict[str, Image.Image]:
 
 
 E2E_DIR = Path(__file__).parent / "e2e"
+# The browser test files that take longest, longest first: with pytest-xdist they start first, so
+# that the many short tests fill the workers' last minutes instead of one long file running alone
+# at the end. A browser file not listed runs after these, before the other tests.
+LONGEST_E2E_FIRST = ("test_first_run", "test_walkthrough", "test_predict_export", "test_classroom_browser",
+                     "test_compare", "test_runs_and_code", "test_load_smoke", "test_sheets_browser")
+# Test files whose tests share an expensive fixture made once per module (a trained or exported
+# run, a Ray cluster): kept on one worker, so that it is made once rather than once per worker.
+KEPT_TOGETHER = ("test_export", "test_explain", "test_ray_backend")
+
+
+def _kept_together(path: str) -> bool:
+    """Whether the tests of the file at ``path`` (relative to the root, as in a node id) run on one
+    worker, in their order: every browser test file (its tests share a server and build on each
+    other's sessions), and the files in KEPT_TOGETHER."""
+    return path.startswith("tests/e2e/") or Path(path).stem in KEPT_TOGETHER
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` (``make test``), done here: a file that must stay on one worker is one
+    unit of work, every other test its own, handed out in the order of the collection (below); and
+    every other worker takes the browser files first, the others everything else first, so that a
+    browser test's waits (pages, app servers, jobs) overlap the CPU-bound tests instead of another
+    browser test's. A worker whose own kind has run out takes the other kind.
+
+    pytest-xdist's own loadgroup groups tests by a suffix it writes into each test's node id; under
+    pytest 9 that write no longer changes the node id, so every test was scheduled alone (a
+    browser file's tests ran on both workers, a module's fixture was made on each). Its default
+    reordering by the number of tests in a unit would also send the one-test browser files last."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _kept_together(path) else nodeid
+
+        def _assign_work_unit(self, node) -> None:
+            browsers = list(self.assigned_work).index(node) % 2 == 0
+            scope = next((s for s in self.workqueue if s.startswith("tests/e2e/") == browsers), None)
+            if scope is not None:
+                self.workqueue.move_to_end(scope, last=False)  # the unit the parent hands out next
+            super()._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
+    return FileGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -164,13 +210,20 @@ def pytest_collection_modifyitems(config, items):
     leaves it out) by its folder, not file by file. Tests marked ``gpu`` need CUDA: elsewhere they
     skip with the reason, rather than fail.
 
-    With pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``), a browser test file stays
-    on one worker, in its order (its tests share a server and build on each other's sessions);
-    every other test goes to whichever worker is free."""
+    The order, for pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``; see
+    pytest_xdist_make_scheduler): the browser files first, the longest first, then the files kept
+    together, then the rest; each file keeps its own order."""
+    def rank(item) -> tuple[int, int]:
+        path = Path(str(item.path))
+        if E2E_DIR in path.parents:
+            return (0, LONGEST_E2E_FIRST.index(path.stem) if path.stem in LONGEST_E2E_FIRST
+                    else len(LONGEST_E2E_FIRST))
+        return (1, 0) if path.stem in KEPT_TOGETHER else (2, 0)
+
     for item in items:
         if E2E_DIR in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))
+    items.sort(key=rank)  # stable
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return

@@ -177,6 +177,22 @@ def tiny_backbone_picked(server_home: Path, session: str) -> None:
     save_tiny_draft(Workspace(server_home).for_session(session))
 
 
+def open_select_box(page, key: str, within_s: float = 120.0) -> None:
+    """Click the select box ``key`` until its options show: a click that lands while the page
+    reruns (its sidebar polls the queue) is lost with the element it hit."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    box = page.locator(f".st-key-{key}")
+    deadline = time.monotonic() + within_s
+    while True:
+        box.click()
+        try:
+            page.get_by_role("option").first.wait_for(timeout=5_000)
+            return
+        except PlaywrightTimeoutError:
+            assert time.monotonic() < deadline, f"the select box {key} never opened"
+
+
 def click_plot_point(page, chart, point, hover_text: str = "", attempts: int = 4) -> None:
     """Click the Plotly point ``point`` (a locator) the way a user does: rest the pointer on it
     until Plotly shows its hover label (holding ``hover_text``), then click.

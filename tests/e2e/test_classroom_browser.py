@@ -8,10 +8,8 @@ import re
 import time
 from urllib.parse import parse_qs, urlparse
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
 from tests.conftest import wait_for
-from tests.e2e.conftest import TEACHER_PASSWORD, open_app, screenshot, settled
+from tests.e2e.conftest import TEACHER_PASSWORD, open_app, open_select_box, screenshot, settled
 from tests.e2e.test_walkthrough import go_to
 from tl_core.classroom.teacher import display_name
 from tl_core.workspace import Workspace
@@ -106,17 +104,3 @@ def test_teacher_sees_and_stops_a_students_job_and_students_stay_apart(browser, 
         blocker.close()
         for context in contexts:
             context.close()
-
-
-def open_select_box(page, key: str, within_s: float = 120.0) -> None:
-    """Click the select box ``key`` until its options show: a click that lands while the page
-    reruns (its sidebar polls the queue) is lost with the element it hit."""
-    box = page.locator(f".st-key-{key}")
-    deadline = time.monotonic() + within_s
-    while True:
-        box.click()
-        try:
-            page.get_by_role("option").first.wait_for(timeout=5_000)
-            return
-        except PlaywrightTimeoutError:
-            assert time.monotonic() < deadline, f"the select box {key} never opened"

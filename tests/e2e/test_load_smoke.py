@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import tiny_backbone_picked
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "load.py"
 
 
@@ -136,9 +138,11 @@ def test_a_watcher_sees_the_end_and_one_who_leaves_early_says_active(load):
 
 
 @pytest.mark.timeout(150)
-def test_a_student_who_waits_for_the_results_sees_the_run_finish(load, server):
-    """One student trains 1 epoch on the sample and watches the Train page to the end."""
-    options = load.WalkOptions(epochs=1, timeout_s=120, render_timeout_s=45)
+def test_a_student_who_waits_for_the_results_sees_the_run_finish(load, server, server_home):
+    """One student trains 1 epoch on the sample and watches the Train page to the end (on the tiny
+    test backbone: the client's watch to the run's end, not MobileNetV2)."""
+    options = load.WalkOptions(epochs=1, timeout_s=120, render_timeout_s=45,
+                               prepare_session=lambda session: tiny_backbone_picked(server_home, session))
     results = _in_own_loop(load.run_students(server, 1, ramp_s=0.0, wait_results=1, options=options))
 
     assert results[0].errors == []
