@@ -160,7 +160,8 @@ E2E_DIR = Path(__file__).parent / "e2e"
 # The browser test files that take longest, longest first: with pytest-xdist they start first, so
 # that the many short tests fill the workers' last minutes instead of one long file running alone
 # at the end. A browser file not listed runs after these, before the other tests.
-LONGEST_E2E_FIRST = ("test_first_run", "test_walkthrough", "test_predict_export", "test_classroom_browser",
+LONGEST_E2E_FIRST = ("test_first_run", "test_foundation_browser", "test_walkthrough", "test_predict_export",
+                     "test_classroom_browser",
                      "test_compare", "test_runs_and_code", "test_load_smoke", "test_sheets_browser")
 # Test files whose tests share an expensive fixture made once per module (a trained or exported
 # run, a Ray cluster): kept on one worker, so that it is made once rather than once per worker.
