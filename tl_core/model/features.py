@@ -36,21 +36,31 @@ if TYPE_CHECKING:
 FEATURES_VERSION = 2  # bump when how features are computed changes, so old stored ones are not reused
 
 
+def mostly_convolutional(body: nn.Module) -> bool:
+    """True when most of ``body``'s weights are in 2-D convolutions (a CNN, not a transformer)."""
+    total = sum(p.numel() for p in body.parameters())
+    conv = sum(p.numel() for m in body.modules() if isinstance(m, nn.Conv2d) for p in m.parameters(recurse=False))
+    return total > 0 and conv > total / 2
+
+
 def extract_features(body: nn.Module, loader: Iterable, normalize: Normalizer,
                      amp_dtype: torch.dtype | None = None,
                      progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``body`` over a loader of (uint8 images, labels); returns float32 features and labels on CPU.
-    Puts ``body`` in eval mode and in channels-last memory format (in place: a frozen body computes
-    the same features either way, in channels-last faster)."""
+    Puts ``body`` in eval mode and, for a CNN, in channels-last memory format (in place: a frozen body
+    computes the same features either way, a CNN in channels-last faster)."""
     body.eval()
     # oneDNN's CPU convolutions run ~1.7x faster on channels-last (NHWC) inputs and weights (bench/run.py,
-    # docs/benchmarks.md), as cuDNN's do with mixed precision; a no-op for models without 4-D weights.
-    body.to(memory_format=torch.channels_last)
+    # docs/benchmarks.md), as cuDNN's do with mixed precision. A transformer has one convolution (its
+    # patch embedding), and its tokens come out of an NHWC one in a slower layout (DINOv2 ViT-S: 0.87
+    # of plain forwards, bench/backbones.py): it keeps the default format.
+    memory_format = torch.channels_last if mostly_convolutional(body) else torch.contiguous_format
+    body.to(memory_format=memory_format)
     feats, labels = [], []
     total = len(loader) if hasattr(loader, "__len__") else 0
     for i, (images, y) in enumerate(loader, start=1):
         with torch.inference_mode(), autocast(normalize.device, amp_dtype):
-            f = body(normalize(images).contiguous(memory_format=torch.channels_last))
+            f = body(normalize(images).contiguous(memory_format=memory_format))
             # Left on the device until the end: a copy to the CPU per batch would make the CPU wait
             # for the GPU each batch instead of preparing the next one meanwhile.
             feats.append(f.float())
