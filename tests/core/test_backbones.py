@@ -71,7 +71,9 @@ def _param_counts(model) -> Counter:
 
 
 def test_registry_holds_the_promised_backbones():
-    assert {s.name for s in list_backbones()} == EXPECTED | PLUGGED_IN | FOUNDATION | TINY_FOUNDATION
+    # (a timm/<name> another test typed is added on demand: not one of the promised ones)
+    promised = {s.name for s in list_backbones() if not s.name.startswith("timm/")}
+    assert promised == EXPECTED | PLUGGED_IN | FOUNDATION | TINY_FOUNDATION
     assert {s.source for s in list_backbones()} == {"torchvision", "timm", "open_clip"}
     assert get_backbone("mobilenet_v2").option("weights_member") == "IMAGENET1K_V1"
     assert get_backbone("mobilenet_v2").weights_filename == BUNDLED_FILE

@@ -232,7 +232,10 @@ def test_a_pth_pickle_that_would_run_code_is_refused(weights_folder, tmp_path):
 # ----------------------------------------------------------------------------- any timm name
 
 
-def test_any_timm_name_is_checked_and_added_and_a_wrong_one_gets_close_matches():
+def test_any_timm_name_is_checked_and_added_and_a_wrong_one_gets_close_matches(monkeypatch):
+    from tl_core.model import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # the added name goes with the test
     spec = get_backbone("timm/test_convnext")  # an architecture: timm's default pretrained tag
     assert spec.source == "timm" and spec.source_name.startswith("test_convnext.")
     assert spec.feature_dim > 0 and spec.num_params > 0 and spec.gflops > 0
