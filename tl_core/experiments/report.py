@@ -27,6 +27,11 @@ def _compare(a: float, b: float, margin: float) -> int:
     return 0 if abs(a - b) <= margin else (1 if a > b else -1)
 
 
+def _verdict(a: float, b: float, margin: float) -> str:
+    """"beat", "matched" or "trailed": ``a`` against ``b`` (``_compare``), as a sentence says it."""
+    return {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+
+
 def _finished(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["state"] == "finished") & table["best val acc"].notna()]
 
@@ -127,7 +132,7 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
 
     if "lp_ft" in acc and "full_finetune" in acc:
         a, b = acc["lp_ft"], acc["full_finetune"]
-        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        word = _verdict(a, b, margin)
         out.append(f"LP-FT ({_pct(a)}) {word} plain fine-tuning ({_pct(b)}). Kumar et al. 2022 found LP-FT "
                    "about 1 point better on images like the training ones and about 10 points better on "
                    "shifted ones: a head trained first keeps the early fine-tuning steps from distorting "
@@ -143,7 +148,7 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
 
     if "nearest_mean" in acc and "linear_probe" in acc:
         a, b = acc["nearest_mean"], acc["linear_probe"]
-        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        word = _verdict(a, b, margin)
         out.append(f"The nearest class mean ({_pct(a)}), which learns nothing but each class's average "
                    f"features, {word} the trained linear probe ({_pct(b)}). Prototypical networks (Snell et al. "
                    "2017) classify by the nearest class mean too, and Wang et al. 2019 (SimpleShot) found it, "
@@ -152,7 +157,7 @@ def explain(table: pd.DataFrame, kind: str = "strategies") -> list[str]:
 
     if "top_n" in acc and "top_n_discriminative" in acc:
         a, b = acc["top_n_discriminative"], acc["top_n"]
-        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        word = _verdict(a, b, margin)
         out.append(f"Discriminative learning rates ({_pct(a)}) {word} one learning rate for every group "
                    f"({_pct(b)}). fastai fine-tunes with them by default (Howard and Gugger 2020): early "
                    "layers hold general features that need the smallest changes (Yosinski et al. 2014).")
@@ -219,7 +224,7 @@ def explain_data_size(table: pd.DataFrame) -> list[str]:
                    "converge much faster (He et al. 2019; Kornblith et al. 2019; Raghu et al. 2019).")
     if ("linear_probe", small) in acc and ("full_finetune", small) in acc:
         a, b = acc[("full_finetune", small)], acc[("linear_probe", small)]
-        word = {1: "beat", 0: "matched", -1: "trailed"}[_compare(a, b, margin)]
+        word = _verdict(a, b, margin)
         out.append(f"With the fewest images, fine-tuning everything ({_pct(a)}) {word} the linear probe "
                    f"({_pct(b)}): with few images, a probe has far fewer weights to overfit.")
     return out
