@@ -340,3 +340,16 @@ def test_siglips_tokenizer_missing_is_said_with_what_to_install(monkeypatch):
     monkeypatch.setattr(open_clip, "get_tokenizer", no_transformers)
     with pytest.raises(ConfigError, match="pip install transformers"):
         open_clip_source.text_embeddings(get_backbone("siglip_vit_b16"), None, [["cat"], ["dog"]])
+
+
+def test_a_head_the_backbone_cannot_have_or_bad_words_fail_before_a_run_folder_exists(workspace, image_folder, capsys):
+    from tl_core.cli.parser import main
+    from tl_core.runs import RunStore
+
+    ws = ["--workspace", str(workspace.root)]
+    assert main([*ws, "train", str(image_folder), "--backbone", "tiny_vit", "--head", "zero_shot", "--epochs", "0"]) == 2
+    assert "without a text tower" in capsys.readouterr().err
+    assert main([*ws, "train", str(image_folder), "--backbone", "tiny_clip", "--head", "zero_shot",
+                 "--class-words", "red"]) == 2
+    assert capsys.readouterr().err.startswith("error: --class-words takes CLASS=WORDS")
+    assert RunStore(workspace).list() == []

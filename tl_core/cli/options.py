@@ -90,11 +90,13 @@ def _batch_size(text: str) -> int | str:
 
 def class_words_option(items: list[str]) -> tuple[tuple[str, str], ...]:
     """``--class-words CLASS=WORDS`` (repeated) as ``HeadConfig.class_words``."""
+    from tl_core.errors import ConfigError
+
     pairs = []
     for item in items:
         name, sep, words = item.partition("=")
         if not sep or not name.strip() or not words.strip():
-            raise argparse.ArgumentTypeError(f"--class-words takes CLASS=WORDS (e.g. 'colts-foot=coltsfoot, yellow "
+            raise ConfigError(f"--class-words takes CLASS=WORDS (e.g. 'colts-foot=coltsfoot, yellow "
                                              f"wildflower'), not {item!r}")
         pairs.append((name.strip(), words.strip()))
     return tuple(pairs)

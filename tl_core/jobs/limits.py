@@ -46,6 +46,10 @@ def check_can_start(workspace: Workspace, config: RunConfig | None = None, *, ne
                 f"You have {plural(len(runs), 'run')}{more} (the limit is {number(limit)}): delete runs you no longer need "
                 "on the Runs page, or ask the teacher to raise max_runs."))
         check_session_disk(workspace, 0, settings)
+    if config is not None:  # a head the backbone cannot have fails before a run folder exists
+        from tl_core.model.registry import check_head_fits
+
+        check_head_fits(config.model.backbone, config.model.head.kind)
     need = estimate_run_bytes(config) * max(new_runs, 1) if config is not None else 0
     check_server_disk(need, settings, home, "this run" if new_runs <= 1 else f"these {new_runs} runs")
 

@@ -26,7 +26,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from tl_core.config import HeadConfig
+from tl_core.config import ZERO_SHOT_HEAD, HeadConfig
 from tl_core.errors import ConfigError
 from tl_core.model import open_clip_source, timm_source
 from tl_core.model.adapters import ADAPTERS as _TORCHVISION_ADAPTERS
@@ -36,7 +36,7 @@ from tl_core.model.spec import SOURCES, BackboneSpec, Preprocess, WeightsFile, t
 from tl_core.model.weights_lookup import pretrained_state_dict
 
 __all__ = ["BackboneSpec", "Preprocess", "WeightsFile", "torchvision_spec", "register", "list_backbones",
-           "get_backbone", "build_model", "transfer_model_from", "imagenet_head", "body_group_names"]
+           "get_backbone", "check_head_fits", "build_model", "transfer_model_from", "imagenet_head", "body_group_names"]
 
 # Comma-separated modules imported once the shipped backbones are registered; each registers its
 # own with ``register`` (e.g. a ``torchvision_spec`` of one of the torchvision families).
@@ -84,6 +84,15 @@ def get_backbone(name: str) -> BackboneSpec:
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise ConfigError(f"Unknown backbone {name!r}.{hint} Choose one of: {', '.join(_REGISTRY)}, or any timm "
                       f"model as {timm_source.DYNAMIC_PREFIX}<name> (e.g. timm/convnext_tiny.in12k_ft_in1k).")
+
+
+def check_head_fits(name: str, head_kind: str) -> None:
+    """``ConfigError`` when ``name`` cannot have a head of ``head_kind``: the zero-shot head needs an
+    image-text backbone's text tower. Checked before a run exists, and again where the head is made."""
+    spec = get_backbone(name)
+    if head_kind == ZERO_SHOT_HEAD and not spec.zero_shot:
+        raise ConfigError(f"{spec.name} is an image model without a text tower, so it cannot classify from class "
+                          "names. Choose an image-text backbone (CLIP, SigLIP, MobileCLIP) for the zero-shot head.")
 
 
 def build_model(name: str, num_classes: int, head: HeadConfig | None = None, *, pretrained: bool = True,

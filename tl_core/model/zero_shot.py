@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from tl_core.config import HeadConfig
-from tl_core.errors import ConfigError
 from tl_core.model.open_clip_source import TEMPLATES, logit_scale, text_embeddings
-from tl_core.model.registry import get_backbone
+from tl_core.model.registry import check_head_fits, get_backbone
 from tl_core.model.spec import BackboneSpec
 from tl_core.model.weights_lookup import pretrained_state_dict
 
@@ -44,16 +43,10 @@ def class_words(head: HeadConfig, classes: Sequence[str]) -> list[list[str]]:
     return found
 
 
-def check_zero_shot(spec: BackboneSpec) -> None:
-    if not spec.zero_shot:
-        raise ConfigError(f"{spec.name} is an image model without a text tower, so it cannot classify from class "
-                          "names. Choose an image-text backbone (CLIP, SigLIP, MobileCLIP) for the zero-shot head.")
-
-
 def load_image_text_model(spec: BackboneSpec, *, pretrained: bool = True, weights_dir: str | Path | None = None,
                           allow_download: bool = True) -> nn.Module:
     """The whole open_clip model (both towers), its weights loaded unless ``pretrained`` is False."""
-    check_zero_shot(spec)
+    check_head_fits(spec.name, "zero_shot")
     model = spec.build()
     if pretrained:
         model.load_state_dict(pretrained_state_dict(spec, weights_dir, allow_download=allow_download)[0])
